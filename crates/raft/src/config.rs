@@ -1,0 +1,106 @@
+//! Raft configuration.
+
+use std::time::Duration;
+use synod_core::NodeId;
+
+/// A deliberately broken behaviour, for proving that the simulator's checkers
+/// catch real protocol bugs. Never set outside tests and `synod sim --bug`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum InjectedBug {
+    /// Correct Raft.
+    #[default]
+    None,
+    /// Commit entries of earlier terms by counting replicas (ignores §5.4.2;
+    /// the Figure 8 bug).
+    CommitPreviousTermByCount,
+    /// Grant a vote to every candidate of the current term, even after voting
+    /// for another (two leaders in one term).
+    VoteTwiceInTerm,
+}
+
+/// Configuration of a Raft core.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Every voter of the cluster, including this node. Fixed membership for
+    /// now; joint consensus replaces this with a configuration in the log.
+    pub voters: Vec<NodeId>,
+    /// Lower bound of the randomized election timeout.
+    pub election_timeout_min: Duration,
+    /// Upper bound (exclusive) of the randomized election timeout.
+    pub election_timeout_max: Duration,
+    /// How often an idle leader sends heartbeats.
+    pub heartbeat_interval: Duration,
+    /// Run a pre-vote round before a real election (thesis §9.6).
+    pub pre_vote: bool,
+    /// Leaders step down after an election timeout without hearing from a
+    /// quorum; followers that heard from a leader within the minimum election
+    /// timeout ignore votes (thesis §6.2 / §9.6).
+    pub check_quorum: bool,
+    /// Most entries in one AppendEntries message.
+    pub max_entries_per_append: usize,
+    /// Most payload bytes in one AppendEntries message (at least one entry is
+    /// always sent).
+    pub max_bytes_per_append: usize,
+    /// Most AppendEntries messages in flight to one follower in replicate mode.
+    pub max_inflight_appends: usize,
+    /// Most uncommitted entries a leader accepts before refusing proposals
+    /// with [`ProposeError::Busy`](synod_core::ProposeError::Busy).
+    pub max_uncommitted_entries: usize,
+    /// Most read barriers waiting at once.
+    pub max_pending_reads: usize,
+    /// A bug to inject (tests only).
+    pub bug: InjectedBug,
+}
+
+impl Config {
+    /// A configuration with the defaults for `voters`: election timeout
+    /// 150–300 ms, heartbeats every 50 ms, pre-vote and check-quorum on.
+    pub fn new(voters: Vec<NodeId>) -> Config {
+        Config {
+            voters,
+            election_timeout_min: Duration::from_millis(150),
+            election_timeout_max: Duration::from_millis(300),
+            heartbeat_interval: Duration::from_millis(50),
+            pre_vote: true,
+            check_quorum: true,
+            max_entries_per_append: 256,
+            max_bytes_per_append: 1 << 20,
+            max_inflight_appends: 64,
+            max_uncommitted_entries: 8192,
+            max_pending_reads: 4096,
+            bug: InjectedBug::None,
+        }
+    }
+
+    /// Checks the configuration, naming the first problem found.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.voters.is_empty() {
+            return Err("a cluster needs at least one voter".into());
+        }
+        let mut ids = self.voters.clone();
+        ids.sort();
+        ids.dedup();
+        if ids.len() != self.voters.len() {
+            return Err("voter ids must be unique".into());
+        }
+        if self.election_timeout_min.is_zero()
+            || self.election_timeout_max <= self.election_timeout_min
+        {
+            return Err("need 0 < election_timeout_min < election_timeout_max".into());
+        }
+        if self.heartbeat_interval.is_zero()
+            || self.heartbeat_interval >= self.election_timeout_min
+        {
+            return Err("need 0 < heartbeat_interval < election_timeout_min".into());
+        }
+        if self.max_entries_per_append == 0
+            || self.max_bytes_per_append == 0
+            || self.max_inflight_appends == 0
+            || self.max_uncommitted_entries == 0
+            || self.max_pending_reads == 0
+        {
+            return Err("batch and window limits must be positive".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,29 @@
+//! # synod-raft
+//!
+//! The Raft consensus core (Ongaro & Ousterhout 2014; Ongaro's thesis 2014)
+//! as a sans-IO [`Protocol`](synod_core::Protocol): it owns the protocol's
+//! state and decisions, and nothing else — no I/O, no clock, no threads. The
+//! simulator, the tests and the real node drive it.
+//!
+//! What it does: leader election with randomized timeouts, pre-vote and
+//! check-quorum; log replication with batching, a bounded pipeline per
+//! follower (probe and replicate modes) and fast conflict backtracking; the
+//! §5.4.2 commit rule with a no-op at the start of each term; the persistence
+//! contract (hard state and entries are written before any message that
+//! depends on them); linearizable reads through ReadIndex; leadership
+//! transfer with TimeoutNow.
+//!
+//! May depend on `synod-core` only.
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod entry;
+pub mod message;
+pub mod storage;
+
+pub use config::{Config, InjectedBug};
+pub use entry::{Entry, Payload};
+pub use message::Message;
+pub use storage::{Durable, Write};
+pub mod node;
+pub use node::{RaftNode, RaftOutput};

@@ -1,0 +1,7 @@
+//! # synod-sim
+//!
+//! The deterministic simulator (skeleton; being written).
+#![deny(missing_docs)]
+
+pub mod invariant;
+pub use invariant::{Invariant, StepView, Violation};
