@@ -40,7 +40,9 @@ struct Seen {
     node: NodeId,
 }
 
-/// Checks that every (index, term) carries one payload after one previous term.
+/// Checks that every (index, term) carries one payload after one previous
+/// term (and that appended entries have consecutive indexes and terms ≥ 1
+/// that never decrease along the log).
 #[derive(Debug, Default)]
 pub struct LogMatching {
     /// `first[i - 1]`: the first term seen at index `i` (the common case).
@@ -76,7 +78,10 @@ impl LogMatching {
             let mut prev_term = prev_term_of(first.index, &output.writes, position, view);
             let mut prev_index = first.index - 1;
             for entry in entries {
-                if entry.index != prev_index + 1 || prev_term.is_some_and(|t| t > entry.term) {
+                let out_of_order = entry.index != prev_index + 1
+                    || entry.term == 0
+                    || prev_term.is_some_and(|t| t > entry.term);
+                if out_of_order {
                     let detail = format!(
                         "appended entry (index {}, term {}) after (index {prev_index}, term {prev_term:?})",
                         entry.index, entry.term
