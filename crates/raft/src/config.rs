@@ -88,8 +88,7 @@ impl Config {
         {
             return Err("need 0 < election_timeout_min < election_timeout_max".into());
         }
-        if self.heartbeat_interval.is_zero()
-            || self.heartbeat_interval >= self.election_timeout_min
+        if self.heartbeat_interval.is_zero() || self.heartbeat_interval >= self.election_timeout_min
         {
             return Err("need 0 < heartbeat_interval < election_timeout_min".into());
         }

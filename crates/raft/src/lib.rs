@@ -16,14 +16,25 @@
 //! May depend on `synod-core` only.
 #![deny(missing_docs)]
 
+pub mod commit;
 pub mod config;
+pub mod election;
 pub mod entry;
+pub mod log;
 pub mod message;
+pub mod progress;
+pub mod read_index;
+pub mod replication;
 pub mod storage;
+pub mod transfer;
+
+#[cfg(test)]
+mod testing;
 
 pub use config::{Config, InjectedBug};
 pub use entry::{Entry, Payload};
 pub use message::Message;
+pub use progress::{Progress, ProgressState};
 pub use storage::{Durable, Write};
 pub mod node;
 pub use node::{RaftNode, RaftOutput};

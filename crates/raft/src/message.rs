@@ -66,7 +66,9 @@ pub enum Message {
         /// Whether the entries matched and were stored.
         success: bool,
         /// On success: the index up to which the responder's log now matches
-        /// the leader's. On failure: unused (0).
+        /// the leader's. On failure: the `prev_log_index` that was rejected,
+        /// so the leader can tell a stale rejection from the answer to its
+        /// latest probe.
         match_index: u64,
         /// On failure: a hint for fast backtracking — the term of the
         /// responder's conflicting entry at `prev_log_index` (0 when its log

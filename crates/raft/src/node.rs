@@ -1,72 +1,688 @@
-//! The Raft node: the [`Protocol`] implementation. (Stub: the bodies are
-//! being written; the signatures and accessors are the contract the simulator
-//! and its checkers rely on.)
+//! The Raft node: the [`Protocol`] implementation that glues the parts
+//! together — [`election`](crate::election) (timer, votes, lease),
+//! [`replication`](crate::replication) and [`progress`](crate::progress)
+//! (AppendEntries and per-follower flow control), [`commit`](crate::commit)
+//! (§5.4.2), [`read_index`](crate::read_index) (ReadIndex) and
+//! [`transfer`](crate::transfer) (leadership transfer) — and owns the role
+//! transitions and the term rules between them.
+//!
+//! ## Output order
+//!
+//! Every change to the term or vote pushes a [`Write::HardState`], and every
+//! log change a [`Write::Append`], into `out.writes` *before* any message
+//! that depends on it is pushed to `out.messages`; the driver syncs the
+//! writes of an output before sending its messages. A leader counts its own
+//! entries toward commit as soon as their write is in `out.writes`: nothing
+//! leaves the node until it is durable. After a restart
+//! ([`recover`](Protocol::recover)) the commit and applied indexes start at
+//! 0 and the node learns the commit index again from a leader.
+//!
+//! ## Terms
+//!
+//! A message with a higher term turns the node into a follower of that term
+//! (persisted), except: a pre-vote and a granted pre-vote answer never change
+//! a term, and a vote request inside the check-quorum lease (not a transfer)
+//! is ignored. A message with a lower term is answered with the node's own
+//! term (so a stale leader or candidate steps down) or dropped.
 
-use crate::config::Config;
-use crate::entry::Entry;
+use crate::commit;
+use crate::config::{Config, InjectedBug};
+use crate::election::{self, ElectionTimer, VoteResult, VoteTally, VoterState};
+use crate::entry::{Entry, Payload};
+use crate::log::RaftLog;
 use crate::message::Message;
+use crate::progress::{Progress, ProgressState};
+use crate::read_index::ReadQueue;
+use crate::replication::{self, AppendContext};
 use crate::storage::{Durable, Write};
+use crate::transfer::Transfer;
 use synod_core::{
-    ClientRouting, Command, NodeId, Output, ProposeError, Protocol, ReadId, Role, Status, Time,
+    ClientRouting, Command, Committed, Event, NodeId, Output, ProposeError, Protocol, ReadId, Role,
+    Status, Time, quorum,
 };
 
 /// Output type of the Raft core.
 pub type RaftOutput = Output<Message, Write>;
 
+/// The [`AppendContext`] of `$node`, borrowing only its log (so that its
+/// `peers` stay free to borrow mutably).
+macro_rules! append_context {
+    ($node:expr) => {
+        AppendContext {
+            log: &$node.log,
+            term: $node.term,
+            commit_index: $node.commit_index,
+            read_round: $node.reads.round(),
+            max_entries: $node.config.max_entries_per_append,
+            max_bytes: $node.config.max_bytes_per_append,
+        }
+    };
+}
+
+/// Bytes of an entry besides its command (see [`Entry::size_bytes`]).
+const ENTRY_HEADER_BYTES: usize = 24;
+
 /// One Raft replica's protocol state.
 #[derive(Debug)]
 pub struct RaftNode {
     id: NodeId,
+    config: Config,
+    /// Whether this node is one of `config.voters` (only voters campaign).
+    is_voter: bool,
+
+    // Persistent state (Figure 2), mirrored by the writes emitted.
+    term: u64,
+    voted_for: Option<NodeId>,
+    log: RaftLog,
+
+    // Volatile state.
+    role: Role,
+    leader: Option<NodeId>,
+    commit_index: u64,
+    applied_index: u64,
+    timer: ElectionTimer,
+    /// When the current leader was last heard from (the check-quorum lease).
+    leader_contact: Time,
+    votes: VoteTally,
+
+    // Leader state.
+    /// One per voter other than this node, in `config.voters` order.
+    peers: Vec<Progress>,
+    heartbeat_deadline: Time,
+    check_quorum_deadline: Time,
+    reads: ReadQueue,
+    transfer: Option<Transfer>,
+    /// Index of this leader's no-op: commit reaching it means the leader has
+    /// committed an entry of its term.
+    term_start_index: u64,
+    /// Reused for quorum computations.
+    scratch: Vec<u64>,
 }
 
 impl RaftNode {
     /// The current term.
     pub fn term(&self) -> u64 {
-        todo!()
+        self.term
     }
     /// The vote cast in the current term.
     pub fn voted_for(&self) -> Option<NodeId> {
-        todo!()
+        self.voted_for
     }
     /// The role.
     pub fn role(&self) -> Role {
-        todo!()
+        self.role
     }
     /// The leader this node knows of in its current term.
     pub fn leader(&self) -> Option<NodeId> {
-        todo!()
+        self.leader
     }
     /// Highest index known committed.
     pub fn commit_index(&self) -> u64 {
-        todo!()
+        self.commit_index
     }
     /// Highest index emitted in `Output::committed`.
     pub fn applied_index(&self) -> u64 {
-        todo!()
+        self.applied_index
     }
     /// Index of the last log entry (0 when empty).
     pub fn last_index(&self) -> u64 {
-        todo!()
+        self.log.last_index()
     }
     /// Term of the entry at `index` (`Some(0)` for index 0, `None` when absent).
     pub fn term_at(&self, index: u64) -> Option<u64> {
-        let _ = index;
-        todo!()
+        self.log.term_at(index)
     }
     /// The entry at `index`, if held.
     pub fn entry(&self, index: u64) -> Option<&Entry> {
-        let _ = index;
-        todo!()
+        self.log.entry(index)
     }
-    /// Asks the leader to hand leadership to `to` (thesis §3.10).
+
+    /// The configuration the node runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    /// The leader's view of follower `peer` (leaders only; `None` otherwise
+    /// or for an unknown peer).
+    pub fn progress(&self, peer: NodeId) -> Option<&Progress> {
+        if self.role != Role::Leader {
+            return None;
+        }
+        self.peers.iter().find(|pr| pr.id == peer)
+    }
+    /// Read barriers waiting on this leader.
+    pub fn pending_reads(&self) -> usize {
+        self.reads.len()
+    }
+    /// The target of the leadership transfer in progress, if any.
+    pub fn transfer_target(&self) -> Option<NodeId> {
+        self.transfer.map(|t| t.to)
+    }
+    /// When this node's election timer fires (meaningful when not leader).
+    pub fn election_deadline(&self) -> Time {
+        self.timer.deadline()
+    }
+
+    /// Asks the leader to hand leadership to `to` (thesis §3.10). Proposals
+    /// are refused with [`ProposeError::Transferring`] until the transfer
+    /// happens or is abandoned (after `election_timeout_min`).
     pub fn transfer_leadership(
         &mut self,
         now: Time,
         to: NodeId,
         out: &mut RaftOutput,
     ) -> Result<(), ProposeError> {
-        let _ = (now, to, out);
-        todo!()
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader { hint: self.leader });
+        }
+        if to == self.id {
+            return Ok(());
+        }
+        let Some(position) = self.peer_position(to) else {
+            return Err(ProposeError::Rejected("transfer target is not a voter"));
+        };
+        if self.transfer.is_some_and(|t| t.to == to) {
+            return Ok(());
+        }
+        self.transfer = Some(Transfer::new(to, now + self.config.election_timeout_min));
+        let match_index = self.peers[position].match_index;
+        if !self.maybe_hand_over(to, match_index, out) {
+            let ctx = append_context!(self);
+            let pr = &mut self.peers[position];
+            if pr.state == ProgressState::Probe {
+                replication::resend_probe(&ctx, pr, out);
+            } else {
+                replication::send_appends(&ctx, pr, out);
+            }
+        }
+        self.check_invariants();
+        Ok(())
+    }
+
+    // ----- helpers -------------------------------------------------------
+
+    fn peer_position(&self, id: NodeId) -> Option<usize> {
+        self.peers.iter().position(|pr| pr.id == id)
+    }
+
+    fn voter_count(&self) -> usize {
+        self.config.voters.len()
+    }
+
+    fn in_lease(&self, now: Time) -> bool {
+        election::in_lease(
+            self.config.check_quorum,
+            self.role == Role::Leader,
+            self.leader,
+            self.leader_contact,
+            self.config.election_timeout_min,
+            now,
+        )
+    }
+
+    fn persist_hard_state(&self, out: &mut RaftOutput) {
+        out.writes.push(Write::HardState { term: self.term, voted_for: self.voted_for });
+    }
+
+    fn set_leader(&mut self, leader: Option<NodeId>, out: &mut RaftOutput) {
+        if self.leader != leader {
+            self.leader = leader;
+            out.events.push(Event::LeaderChanged { leader, epoch: self.term });
+        }
+    }
+
+    fn set_role(&mut self, role: Role, term_changed: bool, out: &mut RaftOutput) {
+        if self.role != role || term_changed {
+            self.role = role;
+            out.events.push(Event::RoleChanged { role, epoch: self.term });
+        }
+    }
+
+    /// Invariants that hold between calls; a violation is a crash.
+    fn check_invariants(&self) {
+        assert!(
+            self.commit_index <= self.log.last_index() || self.config.bug != InjectedBug::None,
+            "commit_index {} beyond last_index {}",
+            self.commit_index,
+            self.log.last_index()
+        );
+        assert!(self.applied_index <= self.commit_index, "applied beyond commit");
+        assert!(self.log.last_term() <= self.term, "log holds a term from the future");
+        match self.role {
+            Role::Leader => {
+                assert_eq!(self.leader, Some(self.id), "a leader knows it leads");
+                assert_eq!(self.voted_for, Some(self.id), "a leader voted for itself");
+            }
+            Role::Candidate => {
+                assert_eq!(self.voted_for, Some(self.id), "a candidate votes for itself")
+            }
+            Role::PreCandidate | Role::Follower | Role::Learner => {
+                assert!(self.transfer.is_none() && self.reads.is_empty(), "leader state left over");
+            }
+        }
+    }
+
+    /// Emits every committed, not yet applied entry, in order.
+    fn apply(&mut self, out: &mut RaftOutput) {
+        while self.applied_index < self.commit_index {
+            let index = self.applied_index + 1;
+            let Some(entry) = self.log.entry(index) else {
+                // Only reachable with an injected bug that truncated a
+                // committed entry; the checkers report it.
+                break;
+            };
+            out.committed.push(Committed { index, command: entry.command().cloned() });
+            self.applied_index = index;
+        }
+    }
+
+    // ----- role transitions ---------------------------------------------
+
+    /// Becomes a follower in `term` (>= the current term), following
+    /// `leader` if known.
+    fn become_follower(
+        &mut self,
+        now: Time,
+        term: u64,
+        leader: Option<NodeId>,
+        out: &mut RaftOutput,
+    ) {
+        assert!(term >= self.term, "term would go back from {} to {term}", self.term);
+        let term_changed = term > self.term;
+        if term_changed {
+            self.term = term;
+            self.voted_for = None;
+            self.persist_hard_state(out);
+        }
+        if self.role == Role::Leader {
+            self.reads.fail_all(&mut out.events);
+            self.transfer = None;
+        }
+        let role = if self.is_voter { Role::Follower } else { Role::Learner };
+        self.set_role(role, term_changed, out);
+        self.set_leader(leader, out);
+        if leader.is_some() {
+            self.leader_contact = now;
+        }
+        self.timer.reset(now);
+    }
+
+    fn campaign(&mut self, now: Time, out: &mut RaftOutput) {
+        if self.config.pre_vote {
+            self.become_pre_candidate(now, out);
+        } else {
+            self.become_candidate(now, false, out);
+        }
+    }
+
+    /// Pre-vote (thesis §9.6): asks whether an election for `term + 1` could
+    /// succeed, changing neither term nor vote.
+    fn become_pre_candidate(&mut self, now: Time, out: &mut RaftOutput) {
+        assert_ne!(self.role, Role::Leader, "a leader does not campaign");
+        self.set_role(Role::PreCandidate, false, out);
+        self.set_leader(None, out);
+        self.votes.clear();
+        self.votes.record(self.id, true);
+        self.timer.reset(now);
+        if self.votes.result(self.voter_count()) == VoteResult::Won {
+            self.become_candidate(now, false, out);
+            return;
+        }
+        let msg = Message::PreVote {
+            term: self.term + 1,
+            last_log_index: self.log.last_index(),
+            last_log_term: self.log.last_term(),
+        };
+        for pr in &self.peers {
+            out.send(pr.id, msg.clone());
+        }
+    }
+
+    /// A real election: term + 1, vote for self, persisted before the
+    /// RequestVotes are pushed.
+    fn become_candidate(&mut self, now: Time, transfer: bool, out: &mut RaftOutput) {
+        assert_ne!(self.role, Role::Leader, "a leader does not campaign");
+        self.term += 1;
+        self.voted_for = Some(self.id);
+        self.persist_hard_state(out);
+        self.set_role(Role::Candidate, true, out);
+        self.set_leader(None, out);
+        self.votes.clear();
+        self.votes.record(self.id, true);
+        self.timer.reset(now);
+        if self.votes.result(self.voter_count()) == VoteResult::Won {
+            self.become_leader(now, out);
+            return;
+        }
+        let msg = Message::RequestVote {
+            term: self.term,
+            last_log_index: self.log.last_index(),
+            last_log_term: self.log.last_term(),
+            transfer,
+        };
+        for pr in &self.peers {
+            out.send(pr.id, msg.clone());
+        }
+    }
+
+    /// Leadership: reset every follower's progress, append the term's no-op
+    /// (§5.4.2, thesis §6.4) and start replicating it.
+    fn become_leader(&mut self, now: Time, out: &mut RaftOutput) {
+        assert_eq!(self.role, Role::Candidate, "only a candidate becomes leader");
+        assert!(self.reads.is_empty() && self.transfer.is_none());
+        self.set_role(Role::Leader, false, out);
+        self.set_leader(Some(self.id), out);
+        let last_index = self.log.last_index();
+        for pr in &mut self.peers {
+            pr.reset(last_index, now);
+        }
+        self.heartbeat_deadline = now + self.config.heartbeat_interval;
+        self.check_quorum_deadline = now + self.config.election_timeout_min;
+        let noop = Entry { term: self.term, index: last_index + 1, payload: Payload::Noop };
+        self.term_start_index = noop.index;
+        self.log.push(noop.clone());
+        out.writes.push(Write::Append { entries: vec![noop] });
+        self.broadcast_appends(out);
+        self.maybe_commit(out);
+    }
+
+    // ----- leader: replication, commit, reads ----------------------------
+
+    fn broadcast_appends(&mut self, out: &mut RaftOutput) {
+        let ctx = append_context!(self);
+        for pr in &mut self.peers {
+            replication::send_appends(&ctx, pr, out);
+        }
+    }
+
+    /// The periodic heartbeat: a follower in Probe mode gets its probe again
+    /// (it may have been lost); one in Replicate mode an empty AppendEntries
+    /// at its `next_index - 1`, which it rejects if an append was lost.
+    fn broadcast_heartbeats(&mut self, out: &mut RaftOutput) {
+        let ctx = append_context!(self);
+        for pr in &mut self.peers {
+            match pr.state {
+                ProgressState::Probe => replication::resend_probe(&ctx, pr, out),
+                ProgressState::Replicate => replication::send_heartbeat(&ctx, pr, out),
+            }
+        }
+    }
+
+    fn maybe_commit(&mut self, out: &mut RaftOutput) {
+        let quorum_index =
+            commit::quorum_match_index(self.log.last_index(), &self.peers, &mut self.scratch);
+        let new_commit = commit::advance_commit(
+            &self.log,
+            self.term,
+            self.commit_index,
+            quorum_index,
+            self.config.bug,
+        );
+        if new_commit > self.commit_index {
+            self.commit_index = new_commit;
+            self.apply(out);
+            if self.commit_index >= self.term_start_index {
+                self.reads.assign_index(self.commit_index);
+            }
+            self.release_reads(out);
+        }
+    }
+
+    fn release_reads(&mut self, out: &mut RaftOutput) {
+        if self.reads.is_empty() {
+            return;
+        }
+        self.scratch.clear();
+        self.scratch.push(self.reads.round());
+        self.scratch.extend(self.peers.iter().map(|pr| pr.read_round_acked));
+        let confirmed_round = quorum::majority_index(&mut self.scratch);
+        self.reads.release(confirmed_round, &mut out.reads);
+    }
+
+    /// Sends `TimeoutNow` if a transfer to `peer` waits and `peer` caught up.
+    fn maybe_hand_over(&mut self, peer: NodeId, match_index: u64, out: &mut RaftOutput) -> bool {
+        let last_index = self.log.last_index();
+        let ready = self
+            .transfer
+            .as_mut()
+            .is_some_and(|t| t.ready_to_hand_over(peer, match_index, last_index));
+        if ready {
+            out.send(peer, Message::TimeoutNow { term: self.term });
+        }
+        ready
+    }
+
+    fn quorum_active(&self, now: Time) -> bool {
+        let window = self.config.election_timeout_min;
+        let heard =
+            self.peers.iter().filter(|pr| now.saturating_since(pr.last_heard) <= window).count();
+        quorum::is_majority(heard + 1, self.voter_count())
+    }
+
+    fn leader_tick(&mut self, now: Time, out: &mut RaftOutput) {
+        if self.transfer.is_some_and(|t| t.expired(now)) {
+            self.transfer = None;
+        }
+        if self.config.check_quorum && now >= self.check_quorum_deadline {
+            self.check_quorum_deadline = now + self.config.election_timeout_min;
+            if !self.quorum_active(now) {
+                self.become_follower(now, self.term, None, out);
+                return;
+            }
+        }
+        if now >= self.heartbeat_deadline {
+            self.heartbeat_deadline = now + self.config.heartbeat_interval;
+            self.broadcast_heartbeats(out);
+        }
+    }
+
+    // ----- message handlers ---------------------------------------------
+
+    /// Answers a message from an older term with this node's term, so that a
+    /// stale leader or candidate learns it is behind.
+    fn answer_stale(&self, from: NodeId, msg: &Message, out: &mut RaftOutput) {
+        let term = self.term;
+        let reply = match msg {
+            Message::AppendEntries { prev_log_index, read_round, .. } => {
+                Message::AppendEntriesResponse {
+                    term,
+                    success: false,
+                    match_index: *prev_log_index,
+                    conflict_term: 0,
+                    conflict_index: 0,
+                    read_round: *read_round,
+                }
+            }
+            Message::RequestVote { .. } => Message::RequestVoteResponse { term, granted: false },
+            Message::PreVote { .. } => Message::PreVoteResponse { term, granted: false },
+            _ => return,
+        };
+        out.send(from, reply);
+    }
+
+    fn voter_state(&self) -> VoterState {
+        // The vote-twice bug is a follower's: candidates and leaders keep
+        // their vote for themselves.
+        let bug = if self.role == Role::Follower { self.config.bug } else { InjectedBug::None };
+        VoterState { term: self.term, voted_for: self.voted_for, leader: self.leader, bug }
+    }
+
+    fn on_pre_vote(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        term: u64,
+        last_log_index: u64,
+        last_log_term: u64,
+        out: &mut RaftOutput,
+    ) {
+        let log_ok = self.log.is_up_to_date(last_log_index, last_log_term);
+        let granted = !self.in_lease(now)
+            && election::grants_vote(&self.voter_state(), from, term, true, log_ok);
+        let term = if granted { term } else { self.term };
+        out.send(from, Message::PreVoteResponse { term, granted });
+    }
+
+    fn on_pre_vote_response(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        term: u64,
+        granted: bool,
+        out: &mut RaftOutput,
+    ) {
+        if self.role != Role::PreCandidate || (granted && term != self.term + 1) {
+            return;
+        }
+        self.votes.record(from, granted);
+        match self.votes.result(self.voter_count()) {
+            VoteResult::Won => self.become_candidate(now, false, out),
+            VoteResult::Lost => self.become_follower(now, self.term, None, out),
+            VoteResult::Pending => {}
+        }
+    }
+
+    fn on_request_vote(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        last_log_index: u64,
+        last_log_term: u64,
+        out: &mut RaftOutput,
+    ) {
+        let log_ok = self.log.is_up_to_date(last_log_index, last_log_term);
+        let granted = election::grants_vote(&self.voter_state(), from, self.term, false, log_ok);
+        if granted {
+            if self.voted_for != Some(from) {
+                self.voted_for = Some(from);
+                self.persist_hard_state(out);
+            }
+            if self.role != Role::Leader {
+                self.timer.reset(now);
+            }
+        }
+        out.send(from, Message::RequestVoteResponse { term: self.term, granted });
+    }
+
+    fn on_vote_response(&mut self, now: Time, from: NodeId, granted: bool, out: &mut RaftOutput) {
+        if self.role != Role::Candidate {
+            return;
+        }
+        self.votes.record(from, granted);
+        match self.votes.result(self.voter_count()) {
+            VoteResult::Won => self.become_leader(now, out),
+            VoteResult::Lost => self.become_follower(now, self.term, None, out),
+            VoteResult::Pending => {}
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_append(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        prev_log_index: u64,
+        prev_log_term: u64,
+        entries: Vec<Entry>,
+        leader_commit: u64,
+        read_round: u64,
+        out: &mut RaftOutput,
+    ) {
+        match self.role {
+            Role::Leader => {
+                // Two leaders in one term: impossible in correct Raft.
+                assert!(
+                    self.config.bug != InjectedBug::None,
+                    "{} leads term {} but {from} sent AppendEntries in it",
+                    self.id,
+                    self.term
+                );
+                return;
+            }
+            Role::Candidate | Role::PreCandidate => {
+                self.become_follower(now, self.term, Some(from), out)
+            }
+            Role::Follower | Role::Learner => {
+                assert!(
+                    self.leader.is_none_or(|l| l == from) || self.config.bug != InjectedBug::None,
+                    "{} knows leader {:?} in term {} but {from} sent AppendEntries",
+                    self.id,
+                    self.leader,
+                    self.term
+                );
+                self.set_leader(Some(from), out);
+            }
+        }
+        self.leader_contact = now;
+        self.timer.restart(now);
+        let result = replication::accept_append(
+            &mut self.log,
+            self.term,
+            self.commit_index,
+            self.config.bug,
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit,
+            read_round,
+            &mut out.writes,
+        );
+        self.commit_index = result.commit_index;
+        out.send(from, result.response);
+        self.apply(out);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_append_response(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        success: bool,
+        match_index: u64,
+        conflict_term: u64,
+        conflict_index: u64,
+        read_round: u64,
+        out: &mut RaftOutput,
+    ) {
+        if self.role != Role::Leader || match_index > self.log.last_index() {
+            return;
+        }
+        let Some(position) = self.peer_position(from) else { return };
+        let next_from_hint = replication::next_index_from_hint(
+            &self.log,
+            match_index,
+            conflict_term,
+            conflict_index,
+        );
+        let ctx = append_context!(self);
+        let pr = &mut self.peers[position];
+        pr.last_heard = now;
+        pr.read_round_acked = pr.read_round_acked.max(read_round.min(ctx.read_round));
+        let advanced;
+        if success {
+            advanced = pr.on_ack(match_index);
+        } else {
+            advanced = false;
+            if pr.on_reject(match_index, next_from_hint) {
+                replication::send_appends(&ctx, pr, out);
+            }
+        }
+        let match_now = pr.match_index;
+        if advanced {
+            self.maybe_commit(out);
+        }
+        if success {
+            if !self.maybe_hand_over(from, match_now, out) {
+                let ctx = append_context!(self);
+                replication::send_appends(&ctx, &mut self.peers[position], out);
+            }
+        }
+        self.release_reads(out);
+    }
+
+    fn on_timeout_now(&mut self, now: Time, out: &mut RaftOutput) {
+        if self.role != Role::Leader && self.is_voter {
+            self.become_candidate(now, true, out);
+        }
     }
 }
 
@@ -76,44 +692,243 @@ impl Protocol for RaftNode {
     type Write = Write;
     type Durable = Durable;
 
+    /// Rebuilds node `id` from exactly `durable`; the commit and applied
+    /// indexes start at 0. `seed` is mixed with `id`, so a driver handing
+    /// every node the same seed still gets different election timeouts.
+    ///
+    /// # Panics
+    /// If `config` is invalid or `durable` is not a log a core could have
+    /// written (a node must not run on state it cannot trust).
     fn recover(id: NodeId, config: &Config, durable: &Durable, seed: u64, now: Time) -> Self {
-        let _ = (config, durable, seed, now);
-        RaftNode { id }
+        if let Err(problem) = config.validate() {
+            panic!("invalid Raft configuration: {problem}");
+        }
+        let log = RaftLog::from_entries(durable.log.clone());
+        assert!(
+            log.last_term() <= durable.term,
+            "durable log holds term {} beyond the durable term {}",
+            log.last_term(),
+            durable.term
+        );
+        let is_voter = config.voters.contains(&id);
+        let seed = seed ^ id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut timer =
+            ElectionTimer::new(seed, config.election_timeout_min, config.election_timeout_max, now);
+        if is_voter && config.voters.len() == 1 {
+            timer.fire_at(now);
+        }
+        let peers = config
+            .voters
+            .iter()
+            .filter(|&&v| v != id)
+            .map(|&v| Progress::new(v, config.max_inflight_appends))
+            .collect::<Vec<_>>();
+        let node = RaftNode {
+            id,
+            is_voter,
+            term: durable.term,
+            voted_for: durable.voted_for,
+            log,
+            role: if is_voter { Role::Follower } else { Role::Learner },
+            leader: None,
+            commit_index: 0,
+            applied_index: 0,
+            timer,
+            leader_contact: Time::ZERO,
+            votes: VoteTally::default(),
+            scratch: Vec::with_capacity(peers.len() + 1),
+            peers,
+            heartbeat_deadline: Time::MAX,
+            check_quorum_deadline: Time::MAX,
+            reads: ReadQueue::new(config.max_pending_reads),
+            transfer: None,
+            term_start_index: u64::MAX,
+            config: config.clone(),
+        };
+        node.check_invariants();
+        node
     }
+
     fn apply_write(durable: &mut Durable, write: &Write) {
         durable.apply(write)
     }
+
     fn id(&self) -> NodeId {
         self.id
     }
+
     fn tick(&mut self, now: Time, out: &mut RaftOutput) {
-        let _ = (now, out);
-        todo!()
+        if self.role == Role::Leader {
+            self.leader_tick(now, out);
+        } else if self.is_voter && now >= self.timer.deadline() {
+            self.campaign(now, out);
+        }
+        self.check_invariants();
     }
+
     fn next_deadline(&self) -> Time {
-        todo!()
+        if self.role == Role::Leader {
+            let check_quorum =
+                if self.config.check_quorum { self.check_quorum_deadline } else { Time::MAX };
+            let transfer = self.transfer.map_or(Time::MAX, |t| t.deadline);
+            self.heartbeat_deadline.min(check_quorum).min(transfer)
+        } else if self.is_voter {
+            self.timer.deadline()
+        } else {
+            Time::MAX
+        }
     }
+
     fn step(&mut self, now: Time, from: NodeId, msg: Message, out: &mut RaftOutput) {
-        let _ = (now, from, msg, out);
-        todo!()
+        if from == self.id || self.peer_position(from).is_none() {
+            return;
+        }
+        let msg_term = msg.term();
+        if msg_term > self.term {
+            match msg {
+                Message::PreVote { .. } | Message::PreVoteResponse { granted: true, .. } => {}
+                Message::RequestVote { transfer: false, .. } if self.in_lease(now) => return,
+                Message::AppendEntries { .. } | Message::TimeoutNow { .. } => {
+                    self.become_follower(now, msg_term, Some(from), out)
+                }
+                _ => self.become_follower(now, msg_term, None, out),
+            }
+        } else if msg_term < self.term {
+            self.answer_stale(from, &msg, out);
+            return;
+        }
+        match msg {
+            Message::PreVote { term, last_log_index, last_log_term } => {
+                self.on_pre_vote(now, from, term, last_log_index, last_log_term, out)
+            }
+            Message::PreVoteResponse { term, granted } => {
+                self.on_pre_vote_response(now, from, term, granted, out)
+            }
+            Message::RequestVote { last_log_index, last_log_term, .. } => {
+                self.on_request_vote(now, from, last_log_index, last_log_term, out)
+            }
+            Message::RequestVoteResponse { granted, .. } => {
+                self.on_vote_response(now, from, granted, out)
+            }
+            Message::AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+                read_round,
+                ..
+            } => self.on_append(
+                now,
+                from,
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+                read_round,
+                out,
+            ),
+            Message::AppendEntriesResponse {
+                success,
+                match_index,
+                conflict_term,
+                conflict_index,
+                read_round,
+                ..
+            } => self.on_append_response(
+                now,
+                from,
+                success,
+                match_index,
+                conflict_term,
+                conflict_index,
+                read_round,
+                out,
+            ),
+            Message::TimeoutNow { .. } => self.on_timeout_now(now, out),
+        }
+        self.check_invariants();
     }
+
     fn propose(
         &mut self,
-        now: Time,
+        _now: Time,
         commands: Vec<Command>,
         out: &mut RaftOutput,
     ) -> Result<(), ProposeError> {
-        let _ = (now, commands, out);
-        todo!()
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader { hint: self.leader });
+        }
+        if self.transfer.is_some() {
+            return Err(ProposeError::Transferring);
+        }
+        if commands.is_empty() {
+            return Err(ProposeError::Rejected("empty batch"));
+        }
+        if commands
+            .iter()
+            .any(|c| ENTRY_HEADER_BYTES + c.size_bytes() > self.config.max_bytes_per_append)
+        {
+            return Err(ProposeError::Rejected("command larger than max_bytes_per_append"));
+        }
+        if commands.len() > self.config.max_uncommitted_entries {
+            return Err(ProposeError::Rejected("batch larger than max_uncommitted_entries"));
+        }
+        let uncommitted = (self.log.last_index() - self.commit_index) as usize;
+        if uncommitted + commands.len() > self.config.max_uncommitted_entries {
+            return Err(ProposeError::Busy("too many uncommitted entries"));
+        }
+        let first_index = self.log.last_index() + 1;
+        let term = self.term;
+        let entries = commands
+            .into_iter()
+            .zip(first_index..)
+            .map(|(command, index)| Entry { term, index, payload: Payload::Command(command) })
+            .collect::<Vec<_>>();
+        for entry in &entries {
+            self.log.push(entry.clone());
+        }
+        out.writes.push(Write::Append { entries });
+        self.broadcast_appends(out);
+        self.maybe_commit(out);
+        self.check_invariants();
+        Ok(())
     }
-    fn read(&mut self, now: Time, id: ReadId, out: &mut RaftOutput) -> Result<(), ProposeError> {
-        let _ = (now, id, out);
-        todo!()
+
+    fn read(&mut self, _now: Time, id: ReadId, out: &mut RaftOutput) -> Result<(), ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader { hint: self.leader });
+        }
+        if self.reads.is_full() {
+            return Err(ProposeError::Busy("too many pending reads"));
+        }
+        let index = (self.commit_index >= self.term_start_index).then_some(self.commit_index);
+        self.reads.push(id, index);
+        let ctx = append_context!(self);
+        for pr in &self.peers {
+            replication::send_heartbeat(&ctx, pr, out);
+        }
+        self.release_reads(out);
+        self.check_invariants();
+        Ok(())
     }
+
     fn status(&self) -> Status {
-        todo!()
+        Status {
+            id: self.id,
+            role: self.role,
+            epoch: self.term,
+            leader: self.leader,
+            commit_index: self.commit_index,
+            applied_index: self.applied_index,
+            last_index: self.log.last_index(),
+        }
     }
+
     fn client_routing(_config: &Config) -> ClientRouting {
         ClientRouting::Leader
     }
 }
+
+#[cfg(test)]
+#[path = "node_tests.rs"]
+mod tests;
