@@ -1,0 +1,258 @@
+//! [`SimOptions`]: everything that shapes a run besides its seed.
+//!
+//! A run is a pure function of `(SimOptions, seed)`. The options also know
+//! how to print the CLI command that reproduces a run
+//! ([`SimOptions::replay_command`]).
+
+use crate::faults::{FaultConfig, FaultProfile};
+use crate::net::NetConfig;
+use crate::scenario::Scenario;
+
+/// The protocols the simulator can run by name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProtocolKind {
+    /// [`synod_raft::RaftNode`].
+    #[default]
+    Raft,
+}
+
+impl ProtocolKind {
+    /// The name as the CLI spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProtocolKind::Raft => "raft",
+        }
+    }
+
+    /// Parses a protocol name.
+    pub fn parse(s: &str) -> Result<ProtocolKind, String> {
+        match s {
+            "raft" => Ok(ProtocolKind::Raft),
+            _ => Err(format!("unknown protocol `{s}` (expected raft)")),
+        }
+    }
+}
+
+/// How a run is set up. `Default` is a 5-node Raft cluster, 5 clients of
+/// 100 operations each, no random faults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimOptions {
+    /// The protocol.
+    pub protocol: ProtocolKind,
+    /// Replicas (ids `1..=nodes`).
+    pub nodes: usize,
+    /// Random faults injected during the fault window.
+    pub faults: FaultProfile,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Operations each client issues, one at a time.
+    pub ops_per_client: usize,
+    /// A scripted fault timeline, run alongside the random faults.
+    pub scenario: Option<Scenario>,
+    /// A protocol bug to inject by name (see [`crate::SimProtocol::bugs`]).
+    pub bug: Option<String>,
+    /// Hard limit of virtual time; clients still waiting then are a
+    /// liveness failure.
+    pub max_time_ms: u64,
+    /// How long random faults are injected (from time 0). Afterwards every
+    /// fault is healed and the liveness phase starts.
+    pub fault_window_ms: u64,
+    /// After the faults heal, a leader must be elected and a fresh command
+    /// committed within this bound.
+    pub liveness_bound_ms: u64,
+    /// Network delays and base fault rates.
+    pub net: NetConfig,
+    /// Knobs of the random fault schedule.
+    pub fault_config: FaultConfig,
+    /// Simulated fsync latency bounds.
+    pub fsync_min_us: u64,
+    /// See `fsync_min_us`.
+    pub fsync_max_us: u64,
+    /// Client think time between operations, uniform in `0..=think_ms`.
+    pub think_ms: u64,
+    /// How long a client waits for an answer before retrying elsewhere.
+    pub client_timeout_ms: u64,
+    /// Keys the workload touches (skewed towards the first ones).
+    pub keys: usize,
+    /// Serve gets through the log instead of through read barriers
+    /// (ReadIndex).
+    pub reads_through_log: bool,
+    /// Check linearizability of the client history at the end.
+    pub check_linearizability: bool,
+    /// Search steps the linearizability checker may take before giving up
+    /// (reported as `linearizability (unknown)`).
+    pub lincheck_max_steps: u64,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            protocol: ProtocolKind::Raft,
+            nodes: 5,
+            faults: FaultProfile::None,
+            clients: 5,
+            ops_per_client: 100,
+            scenario: None,
+            bug: None,
+            max_time_ms: 120_000,
+            fault_window_ms: 10_000,
+            liveness_bound_ms: 5_000,
+            net: NetConfig::default(),
+            fault_config: FaultConfig::default(),
+            fsync_min_us: 100,
+            fsync_max_us: 500,
+            think_ms: 100,
+            client_timeout_ms: 1_500,
+            keys: 8,
+            reads_through_log: false,
+            check_linearizability: true,
+            lincheck_max_steps: 20_000_000,
+        }
+    }
+}
+
+impl SimOptions {
+    /// Checks the options, naming the first problem.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.nodes == 0 {
+            return Err("--nodes must be at least 1".into());
+        }
+        if self.nodes > 64 {
+            return Err(format!("--nodes {} is too many (at most 64)", self.nodes));
+        }
+        if self.clients == 0 {
+            return Err("--clients must be at least 1".into());
+        }
+        if self.clients > 10_000 {
+            return Err(format!("--clients {} is too many (at most 10000)", self.clients));
+        }
+        if self.ops_per_client == 0 {
+            return Err("--ops must be at least 1".into());
+        }
+        if self.max_time_ms == 0 {
+            return Err("--max-time-ms must be positive".into());
+        }
+        if self.keys == 0 {
+            return Err("the workload needs at least one key".into());
+        }
+        if self.fsync_min_us > self.fsync_max_us {
+            return Err("fsync_min_us must not exceed fsync_max_us".into());
+        }
+        if self.client_timeout_ms == 0 {
+            return Err("client_timeout_ms must be positive".into());
+        }
+        let n = &self.net;
+        for (name, p) in [("loss", n.loss), ("duplicate", n.duplicate), ("reorder", n.reorder)] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(format!("network {name} probability {p} is not in [0, 1]"));
+            }
+        }
+        let end = self.quiet_from_ms();
+        if end.saturating_add(self.liveness_bound_ms) > self.max_time_ms {
+            return Err(format!(
+                "--max-time-ms {} leaves no room for the liveness phase (faults end at {end} ms, \
+                 liveness needs {} ms more)",
+                self.max_time_ms, self.liveness_bound_ms
+            ));
+        }
+        if let Some(s) = &self.scenario {
+            s.validate(self.nodes).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// When faults stop and everything is healed: the end of the fault
+    /// window (if random faults are on) or just after the last scenario step.
+    pub fn quiet_from_ms(&self) -> u64 {
+        let window = if self.faults == FaultProfile::None { 0 } else { self.fault_window_ms };
+        let script = self.scenario.as_ref().map_or(0, |s| s.end_ms() + 1);
+        window.max(script)
+    }
+
+    /// The `synod sim` command that reproduces the run of `seed` with these
+    /// options.
+    pub fn replay_command(&self, seed: u64) -> String {
+        let d = SimOptions::default();
+        let mut s = format!(
+            "synod sim --protocol {} --nodes {} --clients {} --ops {} --faults {} --seed {seed}",
+            self.protocol.name(),
+            self.nodes,
+            self.clients,
+            self.ops_per_client,
+            self.faults.name()
+        );
+        if let Some(sc) = &self.scenario {
+            s.push_str(&format!(" --scenario {}", sc.source));
+        }
+        if let Some(b) = &self.bug {
+            s.push_str(&format!(" --bug {b}"));
+        }
+        if self.max_time_ms != d.max_time_ms {
+            s.push_str(&format!(" --max-time-ms {}", self.max_time_ms));
+        }
+        if self.fault_window_ms != d.fault_window_ms {
+            s.push_str(&format!(" --fault-window-ms {}", self.fault_window_ms));
+        }
+        if self.reads_through_log {
+            s.push_str(" --reads-through-log");
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(SimOptions::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn bad_options_are_rejected_with_a_reason() {
+        let bad = |f: fn(&mut SimOptions)| {
+            let mut o = SimOptions::default();
+            f(&mut o);
+            o.validate().unwrap_err()
+        };
+        assert!(bad(|o| o.nodes = 0).contains("--nodes"));
+        assert!(bad(|o| o.clients = 0).contains("--clients"));
+        assert!(bad(|o| o.ops_per_client = 0).contains("--ops"));
+        assert!(bad(|o| o.max_time_ms = 0).contains("--max-time-ms"));
+        assert!(bad(|o| o.net.loss = 2.0).contains("loss"));
+        assert!(bad(|o| o.fsync_min_us = 1_000_000).contains("fsync"));
+        assert!(
+            bad(|o| {
+                o.faults = FaultProfile::All;
+                o.max_time_ms = 11_000;
+            })
+            .contains("liveness")
+        );
+        let scenario =
+            Scenario::parse("[[at]]\ntime_ms = 1\naction = \"crash\"\nnode = 7\n", "s.toml");
+        let mut o = SimOptions { scenario: scenario.ok(), ..SimOptions::default() };
+        assert!(
+            o.validate().unwrap_err().contains("s.toml:4: field `node`: node 7 does not exist")
+        );
+        o.scenario = None;
+        assert!(o.validate().is_ok());
+    }
+
+    #[test]
+    fn replay_command_names_every_non_default_knob() {
+        let o = SimOptions {
+            faults: FaultProfile::All,
+            bug: Some("vote-twice-in-term".into()),
+            reads_through_log: true,
+            ..SimOptions::default()
+        };
+        let c = o.replay_command(42);
+        assert_eq!(
+            c,
+            "synod sim --protocol raft --nodes 5 --clients 5 --ops 100 --faults all --seed 42 \
+             --bug vote-twice-in-term --reads-through-log"
+        );
+    }
+}

@@ -1,0 +1,48 @@
+//! [`SimProtocol`]: what the simulator needs from a protocol beyond
+//! [`Protocol`].
+
+use crate::invariant::Invariant;
+use synod_core::{NodeId, Output, Protocol, Time};
+
+/// A protocol the simulator can run: how to configure a cluster of it, which
+/// bugs can be injected into it, and which protocol-specific checkers watch
+/// it.
+pub trait SimProtocol: Protocol + 'static {
+    /// The protocol's name as the CLI spells it (`"raft"`).
+    fn name() -> &'static str;
+
+    /// The configuration of a cluster of `voters`, with timeouts suited to
+    /// the simulated network (about a millisecond per hop).
+    fn sim_config(voters: &[NodeId]) -> Self::Config;
+
+    /// The names of the bugs [`inject_bug`](SimProtocol::inject_bug) knows.
+    fn bugs() -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Turns on a deliberately broken behaviour by name, to prove the
+    /// checkers catch it.
+    fn inject_bug(config: &mut Self::Config, bug: &str) -> Result<(), String> {
+        let _ = config;
+        Err(format!("{} has no injectable bug `{bug}`", Self::name()))
+    }
+
+    /// Every safety checker to run: by default the protocol-independent
+    /// [`generic_invariants`](crate::invariants::generic_invariants);
+    /// protocols add their own to that list.
+    fn invariants() -> Vec<Box<dyn Invariant<Self>>> {
+        crate::invariants::generic_invariants::<Self>()
+    }
+
+    /// Asks this node, if it leads, to hand leadership to `to`. Returns
+    /// whether a transfer started. Protocols without transfers return false.
+    fn transfer_leadership(
+        &mut self,
+        now: Time,
+        to: NodeId,
+        out: &mut Output<Self::Message, Self::Write>,
+    ) -> bool {
+        let _ = (now, to, out);
+        false
+    }
+}

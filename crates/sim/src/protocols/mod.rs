@@ -1,0 +1,3 @@
+//! [`SimProtocol`](crate::SimProtocol) implementations for Synod's protocols.
+
+pub mod raft;
