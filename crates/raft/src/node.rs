@@ -653,28 +653,23 @@ impl RaftNode {
             conflict_term,
             conflict_index,
         );
-        let ctx = append_context!(self);
+        let read_round = read_round.min(self.reads.round());
         let pr = &mut self.peers[position];
         pr.last_heard = now;
-        pr.read_round_acked = pr.read_round_acked.max(read_round.min(ctx.read_round));
-        let advanced;
+        pr.read_round_acked = pr.read_round_acked.max(read_round);
         if success {
-            advanced = pr.on_ack(match_index);
-        } else {
-            advanced = false;
-            if pr.on_reject(match_index, next_from_hint) {
-                replication::send_appends(&ctx, pr, out);
+            let advanced = pr.on_ack(match_index);
+            let match_index = pr.match_index;
+            if advanced {
+                self.maybe_commit(out);
             }
-        }
-        let match_now = pr.match_index;
-        if advanced {
-            self.maybe_commit(out);
-        }
-        if success {
-            if !self.maybe_hand_over(from, match_now, out) {
+            if !self.maybe_hand_over(from, match_index, out) {
                 let ctx = append_context!(self);
                 replication::send_appends(&ctx, &mut self.peers[position], out);
             }
+        } else if pr.on_reject(match_index, next_from_hint) {
+            let ctx = append_context!(self);
+            replication::send_appends(&ctx, &mut self.peers[position], out);
         }
         self.release_reads(out);
     }

@@ -114,12 +114,11 @@ pub fn next_index_from_hint(
     conflict_term: u64,
     conflict_index: u64,
 ) -> u64 {
-    if conflict_term > 0 {
-        if let Some(last) = log.last_index_of_term(conflict_term) {
-            if last < rejected_index {
-                return last + 1;
-            }
-        }
+    if conflict_term > 0
+        && let Some(last) = log.last_index_of_term(conflict_term)
+        && last < rejected_index
+    {
+        return last + 1;
     }
     conflict_index.max(1)
 }
