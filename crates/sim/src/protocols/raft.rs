@@ -69,3 +69,59 @@ mod tests {
         assert_eq!(RAFT_BUGS.len(), RaftNode::bugs().len());
     }
 }
+
+#[cfg(test)]
+mod integration {
+    use crate::{FaultProfile, SimOptions, run_seed};
+
+    fn opts(faults: FaultProfile) -> SimOptions {
+        SimOptions { faults, ops_per_client: 40, fault_window_ms: 5_000, ..SimOptions::default() }
+    }
+
+    #[test]
+    fn raft_passes_without_faults() {
+        let r = run_seed(&opts(FaultProfile::None), 1);
+        eprintln!("{}", r.metrics.render());
+        assert!(r.passed, "{:#?}", r.violation);
+        assert_eq!(r.metrics.committed_ops, 5 * 40);
+    }
+
+    #[test]
+    fn raft_passes_under_every_fault() {
+        for faults in [FaultProfile::Net, FaultProfile::Crash, FaultProfile::All] {
+            for seed in 1..=3 {
+                let r = run_seed(&opts(faults), seed);
+                eprintln!(
+                    "{faults:?} seed {seed}: {} events, {} ops",
+                    r.metrics.events, r.metrics.committed_ops
+                );
+                if let Some(v) = &r.violation {
+                    panic!(
+                        "{faults:?} seed {seed}: {} {}\n{}",
+                        v.property,
+                        v.detail,
+                        v.recent_events.join("\n")
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod sweep {
+    use crate::{FaultProfile, SimOptions, run_seeds};
+
+    /// `SWEEP_SEEDS=200 cargo test --release -p synod-sim sweep -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn sweep_many_seeds() {
+        let n: u64 = std::env::var("SWEEP_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(50);
+        let bug = std::env::var("SWEEP_BUG").ok();
+        for faults in [FaultProfile::Net, FaultProfile::Crash, FaultProfile::All] {
+            let o = SimOptions { faults, bug: bug.clone(), ..SimOptions::default() };
+            let s = run_seeds(&o, 1..n + 1, 2);
+            eprintln!("{faults:?}\n{}", s.render());
+        }
+    }
+}
