@@ -14,6 +14,8 @@
 //! - every vote request, granted vote, and acknowledgement of entries is
 //!   backed by the durable state after this output's writes;
 //! - election safety: at most one leader per term;
+//! - the commit rule (§5.4.2): a leader's commit index only advances to an
+//!   entry of its term;
 //! - state machine safety: every node applies the same command at an index,
 //!   each index once per incarnation, in order.
 
@@ -61,11 +63,18 @@ pub struct Cluster {
     leaders_by_term: BTreeMap<u64, NodeId>,
     committed_at: BTreeMap<u64, Option<Command>>,
     next_applied: Vec<u64>,
+    last_commit: Vec<u64>,
     /// Record every output in `outputs` (off for long runs).
     pub record_outputs: bool,
-    /// Assert election safety and state machine safety (off to watch an
-    /// injected bug break them).
+    /// Assert election safety and state machine safety (off to count
+    /// violations in `violations` instead, to watch an injected bug break
+    /// them).
     pub check_safety: bool,
+    /// Safety violations seen while `check_safety` is off.
+    pub violations: usize,
+    /// When set, the state of a generator that reorders and duplicates
+    /// messages instead of delivering them in FIFO order.
+    pub chaos: Option<u64>,
 }
 
 impl Cluster {
@@ -108,8 +117,11 @@ impl Cluster {
             leaders_by_term: BTreeMap::new(),
             committed_at: BTreeMap::new(),
             next_applied: vec![1; n as usize],
+            last_commit: vec![0; n as usize],
             record_outputs: true,
             check_safety: true,
+            chaos: None,
+            violations: 0,
         }
     }
 
@@ -146,8 +158,9 @@ impl Cluster {
             assert_eq!(c.index, self.next_applied[i], "{id} applied out of order");
             self.next_applied[i] += 1;
             match self.committed_at.get(&c.index) {
-                Some(cmd) if self.check_safety => {
-                    assert_eq!(cmd, &c.command, "{id} applied a different command at {}", c.index)
+                Some(cmd) if cmd != &c.command => {
+                    assert!(!self.check_safety, "{id} applied a different command at {}", c.index);
+                    self.violations += 1;
                 }
                 Some(_) => {}
                 None => {
@@ -156,13 +169,24 @@ impl Cluster {
             }
         }
         let node = &self.nodes[i];
-        if node.role() == Role::Leader && self.check_safety {
+        let previous_commit = std::mem::replace(&mut self.last_commit[i], node.commit_index());
+        if node.role() == Role::Leader
+            && node.commit_index() > previous_commit
+            && node.term_at(node.commit_index()) != Some(node.term())
+        {
+            assert!(!self.check_safety, "{id} committed an earlier-term entry by counting");
+            self.violations += 1;
+        }
+        if node.role() == Role::Leader {
             let previous = self.leaders_by_term.insert(node.term(), id);
-            assert!(
-                previous.is_none_or(|p| p == id),
-                "two leaders in term {}: {previous:?} and {id}",
-                node.term()
-            );
+            if previous.is_some_and(|p| p != id) {
+                assert!(
+                    !self.check_safety,
+                    "two leaders in term {}: {previous:?} and {id}",
+                    node.term()
+                );
+                self.violations += 1;
+            }
         }
         self.applied[i].extend(out.committed.iter().cloned());
         self.reads[i].extend(out.reads.iter().copied());
@@ -215,7 +239,7 @@ impl Cluster {
     /// Delivers queued messages in FIFO order until none is left.
     pub fn deliver_all(&mut self) {
         let mut deliveries = 0;
-        while let Some((from, to, msg)) = self.queue.pop_front() {
+        while let Some((from, to, msg)) = self.next_message() {
             deliveries += 1;
             assert!(deliveries <= MAX_DELIVERIES, "message storm: livelock?");
             if self.cut.contains(&(from, to)) {
@@ -227,6 +251,22 @@ impl Cluster {
             self.nodes[Self::idx(to)].step(now, from, msg, &mut out);
             self.handle_output(to, out);
         }
+    }
+
+    /// The next message to deliver: the oldest, or under chaos a random
+    /// one, sometimes duplicated.
+    fn next_message(&mut self) -> Option<(NodeId, NodeId, Message)> {
+        let Some(state) = self.chaos.as_mut() else { return self.queue.pop_front() };
+        if self.queue.is_empty() {
+            return None;
+        }
+        *state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let draw = (*state >> 33) as usize;
+        let picked = self.queue.swap_remove_back(draw % self.queue.len())?;
+        if draw % 16 == 0 {
+            self.queue.push_back(picked.clone());
+        }
+        Some(picked)
     }
 
     /// Delivers at most `n` queued messages (FIFO); returns how many.
@@ -353,6 +393,7 @@ impl Cluster {
         let i = Self::idx(id);
         self.nodes[i] = RaftNode::recover(id, &self.config, &self.durables[i], seed, self.now);
         self.next_applied[i] = 1;
+        self.last_commit[i] = 0;
     }
 
     /// Commands applied by `id`, without no-ops.
