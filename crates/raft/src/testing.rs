@@ -263,7 +263,7 @@ impl Cluster {
         *state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let draw = (*state >> 33) as usize;
         let picked = self.queue.swap_remove_back(draw % self.queue.len())?;
-        if draw % 16 == 0 {
+        if draw.is_multiple_of(16) {
             self.queue.push_back(picked.clone());
         }
         Some(picked)
