@@ -267,7 +267,7 @@ pub fn next_fault(
                 undo: Some((duration(rng), FaultAction::HealLinks)),
             }
         }
-        k @ (6 | 7 | 8) => {
+        k @ 6..=8 => {
             let minority = (n - 1) / 2;
             if view.unavailable() >= minority && !rng.chance(config.majority_down_probability) {
                 return None;

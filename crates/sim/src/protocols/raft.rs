@@ -125,3 +125,120 @@ mod sweep {
         }
     }
 }
+
+#[cfg(test)]
+mod harness_tests {
+    use crate::{FaultProfile, Sim, SimOptions, run_seed, run_seeds};
+    use bytes::Bytes;
+    use std::time::Duration;
+    use synod_core::kv::{KvOp, KvResult};
+    use synod_core::{NodeId, Role};
+    use synod_raft::RaftNode;
+
+    fn opts(faults: FaultProfile) -> SimOptions {
+        SimOptions { faults, ops_per_client: 40, fault_window_ms: 5_000, ..SimOptions::default() }
+    }
+
+    #[test]
+    fn raft_runs_are_deterministic() {
+        let o = opts(FaultProfile::All);
+        let a = run_seed(&o, 11);
+        let b = run_seed(&o, 11);
+        let c = run_seed(&o, 12);
+        assert_eq!(a.trace_hash, b.trace_hash);
+        assert_eq!(a.metrics.events, b.metrics.events);
+        assert_eq!(a.metrics.elections, b.metrics.elections);
+        assert_ne!(a.trace_hash, c.trace_hash);
+    }
+
+    #[test]
+    fn run_seeds_does_not_depend_on_the_thread_count() {
+        let o = SimOptions {
+            faults: FaultProfile::All,
+            ops_per_client: 20,
+            fault_window_ms: 3_000,
+            ..SimOptions::default()
+        };
+        let one = run_seeds(&o, 1..7, 1);
+        let three = run_seeds(&o, 1..7, 3);
+        assert_eq!(one.seeds, 6);
+        assert_eq!((one.passed, one.metrics.events), (three.passed, three.metrics.events));
+        assert_eq!(one.metrics.committed_ops, three.metrics.committed_ops);
+        assert_eq!(one.violations, three.violations);
+        let j = one.to_json();
+        for field in [
+            "seeds",
+            "passed",
+            "violations",
+            "committed_ops",
+            "messages_per_op",
+            "events_per_sec",
+            "throughput_ops_per_sec",
+            "latency_us",
+            "elections",
+        ] {
+            assert!(j.get(field).is_some(), "missing {field}");
+        }
+        assert_eq!(j["seeds"], 6);
+        assert!(one.render().contains("of 6 seeds passed"));
+    }
+
+    #[test]
+    fn an_injected_bug_is_caught_and_the_replay_names_it() {
+        let o = SimOptions { bug: Some("vote-twice-in-term".into()), ..opts(FaultProfile::Net) };
+        let s = run_seeds(&o, 1..40, 2);
+        assert!(!s.violations.is_empty(), "two votes per term must be caught");
+        let v = &s.violations[0];
+        assert!(v.failure.replay.contains("--bug vote-twice-in-term"), "{}", v.failure.replay);
+        assert!(v.failure.replay.contains(&format!("--seed {}", v.seed)));
+        assert!(!v.failure.recent_events.is_empty());
+    }
+
+    #[test]
+    fn harness_elects_reelects_and_serves_clients() {
+        let o = SimOptions { clients: 0, ..SimOptions::default() };
+        let mut sim = Sim::<RaftNode>::new(&o, 3).expect("valid");
+        assert!(
+            sim.run_until(|s| s.leader().is_some(), Duration::from_secs(3)),
+            "initial election"
+        );
+        let first = sim.leader().expect("a leader");
+        let epoch = sim.status(first).expect("up").epoch;
+        let put = sim.submit(KvOp::Put { key: Bytes::from("x"), value: Bytes::from("1") });
+        assert_eq!(sim.wait(put, Duration::from_secs(3)), Some(KvResult::Done));
+        sim.isolate(first);
+        let new_leader =
+            |s: &Sim<RaftNode>| s.leaders().iter().any(|&(n, e)| n != first && e > epoch);
+        assert!(sim.run_until(new_leader, Duration::from_secs(5)), "re-election");
+        let get = sim.submit(KvOp::Get { key: Bytes::from("x") });
+        let one = Some(KvResult::Value(Some(Bytes::from("1"))));
+        assert_eq!(sim.wait(get, Duration::from_secs(5)), one);
+        sim.heal();
+        sim.run_for(Duration::from_secs(1));
+        assert_eq!(sim.leaders().len(), 1, "the old leader stepped down");
+        assert_ne!(sim.status(first).map(|s| s.role), Some(Role::Leader));
+        let l = sim.leader().expect("leader");
+        sim.crash(l);
+        assert!(sim.run_until(|s| s.leader().is_some(), Duration::from_secs(3)));
+        sim.heal_all();
+        sim.run_for(Duration::from_secs(1));
+        for n in 1..=5 {
+            assert_eq!(sim.kv_get(NodeId(n), b"x"), Some(Bytes::from("1")), "n{n}");
+        }
+        assert!(sim.check_linearizable().is_ok());
+        assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+        assert!(sim.metrics().elections >= 3);
+    }
+
+    #[test]
+    fn transfer_leader_moves_leadership() {
+        let o = SimOptions { clients: 0, ..SimOptions::default() };
+        let mut sim = Sim::<RaftNode>::new(&o, 5).expect("valid");
+        assert!(sim.run_until(|s| s.leader().is_some(), Duration::from_secs(3)));
+        sim.run_for(Duration::from_millis(200));
+        let l = sim.leader().expect("leader");
+        let to = NodeId(l.0 % 5 + 1);
+        assert!(sim.transfer_leader(to));
+        assert!(sim.run_until(|s| s.leader() == Some(to), Duration::from_secs(2)));
+    }
+}
