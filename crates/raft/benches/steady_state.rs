@@ -3,6 +3,10 @@
 //! batches of 64 commands at the leader and delivering every message until
 //! the network is quiet (the leader has committed the batch; followers learn
 //! it with the next batch). Reports time per committed command.
+//!
+//! A second case proposes single commands to a 5-node cluster and reports
+//! time per event (a proposal or a message delivery), the unit the
+//! simulator's speed is measured in.
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -22,13 +26,14 @@ struct Driver {
     out: RaftOutput,
     now: Time,
     committed: u64,
+    events: u64,
     seq: u64,
     leader: usize,
 }
 
 impl Driver {
-    fn new() -> Driver {
-        let voters = vec![NodeId(1), NodeId(2), NodeId(3)];
+    fn new(nodes: u64) -> Driver {
+        let voters = (1..=nodes).map(NodeId).collect::<Vec<_>>();
         let mut config = Config::new(voters.clone());
         config.pre_vote = false;
         let nodes = voters
@@ -41,6 +46,7 @@ impl Driver {
             out: RaftOutput::new(),
             now: Time::ZERO,
             committed: 0,
+            events: 0,
             seq: 0,
             leader: 0,
         };
@@ -63,14 +69,16 @@ impl Driver {
 
     fn deliver_all(&mut self) {
         while let Some((from, to, msg)) = self.queue.pop_front() {
+            self.events += 1;
             let i = to.0 as usize - 1;
             self.nodes[i].step(self.now, from, msg, &mut self.out);
             self.flush(i);
         }
     }
 
-    fn round(&mut self) {
-        let commands = (0..BATCH)
+    fn round(&mut self, batch: u64) {
+        self.events += 1;
+        let commands = (0..batch)
             .map(|_| {
                 self.seq += 1;
                 Command::new(ClientId(1), self.seq, Bytes::from_static(b"put key value"))
@@ -92,15 +100,35 @@ fn steady_state(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(3));
     group.bench_function("steady_state_3_nodes_batch_64", |b| {
         b.iter_custom(|iters| {
-            let mut driver = Driver::new();
+            let mut driver = Driver::new(3);
             let mut elapsed = Duration::ZERO;
             for _ in 0..iters {
                 if driver.seq >= MAX_LOG_ENTRIES {
-                    driver = Driver::new();
+                    driver = Driver::new(3);
                 }
                 let start = Instant::now();
-                driver.round();
+                driver.round(BATCH);
                 elapsed += start.elapsed();
+            }
+            black_box(driver.committed);
+            elapsed
+        })
+    });
+    // One proposal of one command is 1 + 4 appends + 4 acks = 9 events.
+    group.throughput(Throughput::Elements(9));
+    group.bench_function("events_5_nodes_single_commands", |b| {
+        b.iter_custom(|iters| {
+            let mut driver = Driver::new(5);
+            let mut elapsed = Duration::ZERO;
+            for _ in 0..iters {
+                if driver.seq >= MAX_LOG_ENTRIES {
+                    driver = Driver::new(5);
+                }
+                let events = driver.events;
+                let start = Instant::now();
+                driver.round(1);
+                elapsed += start.elapsed();
+                assert_eq!(driver.events - events, 9, "one event per message");
             }
             black_box(driver.committed);
             elapsed

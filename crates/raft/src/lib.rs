@@ -13,6 +13,26 @@
 //! depends on them); linearizable reads through ReadIndex; leadership
 //! transfer with TimeoutNow.
 //!
+//! Where things live (one job per module):
+//!
+//! - [`node`]: [`RaftNode`], the [`Protocol`](synod_core::Protocol)
+//!   implementation — role transitions, term rules, and the glue;
+//! - [`election`]: randomized election timer, vote tally, (pre-)vote and
+//!   lease rules;
+//! - [`log`]: the in-memory log and its term queries;
+//! - [`replication`]: AppendEntries on both sides and conflict backtracking;
+//! - [`progress`]: per-follower Probe/Replicate flow control and in-flight
+//!   window;
+//! - [`commit`]: the majority-match index and the §5.4.2 commit rule;
+//! - [`read_index`]: ReadIndex reads;
+//! - [`transfer`]: leadership transfer;
+//! - [`config`], [`entry`], [`message`], [`storage`]: the types.
+//!
+//! Membership is fixed (`Config::voters`); a node outside it starts as a
+//! [`Role::Learner`](synod_core::Role::Learner) that never campaigns (no
+//! leader replicates to it yet). There is no snapshotting or log compaction
+//! yet.
+//!
 //! May depend on `synod-core` only.
 #![deny(missing_docs)]
 

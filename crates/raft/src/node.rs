@@ -1,9 +1,9 @@
 //! The Raft node: the [`Protocol`] implementation that glues the parts
-//! together — [`election`](crate::election) (timer, votes, lease),
-//! [`replication`](crate::replication) and [`progress`](crate::progress)
-//! (AppendEntries and per-follower flow control), [`commit`](crate::commit)
-//! (§5.4.2), [`read_index`](crate::read_index) (ReadIndex) and
-//! [`transfer`](crate::transfer) (leadership transfer) — and owns the role
+//! together — [`election`] (timer, votes, lease), [`replication`] and
+//! [`progress`](crate::progress) (AppendEntries and per-follower flow
+//! control), [`commit`] (§5.4.2), [`read_index`](crate::read_index)
+//! (ReadIndex) and [`transfer`](crate::transfer) (leadership transfer) — and
+//! owns the role
 //! transitions and the term rules between them.
 //!
 //! ## Output order
@@ -612,6 +612,7 @@ impl RaftNode {
                 self.set_leader(Some(from), out);
             }
         }
+        assert_ne!(self.role, Role::Leader, "a leader never truncates or overwrites its own log");
         self.leader_contact = now;
         self.timer.restart(now);
         let result = replication::accept_append(

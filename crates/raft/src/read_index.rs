@@ -9,7 +9,7 @@
 //! number and sends heartbeats carrying it; a follower echoes the round in
 //! its answer, and once a majority (the leader included) confirmed a round
 //! at least as new as the read's, the read is released as a
-//! [`ReadState`](synod_core::ReadState).
+//! [`ReadState`].
 //!
 //! The caller's responsibilities: serve the read only after the state
 //! machine applied up to its index; call [`ReadQueue::fail_all`] when
