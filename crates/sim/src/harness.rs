@@ -344,6 +344,11 @@ impl<P: SimProtocol> Sim<P> {
         synod_lincheck::check(&KvModel, &self.history, Budget::steps(self.opts.lincheck_max_steps))
     }
 
+    /// Adds a checker (e.g. a test's own property) to the ones running.
+    pub fn add_invariant(&mut self, invariant: Box<dyn crate::invariant::Invariant<P>>) {
+        self.invariants.push(invariant);
+    }
+
     /// Every invariant violation seen so far.
     pub fn violations(&self) -> Vec<&Violation> {
         self.violations.iter().map(|(_, v)| v).collect()
