@@ -153,9 +153,7 @@ impl KvOp {
         let op = match get_tag(&mut buf, W)? {
             GET => KvOp::Get { key: get_field(&mut buf, W)? },
             PUT => KvOp::Put { key: get_field(&mut buf, W)?, value: get_field(&mut buf, W)? },
-            APPEND => {
-                KvOp::Append { key: get_field(&mut buf, W)?, value: get_field(&mut buf, W)? }
-            }
+            APPEND => KvOp::Append { key: get_field(&mut buf, W)?, value: get_field(&mut buf, W)? },
             CAS => KvOp::Cas {
                 key: get_field(&mut buf, W)?,
                 expected: Some(get_field(&mut buf, W)?),

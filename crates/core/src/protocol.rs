@@ -72,8 +72,13 @@ pub trait Protocol: Sized {
     /// Builds (or rebuilds after a crash) the core of node `id` from what was
     /// durable. `seed` feeds the core's own random choices (election timeouts),
     /// so that a run is reproducible. `now` is the driver's current time.
-    fn recover(id: NodeId, config: &Self::Config, durable: &Self::Durable, seed: u64, now: Time)
-    -> Self;
+    fn recover(
+        id: NodeId,
+        config: &Self::Config,
+        durable: &Self::Durable,
+        seed: u64,
+        now: Time,
+    ) -> Self;
 
     /// Applies one synced write to the durable state. The simulator's disk and
     /// recovery tests use this; a real store implements the same meaning.
