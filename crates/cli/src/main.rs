@@ -1,0 +1,3 @@
+//! The `synod` binary.
+mod seeds;
+fn main() {}
