@@ -36,6 +36,12 @@ impl SimProtocol for RaftNode {
         match RAFT_BUGS.iter().find(|(name, _)| *name == bug) {
             Some((_, b)) => {
                 config.bug = *b;
+                if *b == InjectedBug::CommitPreviousTermByCount {
+                    // One entry per append: a new leader then replicates an
+                    // old term's entries before its own no-op, which is
+                    // exactly when counting them is wrong (Figure 8).
+                    config.max_entries_per_append = 1;
+                }
                 Ok(())
             }
             None => Err(format!(
