@@ -31,6 +31,54 @@
 //! their batch's writes sync only if the driver knows they are already durable
 //! on a quorum (they are: "committed" means exactly that).
 //!
+//! ## Snapshots (state transfer and log compaction)
+//!
+//! The state machine's contents belong to the host; a core only knows
+//! positions. Snapshots are therefore built, stored, moved and loaded by the
+//! host, on the core's instruction, through [`Output::snapshots`] and three
+//! calls. The seam is the same for every protocol (Raft's InstallSnapshot,
+//! Multi-Paxos catch-up, PBFT state transfer):
+//!
+//! - **Taking.** A core emits [`SnapshotAction::Take`] when its policy says
+//!   so (every N entries / M bytes). The host captures the state machine as
+//!   of exactly position `index`, makes it durable in its *snapshot store*,
+//!   then calls [`Protocol::snapshot_taken`]. Only then may the core emit the
+//!   writes that purge its log prefix; so a purged position is always inside
+//!   a durable snapshot.
+//! - **Sending.** To bring a peer up to date the core emits
+//!   [`SnapshotAction::Read`] (one bounded chunk of the durable snapshot at
+//!   `index`, from `offset`). The host reads it and hands it back with
+//!   [`Protocol::snapshot_chunk`]; the core wraps it in its own message. A
+//!   core keeps at most a small, fixed number of chunks per peer in flight,
+//!   so memory on the sender is bounded by `chunk size × peers`. If the host
+//!   no longer holds that snapshot it ignores the action (the core retries
+//!   with its latest one).
+//! - **Receiving.** For each chunk that arrives in order the core emits
+//!   [`SnapshotAction::Write`]: the host appends `data` at `offset` to a
+//!   *partial* snapshot for (`index`, `epoch`) (offset 0 starts a new one and
+//!   discards any other partial). A partial snapshot is never used for
+//!   recovery: a crash mid-transfer simply restarts the transfer. When the
+//!   last chunk arrived the core emits [`SnapshotAction::Install`].
+//! - **Installing.** The host makes the partial snapshot its current durable
+//!   snapshot *before* this output's writes become durable (step 1 below),
+//!   then, in step 3, replaces the state machine with it. Positions continue
+//!   after `meta.index`: [`Output::committed`] skips from the previous
+//!   applied position to `meta.index + 1`.
+//! - **Recovering.** After [`Protocol::recover`], [`Protocol::snapshot`]
+//!   names the snapshot the core's durable state starts from; the host loads
+//!   exactly that one into its state machine before carrying out any output.
+//!   Hence the host keeps every snapshot until the writes of the output in
+//!   which the core adopted a newer one (the output of `snapshot_taken`, or
+//!   the output holding `Install`) are durable; older ones may then go.
+//!
+//! Order within step 3: snapshot actions are carried out in list order, each
+//! at its *position* among [`Output::committed`] — after every committed
+//! entry with `index <=` the action's `index` and before every one above it
+//! (`Take` snapshots exactly the state at `index`; `Install` replaces the
+//! state, and the entries after it continue from there). `Read` and `Write`
+//! have no position; carry them out in step 1 (`Write` before the output's
+//! writes) or later, in list order.
+//!
 //! ## What differs between protocols
 //!
 //! Each protocol chooses its own message type, its own durable-write type and
@@ -45,6 +93,7 @@
 
 use crate::command::{Command, NodeId};
 use crate::time::Time;
+use bytes::Bytes;
 use std::fmt::Debug;
 
 /// A protocol message, as the driver sees it: opaque, but sized and named
@@ -130,6 +179,111 @@ pub trait Protocol: Sized {
 
     /// How clients reach this protocol.
     fn client_routing(config: &Self::Config) -> ClientRouting;
+
+    /// The host finished a [`SnapshotAction::Take`]: the state machine as of
+    /// position `index` is durable in its snapshot store and takes
+    /// `size_bytes`. The core may now compact (its writes appear in `out`).
+    /// See [Snapshots](self#snapshots-state-transfer-and-log-compaction).
+    /// Cores without snapshots ignore it.
+    fn snapshot_taken(
+        &mut self,
+        now: Time,
+        index: u64,
+        size_bytes: u64,
+        out: &mut Output<Self::Message, Self::Write>,
+    ) {
+        let _ = (now, index, size_bytes, out);
+    }
+
+    /// The host read the chunk a [`SnapshotAction::Read`] asked for: `data`
+    /// holds the snapshot at `index` from byte `offset` (fewer bytes than
+    /// asked only at its end). The core sends it to `to`.
+    fn snapshot_chunk(
+        &mut self,
+        now: Time,
+        to: NodeId,
+        index: u64,
+        offset: u64,
+        data: Bytes,
+        out: &mut Output<Self::Message, Self::Write>,
+    ) {
+        let _ = (now, to, index, offset, data, out);
+    }
+
+    /// The snapshot the core's state starts from (its durable snapshot after
+    /// [`recover`](Protocol::recover), later whichever it took or installed
+    /// last), or `None` when it has none. A host loads exactly this snapshot
+    /// into its state machine after a restart.
+    fn snapshot(&self) -> Option<SnapshotMeta> {
+        None
+    }
+}
+
+/// What identifies a state-machine snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotMeta {
+    /// The last position the snapshot includes (Raft: last included index).
+    pub index: u64,
+    /// The epoch of the entry at `index` (Raft: last included term).
+    pub epoch: u64,
+    /// Its size in bytes.
+    pub size_bytes: u64,
+}
+
+/// One thing a core asks of the host's snapshot store and state machine.
+/// See [Snapshots](self#snapshots-state-transfer-and-log-compaction) for the
+/// contract, including where in the output order each runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SnapshotAction {
+    /// Capture the state machine as of position `index`, make it durable,
+    /// then call [`Protocol::snapshot_taken`].
+    Take {
+        /// The position (every committed entry up to it is applied).
+        index: u64,
+    },
+    /// Read at most `max_bytes` of the durable snapshot at `index` from byte
+    /// `offset` and hand them to [`Protocol::snapshot_chunk`] for peer `to`.
+    Read {
+        /// The peer the chunk is for.
+        to: NodeId,
+        /// The snapshot.
+        index: u64,
+        /// Where to start.
+        offset: u64,
+        /// The chunk size limit.
+        max_bytes: usize,
+    },
+    /// Append `data` at `offset` to the partial snapshot (`index`, `epoch`)
+    /// received from a peer; offset 0 starts a new one, discarding any other.
+    Write {
+        /// The snapshot's last included position.
+        index: u64,
+        /// The epoch of the entry at `index`.
+        epoch: u64,
+        /// Where `data` goes; always the partial snapshot's current length.
+        offset: u64,
+        /// The chunk.
+        data: Bytes,
+    },
+    /// The partial snapshot is complete: make it the durable snapshot (before
+    /// this output's writes are durable) and replace the state machine with
+    /// it (at its position in step 3).
+    Install {
+        /// The snapshot; `size_bytes` is the partial snapshot's length.
+        meta: SnapshotMeta,
+    },
+}
+
+impl SnapshotAction {
+    /// The position at which the action runs among `Output::committed`, if
+    /// it has one (`Take` and `Install`).
+    pub fn position(&self) -> Option<u64> {
+        match self {
+            SnapshotAction::Take { index } => Some(*index),
+            SnapshotAction::Install { meta } => Some(meta.index),
+            SnapshotAction::Read { .. } | SnapshotAction::Write { .. } => None,
+        }
+    }
 }
 
 /// How a client sends requests and how many replies it needs.
@@ -186,7 +340,9 @@ pub struct ReadState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Committed {
     /// Log index (Raft), slot (Paxos) or sequence number (PBFT). Consecutive:
-    /// a core emits every position exactly once, in order, from 1.
+    /// a core emits every position exactly once, in order, from 1 — except
+    /// that a snapshot (installed, or loaded at recovery) stands for every
+    /// position up to its index, and emission continues right after it.
     pub index: u64,
     /// The command, or `None` for a no-op (a new leader's entry, a Paxos hole
     /// filler, a PBFT null request).
@@ -267,6 +423,10 @@ pub struct Output<M, W> {
     pub reads: Vec<ReadState>,
     /// 4b. Role, leadership and read-failure events.
     pub events: Vec<Event>,
+    /// Snapshot work for the host, in order; see the [module
+    /// docs](self#snapshots-state-transfer-and-log-compaction) for where
+    /// each runs relative to the lists above.
+    pub snapshots: Vec<SnapshotAction>,
 }
 
 impl<M, W> Default for Output<M, W> {
@@ -277,6 +437,7 @@ impl<M, W> Default for Output<M, W> {
             committed: Vec::new(),
             reads: Vec::new(),
             events: Vec::new(),
+            snapshots: Vec::new(),
         }
     }
 }
@@ -294,6 +455,7 @@ impl<M, W> Output<M, W> {
             && self.committed.is_empty()
             && self.reads.is_empty()
             && self.events.is_empty()
+            && self.snapshots.is_empty()
     }
 
     /// Empties every list, keeping the allocations (a driver reuses one
@@ -304,6 +466,7 @@ impl<M, W> Output<M, W> {
         self.committed.clear();
         self.reads.clear();
         self.events.clear();
+        self.snapshots.clear();
     }
 
     /// Queues `msg` for `to`.
@@ -325,8 +488,18 @@ mod tests {
         out.committed.push(Committed { index: 1, command: None });
         out.reads.push(ReadState { id: ReadId(1), index: 1 });
         out.events.push(Event::ReadFailed { id: ReadId(1) });
+        out.snapshots.push(SnapshotAction::Take { index: 1 });
         assert!(!out.is_empty());
         out.clear();
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn snapshot_actions_with_a_position_are_take_and_install() {
+        assert_eq!(SnapshotAction::Take { index: 4 }.position(), Some(4));
+        let meta = SnapshotMeta { index: 9, epoch: 2, size_bytes: 10 };
+        assert_eq!(SnapshotAction::Install { meta }.position(), Some(9));
+        let read = SnapshotAction::Read { to: NodeId(2), index: 9, offset: 0, max_bytes: 8 };
+        assert_eq!(read.position(), None);
     }
 }
