@@ -220,7 +220,7 @@ pub trait Protocol: Sized {
 }
 
 /// What identifies a state-machine snapshot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SnapshotMeta {
     /// The last position the snapshot includes (Raft: last included index).
     pub index: u64,

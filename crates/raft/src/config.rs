@@ -48,13 +48,29 @@ pub struct Config {
     pub max_uncommitted_entries: usize,
     /// Most read barriers waiting at once.
     pub max_pending_reads: usize,
+    /// Take a snapshot once this many entries were applied since the last
+    /// one (0: never by count). The log prefix up to the snapshot (minus
+    /// `snapshot_trailing_entries`) is then purged.
+    pub snapshot_interval_entries: u64,
+    /// Take a snapshot once this many payload bytes were applied since the
+    /// last one (0: never by size).
+    pub snapshot_interval_bytes: u64,
+    /// Entries kept before a new snapshot's index when purging, so that a
+    /// follower slightly behind still catches up by AppendEntries.
+    pub snapshot_trailing_entries: u64,
+    /// Largest InstallSnapshot chunk. One chunk per follower is in flight at
+    /// a time, so a leader holds at most `snapshot_chunk_bytes` per follower
+    /// and a follower at most one chunk.
+    pub snapshot_chunk_bytes: usize,
     /// A bug to inject (tests only).
     pub bug: InjectedBug,
 }
 
 impl Config {
     /// A configuration with the defaults for `voters`: election timeout
-    /// 150–300 ms, heartbeats every 50 ms, pre-vote and check-quorum on.
+    /// 150–300 ms, heartbeats every 50 ms, pre-vote and check-quorum on, no
+    /// automatic snapshots (set `snapshot_interval_entries` / `_bytes`), 100
+    /// trailing entries kept after a purge, 64 KiB snapshot chunks.
     pub fn new(voters: Vec<NodeId>) -> Config {
         Config {
             voters,
@@ -68,6 +84,10 @@ impl Config {
             max_inflight_appends: 64,
             max_uncommitted_entries: 8192,
             max_pending_reads: 4096,
+            snapshot_interval_entries: 0,
+            snapshot_interval_bytes: 0,
+            snapshot_trailing_entries: 100,
+            snapshot_chunk_bytes: 64 * 1024,
             bug: InjectedBug::None,
         }
     }
@@ -97,6 +117,7 @@ impl Config {
             || self.max_inflight_appends == 0
             || self.max_uncommitted_entries == 0
             || self.max_pending_reads == 0
+            || self.snapshot_chunk_bytes == 0
         {
             return Err("batch and window limits must be positive".into());
         }

@@ -11,7 +11,11 @@
 //! §5.4.2 commit rule with a no-op at the start of each term; the persistence
 //! contract (hard state and entries are written before any message that
 //! depends on them); linearizable reads through ReadIndex; leadership
-//! transfer with TimeoutNow.
+//! transfer with TimeoutNow; snapshots and log compaction (thesis §5) with a
+//! policy (every N entries or M bytes), chunked InstallSnapshot with one chunk
+//! in flight per follower, resumable from the offset the follower asks for,
+//! and restart from snapshot plus log tail, through the host snapshot seam of
+//! `synod_core::protocol`.
 //!
 //! Where things live (one job per module):
 //!
@@ -30,8 +34,7 @@
 //!
 //! Membership is fixed (`Config::voters`); a node outside it starts as a
 //! [`Role::Learner`](synod_core::Role::Learner) that never campaigns (no
-//! leader replicates to it yet). There is no snapshotting or log compaction
-//! yet.
+//! leader replicates to it yet).
 //!
 //! May depend on `synod-core` only.
 #![deny(missing_docs)]

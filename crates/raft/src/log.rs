@@ -6,13 +6,20 @@
 //! core emits. Entries are held in a `Vec` so that every lookup by index is
 //! O(1); terms never decrease along a log, so the questions about terms
 //! ("first index of term T", "last index of term T") are binary searches.
-//! There is no compaction yet: index `i` lives at `entries[i - 1]`.
+//!
+//! Compaction (thesis §5): the prefix up to [`purged_index`](RaftLog::purged_index)
+//! is gone (it is inside a durable snapshot); the log remembers only the
+//! term of its last purged entry, so that an AppendEntries right after it
+//! can still be checked. Index `i` lives at `entries[i - purged_index - 1]`.
 
 use crate::entry::Entry;
 
-/// The entries a node holds, from index 1 to [`last_index`](RaftLog::last_index).
+/// The entries a node holds, from `purged_index + 1` to
+/// [`last_index`](RaftLog::last_index).
 #[derive(Clone, Debug, Default)]
 pub struct RaftLog {
+    purged_index: u64,
+    purged_term: u64,
     entries: Vec<Entry>,
 }
 
@@ -24,11 +31,21 @@ impl RaftLog {
     /// If the entries are not numbered from 1 without gaps, or a term
     /// decreases: the durable log is corrupt and the node must not run.
     pub fn from_entries(entries: Vec<Entry>) -> RaftLog {
-        let mut previous_term = 0;
+        RaftLog::from_parts(0, 0, entries)
+    }
+
+    /// A log whose prefix up to (`purged_index`, `purged_term`) was purged,
+    /// holding `entries` from `purged_index + 1`.
+    ///
+    /// # Panics
+    /// As [`from_entries`](RaftLog::from_entries), with numbering from
+    /// `purged_index + 1` and terms from `purged_term`.
+    pub fn from_parts(purged_index: u64, purged_term: u64, entries: Vec<Entry>) -> RaftLog {
+        let mut previous_term = purged_term;
         for (position, entry) in entries.iter().enumerate() {
             assert_eq!(
                 entry.index,
-                position as u64 + 1,
+                purged_index + position as u64 + 1,
                 "durable log entry at position {position} has index {}",
                 entry.index
             );
@@ -40,33 +57,89 @@ impl RaftLog {
             );
             previous_term = entry.term;
         }
-        RaftLog { entries }
+        RaftLog { purged_index, purged_term, entries }
     }
 
-    /// Index of the last entry (0 when empty).
+    /// The last purged index (0 when nothing was purged).
+    pub fn purged_index(&self) -> u64 {
+        self.purged_index
+    }
+
+    /// The term of the entry at [`purged_index`](RaftLog::purged_index).
+    pub fn purged_term(&self) -> u64 {
+        self.purged_term
+    }
+
+    /// Entries held in memory.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Index of the last entry (the purged index when none is held).
     pub fn last_index(&self) -> u64 {
-        self.entries.len() as u64
+        self.purged_index + self.entries.len() as u64
     }
 
-    /// Term of the last entry (0 when empty).
+    /// Term of the last entry (the purged term when none is held).
     pub fn last_term(&self) -> u64 {
-        self.entries.last().map_or(0, |e| e.term)
+        self.entries.last().map_or(self.purged_term, |e| e.term)
     }
 
-    /// Term of the entry at `index`: `Some(0)` for index 0, `None` past the end.
+    /// Term of the entry at `index`: known for the purged index (`Some(0)`
+    /// for index 0) and the held entries, `None` before or past them.
     pub fn term_at(&self, index: u64) -> Option<u64> {
-        if index == 0 {
-            return Some(0);
+        if index == self.purged_index {
+            return Some(self.purged_term);
         }
         self.entry(index).map(|e| e.term)
     }
 
     /// The entry at `index`, if held.
     pub fn entry(&self, index: u64) -> Option<&Entry> {
-        if index == 0 {
+        if index <= self.purged_index {
             return None;
         }
-        self.entries.get(index as usize - 1)
+        self.entries.get((index - self.purged_index) as usize - 1)
+    }
+
+    /// Forgets the entries up to `index` (inside a durable snapshot now).
+    /// Purging at or below the current purged index does nothing.
+    ///
+    /// # Panics
+    /// If `index` is beyond the last entry.
+    pub fn purge(&mut self, index: u64) {
+        if index <= self.purged_index {
+            return;
+        }
+        let term = self.term_at(index).unwrap_or_else(|| {
+            panic!("purge to {index} beyond the last index {}", self.last_index())
+        });
+        self.entries.drain(..(index - self.purged_index) as usize);
+        self.purged_index = index;
+        self.purged_term = term;
+    }
+
+    /// Applies a snapshot at (`index`, `term`): when the log holds that
+    /// entry, it purges up to `purge_index` (at most `index`) and keeps the
+    /// rest; otherwise every entry goes and the log restarts right after the
+    /// snapshot (thesis §5.3, "if existing log entry has same index and term
+    /// as snapshot's last included entry, retain log entries following it").
+    /// The meaning of [`Write::Snapshot`](crate::Write::Snapshot).
+    pub fn apply_snapshot(&mut self, index: u64, term: u64, purge_index: u64) {
+        assert!(purge_index <= index, "purge {purge_index} beyond the snapshot {index}");
+        if self.term_at(index) == Some(term) {
+            self.purge(purge_index);
+        } else {
+            assert!(index > self.purged_index, "a snapshot at {index} below the purged prefix");
+            self.entries.clear();
+            self.purged_index = index;
+            self.purged_term = term;
+        }
     }
 
     /// True when the entry at `index` has `term` (index 0 matches term 0).
@@ -80,11 +153,15 @@ impl RaftLog {
     /// If the range is not held.
     pub fn slice(&self, from_index: u64, to_index: u64) -> &[Entry] {
         assert!(
-            from_index >= 1 && from_index <= to_index + 1 && to_index <= self.last_index(),
-            "slice {from_index}..={to_index} outside the log 1..={}",
+            from_index > self.purged_index
+                && from_index <= to_index + 1
+                && to_index <= self.last_index(),
+            "slice {from_index}..={to_index} outside the log {}..={}",
+            self.purged_index + 1,
             self.last_index()
         );
-        &self.entries[from_index as usize - 1..to_index as usize]
+        let base = self.purged_index as usize + 1;
+        &self.entries[from_index as usize - base..to_index as usize + 1 - base]
     }
 
     /// The last index of a batch starting at `from_index` that holds at most
@@ -130,13 +207,14 @@ impl RaftLog {
     pub fn truncate_and_append(&mut self, entries: &[Entry]) -> u64 {
         let first = entries.first().expect("an append carries at least one entry");
         assert!(
-            first.index >= 1 && first.index <= self.last_index() + 1,
-            "append at {} would leave a gap after {}",
+            first.index > self.purged_index && first.index <= self.last_index() + 1,
+            "append at {} would leave a gap after {} or rewrite the purged prefix to {}",
             first.index,
-            self.last_index()
+            self.last_index(),
+            self.purged_index
         );
         let deleted = self.last_index() + 1 - first.index;
-        self.entries.truncate(first.index as usize - 1);
+        self.entries.truncate((first.index - self.purged_index) as usize - 1);
         for entry in entries {
             self.push(entry.clone());
         }
@@ -152,15 +230,21 @@ impl RaftLog {
 
     /// The first index holding `term` at or before `upto_index` (which must
     /// hold `term`). Terms never decrease, so this is a binary search.
+    /// Entries purged are not searched: the answer is then at least
+    /// `purged_index + 1`.
     pub fn first_index_of_term(&self, term: u64, upto_index: u64) -> u64 {
-        let upto = (upto_index as usize).min(self.entries.len());
-        self.entries[..upto].partition_point(|e| e.term < term) as u64 + 1
+        let upto = (upto_index.saturating_sub(self.purged_index) as usize).min(self.entries.len());
+        self.entries[..upto].partition_point(|e| e.term < term) as u64 + self.purged_index + 1
     }
 
-    /// The last index holding `term`, if any entry has it.
+    /// The last index holding `term`, if any entry has it (the purged index
+    /// counts when no held entry has the term).
     pub fn last_index_of_term(&self, term: u64) -> Option<u64> {
         let end = self.entries.partition_point(|e| e.term <= term);
-        (end > 0 && self.entries[end - 1].term == term).then_some(end as u64)
+        if end > 0 && self.entries[end - 1].term == term {
+            return Some(self.purged_index + end as u64);
+        }
+        (end == 0 && self.purged_index > 0 && self.purged_term == term).then_some(self.purged_index)
     }
 
     /// The hint a follower returns when the entry at `prev_log_index` does not
@@ -181,7 +265,7 @@ impl RaftLog {
         last_log_term > my_term || (last_log_term == my_term && last_log_index >= self.last_index())
     }
 
-    /// Every entry, index 1 first.
+    /// Every entry held, index `purged_index + 1` first.
     pub fn entries(&self) -> &[Entry] {
         &self.entries
     }
@@ -281,6 +365,55 @@ mod tests {
         assert_eq!(log.batch_end(3, 100, 10), 3, "at least one entry");
         assert_eq!(log.batch_end(11, 4, 1000), 10, "empty past the end");
         assert_eq!(log.batch_end(9, 100, 1 << 20), 10);
+    }
+
+    #[test]
+    fn a_purged_log_answers_from_its_offset() {
+        let mut log = log_of_terms(&[1, 1, 2, 2, 3]);
+        log.purge(3);
+        assert_eq!((log.purged_index(), log.purged_term(), log.len()), (3, 2, 2));
+        assert_eq!(log.term_at(3), Some(2), "the purged entry's term is kept");
+        assert_eq!(log.term_at(2), None);
+        assert!(log.entry(3).is_none());
+        assert_eq!(log.entry(4), Some(&e(2, 4)));
+        assert_eq!(log.slice(4, 5), &[e(2, 4), e(3, 5)]);
+        assert_eq!((log.last_index(), log.last_term()), (5, 3));
+        assert_eq!(log.first_index_of_term(2, 5), 4);
+        assert_eq!(log.last_index_of_term(2), Some(4));
+        assert_eq!(log.batch_end(4, 10, 1 << 20), 5);
+        log.purge(2);
+        assert_eq!(log.purged_index(), 3, "purging backwards does nothing");
+        log.purge(5);
+        assert!(log.is_empty());
+        assert_eq!((log.last_index(), log.last_term()), (5, 3));
+        assert_eq!(log.last_index_of_term(3), Some(5));
+        log.push(e(4, 6));
+        assert_eq!(log.truncate_and_append(&[e(5, 6)]), 1);
+        assert_eq!(log.entries(), &[e(5, 6)]);
+    }
+
+    #[test]
+    fn a_snapshot_keeps_a_matching_tail_and_drops_a_conflicting_log() {
+        let mut log = log_of_terms(&[1, 1, 2, 2]);
+        log.apply_snapshot(3, 2, 3);
+        assert_eq!((log.purged_index(), log.entries()), (3, &[e(2, 4)][..]));
+        let mut log = log_of_terms(&[1, 1, 2, 2]);
+        log.apply_snapshot(3, 3, 3);
+        assert_eq!((log.purged_index(), log.purged_term(), log.len()), (3, 3, 0));
+        let mut log = log_of_terms(&[1, 1]);
+        log.apply_snapshot(9, 4, 9);
+        assert_eq!((log.last_index(), log.last_term()), (9, 4));
+        let mut log = log_of_terms(&[1, 1, 1, 1]);
+        log.apply_snapshot(4, 1, 2);
+        assert_eq!((log.purged_index(), log.len()), (2, 2), "trailing entries stay");
+    }
+
+    #[test]
+    #[should_panic(expected = "purged prefix")]
+    fn rewriting_the_purged_prefix_panics() {
+        let mut log = log_of_terms(&[1, 1, 1]);
+        log.purge(2);
+        log.truncate_and_append(&[e(1, 2)]);
     }
 
     #[test]

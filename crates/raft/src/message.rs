@@ -2,6 +2,7 @@
 //! leadership transfer, §6.4 ReadIndex).
 
 use crate::entry::Entry;
+use bytes::Bytes;
 
 /// A message between Raft peers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,6 +87,36 @@ pub enum Message {
         /// The leader's term.
         term: u64,
     },
+    /// One chunk of the leader's snapshot (InstallSnapshot RPC, thesis §5.1,
+    /// Figure 5.3), for a follower that needs entries the leader purged.
+    /// Chunks go one at a time; the follower's answer names the offset it
+    /// wants next, so a lost chunk is re-sent from there.
+    InstallSnapshot {
+        /// The leader's term.
+        term: u64,
+        /// The snapshot's last included index.
+        index: u64,
+        /// The term of the entry at `index`.
+        last_term: u64,
+        /// The snapshot's total size.
+        size_bytes: u64,
+        /// Where `data` starts in the snapshot.
+        offset: u64,
+        /// The chunk (the last one ends at `size_bytes`).
+        data: Bytes,
+    },
+    /// Answer to [`Message::InstallSnapshot`].
+    InstallSnapshotResponse {
+        /// The responder's current term.
+        term: u64,
+        /// The snapshot answered about.
+        index: u64,
+        /// The offset the follower expects next (bytes received so far).
+        offset: u64,
+        /// The follower holds everything up to `index` (installed now, or
+        /// already committed).
+        done: bool,
+    },
 }
 
 impl Message {
@@ -98,7 +129,9 @@ impl Message {
             | Message::RequestVoteResponse { term, .. }
             | Message::AppendEntries { term, .. }
             | Message::AppendEntriesResponse { term, .. }
-            | Message::TimeoutNow { term } => *term,
+            | Message::TimeoutNow { term }
+            | Message::InstallSnapshot { term, .. }
+            | Message::InstallSnapshotResponse { term, .. } => *term,
         }
     }
 }
@@ -114,6 +147,8 @@ impl synod_core::Message for Message {
             Message::AppendEntries { .. } => "append_entries",
             Message::AppendEntriesResponse { .. } => "append_entries_response",
             Message::TimeoutNow { .. } => "timeout_now",
+            Message::InstallSnapshot { .. } => "install_snapshot",
+            Message::InstallSnapshotResponse { .. } => "install_snapshot_response",
         }
     }
 
@@ -123,6 +158,7 @@ impl synod_core::Message for Message {
             Message::AppendEntries { entries, .. } => {
                 HEADER + entries.iter().map(Entry::size_bytes).sum::<usize>()
             }
+            Message::InstallSnapshot { data, .. } => HEADER + data.len(),
             _ => HEADER,
         }
     }

@@ -17,6 +17,21 @@
 //! ([`recover`](Protocol::recover)) the commit and applied indexes start at
 //! 0 and the node learns the commit index again from a leader.
 //!
+//! ## Snapshots and compaction (thesis §5)
+//!
+//! When `snapshot_interval_entries` (or `_bytes`) were applied since the last
+//! snapshot the core emits [`SnapshotAction::Take`] at its applied index; once
+//! the host calls [`snapshot_taken`](Protocol::snapshot_taken) the core
+//! records the snapshot and purges its log up to the snapshot index minus
+//! `snapshot_trailing_entries` ([`Write::Snapshot`]). A follower that needs
+//! purged entries gets the snapshot in chunks (see [`replication`]); the
+//! follower asks the host to store each chunk in order
+//! ([`SnapshotAction::Write`]), installs the snapshot after the last one
+//! ([`SnapshotAction::Install`] plus [`Write::Snapshot`]) and answers `done`.
+//! Its partial snapshot is volatile: a crash restarts the transfer. After a
+//! restart the commit and applied indexes start at the durable snapshot's.
+//! Between calls `purged <= snapshot <= applied <= committed <= last` holds.
+//!
 //! ## Terms
 //!
 //! A message with a higher term turns the node into a follower of that term
@@ -31,11 +46,13 @@ use crate::election::{self, ElectionTimer, VoteResult, VoteTally, VoterState};
 use crate::entry::{Entry, Payload};
 use crate::log::RaftLog;
 use crate::message::Message;
-use crate::progress::{Progress, ProgressState};
+use crate::progress::{Progress, ProgressState, SnapshotTransfer};
 use crate::read_index::ReadQueue;
 use crate::replication::{self, AppendContext};
 use crate::storage::{Durable, Write};
 use crate::transfer::Transfer;
+use bytes::Bytes;
+use synod_core::protocol::{SnapshotAction, SnapshotMeta};
 use synod_core::{
     ClientRouting, Command, Committed, Event, NodeId, Output, ProposeError, Protocol, ReadId, Role,
     Status, Time, quorum,
@@ -55,12 +72,23 @@ macro_rules! append_context {
             read_round: $node.reads.round(),
             max_entries: $node.config.max_entries_per_append,
             max_bytes: $node.config.max_bytes_per_append,
+            snapshot: $node.snapshot,
+            chunk_bytes: $node.config.snapshot_chunk_bytes,
         }
     };
 }
 
 /// Bytes of an entry besides its command (see [`Entry::size_bytes`]).
 const ENTRY_HEADER_BYTES: usize = 24;
+
+/// A snapshot being received from the leader (volatile: a crash drops it and
+/// the transfer restarts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct IncomingSnapshot {
+    meta: SnapshotMeta,
+    /// Bytes received in order so far.
+    received: u64,
+}
 
 /// One Raft replica's protocol state.
 #[derive(Debug)]
@@ -74,6 +102,9 @@ pub struct RaftNode {
     term: u64,
     voted_for: Option<NodeId>,
     log: RaftLog,
+
+    /// The latest snapshot taken or installed (index 0: none).
+    snapshot: SnapshotMeta,
 
     // Volatile state.
     role: Role,
@@ -97,6 +128,14 @@ pub struct RaftNode {
     term_start_index: u64,
     /// Reused for quorum computations.
     scratch: Vec<u64>,
+
+    // Snapshot state.
+    /// The index of the [`SnapshotAction::Take`] the host is working on.
+    snapshot_requested: Option<u64>,
+    /// Payload bytes applied since the last snapshot.
+    applied_bytes_since_snapshot: u64,
+    /// The snapshot being received, if any.
+    incoming: Option<IncomingSnapshot>,
 }
 
 impl RaftNode {
@@ -135,6 +174,29 @@ impl RaftNode {
     /// The entry at `index`, if held.
     pub fn entry(&self, index: u64) -> Option<&Entry> {
         self.log.entry(index)
+    }
+    /// The last purged index (entries up to it are only in the snapshot).
+    pub fn purged_index(&self) -> u64 {
+        self.log.purged_index()
+    }
+    /// The latest snapshot taken or installed (index 0 when none).
+    pub fn snapshot_meta(&self) -> SnapshotMeta {
+        self.snapshot
+    }
+    /// Entries held in memory.
+    pub fn log_len(&self) -> usize {
+        self.log.len()
+    }
+
+    /// Asks the host for a snapshot at the applied index now, whatever the
+    /// policy says. Returns false (and does nothing) when one is already
+    /// being taken or nothing was applied since the last one.
+    pub fn trigger_snapshot(&mut self, out: &mut RaftOutput) -> bool {
+        if self.snapshot_requested.is_some() || self.applied_index <= self.snapshot.index {
+            return false;
+        }
+        self.request_snapshot(out);
+        true
     }
 
     /// The configuration the node runs with.
@@ -240,6 +302,14 @@ impl RaftNode {
     /// Invariants that hold between calls; a violation is a crash.
     fn check_invariants(&self) {
         assert!(
+            self.log.purged_index() <= self.snapshot.index
+                && self.snapshot.index <= self.applied_index,
+            "compaction invariant: purged {} <= snapshot {} <= applied {}",
+            self.log.purged_index(),
+            self.snapshot.index,
+            self.applied_index
+        );
+        assert!(
             self.commit_index <= self.log.last_index() || self.config.bug != InjectedBug::None,
             "commit_index {} beyond last_index {}",
             self.commit_index,
@@ -270,9 +340,57 @@ impl RaftNode {
                 // committed entry; the checkers report it.
                 break;
             };
+            if let Payload::Command(c) = &entry.payload {
+                self.applied_bytes_since_snapshot += c.size_bytes() as u64;
+            }
             out.committed.push(Committed { index, command: entry.command().cloned() });
             self.applied_index = index;
         }
+        self.maybe_request_snapshot(out);
+    }
+
+    // ----- snapshots -----------------------------------------------------
+
+    /// The snapshot policy: every `snapshot_interval_entries` entries or
+    /// `snapshot_interval_bytes` bytes applied.
+    fn maybe_request_snapshot(&mut self, out: &mut RaftOutput) {
+        if self.snapshot_requested.is_some() || self.applied_index <= self.snapshot.index {
+            return;
+        }
+        let entries = self.config.snapshot_interval_entries;
+        let bytes = self.config.snapshot_interval_bytes;
+        let by_count = entries > 0 && self.applied_index - self.snapshot.index >= entries;
+        let by_size = bytes > 0 && self.applied_bytes_since_snapshot >= bytes;
+        if by_count || by_size {
+            self.request_snapshot(out);
+        }
+    }
+
+    fn request_snapshot(&mut self, out: &mut RaftOutput) {
+        self.snapshot_requested = Some(self.applied_index);
+        out.snapshots.push(SnapshotAction::Take { index: self.applied_index });
+    }
+
+    /// Adopts the snapshot `meta` (taken here or installed from the leader):
+    /// records it, purges the log up to `purge_index` (or replaces a log that
+    /// disagrees with it) and persists that.
+    fn adopt_snapshot(&mut self, meta: SnapshotMeta, purge_index: u64, out: &mut RaftOutput) {
+        assert!(meta.index > self.snapshot.index, "snapshots only move forward");
+        self.snapshot = meta;
+        self.applied_bytes_since_snapshot = 0;
+        self.log.apply_snapshot(meta.index, meta.epoch, purge_index);
+        out.writes.push(Write::Snapshot { meta, purge_index });
+    }
+
+    /// The last chunk of the leader's snapshot arrived: install it.
+    fn install_snapshot(&mut self, meta: SnapshotMeta, out: &mut RaftOutput) {
+        assert!(meta.index > self.commit_index, "installing a snapshot of committed entries");
+        self.incoming = None;
+        self.snapshot_requested = None;
+        out.snapshots.push(SnapshotAction::Install { meta });
+        self.adopt_snapshot(meta, meta.index, out);
+        self.commit_index = meta.index;
+        self.applied_index = meta.index;
     }
 
     // ----- role transitions ---------------------------------------------
@@ -377,6 +495,7 @@ impl RaftNode {
         }
         self.heartbeat_deadline = now + self.config.heartbeat_interval;
         self.check_quorum_deadline = now + self.config.election_timeout_min;
+        self.incoming = None;
         let noop = Entry { term: self.term, index: last_index + 1, payload: Payload::Noop };
         self.term_start_index = noop.index;
         self.log.push(noop.clone());
@@ -402,7 +521,9 @@ impl RaftNode {
         for pr in &mut self.peers {
             match pr.state {
                 ProgressState::Probe => replication::resend_probe(&ctx, pr, out),
-                ProgressState::Replicate => replication::send_heartbeat(&ctx, pr, out),
+                ProgressState::Replicate | ProgressState::Snapshot => {
+                    replication::send_heartbeat(&ctx, pr, out)
+                }
             }
         }
     }
@@ -493,6 +614,9 @@ impl RaftNode {
                 }
             }
             Message::RequestVote { .. } => Message::RequestVoteResponse { term, granted: false },
+            Message::InstallSnapshot { index, .. } => {
+                Message::InstallSnapshotResponse { term, index: *index, offset: 0, done: false }
+            }
             Message::PreVote { .. } => Message::PreVoteResponse { term, granted: false },
             _ => return,
         };
@@ -587,6 +711,31 @@ impl RaftNode {
         read_round: u64,
         out: &mut RaftOutput,
     ) {
+        if !self.accept_leader(now, from, out) {
+            return;
+        }
+        let result = replication::accept_append(
+            &mut self.log,
+            self.term,
+            self.commit_index,
+            self.config.bug,
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit,
+            read_round,
+            &mut out.writes,
+        );
+        self.commit_index = result.commit_index;
+        out.send(from, result.response);
+        self.apply(out);
+    }
+
+    /// `from` sent an AppendEntries or InstallSnapshot of this node's term:
+    /// it leads. Follows it (a candidate steps down) and restarts the
+    /// election timer. Returns false when this node leads the term itself
+    /// (possible only with an injected bug).
+    fn accept_leader(&mut self, now: Time, from: NodeId, out: &mut RaftOutput) -> bool {
         match self.role {
             Role::Leader => {
                 // Two leaders in one term: impossible in correct Raft.
@@ -596,7 +745,7 @@ impl RaftNode {
                     self.id,
                     self.term
                 );
-                return;
+                return false;
             }
             Role::Candidate | Role::PreCandidate => {
                 self.become_follower(now, self.term, Some(from), out)
@@ -615,21 +764,99 @@ impl RaftNode {
         assert_ne!(self.role, Role::Leader, "a leader never truncates or overwrites its own log");
         self.leader_contact = now;
         self.timer.restart(now);
-        let result = replication::accept_append(
-            &mut self.log,
-            self.term,
-            self.commit_index,
-            self.config.bug,
-            prev_log_index,
-            prev_log_term,
-            entries,
-            leader_commit,
-            read_round,
-            &mut out.writes,
-        );
-        self.commit_index = result.commit_index;
-        out.send(from, result.response);
-        self.apply(out);
+        true
+    }
+
+    /// A chunk of the leader's snapshot (thesis §5.1, Figure 5.3). Chunks
+    /// are taken only in order; anything else is answered with the offset
+    /// wanted next, which is how the leader resumes after a lost chunk.
+    #[allow(clippy::too_many_arguments)]
+    fn on_install_snapshot(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        meta: SnapshotMeta,
+        offset: u64,
+        data: Bytes,
+        out: &mut RaftOutput,
+    ) {
+        if !self.accept_leader(now, from, out) {
+            return;
+        }
+        let term = self.term;
+        let respond = |offset: u64, done: bool, out: &mut RaftOutput| {
+            out.send(
+                from,
+                Message::InstallSnapshotResponse { term, index: meta.index, offset, done },
+            )
+        };
+        if meta.index <= self.commit_index {
+            // Already committed here, so already matching the leader.
+            respond(meta.size_bytes, true, out);
+            return;
+        }
+        if offset == 0 {
+            self.incoming = Some(IncomingSnapshot { meta, received: 0 });
+        }
+        let Some(incoming) = self.incoming.as_mut().filter(|i| i.meta == meta) else {
+            respond(0, false, out);
+            return;
+        };
+        let len = data.len() as u64;
+        if offset != incoming.received || offset + len > meta.size_bytes {
+            respond(incoming.received, false, out);
+            return;
+        }
+        if offset == 0 || len > 0 {
+            out.snapshots.push(SnapshotAction::Write {
+                index: meta.index,
+                epoch: meta.epoch,
+                offset,
+                data,
+            });
+            incoming.received += len;
+        }
+        if incoming.received == meta.size_bytes {
+            self.install_snapshot(meta, out);
+            respond(meta.size_bytes, true, out);
+        } else {
+            let received = incoming.received;
+            respond(received, false, out);
+        }
+    }
+
+    fn on_install_snapshot_response(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        index: u64,
+        offset: u64,
+        done: bool,
+        out: &mut RaftOutput,
+    ) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let Some(position) = self.peer_position(from) else { return };
+        let pr = &mut self.peers[position];
+        pr.last_heard = now;
+        let Some(transfer) = pr.snapshot.filter(|t| t.meta.index == index) else { return };
+        if pr.state != ProgressState::Snapshot {
+            return;
+        }
+        if done {
+            pr.snapshot_done(index);
+            self.maybe_commit(out);
+            let match_index = self.peers[position].match_index;
+            if !self.maybe_hand_over(from, match_index, out) {
+                let ctx = append_context!(self);
+                replication::send_appends(&ctx, &mut self.peers[position], out);
+            }
+        } else if offset != transfer.offset && offset <= transfer.meta.size_bytes {
+            pr.snapshot = Some(SnapshotTransfer { offset, ..transfer });
+            let ctx = append_context!(self);
+            replication::request_chunk(&ctx, &self.peers[position], out);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -699,7 +926,16 @@ impl Protocol for RaftNode {
         if let Err(problem) = config.validate() {
             panic!("invalid Raft configuration: {problem}");
         }
-        let log = RaftLog::from_entries(durable.log.clone());
+        let log =
+            RaftLog::from_parts(durable.purged_index, durable.purged_term, durable.log.clone());
+        let snapshot = durable.snapshot;
+        assert!(
+            log.purged_index() <= snapshot.index && snapshot.index <= log.last_index(),
+            "durable snapshot {} outside the durable log {}..={}",
+            snapshot.index,
+            log.purged_index(),
+            log.last_index()
+        );
         assert!(
             log.last_term() <= durable.term,
             "durable log holds term {} beyond the durable term {}",
@@ -727,8 +963,9 @@ impl Protocol for RaftNode {
             log,
             role: if is_voter { Role::Follower } else { Role::Learner },
             leader: None,
-            commit_index: 0,
-            applied_index: 0,
+            snapshot,
+            commit_index: snapshot.index,
+            applied_index: snapshot.index,
             timer,
             leader_contact: Time::ZERO,
             votes: VoteTally::default(),
@@ -740,6 +977,9 @@ impl Protocol for RaftNode {
             transfer: None,
             term_start_index: u64::MAX,
             config: config.clone(),
+            snapshot_requested: None,
+            applied_bytes_since_snapshot: 0,
+            incoming: None,
         };
         node.check_invariants();
         node
@@ -784,7 +1024,9 @@ impl Protocol for RaftNode {
             match msg {
                 Message::PreVote { .. } | Message::PreVoteResponse { granted: true, .. } => {}
                 Message::RequestVote { transfer: false, .. } if self.in_lease(now) => return,
-                Message::AppendEntries { .. } | Message::TimeoutNow { .. } => {
+                Message::AppendEntries { .. }
+                | Message::TimeoutNow { .. }
+                | Message::InstallSnapshot { .. } => {
                     self.become_follower(now, msg_term, Some(from), out)
                 }
                 _ => self.become_follower(now, msg_term, None, out),
@@ -841,6 +1083,13 @@ impl Protocol for RaftNode {
                 out,
             ),
             Message::TimeoutNow { .. } => self.on_timeout_now(now, out),
+            Message::InstallSnapshot { index, last_term, size_bytes, offset, data, .. } => {
+                let meta = SnapshotMeta { index, epoch: last_term, size_bytes };
+                self.on_install_snapshot(now, from, meta, offset, data, out)
+            }
+            Message::InstallSnapshotResponse { index, offset, done, .. } => {
+                self.on_install_snapshot_response(now, from, index, offset, done, out)
+            }
         }
         self.check_invariants();
     }
@@ -900,7 +1149,7 @@ impl Protocol for RaftNode {
         let index = (self.commit_index >= self.term_start_index).then_some(self.commit_index);
         self.reads.push(id, index);
         let ctx = append_context!(self);
-        for pr in &self.peers {
+        for pr in &mut self.peers {
             replication::send_heartbeat(&ctx, pr, out);
         }
         self.release_reads(out);
@@ -923,8 +1172,71 @@ impl Protocol for RaftNode {
     fn client_routing(_config: &Config) -> ClientRouting {
         ClientRouting::Leader
     }
+
+    fn snapshot_taken(&mut self, _now: Time, index: u64, size_bytes: u64, out: &mut RaftOutput) {
+        if self.snapshot_requested == Some(index) {
+            self.snapshot_requested = None;
+        }
+        if index <= self.snapshot.index || index > self.applied_index {
+            return; // stale (a newer snapshot was installed meanwhile) or not ours
+        }
+        let epoch = self.log.term_at(index).expect("applied entries after the snapshot are held");
+        let meta = SnapshotMeta { index, epoch, size_bytes };
+        let purge_index = index
+            .saturating_sub(self.config.snapshot_trailing_entries)
+            .max(self.log.purged_index());
+        self.adopt_snapshot(meta, purge_index, out);
+        self.check_invariants();
+    }
+
+    fn snapshot_chunk(
+        &mut self,
+        _now: Time,
+        to: NodeId,
+        index: u64,
+        offset: u64,
+        data: Bytes,
+        out: &mut RaftOutput,
+    ) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let Some(position) = self.peer_position(to) else { return };
+        let pr = &self.peers[position];
+        let Some(t) = pr.snapshot else { return };
+        let len = data.len() as u64;
+        let wanted = pr.state == ProgressState::Snapshot
+            && t.meta == self.snapshot
+            && t.meta.index == index
+            && t.offset == offset
+            && len <= self.config.snapshot_chunk_bytes as u64
+            && offset + len <= t.meta.size_bytes
+            && (len > 0 || offset == t.meta.size_bytes);
+        if !wanted {
+            return;
+        }
+        out.send(
+            to,
+            Message::InstallSnapshot {
+                term: self.term,
+                index,
+                last_term: t.meta.epoch,
+                size_bytes: t.meta.size_bytes,
+                offset,
+                data,
+            },
+        );
+    }
+
+    fn snapshot(&self) -> Option<SnapshotMeta> {
+        (self.snapshot.index > 0).then_some(self.snapshot)
+    }
 }
 
 #[cfg(test)]
 #[path = "node_tests.rs"]
-mod tests;
+pub(crate) mod tests;
+
+#[cfg(test)]
+#[path = "snapshot_tests.rs"]
+mod snapshot_tests;

@@ -20,7 +20,7 @@ fn entries_of_terms(terms: &[u64]) -> Vec<Entry> {
 }
 
 fn durable(term: u64, terms: &[u64]) -> Durable {
-    Durable { term, voted_for: None, log: entries_of_terms(terms) }
+    Durable { term, voted_for: None, log: entries_of_terms(terms), ..Durable::default() }
 }
 
 fn followers(c: &Cluster, leader: NodeId) -> Vec<NodeId> {
@@ -317,7 +317,12 @@ fn a_restarted_cluster_recovers_its_log_and_relearns_commit() {
 #[test]
 fn recover_takes_exactly_the_durable_vote() {
     let config = Config::new(vec![NodeId(1), NodeId(2), NodeId(3)]);
-    let d = Durable { term: 7, voted_for: Some(NodeId(3)), log: entries_of_terms(&[1, 5]) };
+    let d = Durable {
+        term: 7,
+        voted_for: Some(NodeId(3)),
+        log: entries_of_terms(&[1, 5]),
+        ..Durable::default()
+    };
     let node = RaftNode::recover(NodeId(1), &config, &d, 0, Time::from_millis(5));
     assert_eq!((node.term(), node.voted_for(), node.last_index()), (7, Some(NodeId(3)), 2));
     assert_eq!(node.term_at(2), Some(5));
@@ -715,7 +720,7 @@ fn transfer_is_refused_by_non_leaders_and_for_strangers() {
 // ----- under faults ----------------------------------------------------------
 
 /// Fault schedules per test.
-const SEEDS: u64 = 400;
+pub(crate) const SEEDS: u64 = 400;
 
 /// A small deterministic generator for fault schedules.
 struct Lcg(u64);
@@ -732,6 +737,11 @@ impl Lcg {
 /// after healing every node must catch up.
 fn run_faults(seed: u64, chaos: bool) {
     let c = run_faults_with(seed, chaos, InjectedBug::None);
+    check_caught_up(seed, &c);
+}
+
+/// After healing, every node caught up with the leader.
+pub(crate) fn check_caught_up(seed: u64, c: &Cluster) {
     let leader = c.leader().expect("a leader after healing");
     let commit = c.node(leader).commit_index();
     assert!(commit > 5, "seed {seed}: the cluster made progress (commit {commit})");
@@ -743,6 +753,16 @@ fn run_faults(seed: u64, chaos: bool) {
 
 /// The fault schedule of [`run_faults`], returning the cluster at the end.
 fn run_faults_with(seed: u64, chaos: bool, bug: InjectedBug) -> Cluster {
+    run_faults_configured(seed, chaos, bug, |_| {})
+}
+
+/// [`run_faults_with`] with the configuration changed by `configure` last.
+pub(crate) fn run_faults_configured(
+    seed: u64,
+    chaos: bool,
+    bug: InjectedBug,
+    configure: impl FnOnce(&mut Config),
+) -> Cluster {
     let mut rng = Lcg(seed);
     let mut c = Cluster::new(5, |cfg| {
         // Small batches and windows: more messages, partial catch-ups.
@@ -754,6 +774,7 @@ fn run_faults_with(seed: u64, chaos: bool, bug: InjectedBug) -> Cluster {
             cfg.pre_vote = false;
             cfg.check_quorum = false;
         }
+        configure(cfg);
     });
     c.check_safety = bug == InjectedBug::None;
     c.record_outputs = false;

@@ -11,12 +11,18 @@
 //!   optimistically, advancing `next_index` as it sends, with at most
 //!   `max_inflight_appends` messages unacknowledged ([`Inflights`]).
 //!
+//! - **Snapshot**: the entries the follower needs were purged; the leader
+//!   streams its snapshot one chunk at a time ([`SnapshotTransfer`]), from
+//!   the offset the follower last asked for, and goes back to Probe right
+//!   after the snapshot once the follower installed it.
+//!
 //! A rejection always drops back to Probe; the first acknowledgement in
 //! Probe moves to Replicate. Besides flow control, a `Progress` records when
 //! the follower was last heard from (check-quorum) and the highest ReadIndex
 //! round it confirmed.
 
 use std::collections::VecDeque;
+use synod_core::protocol::SnapshotMeta;
 use synod_core::{NodeId, Time};
 
 /// The replication mode of one follower.
@@ -26,6 +32,17 @@ pub enum ProgressState {
     Probe,
     /// Optimistic pipelining within the in-flight window.
     Replicate,
+    /// Sending the snapshot, one chunk at a time.
+    Snapshot,
+}
+
+/// A snapshot being sent to one follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotTransfer {
+    /// The snapshot being sent.
+    pub meta: SnapshotMeta,
+    /// The offset the follower asked for last (its bytes received).
+    pub offset: u64,
 }
 
 /// The in-flight window of one follower in Replicate mode: the last index
@@ -102,6 +119,8 @@ pub struct Progress {
     pub last_heard: Time,
     /// The highest ReadIndex round the follower acknowledged.
     pub read_round_acked: u64,
+    /// In Snapshot mode: the transfer.
+    pub snapshot: Option<SnapshotTransfer>,
 }
 
 impl Progress {
@@ -116,6 +135,7 @@ impl Progress {
             inflights: Inflights::new(max_inflight_appends),
             last_heard: Time::ZERO,
             read_round_acked: 0,
+            snapshot: None,
         }
     }
 
@@ -132,13 +152,31 @@ impl Progress {
     pub fn become_probe(&mut self) {
         self.state = ProgressState::Probe;
         self.probe_sent = false;
+        self.snapshot = None;
         self.inflights.reset();
+    }
+
+    /// Switches to Snapshot mode, sending `meta` from its start.
+    pub fn become_snapshot(&mut self, meta: SnapshotMeta) {
+        self.state = ProgressState::Snapshot;
+        self.probe_sent = false;
+        self.inflights.reset();
+        self.snapshot = Some(SnapshotTransfer { meta, offset: 0 });
+    }
+
+    /// The follower holds everything up to `index` (it installed the
+    /// snapshot): probe right after it.
+    pub fn snapshot_done(&mut self, index: u64) {
+        self.match_index = self.match_index.max(index);
+        self.next_index = self.match_index + 1;
+        self.become_probe();
     }
 
     /// Switches to Replicate mode, streaming from just after the match.
     pub fn become_replicate(&mut self) {
         self.state = ProgressState::Replicate;
         self.probe_sent = false;
+        self.snapshot = None;
         self.next_index = self.match_index + 1;
         self.inflights.reset();
     }
@@ -148,6 +186,7 @@ impl Progress {
         match self.state {
             ProgressState::Probe => self.probe_sent,
             ProgressState::Replicate => self.inflights.is_full(),
+            ProgressState::Snapshot => true,
         }
     }
 
@@ -160,6 +199,7 @@ impl Progress {
                 self.inflights.add(last_sent_index);
                 self.next_index = last_sent_index + 1;
             }
+            ProgressState::Snapshot => unreachable!("no entries are sent during a snapshot"),
         }
     }
 
@@ -176,6 +216,7 @@ impl Progress {
             ProgressState::Probe if match_index >= self.match_index => self.become_replicate(),
             ProgressState::Probe => self.probe_sent = false,
             ProgressState::Replicate => self.inflights.free_to(match_index),
+            ProgressState::Snapshot => {}
         }
         advanced
     }
@@ -186,7 +227,7 @@ impl Progress {
     /// when the rejection is stale: it answers a message older than what is
     /// already known to match, or than the probe now outstanding.
     pub fn on_reject(&mut self, rejected_index: u64, hinted_next: u64) -> bool {
-        if rejected_index <= self.match_index {
+        if rejected_index <= self.match_index || self.state == ProgressState::Snapshot {
             return false;
         }
         if self.state == ProgressState::Probe && rejected_index + 1 != self.next_index {
@@ -264,6 +305,18 @@ mod tests {
         // A second answer to the same old probe is stale.
         assert!(!pr.on_reject(60, 5));
         assert_eq!(pr.next_index, 11);
+    }
+
+    #[test]
+    fn a_snapshot_transfer_pauses_entries_and_ends_in_probe_after_it() {
+        let mut pr = Progress::new(NodeId(2), 4);
+        pr.reset(50, Time::ZERO);
+        pr.become_snapshot(SnapshotMeta { index: 40, epoch: 2, size_bytes: 100 });
+        assert!(pr.is_paused());
+        assert!(!pr.on_reject(45, 1), "rejections do not interrupt a transfer");
+        pr.snapshot_done(40);
+        assert_eq!((pr.state, pr.match_index, pr.next_index), (ProgressState::Probe, 40, 41));
+        assert!(pr.snapshot.is_none());
     }
 
     #[test]

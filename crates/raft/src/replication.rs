@@ -14,6 +14,14 @@
 //! [`Write::Append`] for exactly what changed, and advances the commit index
 //! to `min(leader_commit, last index the message vouches for)`.
 //!
+//! Compaction (thesis §5): a follower whose `next_index - 1` is below the
+//! leader's purged prefix cannot be sent entries; [`send_appends`],
+//! [`resend_probe`] and [`send_heartbeat`] switch it to Snapshot mode and ask
+//! the host for the first chunk ([`SnapshotAction::Read`]). A follower never
+//! deletes anything at or below its own purged prefix: those entries are
+//! committed, so an AppendEntries that starts there is matched from the
+//! purged index on (the openraft#511 regression).
+//!
 //! On a rejection, [`Message::AppendEntriesResponse::match_index`] carries the
 //! rejected `prev_log_index`, so the leader can tell a stale rejection from
 //! the answer to its latest probe.
@@ -25,6 +33,7 @@ use crate::message::Message;
 use crate::node::RaftOutput;
 use crate::progress::{Progress, ProgressState};
 use crate::storage::Write;
+use synod_core::protocol::{SnapshotAction, SnapshotMeta};
 
 /// What a leader puts in every AppendEntries it sends.
 #[derive(Clone, Copy, Debug)]
@@ -41,9 +50,26 @@ pub struct AppendContext<'a> {
     pub max_entries: usize,
     /// Most payload bytes per message (at least one entry is sent).
     pub max_bytes: usize,
+    /// The leader's latest snapshot (what a follower behind the purged
+    /// prefix is sent).
+    pub snapshot: SnapshotMeta,
+    /// Largest snapshot chunk.
+    pub chunk_bytes: usize,
 }
 
 impl AppendContext<'_> {
+    /// True when `pr` needs entries the log no longer holds.
+    fn needs_snapshot(&self, pr: &Progress) -> bool {
+        pr.next_index <= self.log.purged_index()
+    }
+
+    /// Switches `pr` to Snapshot mode and asks for the first chunk.
+    fn start_snapshot(&self, pr: &mut Progress, out: &mut RaftOutput) {
+        debug_assert!(self.snapshot.index >= self.log.purged_index(), "purged beyond the snapshot");
+        pr.become_snapshot(self.snapshot);
+        request_chunk(self, pr, out);
+    }
+
     fn append(&self, prev_log_index: u64, entries: Vec<Entry>) -> Message {
         let prev_log_term = self
             .log
@@ -79,6 +105,13 @@ impl AppendContext<'_> {
 /// mode, up to the in-flight window in Replicate mode. Returns the number of
 /// messages sent.
 pub fn send_appends(ctx: &AppendContext<'_>, pr: &mut Progress, out: &mut RaftOutput) -> usize {
+    if pr.state == ProgressState::Snapshot {
+        return 0;
+    }
+    if ctx.needs_snapshot(pr) {
+        ctx.start_snapshot(pr, out);
+        return 0;
+    }
     let mut sent = 0;
     while !pr.is_paused() && ctx.send_batch(pr, out) {
         sent += 1;
@@ -94,14 +127,42 @@ pub fn send_appends(ctx: &AppendContext<'_>, pr: &mut Progress, out: &mut RaftOu
 /// send it sends an empty AppendEntries at `next_index - 1`.
 pub fn resend_probe(ctx: &AppendContext<'_>, pr: &mut Progress, out: &mut RaftOutput) {
     debug_assert_eq!(pr.state, ProgressState::Probe);
-    if !ctx.send_batch(pr, out) {
+    if ctx.needs_snapshot(pr) {
+        ctx.start_snapshot(pr, out);
+    } else if !ctx.send_batch(pr, out) {
         send_heartbeat(ctx, pr, out);
     }
 }
 
-/// Sends an empty AppendEntries to `pr` at `next_index - 1`.
-pub fn send_heartbeat(ctx: &AppendContext<'_>, pr: &Progress, out: &mut RaftOutput) {
-    out.send(pr.id, ctx.append(pr.next_index - 1, Vec::new()));
+/// Sends an empty AppendEntries to `pr` at `next_index - 1`. A follower in
+/// Snapshot mode instead gets the chunk at the offset it last asked for
+/// again (resuming after a lost chunk), from the leader's latest snapshot
+/// (restarting the transfer if a newer one replaced it).
+pub fn send_heartbeat(ctx: &AppendContext<'_>, pr: &mut Progress, out: &mut RaftOutput) {
+    if pr.state == ProgressState::Snapshot {
+        if pr.snapshot.is_none_or(|t| t.meta != ctx.snapshot) {
+            ctx.start_snapshot(pr, out);
+        } else {
+            request_chunk(ctx, pr, out);
+        }
+    } else if ctx.needs_snapshot(pr) {
+        ctx.start_snapshot(pr, out);
+    } else {
+        out.send(pr.id, ctx.append(pr.next_index - 1, Vec::new()));
+    }
+}
+
+/// Asks the host for the chunk of `pr`'s snapshot at the offset the
+/// follower wants next.
+pub fn request_chunk(ctx: &AppendContext<'_>, pr: &Progress, out: &mut RaftOutput) {
+    if let Some(t) = pr.snapshot {
+        out.snapshots.push(SnapshotAction::Read {
+            to: pr.id,
+            index: t.meta.index,
+            offset: t.offset,
+            max_bytes: ctx.chunk_bytes,
+        });
+    }
 }
 
 /// Where the leader resumes after a follower rejected `rejected_index` with
@@ -155,6 +216,32 @@ pub fn accept_append(
     read_round: u64,
     writes: &mut Vec<Write>,
 ) -> AppendResult {
+    let last_new_index = prev_log_index + entries.len() as u64;
+    let (mut prev_log_index, mut prev_log_term) = (prev_log_index, prev_log_term);
+    let purged_index = log.purged_index();
+    if prev_log_index < purged_index {
+        // Everything up to the purged index is committed and inside our
+        // snapshot, so it matches the leader's log: skip it and check from
+        // the purged index on. Never delete anything there (openraft#511).
+        let skip = ((purged_index - prev_log_index) as usize).min(entries.len());
+        entries.drain(..skip);
+        prev_log_index = purged_index;
+        prev_log_term = log.purged_term();
+        if entries.is_empty() {
+            return AppendResult {
+                response: Message::AppendEntriesResponse {
+                    term,
+                    success: true,
+                    match_index: last_new_index,
+                    conflict_term: 0,
+                    conflict_index: 0,
+                    read_round,
+                },
+                commit_index: commit_index.max(leader_commit.min(last_new_index)),
+                truncated: 0,
+            };
+        }
+    }
     if !log.matches(prev_log_index, prev_log_term) {
         let (conflict_term, conflict_index) = log.conflict_hint(prev_log_index);
         return AppendResult {
@@ -170,7 +257,6 @@ pub fn accept_append(
             truncated: 0,
         };
     }
-    let last_new_index = prev_log_index + entries.len() as u64;
     let mut truncated = 0;
     if let Some(conflict) = log.find_conflict(&entries) {
         let first_new = &entries[conflict];
@@ -306,6 +392,70 @@ mod tests {
         accept(&mut log, 3, (1, 1), vec![e(2, 2)], 0, &mut Vec::new());
     }
 
+    /// openraft#511: a follower that purged its log up to 4 receives an
+    /// AppendEntries whose prev entry (2) it no longer holds. It must not
+    /// reject it forever, nor delete (committed) entries to "repair" it.
+    #[test]
+    fn regression_append_with_a_purged_prev_does_not_delete_committed_entries() {
+        let mut log = log_of_terms(&[1, 1, 1, 2, 2, 2]);
+        log.purge(4);
+        let mut writes = Vec::new();
+        let entries = vec![e(1, 3), e(2, 4), e(2, 5), e(2, 6)];
+        let result = accept(&mut log, 6, (2, 1), entries, 6, &mut writes);
+        assert!(writes.is_empty(), "everything already held");
+        assert_eq!(log.last_index(), 6);
+        assert_eq!(log.purged_index(), 4);
+        assert!(matches!(
+            result.response,
+            Message::AppendEntriesResponse { success: true, match_index: 6, .. }
+        ));
+        // Entirely inside the purged prefix: acknowledged, nothing touched.
+        let result = accept(&mut log, 6, (1, 1), vec![e(1, 2)], 6, &mut writes);
+        assert!(matches!(
+            result.response,
+            Message::AppendEntriesResponse { success: true, match_index: 2, .. }
+        ));
+        // New entries after the purged prefix are appended.
+        let result =
+            accept(&mut log, 6, (3, 1), vec![e(2, 4), e(2, 5), e(2, 6), e(3, 7)], 7, &mut writes);
+        assert_eq!(writes, vec![Write::Append { entries: vec![e(3, 7)] }]);
+        assert_eq!(result.commit_index, 7);
+    }
+
+    #[test]
+    fn a_follower_behind_the_purged_prefix_is_switched_to_snapshot_mode() {
+        let mut log = log_of_terms(&[1; 10]);
+        log.purge(6);
+        let snapshot = SnapshotMeta { index: 8, epoch: 1, size_bytes: 40 };
+        let ctx = AppendContext {
+            log: &log,
+            term: 1,
+            commit_index: 10,
+            read_round: 0,
+            max_entries: 10,
+            max_bytes: 1 << 20,
+            snapshot,
+            chunk_bytes: 16,
+        };
+        let mut pr = Progress::new(NodeId(2), 8);
+        pr.reset(10, Time::ZERO);
+        pr.next_index = 5;
+        let mut out = RaftOutput::new();
+        assert_eq!(send_appends(&ctx, &mut pr, &mut out), 0);
+        assert_eq!(pr.state, ProgressState::Snapshot);
+        assert!(out.messages.is_empty());
+        let read = SnapshotAction::Read { to: NodeId(2), index: 8, offset: 0, max_bytes: 16 };
+        assert_eq!(out.snapshots, vec![read.clone()]);
+        // A heartbeat asks for the chunk again (a lost chunk is re-sent).
+        send_heartbeat(&ctx, &mut pr, &mut out);
+        assert_eq!(out.snapshots, vec![read.clone(), read]);
+        // A follower right at the purged index still gets entries.
+        let mut pr = Progress::new(NodeId(3), 8);
+        pr.reset(10, Time::ZERO);
+        pr.next_index = 7;
+        assert_eq!(send_appends(&ctx, &mut pr, &mut out), 1);
+    }
+
     #[test]
     fn hint_skips_a_whole_divergent_term() {
         // Leader: terms 1,1,3,3,3 ; follower held 1,1,2,2,2,2 and rejected at 5.
@@ -328,6 +478,8 @@ mod tests {
             read_round: 0,
             max_entries: 3,
             max_bytes: 1 << 20,
+            snapshot: SnapshotMeta::default(),
+            chunk_bytes: 16,
         };
         let mut pr = Progress::new(NodeId(2), 2);
         pr.reset(0, Time::ZERO);
@@ -358,6 +510,8 @@ mod tests {
             read_round: 0,
             max_entries: 10,
             max_bytes: 1 << 20,
+            snapshot: SnapshotMeta::default(),
+            chunk_bytes: 16,
         };
         let mut pr = Progress::new(NodeId(2), 8);
         pr.reset(2, Time::ZERO);

@@ -1,12 +1,17 @@
 //! What Raft makes durable, and what it recovers from.
 //!
 //! Raft persists its hard state (current term and vote) and its log
-//! (Figure 2, "Persistent state on all servers"). Every change reaches the
-//! driver as a [`Write`]; applying the synced writes in order to a
-//! [`Durable`] gives exactly what a restarted node recovers from.
+//! (Figure 2, "Persistent state on all servers"), and, once it compacts, the
+//! metadata of its latest snapshot (thesis §5.1) with the log tail after the
+//! purged prefix. The snapshot's *data* lives in the host's snapshot store
+//! (see `synod_core::protocol`'s snapshot contract); a [`Write::Snapshot`] is
+//! only emitted once the data it names is durable there. Every change
+//! reaches the driver as a [`Write`]; applying the synced writes in order to
+//! a [`Durable`] gives exactly what a restarted node recovers from.
 
 use crate::entry::Entry;
 use synod_core::NodeId;
+use synod_core::protocol::SnapshotMeta;
 
 /// One durable write.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +29,18 @@ pub enum Write {
         /// The entries.
         entries: Vec<Entry>,
     },
+    /// A snapshot (`meta.index`, `meta.epoch` = last included term) is
+    /// durable in the host's store and is now the one to recover from. If
+    /// the log holds the entry (`meta.index`, `meta.epoch`), entries up to
+    /// `purge_index` (≤ `meta.index`) are deleted and the rest kept;
+    /// otherwise (an installed snapshot the log disagrees with) every entry
+    /// is deleted and the log continues after `meta.index`.
+    Snapshot {
+        /// The snapshot.
+        meta: SnapshotMeta,
+        /// The last entry to delete from the log's head.
+        purge_index: u64,
+    },
 }
 
 /// Everything a Raft node recovers from after a crash.
@@ -33,7 +50,14 @@ pub struct Durable {
     pub term: u64,
     /// Vote cast in `term`.
     pub voted_for: Option<NodeId>,
-    /// The log, `log[i]` holding index `i + 1`.
+    /// The latest snapshot (index 0: none).
+    pub snapshot: SnapshotMeta,
+    /// The last purged index (0: nothing purged).
+    pub purged_index: u64,
+    /// The term of the entry at `purged_index`.
+    pub purged_term: u64,
+    /// The log after the purged prefix, `log[i]` holding index
+    /// `purged_index + i + 1`.
     pub log: Vec<Entry>,
 }
 
@@ -51,16 +75,50 @@ impl Durable {
             }
             Write::Append { entries } => {
                 let Some(first) = entries.first() else { return };
+                let last_index = self.last_index();
                 assert!(
-                    first.index >= 1 && first.index <= self.log.len() as u64 + 1,
-                    "append at {} would leave a gap after {}",
+                    first.index > self.purged_index && first.index <= last_index + 1,
+                    "append at {} would leave a gap after {last_index} or rewrite the purged \
+                     prefix to {}",
                     first.index,
-                    self.log.len()
+                    self.purged_index
                 );
-                self.log.truncate(first.index as usize - 1);
+                self.log.truncate((first.index - self.purged_index) as usize - 1);
                 self.log.extend_from_slice(entries);
             }
+            Write::Snapshot { meta, purge_index } => {
+                assert!(*purge_index <= meta.index, "purge beyond the snapshot");
+                self.snapshot = *meta;
+                if self.term_at(meta.index) == Some(meta.epoch) {
+                    if *purge_index > self.purged_index {
+                        let purged_term = self.term_at(*purge_index).expect("held: below index");
+                        self.log.drain(..(*purge_index - self.purged_index) as usize);
+                        self.purged_index = *purge_index;
+                        self.purged_term = purged_term;
+                    }
+                } else {
+                    self.log.clear();
+                    self.purged_index = meta.index;
+                    self.purged_term = meta.epoch;
+                }
+            }
         }
+    }
+
+    /// Index of the last entry (the purged index when none is held).
+    pub fn last_index(&self) -> u64 {
+        self.purged_index + self.log.len() as u64
+    }
+
+    /// Term of the entry at `index`, if known (the purged one or a held one).
+    pub fn term_at(&self, index: u64) -> Option<u64> {
+        if index == self.purged_index {
+            return Some(self.purged_term);
+        }
+        if index < self.purged_index {
+            return None;
+        }
+        self.log.get((index - self.purged_index) as usize - 1).map(|e| e.term)
     }
 }
 
@@ -81,6 +139,24 @@ mod tests {
         assert_eq!(d.log, vec![e(1, 1), e(2, 2)]);
         d.apply(&Write::HardState { term: 2, voted_for: Some(NodeId(3)) });
         assert_eq!((d.term, d.voted_for), (2, Some(NodeId(3))));
+    }
+
+    #[test]
+    fn a_snapshot_purges_a_matching_prefix_or_replaces_a_disagreeing_log() {
+        let mut d = Durable::default();
+        d.apply(&Write::Append { entries: vec![e(1, 1), e(1, 2), e(2, 3)] });
+        let meta = SnapshotMeta { index: 2, epoch: 1, size_bytes: 10 };
+        d.apply(&Write::Snapshot { meta, purge_index: 1 });
+        assert_eq!((d.purged_index, d.purged_term, d.log.clone()), (1, 1, vec![e(1, 2), e(2, 3)]));
+        assert_eq!(d.snapshot, meta);
+        d.apply(&Write::Append { entries: vec![e(3, 3)] });
+        assert_eq!(d.log, vec![e(1, 2), e(3, 3)]);
+        let meta = SnapshotMeta { index: 5, epoch: 4, size_bytes: 10 };
+        d.apply(&Write::Snapshot { meta, purge_index: 5 });
+        assert_eq!((d.purged_index, d.purged_term, d.last_index()), (5, 4, 5));
+        assert!(d.log.is_empty());
+        d.apply(&Write::Append { entries: vec![e(4, 6)] });
+        assert_eq!(d.term_at(6), Some(4));
     }
 
     #[test]

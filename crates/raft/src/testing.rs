@@ -18,6 +18,11 @@
 //!   entry of its term;
 //! - state machine safety: every node applies the same command at an index,
 //!   each index once per incarnation, in order.
+//!
+//! The cluster is also each node's snapshot host: a snapshot at index `i`
+//! is `SNAPSHOT_BYTES_PER_INDEX * i` bytes spelling `i` over and over, so a
+//! receiver can check it got every chunk in order. Taking, reading,
+//! receiving and installing follow `synod_core::protocol`'s contract.
 
 use crate::config::Config;
 use crate::message::Message;
@@ -26,10 +31,20 @@ use crate::storage::Durable;
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
+use synod_core::protocol::{SnapshotAction, SnapshotMeta};
 use synod_core::{
     ClientId, Command, Committed, Event, NodeId, ProposeError, Protocol, ReadId, ReadState, Role,
     Time,
 };
+
+/// Bytes of the test snapshot per index it covers.
+pub const SNAPSHOT_BYTES_PER_INDEX: u64 = 3;
+
+/// The test snapshot at `index`: `index` in little-endian bytes, repeated.
+pub fn snapshot_bytes(index: u64) -> Vec<u8> {
+    let word = index.to_le_bytes();
+    (0..SNAPSHOT_BYTES_PER_INDEX * index).map(|i| word[(i % 8) as usize]).collect()
+}
 
 /// Most messages one [`Cluster::deliver_all`] delivers before giving up
 /// (a bound, so a livelock fails a test instead of hanging it).
@@ -75,6 +90,14 @@ pub struct Cluster {
     /// When set, the state of a generator that reorders and duplicates
     /// messages instead of delivering them in FIFO order.
     pub chaos: Option<u64>,
+    /// Each node's durable snapshot store (the latest one).
+    pub snapshots: Vec<Option<(SnapshotMeta, Vec<u8>)>>,
+    /// Each node's partial incoming snapshot (volatile).
+    pub partial: Vec<Option<(u64, Vec<u8>)>>,
+    /// Snapshots each node installed from a leader.
+    pub installs: Vec<Vec<SnapshotMeta>>,
+    /// The largest number of log entries any node held in memory.
+    pub max_log_len: usize,
 }
 
 impl Cluster {
@@ -122,6 +145,10 @@ impl Cluster {
             check_safety: true,
             chaos: None,
             violations: 0,
+            snapshots: vec![None; n as usize],
+            partial: vec![None; n as usize],
+            installs: vec![Vec::new(); n as usize],
+            max_log_len: 0,
         }
     }
 
@@ -141,8 +168,14 @@ impl Cluster {
 
     /// Makes `out` (produced by `id`) durable, checks it, and queues its
     /// messages.
-    fn handle_output(&mut self, id: NodeId, out: RaftOutput) {
+    fn handle_output(&mut self, id: NodeId, mut out: RaftOutput) {
         let i = Self::idx(id);
+        let actions = std::mem::take(&mut out.snapshots);
+        // Receiving side first: chunks and installs are durable before the
+        // output's writes (which name the installed snapshot).
+        for action in &actions {
+            self.host_receive(i, action);
+        }
         for write in &out.writes {
             RaftNode::apply_write(&mut self.durables[i], write);
         }
@@ -154,7 +187,14 @@ impl Cluster {
                 self.queue.push_back((id, *to, msg.clone()));
             }
         }
+        let install = actions.iter().find_map(|a| match a {
+            SnapshotAction::Install { meta } => Some(meta.index),
+            _ => None,
+        });
         for c in &out.committed {
+            if install.is_some_and(|at| c.index > at && self.next_applied[i] <= at) {
+                self.next_applied[i] = install.unwrap_or_default() + 1;
+            }
             assert_eq!(c.index, self.next_applied[i], "{id} applied out of order");
             self.next_applied[i] += 1;
             match self.committed_at.get(&c.index) {
@@ -188,12 +228,70 @@ impl Cluster {
                 self.violations += 1;
             }
         }
+        if let Some(at) = install
+            && self.next_applied[i] <= at
+        {
+            self.next_applied[i] = at + 1;
+        }
+        self.max_log_len = self.max_log_len.max(self.nodes[i].log_len());
         self.applied[i].extend(out.committed.iter().cloned());
         self.reads[i].extend(out.reads.iter().copied());
         self.events[i].extend(out.events.iter().cloned());
         if self.record_outputs {
+            out.snapshots = actions.clone();
             self.outputs[i].push(out);
         }
+        for action in actions {
+            self.host_send(i, action);
+        }
+    }
+
+    /// The host's receiving side: store chunks, install complete snapshots.
+    fn host_receive(&mut self, i: usize, action: &SnapshotAction) {
+        match action {
+            SnapshotAction::Write { index, offset, data, .. } => {
+                if *offset == 0 {
+                    self.partial[i] = Some((*index, Vec::new()));
+                }
+                let (at, bytes) = self.partial[i].as_mut().expect("a chunk after offset 0");
+                assert_eq!((*at, bytes.len() as u64), (*index, *offset), "chunk out of order");
+                bytes.extend_from_slice(data);
+            }
+            SnapshotAction::Install { meta } => {
+                let (at, bytes) = self.partial[i].take().expect("install after chunks");
+                assert_eq!(at, meta.index);
+                assert_eq!(bytes, snapshot_bytes(meta.index), "snapshot arrived corrupted");
+                self.snapshots[i] = Some((*meta, bytes));
+                self.installs[i].push(*meta);
+            }
+            SnapshotAction::Take { .. } | SnapshotAction::Read { .. } => {}
+        }
+    }
+
+    /// The host's taking and sending side; calls back into the node.
+    fn host_send(&mut self, i: usize, action: SnapshotAction) {
+        let now = self.now;
+        let mut out = RaftOutput::new();
+        match action {
+            SnapshotAction::Take { index } => {
+                let bytes = snapshot_bytes(index);
+                let size = bytes.len() as u64;
+                let meta = SnapshotMeta { index, epoch: 0, size_bytes: size };
+                self.snapshots[i] = Some((meta, bytes));
+                self.nodes[i].snapshot_taken(now, index, size, &mut out);
+            }
+            SnapshotAction::Read { to, index, offset, max_bytes } => {
+                let Some((meta, bytes)) = &self.snapshots[i] else { return };
+                if meta.index != index {
+                    return;
+                }
+                let end = (offset as usize + max_bytes).min(bytes.len());
+                let data = Bytes::copy_from_slice(&bytes[offset as usize..end]);
+                self.nodes[i].snapshot_chunk(now, to, index, offset, data, &mut out);
+            }
+            SnapshotAction::Write { .. } | SnapshotAction::Install { .. } => return,
+        }
+        self.handle_output(NodeId(i as u64 + 1), out);
     }
 
     fn check_durable_mirrors_node(&self, id: NodeId) {
@@ -204,7 +302,9 @@ impl Cluster {
             (node.term(), node.voted_for()),
             "{id} hard state not persisted"
         );
-        assert_eq!(d.log.len() as u64, node.last_index(), "{id} log length not persisted");
+        assert_eq!(d.last_index(), node.last_index(), "{id} log length not persisted");
+        assert_eq!(d.purged_index, node.purged_index(), "{id} purge not persisted");
+        assert_eq!(d.snapshot, node.snapshot_meta(), "{id} snapshot not persisted");
         if let Some(last) = d.log.last() {
             assert_eq!(Some(last.term), node.term_at(last.index), "{id} last entry not persisted");
         }
@@ -229,7 +329,11 @@ impl Cluster {
             }
             Message::AppendEntriesResponse { term, success: true, match_index, .. } => {
                 assert_eq!(d.term, *term);
-                assert!(d.log.len() as u64 >= *match_index, "{from} acked entries not durable");
+                assert!(d.last_index() >= *match_index, "{from} acked entries not durable");
+            }
+            Message::InstallSnapshotResponse { term, index, done: true, .. } => {
+                assert_eq!(d.term, *term);
+                assert!(d.snapshot.index >= *index || d.last_index() >= *index);
             }
             Message::PreVote { .. } | Message::PreVoteResponse { .. } => {}
             other => assert!(other.term() <= d.term, "{from} sent a term it has not persisted"),
@@ -392,8 +496,14 @@ impl Cluster {
     pub fn restart(&mut self, id: NodeId, seed: u64) {
         let i = Self::idx(id);
         self.nodes[i] = RaftNode::recover(id, &self.config, &self.durables[i], seed, self.now);
-        self.next_applied[i] = 1;
-        self.last_commit[i] = 0;
+        let snapshot = self.durables[i].snapshot;
+        if snapshot.index > 0 {
+            let held = self.snapshots[i].as_ref().map(|(m, _)| m.index);
+            assert_eq!(held, Some(snapshot.index), "{id} restarts from a snapshot it lacks");
+        }
+        self.partial[i] = None;
+        self.next_applied[i] = snapshot.index + 1;
+        self.last_commit[i] = snapshot.index;
     }
 
     /// Commands applied by `id`, without no-ops.

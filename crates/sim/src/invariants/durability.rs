@@ -44,6 +44,9 @@ impl DiskState {
                     self.last_index = last.index;
                 }
             }
+            // A snapshot keeps a matching tail or replaces the log up to its
+            // index; either way the log reaches at least that far.
+            Write::Snapshot { meta, .. } => self.last_index = self.last_index.max(meta.index),
         }
     }
 }

@@ -152,7 +152,7 @@ fn prev_term_of(
     }
     let starts_at_or_below = |write: &&Write| match write {
         Write::Append { entries } => entries.first().is_some_and(|e| e.index <= prev_index),
-        Write::HardState { .. } => false,
+        Write::HardState { .. } | Write::Snapshot { .. } => false,
     };
     // An earlier append of this step decides the previous entry…
     if let Some(Write::Append { entries }) =
