@@ -11,13 +11,16 @@
 //!   number both cores use;
 //! - [`timer`]: the seeded randomized timer (election timeouts, back-off);
 //! - [`single`]: single-decree Paxos — acceptor, proposer with randomized
-//!   back-off, learner — and its deterministic mini-simulation in tests.
+//!   back-off, learner — and its deterministic mini-simulation in tests;
+//! - [`multi`]: Multi-Paxos, [`PaxosNode`], on the common interface.
 //!
 //! May depend on `synod-core` only.
 #![deny(missing_docs)]
 
 pub mod ballot;
+pub mod multi;
 pub mod single;
 pub mod timer;
 
 pub use ballot::Ballot;
+pub use multi::{Config, InjectedBug, PaxosNode, PaxosOutput};

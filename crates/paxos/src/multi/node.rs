@@ -1,0 +1,873 @@
+//! The Multi-Paxos node: the [`Protocol`] implementation. Every node is an
+//! acceptor and a learner; one at a time leads as the distinguished
+//! proposer.
+//!
+//! ## Leadership
+//!
+//! A follower that hears no leader for a randomized election timeout
+//! becomes a candidate: it picks a ballot above any it has seen, promises it
+//! to itself, and sends one `Prepare` for every slot from its first
+//! unchosen slot (Phase 1 once for all slots). With promises from a
+//! majority it leads: for each slot from there to the highest slot any
+//! promise reported it adopts the value of the highest-ballot acceptance
+//! reported, fills the holes with no-ops, and re-proposes them all in its
+//! ballot. From then on each proposal costs only Phase 2 (`Accept` /
+//! `Accepted`): two message delays from the leader.
+//!
+//! A leader sends heartbeats (empty accepts) and steps down when it has not
+//! heard from a majority for `election_timeout_min` (check-quorum);
+//! followers that heard from their leader that recently ignore other
+//! candidates' prepares, so a rejoining node does not depose a healthy
+//! leader. A leader refused by an acceptor that promised a higher ballot
+//! runs Phase 1 again at once, above it.
+//!
+//! ## Replication, commit and catch-up
+//!
+//! Proposals are batched (all commands of one `propose` call share one
+//! slot) and pipelined (up to `max_inflight_slots` slots in flight). Every
+//! accept and heartbeat carries the leader's chosen slot; a follower marks a
+//! slot chosen once it is at or below that slot and holds a value accepted
+//! in the *leader's* ballot (that value is the leader's, hence the chosen
+//! one). Each answer carries the follower's own chosen slot; a follower
+//! behind the leader's is sent the chosen values it misses, as accepts in
+//! the leader's ballot (the leader would propose exactly those values).
+//! Unchosen slots a follower has not acknowledged are sent again with each
+//! heartbeat.
+//!
+//! ## Output order and durability
+//!
+//! Promises and acceptances are pushed to `out.writes` before any message
+//! that reveals them; the leader counts its own acceptance at once (nothing
+//! leaves before it is durable). Chosen slots are emitted in
+//! [`Output::committed`] in order, one position per command of the slot's
+//! batch (one for a no-op), so positions are consecutive from 1 on every
+//! node. After a restart ([`recover`](Protocol::recover)) the chosen slot
+//! starts at 0 and the node learns it again from the leader.
+
+use crate::ballot::Ballot;
+use crate::multi::config::{Config, InjectedBug};
+use crate::multi::log::SlotLog;
+use crate::multi::message::{Message, SlotEntry, Value};
+use crate::multi::reads::ReadQueue;
+use crate::multi::storage::{Durable, Write};
+use crate::multi::window::AckWindow;
+use crate::timer::RandomTimer;
+use std::sync::Arc;
+use synod_core::{
+    ClientRouting, Command, Committed, Event, NodeId, Output, ProposeError, Protocol, ReadId, Role,
+    Status, Time, quorum,
+};
+
+/// Output type of the Multi-Paxos core.
+pub type PaxosOutput = Output<Message, Write>;
+
+/// The leader's view of one other acceptor.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    /// The acceptor.
+    pub id: NodeId,
+    /// Its bit in acknowledgement masks.
+    pub bit: u64,
+    /// The chosen slot it last reported.
+    pub chosen_slot: u64,
+    /// True when its last answer said it misses chosen values.
+    pub behind: bool,
+    /// The last slot sent to it as catch-up and not yet confirmed chosen.
+    pub catch_up_slot: u64,
+    /// When it was last heard from in this ballot.
+    pub last_heard: Time,
+    /// The newest read round it echoed.
+    pub read_round_acked: u64,
+}
+
+/// Phase 1 in progress.
+#[derive(Clone, Debug, Default)]
+struct Phase1 {
+    /// The first slot prepared.
+    first_slot: u64,
+    /// Bits of the acceptors that promised (this node included).
+    promised: u64,
+    /// Per slot from `first_slot`, the highest-ballot acceptance reported.
+    adopted: Vec<Option<SlotEntry>>,
+}
+
+impl Phase1 {
+    fn merge(&mut self, slot: u64, entry: SlotEntry) {
+        if slot < self.first_slot {
+            return;
+        }
+        let i = (slot - self.first_slot) as usize;
+        if self.adopted.len() <= i {
+            self.adopted.resize(i + 1, None);
+        }
+        if self.adopted[i].as_ref().is_none_or(|e| entry.ballot > e.ballot) {
+            self.adopted[i] = Some(entry);
+        }
+    }
+}
+
+/// One Multi-Paxos replica's protocol state.
+#[derive(Debug)]
+pub struct PaxosNode {
+    id: NodeId,
+    config: Config,
+    /// This node's bit in acknowledgement masks (0 if not a voter).
+    bit: u64,
+
+    // Durable acceptor state, mirrored by the writes emitted.
+    promised: Ballot,
+    log: SlotLog,
+
+    // Volatile state.
+    role: Role,
+    leader: Option<NodeId>,
+    /// The ballot this node leads or campaigns in (ZERO otherwise).
+    ballot: Ballot,
+    /// The highest round seen in any message.
+    max_round_seen: u64,
+    /// Every slot up to this one is chosen and emitted.
+    chosen_slot: u64,
+    /// Positions emitted so far (the last `Committed::index`).
+    applied_position: u64,
+    /// The leader's chosen slot, as told in the ballot `promised`.
+    leader_chosen_slot: u64,
+    timer: RandomTimer,
+    leader_contact: Time,
+
+    // Candidate state.
+    phase1: Phase1,
+
+    // Leader state.
+    peers: Vec<Peer>,
+    acks: AckWindow,
+    /// The last slot recovered in Phase 1: reads wait until it is chosen.
+    recovery_slot: u64,
+    heartbeat_deadline: Time,
+    check_quorum_deadline: Time,
+    reads: ReadQueue,
+}
+
+impl PaxosNode {
+    /// The highest ballot promised.
+    pub fn promised(&self) -> Ballot {
+        self.promised
+    }
+    /// The ballot this node leads or campaigns in (`Ballot::ZERO` otherwise).
+    pub fn ballot(&self) -> Ballot {
+        self.ballot
+    }
+    /// The role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    /// The leader this node knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+    /// Every slot up to this one is chosen and was emitted.
+    pub fn chosen_slot(&self) -> u64 {
+        self.chosen_slot
+    }
+    /// The highest slot holding an accepted value.
+    pub fn last_slot(&self) -> u64 {
+        self.log.last_slot()
+    }
+    /// What this acceptor accepted at `slot`.
+    pub fn entry(&self, slot: u64) -> Option<&SlotEntry> {
+        self.log.get(slot)
+    }
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    /// Read barriers waiting on this leader.
+    pub fn pending_reads(&self) -> usize {
+        self.reads.len()
+    }
+    /// The leader's view of `peer` (leaders only).
+    pub fn peer(&self, peer: NodeId) -> Option<&Peer> {
+        if self.role != Role::Leader {
+            return None;
+        }
+        self.peers.iter().find(|p| p.id == peer)
+    }
+
+    // ----- helpers -------------------------------------------------------
+
+    fn voters(&self) -> usize {
+        self.config.voters.len()
+    }
+
+    fn peer_position(&self, id: NodeId) -> Option<usize> {
+        self.peers.iter().position(|p| p.id == id)
+    }
+
+    fn set_role(&mut self, role: Role, out: &mut PaxosOutput) {
+        if self.role != role {
+            self.role = role;
+            out.events.push(Event::RoleChanged { role, epoch: self.promised.round });
+        }
+    }
+
+    fn set_leader(&mut self, leader: Option<NodeId>, out: &mut PaxosOutput) {
+        if self.leader != leader {
+            self.leader = leader;
+            out.events.push(Event::LeaderChanged { leader, epoch: self.promised.round });
+        }
+    }
+
+    /// Promises `ballot` (above the current promise), durably.
+    fn promise(&mut self, ballot: Ballot, out: &mut PaxosOutput) {
+        assert!(ballot > self.promised, "promise {ballot} not above {}", self.promised);
+        self.promised = ballot;
+        self.leader_chosen_slot = 0;
+        self.max_round_seen = self.max_round_seen.max(ballot.round);
+        out.writes.push(Write::Promise { ballot });
+    }
+
+    /// Followers that heard from their leader within `election_timeout_min`
+    /// (and leaders) ignore prepares from anyone else.
+    fn in_lease(&self, now: Time, from: NodeId) -> bool {
+        if !self.config.check_quorum {
+            return false;
+        }
+        match self.role {
+            Role::Leader => true,
+            _ => {
+                self.leader.is_some_and(|l| l != from)
+                    && now.saturating_since(self.leader_contact) < self.config.election_timeout_min
+            }
+        }
+    }
+
+    fn check_invariants(&self) {
+        assert!(self.chosen_slot <= self.log.last_slot(), "chosen beyond the log");
+        match self.role {
+            Role::Leader => {
+                assert_eq!(self.leader, Some(self.id), "a leader knows it leads");
+                assert_eq!(self.ballot, self.promised, "a leader leads in its promise");
+                assert_eq!(self.acks.last_slot(), self.log.last_slot(), "every slot tallied");
+                assert!(
+                    quorum::is_majority(self.phase1.promised.count_ones() as usize, self.voters()),
+                    "a leader ran Phase 1 with a majority"
+                );
+            }
+            Role::Candidate => {
+                assert_eq!(self.ballot, self.promised, "a candidate promised itself")
+            }
+            _ => assert!(self.ballot.is_zero() && self.reads.is_empty(), "leader state left over"),
+        }
+    }
+
+    /// Marks chosen every slot up to `upto` (all held) and emits them.
+    fn choose_up_to(&mut self, upto: u64, out: &mut PaxosOutput) {
+        while self.chosen_slot < upto {
+            let slot = self.chosen_slot + 1;
+            let entry = self.log.get(slot).expect("a chosen slot is held");
+            match &entry.value {
+                Value::Noop => {
+                    self.applied_position += 1;
+                    out.committed.push(Committed { index: self.applied_position, command: None });
+                }
+                Value::Batch(commands) => {
+                    for command in commands.iter() {
+                        self.applied_position += 1;
+                        out.committed.push(Committed {
+                            index: self.applied_position,
+                            command: Some(command.clone()),
+                        });
+                    }
+                }
+            }
+            self.chosen_slot = slot;
+        }
+    }
+
+    /// An accept of `values` from `first_slot` in this leader's ballot.
+    fn accept_message(&self, first_slot: u64, values: Vec<Value>) -> Message {
+        Message::Accept {
+            ballot: self.ballot,
+            first_slot,
+            values,
+            chosen_slot: self.chosen_slot,
+            read_round: self.reads.round(),
+        }
+    }
+
+    /// The values of slots `first..=last` (all held).
+    fn values(&self, first: u64, last: u64) -> Vec<Value> {
+        (first..=last)
+            .map(|s| self.log.get(s).expect("the leader holds every slot").value.clone())
+            .collect()
+    }
+
+    /// Sends slots `first..=last` to `to` in accepts of at most
+    /// `max_values_per_accept` values.
+    fn send_slots(&self, to: NodeId, first: u64, last: u64, out: &mut PaxosOutput) {
+        let chunk = self.config.max_values_per_accept as u64;
+        let mut from = first;
+        while from <= last {
+            let to_slot = last.min(from + chunk - 1);
+            out.send(to, self.accept_message(from, self.values(from, to_slot)));
+            from = to_slot + 1;
+        }
+    }
+
+    // ----- role transitions ---------------------------------------------
+
+    fn become_follower(&mut self, now: Time, leader: Option<NodeId>, out: &mut PaxosOutput) {
+        if self.role == Role::Leader {
+            self.reads.fail_all(&mut out.events);
+        }
+        self.ballot = Ballot::ZERO;
+        self.phase1 = Phase1::default();
+        self.peers.iter_mut().for_each(|p| p.read_round_acked = 0);
+        let role = if self.bit != 0 { Role::Follower } else { Role::Learner };
+        self.set_role(role, out);
+        self.set_leader(leader, out);
+        if leader.is_some() {
+            self.leader_contact = now;
+        }
+        self.timer.reset(now);
+    }
+
+    /// Phase 1a in a fresh ballot for every slot after the chosen one.
+    fn campaign(&mut self, now: Time, out: &mut PaxosOutput) {
+        if self.role == Role::Leader {
+            self.reads.fail_all(&mut out.events);
+        }
+        let round = self.max_round_seen.max(self.promised.round) + 1;
+        let ballot = Ballot::new(round, self.id);
+        self.promise(ballot, out);
+        self.ballot = ballot;
+        // Re-announce the role even if already a candidate: a new epoch.
+        self.role = Role::Follower;
+        self.set_role(Role::Candidate, out);
+        self.set_leader(None, out);
+        self.timer.reset(now);
+        let first_slot = self.chosen_slot + 1;
+        self.phase1 = Phase1 { first_slot, promised: self.bit, adopted: Vec::new() };
+        for (slot, entry) in self.log.entries_from(first_slot) {
+            self.phase1.merge(slot, entry);
+        }
+        if quorum::is_majority(1, self.voters()) {
+            self.become_leader(now, out);
+            return;
+        }
+        for p in &self.peers {
+            out.send(p.id, Message::Prepare { ballot, first_slot });
+        }
+    }
+
+    /// Phase 1 succeeded: adopt the highest-ballot values, fill holes with
+    /// no-ops, and propose them all in this ballot.
+    fn become_leader(&mut self, now: Time, out: &mut PaxosOutput) {
+        assert_eq!(self.role, Role::Candidate, "only a candidate becomes leader");
+        assert!(self.reads.is_empty());
+        let first_slot = self.phase1.first_slot;
+        assert_eq!(first_slot, self.chosen_slot + 1, "the chosen slot moved during Phase 1");
+        let ballot = self.ballot;
+        let adopted = std::mem::take(&mut self.phase1.adopted);
+        let values: Vec<Value> = adopted
+            .into_iter()
+            .map(|entry| match (entry, self.config.bug) {
+                (Some(e), InjectedBug::None) => {
+                    assert!(e.ballot < ballot, "an acceptance at or above the new ballot");
+                    e.value
+                }
+                _ => Value::Noop,
+            })
+            .collect();
+        self.set_role(Role::Leader, out);
+        self.set_leader(Some(self.id), out);
+        self.acks.reset(self.chosen_slot);
+        for (i, value) in values.iter().enumerate() {
+            self.log.set(first_slot + i as u64, SlotEntry { ballot, value: value.clone() });
+            self.acks.push(self.bit);
+        }
+        let last_slot = first_slot + values.len() as u64 - 1;
+        // Slots beyond the adopted ones that this node held were merged into
+        // `adopted`; nothing of ours lies beyond.
+        assert_eq!(self.log.last_slot().max(first_slot - 1), last_slot.max(first_slot - 1));
+        if !values.is_empty() {
+            out.writes.push(Write::Accept { ballot, first_slot, values });
+        }
+        self.recovery_slot = last_slot.max(self.chosen_slot);
+        for p in &mut self.peers {
+            p.chosen_slot = 0;
+            p.behind = false;
+            p.catch_up_slot = 0;
+            p.last_heard = now;
+            p.read_round_acked = 0;
+        }
+        self.heartbeat_deadline = now + self.config.heartbeat_interval;
+        self.check_quorum_deadline = now + self.config.election_timeout_min;
+        self.timer.stop();
+        for i in 0..self.peers.len() {
+            let to = self.peers[i].id;
+            if last_slot >= first_slot {
+                self.send_slots(to, first_slot, last_slot, out);
+            } else {
+                out.send(to, self.accept_message(first_slot, Vec::new()));
+            }
+        }
+        self.maybe_commit(out);
+    }
+
+    // ----- leader --------------------------------------------------------
+
+    fn maybe_commit(&mut self, out: &mut PaxosOutput) {
+        let chosen = self.acks.advance(self.voters());
+        if chosen > self.chosen_slot {
+            self.choose_up_to(chosen, out);
+            if self.chosen_slot >= self.recovery_slot {
+                self.reads.assign_index(self.applied_position);
+            }
+        }
+        self.release_reads(out);
+    }
+
+    /// Releases the reads whose round a majority (this leader included)
+    /// confirmed.
+    fn release_reads(&mut self, out: &mut PaxosOutput) {
+        if self.reads.is_empty() {
+            return;
+        }
+        let mut rounds = [0u64; 64];
+        rounds[0] = self.reads.round();
+        for (i, p) in self.peers.iter().enumerate() {
+            rounds[i + 1] = p.read_round_acked;
+        }
+        let confirmed_round = quorum::majority_index(&mut rounds[..self.peers.len() + 1]);
+        self.reads.release(confirmed_round, &mut out.reads);
+    }
+
+    fn quorum_active(&self, now: Time) -> bool {
+        let window = self.config.election_timeout_min;
+        let heard =
+            self.peers.iter().filter(|p| now.saturating_since(p.last_heard) <= window).count();
+        quorum::is_majority(heard + 1, self.voters())
+    }
+
+    fn leader_tick(&mut self, now: Time, out: &mut PaxosOutput) {
+        if self.config.check_quorum && now >= self.check_quorum_deadline {
+            self.check_quorum_deadline = now + self.config.election_timeout_min;
+            if !self.quorum_active(now) {
+                self.become_follower(now, None, out);
+                return;
+            }
+        }
+        if now >= self.heartbeat_deadline {
+            self.heartbeat_deadline = now + self.config.heartbeat_interval;
+            self.broadcast_heartbeats(out);
+        }
+    }
+
+    /// Heartbeats, and again every in-flight slot a follower has not
+    /// acknowledged (it may have been lost); catch-up may be resent.
+    fn broadcast_heartbeats(&mut self, out: &mut PaxosOutput) {
+        let last_slot = self.log.last_slot();
+        for i in 0..self.peers.len() {
+            self.peers[i].catch_up_slot = 0;
+            let (to, bit) = (self.peers[i].id, self.peers[i].bit);
+            match self.acks.first_missing(bit) {
+                Some(first) => {
+                    let last = last_slot.min(first + self.config.max_values_per_accept as u64 - 1);
+                    out.send(to, self.accept_message(first, self.values(first, last)));
+                }
+                None => out.send(to, self.accept_message(last_slot + 1, Vec::new())),
+            }
+        }
+    }
+
+    /// Sends `peer` the next chosen values it misses, one accept at a time.
+    fn maybe_catch_up(&mut self, position: usize, out: &mut PaxosOutput) {
+        let p = &self.peers[position];
+        if !p.behind || p.chosen_slot >= self.chosen_slot || p.catch_up_slot > p.chosen_slot {
+            return;
+        }
+        let first = p.chosen_slot + 1;
+        let last = self.chosen_slot.min(first + self.config.max_values_per_accept as u64 - 1);
+        let to = p.id;
+        self.peers[position].catch_up_slot = last;
+        out.send(to, self.accept_message(first, self.values(first, last)));
+    }
+
+    // ----- message handlers ---------------------------------------------
+
+    fn on_prepare(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        ballot: Ballot,
+        first_slot: u64,
+        out: &mut PaxosOutput,
+    ) {
+        if ballot < self.promised {
+            out.send(from, Message::Nack { ballot, promised: self.promised });
+            return;
+        }
+        if ballot > self.promised {
+            if self.in_lease(now, from) {
+                return;
+            }
+            self.promise(ballot, out);
+            self.become_follower(now, None, out);
+        }
+        if ballot.node != from {
+            return;
+        }
+        let accepted = self.log.entries_from(first_slot);
+        out.send(from, Message::Promise { ballot, first_slot, accepted });
+    }
+
+    fn on_promise(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        ballot: Ballot,
+        first_slot: u64,
+        accepted: Vec<(u64, SlotEntry)>,
+        out: &mut PaxosOutput,
+    ) {
+        if self.role != Role::Candidate
+            || ballot != self.ballot
+            || first_slot != self.phase1.first_slot
+        {
+            return;
+        }
+        let Some(position) = self.peer_position(from) else { return };
+        self.phase1.promised |= self.peers[position].bit;
+        for (slot, entry) in accepted {
+            assert!(entry.ballot < ballot, "{from} reports an acceptance at or above its promise");
+            self.phase1.merge(slot, entry);
+        }
+        if quorum::is_majority(self.phase1.promised.count_ones() as usize, self.voters()) {
+            self.become_leader(now, out);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_accept(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        ballot: Ballot,
+        first_slot: u64,
+        values: Vec<Value>,
+        chosen_slot: u64,
+        read_round: u64,
+        out: &mut PaxosOutput,
+    ) {
+        if ballot < self.promised || ballot.node != from {
+            out.send(from, Message::Nack { ballot, promised: self.promised });
+            return;
+        }
+        if ballot > self.promised {
+            self.promise(ballot, out);
+        }
+        assert!(
+            self.role != Role::Leader || self.ballot != ballot,
+            "{} leads {ballot} but {from} sent an accept in it",
+            self.id
+        );
+        if self.role != Role::Follower && self.role != Role::Learner {
+            self.become_follower(now, Some(from), out);
+        } else if self.leader != Some(from) {
+            self.set_leader(Some(from), out);
+            self.timer.reset(now);
+        }
+        self.leader_contact = now;
+        self.timer.restart(now);
+        let count = values.len() as u64;
+        if count > 0 {
+            for (i, value) in values.iter().enumerate() {
+                self.log.set(first_slot + i as u64, SlotEntry { ballot, value: value.clone() });
+            }
+            out.writes.push(Write::Accept { ballot, first_slot, values });
+        }
+        self.leader_chosen_slot = self.leader_chosen_slot.max(chosen_slot);
+        let mut upto = self.chosen_slot;
+        while upto < self.leader_chosen_slot
+            && self.log.get(upto + 1).is_some_and(|e| e.ballot == ballot)
+        {
+            upto += 1;
+        }
+        self.choose_up_to(upto, out);
+        out.send(
+            from,
+            Message::Accepted {
+                ballot,
+                first_slot,
+                last_slot: (first_slot + count).saturating_sub(1),
+                chosen_slot: self.chosen_slot,
+                leader_chosen_slot: self.leader_chosen_slot,
+                read_round,
+            },
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_accepted(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        ballot: Ballot,
+        first_slot: u64,
+        last_slot: u64,
+        (chosen_slot, leader_chosen_slot): (u64, u64),
+        read_round: u64,
+        out: &mut PaxosOutput,
+    ) {
+        if self.role != Role::Leader || ballot != self.ballot {
+            return;
+        }
+        let Some(position) = self.peer_position(from) else { return };
+        let round = self.reads.round();
+        let p = &mut self.peers[position];
+        p.last_heard = now;
+        if chosen_slot >= p.chosen_slot {
+            p.chosen_slot = chosen_slot;
+            p.behind = chosen_slot < leader_chosen_slot;
+        }
+        p.read_round_acked = p.read_round_acked.max(read_round.min(round));
+        let bit = p.bit;
+        if first_slot <= last_slot {
+            self.acks.mark(first_slot, last_slot, bit);
+        }
+        self.maybe_commit(out);
+        self.maybe_catch_up(position, out);
+    }
+
+    fn on_nack(&mut self, now: Time, ballot: Ballot, promised: Ballot, out: &mut PaxosOutput) {
+        self.max_round_seen = self.max_round_seen.max(promised.round);
+        if ballot != self.ballot || promised <= ballot {
+            return;
+        }
+        match self.role {
+            // Refused by a higher promise: run Phase 1 again above it at
+            // once, while the followers still follow this node.
+            Role::Leader => self.campaign(now, out),
+            Role::Candidate => self.become_follower(now, None, out),
+            _ => {}
+        }
+    }
+}
+
+impl Protocol for PaxosNode {
+    type Config = Config;
+    type Message = Message;
+    type Write = Write;
+    type Durable = Durable;
+
+    /// Rebuilds node `id` from exactly `durable`; the chosen slot starts at
+    /// 0. `seed` is mixed with `id`, so a driver handing every node the
+    /// same seed still gets different timeouts.
+    ///
+    /// # Panics
+    /// If `config` is invalid or `durable` holds an acceptance above its
+    /// promise (a node must not run on state it cannot trust).
+    fn recover(id: NodeId, config: &Config, durable: &Durable, seed: u64, now: Time) -> Self {
+        if let Err(problem) = config.validate() {
+            panic!("invalid Multi-Paxos configuration: {problem}");
+        }
+        assert!(
+            durable.log.iter().flatten().all(|e| e.ballot <= durable.promised),
+            "durable log holds an acceptance above the durable promise {}",
+            durable.promised
+        );
+        let position = config.voters.iter().position(|&v| v == id);
+        let bit = position.map_or(0, |p| 1u64 << p);
+        let seed = seed ^ id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut timer =
+            RandomTimer::new(seed, config.election_timeout_min, config.election_timeout_max, now);
+        if bit == 0 {
+            timer.stop();
+        } else if config.voters.len() == 1 {
+            timer.fire_at(now);
+        }
+        let peers = config
+            .voters
+            .iter()
+            .enumerate()
+            .filter(|&(_, &v)| v != id)
+            .map(|(i, &v)| Peer {
+                id: v,
+                bit: 1 << i,
+                chosen_slot: 0,
+                behind: false,
+                catch_up_slot: 0,
+                last_heard: Time::ZERO,
+                read_round_acked: 0,
+            })
+            .collect();
+        let node = PaxosNode {
+            id,
+            bit,
+            promised: durable.promised,
+            log: SlotLog::from_entries(durable.log.clone()),
+            role: if bit != 0 { Role::Follower } else { Role::Learner },
+            leader: None,
+            ballot: Ballot::ZERO,
+            max_round_seen: durable.promised.round,
+            chosen_slot: 0,
+            applied_position: 0,
+            leader_chosen_slot: 0,
+            timer,
+            leader_contact: Time::ZERO,
+            phase1: Phase1::default(),
+            peers,
+            acks: AckWindow::default(),
+            recovery_slot: 0,
+            heartbeat_deadline: Time::MAX,
+            check_quorum_deadline: Time::MAX,
+            reads: ReadQueue::new(config.max_pending_reads),
+            config: config.clone(),
+        };
+        node.check_invariants();
+        node
+    }
+
+    fn apply_write(durable: &mut Durable, write: &Write) {
+        durable.apply(write)
+    }
+
+    fn id(&self) -> NodeId {
+        self.id
+    }
+
+    fn tick(&mut self, now: Time, out: &mut PaxosOutput) {
+        if self.role == Role::Leader {
+            self.leader_tick(now, out);
+        } else if self.bit != 0 && self.timer.expired(now) {
+            self.campaign(now, out);
+        }
+        self.check_invariants();
+    }
+
+    fn next_deadline(&self) -> Time {
+        if self.role == Role::Leader {
+            let check_quorum =
+                if self.config.check_quorum { self.check_quorum_deadline } else { Time::MAX };
+            self.heartbeat_deadline.min(check_quorum)
+        } else {
+            self.timer.deadline()
+        }
+    }
+
+    fn step(&mut self, now: Time, from: NodeId, msg: Message, out: &mut PaxosOutput) {
+        if from == self.id || self.peer_position(from).is_none() {
+            return;
+        }
+        self.max_round_seen = self.max_round_seen.max(msg.ballot().round);
+        match msg {
+            Message::Prepare { ballot, first_slot } => {
+                self.on_prepare(now, from, ballot, first_slot, out)
+            }
+            Message::Promise { ballot, first_slot, accepted } => {
+                self.on_promise(now, from, ballot, first_slot, accepted, out)
+            }
+            Message::Accept { ballot, first_slot, values, chosen_slot, read_round } => {
+                self.on_accept(now, from, ballot, first_slot, values, chosen_slot, read_round, out)
+            }
+            Message::Accepted {
+                ballot,
+                first_slot,
+                last_slot,
+                chosen_slot,
+                leader_chosen_slot,
+                read_round,
+            } => self.on_accepted(
+                now,
+                from,
+                ballot,
+                first_slot,
+                last_slot,
+                (chosen_slot, leader_chosen_slot),
+                read_round,
+                out,
+            ),
+            Message::Nack { ballot, promised } => self.on_nack(now, ballot, promised, out),
+        }
+        self.check_invariants();
+    }
+
+    fn propose(
+        &mut self,
+        _now: Time,
+        commands: Vec<Command>,
+        out: &mut PaxosOutput,
+    ) -> Result<(), ProposeError> {
+        if self.role != Role::Leader {
+            let hint = self.leader.filter(|&l| l != self.id);
+            return Err(ProposeError::NotLeader { hint });
+        }
+        if commands.is_empty() {
+            return Err(ProposeError::Rejected("empty batch"));
+        }
+        if commands.len() > self.config.max_commands_per_slot {
+            return Err(ProposeError::Rejected("batch larger than max_commands_per_slot"));
+        }
+        if commands.iter().map(Command::size_bytes).sum::<usize>() > self.config.max_bytes_per_slot
+        {
+            return Err(ProposeError::Rejected("batch larger than max_bytes_per_slot"));
+        }
+        if self.acks.len() >= self.config.max_inflight_slots {
+            return Err(ProposeError::Busy("too many slots in flight"));
+        }
+        let slot = self.log.last_slot() + 1;
+        let value = Value::Batch(Arc::from(commands));
+        self.log.set(slot, SlotEntry { ballot: self.ballot, value: value.clone() });
+        self.acks.push(self.bit);
+        out.writes.push(Write::Accept {
+            ballot: self.ballot,
+            first_slot: slot,
+            values: vec![value.clone()],
+        });
+        for p in &self.peers {
+            out.send(p.id, self.accept_message(slot, vec![value.clone()]));
+        }
+        self.maybe_commit(out);
+        self.check_invariants();
+        Ok(())
+    }
+
+    fn read(&mut self, _now: Time, id: ReadId, out: &mut PaxosOutput) -> Result<(), ProposeError> {
+        if self.role != Role::Leader {
+            let hint = self.leader.filter(|&l| l != self.id);
+            return Err(ProposeError::NotLeader { hint });
+        }
+        if self.reads.is_full() {
+            return Err(ProposeError::Busy("too many pending reads"));
+        }
+        let index = (self.chosen_slot >= self.recovery_slot).then_some(self.applied_position);
+        self.reads.push(id, index);
+        let heartbeat_slot = self.log.last_slot() + 1;
+        for p in &self.peers {
+            out.send(p.id, self.accept_message(heartbeat_slot, Vec::new()));
+        }
+        self.release_reads(out);
+        self.check_invariants();
+        Ok(())
+    }
+
+    fn status(&self) -> Status {
+        Status {
+            id: self.id,
+            role: self.role,
+            epoch: self.promised.round,
+            leader: self.leader,
+            commit_index: self.applied_position,
+            applied_index: self.applied_position,
+            last_index: self.log.last_slot(),
+        }
+    }
+
+    fn client_routing(_config: &Config) -> ClientRouting {
+        ClientRouting::Leader
+    }
+}
+
+#[cfg(test)]
+#[path = "node_tests.rs"]
+mod tests;

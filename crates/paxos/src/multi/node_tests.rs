@@ -1,0 +1,277 @@
+//! Tests of the Multi-Paxos node over a tiny deterministic cluster: calls
+//! in, exact messages and commits out.
+
+use super::*;
+use crate::multi::message::Value;
+use bytes::Bytes;
+use std::collections::VecDeque;
+use synod_core::ClientId;
+
+struct Cluster {
+    config: Config,
+    nodes: Vec<Option<PaxosNode>>,
+    disks: Vec<Durable>,
+    queue: VecDeque<(NodeId, NodeId, Message)>,
+    committed: Vec<Vec<Committed>>,
+    reads: Vec<Vec<synod_core::ReadState>>,
+    now: Time,
+    sent: Vec<&'static str>,
+}
+
+fn cmd(seq: u64) -> Command {
+    Command::new(ClientId(1), seq, Bytes::from(format!("op{seq}")))
+}
+
+impl Cluster {
+    fn new(n: u64) -> Cluster {
+        Cluster::with_config(Config::new((1..=n).map(NodeId).collect()))
+    }
+
+    fn with_config(config: Config) -> Cluster {
+        let n = config.voters.len();
+        let nodes = config
+            .voters
+            .iter()
+            .map(|&id| Some(PaxosNode::recover(id, &config, &Durable::default(), 7, Time::ZERO)))
+            .collect();
+        Cluster {
+            config,
+            nodes,
+            disks: vec![Durable::default(); n],
+            queue: VecDeque::new(),
+            committed: vec![Vec::new(); n],
+            reads: vec![Vec::new(); n],
+            now: Time::ZERO,
+            sent: Vec::new(),
+        }
+    }
+
+    fn node(&self, id: u64) -> &PaxosNode {
+        self.nodes[id as usize - 1].as_ref().expect("live")
+    }
+
+    /// Calls into node `id` and carries out the output.
+    fn call<R>(
+        &mut self,
+        id: u64,
+        f: impl FnOnce(&mut PaxosNode, Time, &mut PaxosOutput) -> R,
+    ) -> R {
+        let i = id as usize - 1;
+        let mut out = PaxosOutput::new();
+        let now = self.now;
+        let r = f(self.nodes[i].as_mut().expect("live"), now, &mut out);
+        for w in &out.writes {
+            self.disks[i].apply(w);
+        }
+        for (to, msg) in out.messages {
+            self.sent.push(synod_core::Message::kind(&msg));
+            self.queue.push_back((NodeId(id), to, msg));
+        }
+        self.committed[i].extend(out.committed);
+        self.reads[i].extend(out.reads);
+        r
+    }
+
+    fn campaign(&mut self, id: u64) {
+        let deadline = self.node(id).next_deadline();
+        self.now = self.now.max(deadline);
+        self.call(id, |n, now, out| n.tick(now, out));
+    }
+
+    /// Delivers queued messages (dropping those `drop` selects) until none
+    /// is left.
+    fn deliver(&mut self, drop: impl Fn(NodeId, NodeId, &Message) -> bool) {
+        for _ in 0..10_000 {
+            let Some((from, to, msg)) = self.queue.pop_front() else { return };
+            if drop(from, to, &msg) || self.nodes[to.0 as usize - 1].is_none() {
+                continue;
+            }
+            self.call(to.0, |n, now, out| n.step(now, from, msg, out));
+        }
+        panic!("messages do not quiesce");
+    }
+
+    fn deliver_all(&mut self) {
+        self.deliver(|_, _, _| false);
+    }
+
+    fn crash(&mut self, id: u64) {
+        self.nodes[id as usize - 1] = None;
+        self.committed[id as usize - 1].clear();
+    }
+
+    fn restart(&mut self, id: u64) {
+        let i = id as usize - 1;
+        self.nodes[i] =
+            Some(PaxosNode::recover(NodeId(id), &self.config, &self.disks[i], 9, self.now));
+    }
+
+    fn commands(&self, id: u64) -> Vec<Option<u64>> {
+        self.committed[id as usize - 1].iter().map(|c| c.command.as_ref().map(|c| c.seq)).collect()
+    }
+}
+
+#[test]
+fn a_single_node_leads_and_commits_at_once() {
+    let mut c = Cluster::new(1);
+    c.campaign(1);
+    assert_eq!(c.node(1).role(), Role::Leader);
+    c.call(1, |n, now, out| n.propose(now, vec![cmd(1), cmd(2)], out)).expect("leader");
+    assert_eq!(c.commands(1), vec![Some(1), Some(2)], "a batch takes one position per command");
+    assert_eq!(c.committed[0].iter().map(|c| c.index).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(c.node(1).chosen_slot(), 1, "one slot");
+}
+
+#[test]
+fn steady_state_costs_one_accept_and_one_accepted_per_follower() {
+    let mut c = Cluster::new(3);
+    c.campaign(1);
+    assert_eq!(c.node(1).role(), Role::Candidate);
+    c.deliver_all();
+    assert_eq!(c.node(1).role(), Role::Leader);
+    assert_eq!(c.node(2).leader(), Some(NodeId(1)), "the first heartbeat announces the leader");
+    c.sent.clear();
+    c.call(1, |n, now, out| n.propose(now, vec![cmd(1)], out)).expect("leader");
+    c.deliver_all();
+    assert_eq!(c.sent, vec!["accept", "accept", "accepted", "accepted"]);
+    assert_eq!(c.commands(1), vec![Some(1)]);
+    // Followers learn the choice from the next message of the leader.
+    assert!(c.commands(2).is_empty());
+    c.call(1, |n, now, out| n.propose(now, vec![cmd(2)], out)).expect("leader");
+    c.deliver_all();
+    assert_eq!(c.commands(2), vec![Some(1)], "chosen notification piggybacked on the accept");
+    c.now = c.now + std::time::Duration::from_millis(60);
+    c.call(1, |n, now, out| n.tick(now, out));
+    c.deliver_all();
+    assert_eq!(c.commands(3), vec![Some(1), Some(2)], "and on the heartbeat");
+}
+
+#[test]
+fn a_new_leader_adopts_an_accepted_value_and_fills_holes_with_noops() {
+    let mut c = Cluster::new(3);
+    c.campaign(1);
+    c.deliver_all();
+    // Slot 1 reaches only n2; slot 2 reaches nobody; slot 3 reaches n2.
+    c.call(1, |n, now, out| n.propose(now, vec![cmd(1)], out)).unwrap();
+    c.call(1, |n, now, out| n.propose(now, vec![cmd(2)], out)).unwrap();
+    c.call(1, |n, now, out| n.propose(now, vec![cmd(3)], out)).unwrap();
+    c.deliver(|from, to, msg| {
+        from == NodeId(1)
+            && (to == NodeId(3)
+                || matches!(msg, Message::Accept { first_slot: 2, values, .. } if !values.is_empty()))
+    });
+    assert!(c.commands(1).len() <= 1);
+    c.crash(1);
+    c.campaign(2);
+    c.deliver_all();
+    assert_eq!(c.node(2).role(), Role::Leader);
+    c.call(2, |n, now, out| n.propose(now, vec![cmd(4)], out)).unwrap();
+    c.deliver_all();
+    assert_eq!(c.commands(2), vec![Some(1), None, Some(3), Some(4)]);
+    assert_eq!(c.node(2).entry(2).map(|e| e.value.clone()), Some(Value::Noop));
+}
+
+#[test]
+fn the_broken_leader_replaces_accepted_values_with_noops() {
+    let mut config = Config::new((1..=3).map(NodeId).collect());
+    config.bug = InjectedBug::IgnorePromisedValues;
+    let mut c = Cluster::with_config(config);
+    c.campaign(1);
+    c.deliver_all();
+    c.call(1, |n, now, out| n.propose(now, vec![cmd(1)], out)).unwrap();
+    c.deliver(|from, to, _| from == NodeId(1) && to == NodeId(3));
+    assert_eq!(c.commands(1), vec![Some(1)], "chosen by n1 and n2");
+    c.crash(1);
+    c.campaign(2);
+    c.deliver_all();
+    c.call(2, |n, now, out| n.propose(now, vec![cmd(2)], out)).unwrap();
+    c.deliver_all();
+    assert_eq!(c.commands(2), vec![None, Some(2)], "the chosen command was lost");
+}
+
+#[test]
+fn a_restarted_follower_catches_up_on_chosen_slots() {
+    let mut config = Config::new((1..=3).map(NodeId).collect());
+    config.max_values_per_accept = 2;
+    let mut c = Cluster::with_config(config);
+    c.campaign(1);
+    c.deliver_all();
+    c.crash(3);
+    for seq in 1..=5 {
+        c.call(1, |n, now, out| n.propose(now, vec![cmd(seq)], out)).unwrap();
+    }
+    c.deliver_all();
+    assert_eq!(c.node(1).chosen_slot(), 5);
+    c.restart(3);
+    c.now = c.now + std::time::Duration::from_millis(60);
+    c.call(1, |n, now, out| n.tick(now, out));
+    c.deliver_all();
+    assert_eq!(c.commands(3), (1..=5).map(Some).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_stale_leader_is_refused_and_the_new_one_keeps_the_chosen_prefix() {
+    let mut c = Cluster::new(3);
+    c.campaign(1);
+    c.deliver_all();
+    c.call(1, |n, now, out| n.propose(now, vec![cmd(1)], out)).unwrap();
+    c.deliver_all();
+    // n2 takes over while n1 is cut off.
+    c.now = c.now + std::time::Duration::from_secs(1);
+    c.campaign(2);
+    c.deliver(|_, to, _| to == NodeId(1));
+    assert_eq!(c.node(2).role(), Role::Leader);
+    c.call(1, |n, now, out| n.propose(now, vec![cmd(2)], out)).unwrap();
+    c.deliver(|from, to, _| from == NodeId(2) && to == NodeId(1));
+    assert_ne!(c.node(1).role(), Role::Leader, "refused by a higher promise");
+    c.call(2, |n, now, out| n.propose(now, vec![cmd(3)], out)).unwrap();
+    c.deliver_all();
+    assert_eq!(c.commands(2), vec![Some(1), Some(3)]);
+}
+
+#[test]
+fn a_read_waits_for_a_majority_round_in_the_leaders_ballot() {
+    let mut c = Cluster::new(3);
+    c.campaign(1);
+    c.deliver_all();
+    c.call(1, |n, now, out| n.propose(now, vec![cmd(1)], out)).unwrap();
+    c.deliver_all();
+    c.call(1, |n, now, out| n.read(now, ReadId(7), out)).unwrap();
+    assert!(c.reads[0].is_empty(), "not before a majority confirmed");
+    c.deliver(|_, to, _| to == NodeId(3));
+    assert_eq!(c.reads[0], vec![synod_core::ReadState { id: ReadId(7), index: 1 }]);
+    assert_eq!(
+        c.call(2, |n, now, out| n.read(now, ReadId(8), out)),
+        Err(ProposeError::NotLeader { hint: Some(NodeId(1)) })
+    );
+}
+
+#[test]
+fn the_pipeline_window_bounds_slots_in_flight() {
+    let mut config = Config::new((1..=3).map(NodeId).collect());
+    config.max_inflight_slots = 2;
+    let mut c = Cluster::with_config(config);
+    c.campaign(1);
+    c.deliver_all();
+    c.call(1, |n, now, out| n.propose(now, vec![cmd(1)], out)).unwrap();
+    c.call(1, |n, now, out| n.propose(now, vec![cmd(2)], out)).unwrap();
+    let busy = c.call(1, |n, now, out| n.propose(now, vec![cmd(3)], out));
+    assert_eq!(busy, Err(ProposeError::Busy("too many slots in flight")));
+    c.deliver_all();
+    c.call(1, |n, now, out| n.propose(now, vec![cmd(3)], out)).unwrap();
+}
+
+#[test]
+fn a_restarted_node_keeps_its_promise_and_acceptances() {
+    let mut c = Cluster::new(3);
+    c.campaign(1);
+    c.deliver_all();
+    c.call(1, |n, now, out| n.propose(now, vec![cmd(1)], out)).unwrap();
+    c.deliver_all();
+    let promised = c.node(2).promised();
+    c.crash(2);
+    c.restart(2);
+    assert_eq!(c.node(2).promised(), promised);
+    assert_eq!(c.node(2).entry(1).map(|e| e.ballot), Some(promised));
+    assert_eq!(c.node(2).status().epoch, promised.round);
+}
