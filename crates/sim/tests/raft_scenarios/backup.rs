@@ -37,7 +37,7 @@ fn applied_from(sim: &RaftSim, node: NodeId, client: u64) -> usize {
 /// rejects, as it must not accept a gap).
 #[test]
 fn fast_backup_over_50_divergent_entries() {
-    for seed in 1..=3 {
+    for seed in seeds(3) {
         let mut sim = cluster(5, seed);
         sim.set_latency(ms(1), ms(0));
         let counter = AppendCounter::install(&mut sim);

@@ -26,11 +26,6 @@ pub fn cluster(nodes: usize, seed: u64) -> RaftSim {
     Sim::<RaftNode>::new(&quiet(nodes), seed).expect("valid options")
 }
 
-/// `NodeId`s of `ids`.
-pub fn node_ids(ids: &[u64]) -> Vec<NodeId> {
-    ids.iter().map(|&i| NodeId(i)).collect()
-}
-
 /// Every node id of `sim`.
 pub fn all(sim: &RaftSim) -> Vec<NodeId> {
     (1..=sim.nodes() as u64).map(NodeId).collect()
@@ -294,11 +289,6 @@ impl TestRng {
         lo + self.below(hi - lo + 1)
     }
 
-    /// True with probability `p`.
-    pub fn chance(&mut self, p: f64) -> bool {
-        ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p
-    }
-
     /// `k` distinct elements of `from`, in a random order.
     pub fn choose<T: Copy>(&mut self, from: &[T], k: usize) -> Vec<T> {
         let mut v = from.to_vec();
@@ -329,4 +319,13 @@ pub fn all_catch_up(sim: &mut RaftSim, within: Duration) -> bool {
     let target = sim.status(leader).expect("a leader is up").commit_index;
     let everyone = all(sim);
     run_until_applied(sim, &everyone, target, within)
+}
+
+/// The seeds a randomized scenario runs: `1..=default`, or `1..=N` when
+/// the environment sets `SCENARIO_SEEDS=N` (for a longer hunt:
+/// `SCENARIO_SEEDS=500 cargo test --release -p synod-sim --test
+/// raft_scenarios`).
+pub fn seeds(default: u64) -> std::ops::RangeInclusive<u64> {
+    let n = std::env::var("SCENARIO_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default);
+    1..=n
 }
