@@ -21,7 +21,9 @@
 //! - [`figure8`]: leaders crash right after proposing, on a reliable and on
 //!   an unreliable, reordering network;
 //! - [`churn`]: concurrent clients while nodes crash, restart and
-//!   partition, checked for linearizability and liveness.
+//!   partition, checked for linearizability and liveness;
+//! - [`stalls`]: beyond the lab — a paused leader resuming (no stale
+//!   reads), a leader or a follower that can send but not hear.
 
 mod agreement;
 mod backup;
@@ -31,3 +33,4 @@ mod election;
 mod figure8;
 mod messages;
 mod persistence;
+mod stalls;
