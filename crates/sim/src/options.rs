@@ -15,6 +15,8 @@ pub enum ProtocolKind {
     /// [`synod_raft::RaftNode`].
     #[default]
     Raft,
+    /// [`synod_paxos::PaxosNode`].
+    Paxos,
 }
 
 impl ProtocolKind {
@@ -22,6 +24,7 @@ impl ProtocolKind {
     pub fn name(self) -> &'static str {
         match self {
             ProtocolKind::Raft => "raft",
+            ProtocolKind::Paxos => "paxos",
         }
     }
 
@@ -29,6 +32,7 @@ impl ProtocolKind {
     pub fn parse(s: &str) -> Result<ProtocolKind, String> {
         match s {
             "raft" => Ok(ProtocolKind::Raft),
+            "paxos" => Ok(ProtocolKind::Paxos),
             _ => Err(format!("unknown protocol `{s}` (expected raft)")),
         }
     }

@@ -59,6 +59,7 @@ pub struct SeedReport {
 pub fn run_seed(opts: &SimOptions, seed: u64) -> SeedReport {
     match opts.protocol {
         ProtocolKind::Raft => run_seed_for::<synod_raft::RaftNode>(opts, seed),
+        ProtocolKind::Paxos => run_seed_for::<synod_paxos::PaxosNode>(opts, seed),
     }
 }
 

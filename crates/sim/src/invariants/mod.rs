@@ -48,6 +48,8 @@ pub mod election_safety;
 pub mod leader_completeness;
 pub mod log_matching;
 pub mod monotonic;
+pub mod paxos_chosen;
+pub mod paxos_phases;
 pub mod raft_view;
 pub mod state_machine_safety;
 
@@ -80,6 +82,17 @@ pub fn raft_invariants() -> Vec<Box<dyn Invariant<RaftNode>>> {
     invariants.push(Box::new(LeaderCompleteness::new()));
     invariants.push(Box::new(CommitRule::new()));
     invariants.push(Box::new(Durability::new()));
+    invariants
+}
+
+/// Every checker for a Multi-Paxos cluster: the [`generic_invariants`]
+/// followed by [`paxos_chosen::ChosenValues`] (one value chosen per slot,
+/// chosen values never change) and [`paxos_phases::PhaseOrder`] (Phase 2
+/// only after a Phase 1 majority).
+pub fn paxos_invariants() -> Vec<Box<dyn Invariant<synod_paxos::PaxosNode>>> {
+    let mut invariants = generic_invariants::<synod_paxos::PaxosNode>();
+    invariants.push(Box::new(paxos_chosen::ChosenValues::new()));
+    invariants.push(Box::new(paxos_phases::PhaseOrder::new()));
     invariants
 }
 

@@ -1,5 +1,6 @@
 //! [`SimProtocol`](crate::SimProtocol) implementations for Synod's protocols.
 
+pub mod paxos;
 pub mod raft;
 
 use crate::options::ProtocolKind;
@@ -9,6 +10,7 @@ use crate::protocol::SimProtocol;
 pub fn bugs(kind: ProtocolKind) -> &'static [&'static str] {
     match kind {
         ProtocolKind::Raft => synod_raft::RaftNode::bugs(),
+        ProtocolKind::Paxos => synod_paxos::PaxosNode::bugs(),
     }
 }
 
@@ -37,6 +39,7 @@ pub fn checks(kind: ProtocolKind) -> Vec<&'static str> {
     }
     let mut all = match kind {
         ProtocolKind::Raft => names::<synod_raft::RaftNode>(),
+        ProtocolKind::Paxos => names::<synod_paxos::PaxosNode>(),
     };
     all.extend(["linearizability", "liveness"]);
     all
