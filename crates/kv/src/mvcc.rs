@@ -326,6 +326,15 @@ impl Mvcc {
         if held != self.changes.len() {
             return Err("change log and histories disagree".into());
         }
+        // The newest write is always held (compaction never goes above it
+        // and keeps a tombstone at its own revision).
+        let newest = self.changes.back().map_or(1, |(rev, _)| *rev);
+        if newest != self.current_revision {
+            return Err(format!(
+                "current revision {} but the newest change is at {newest}",
+                self.current_revision
+            ));
+        }
         Ok(())
     }
 }

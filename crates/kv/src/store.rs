@@ -610,3 +610,6 @@ impl StateMachine for KvStore {
         crate::codec::encode_result(&result)
     }
 }
+
+#[cfg(test)]
+mod tests;
