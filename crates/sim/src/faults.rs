@@ -21,6 +21,10 @@ pub enum FaultProfile {
     Net,
     /// Node faults: crashes and restarts (the leader too), pauses.
     Crash,
+    /// Snapshot faults: snapshots taken at random moments, long outages of
+    /// one node (so it must catch up by InstallSnapshot), crashes (also in
+    /// the middle of an install).
+    Snapshot,
     /// Everything above, plus clock drift.
     All,
 }
@@ -32,18 +36,22 @@ impl FaultProfile {
             FaultProfile::None => "none",
             FaultProfile::Net => "net",
             FaultProfile::Crash => "crash",
+            FaultProfile::Snapshot => "snapshot",
             FaultProfile::All => "all",
         }
     }
 
-    /// Parses `none | net | crash | all`.
+    /// Parses `none | net | crash | snapshot | all`.
     pub fn parse(s: &str) -> Result<FaultProfile, String> {
         match s {
             "none" => Ok(FaultProfile::None),
             "net" => Ok(FaultProfile::Net),
             "crash" => Ok(FaultProfile::Crash),
+            "snapshot" => Ok(FaultProfile::Snapshot),
             "all" => Ok(FaultProfile::All),
-            _ => Err(format!("unknown fault profile `{s}` (expected none, net, crash or all)")),
+            _ => Err(format!(
+                "unknown fault profile `{s}` (expected none, net, crash, snapshot or all)"
+            )),
         }
     }
 
@@ -53,6 +61,10 @@ impl FaultProfile {
 
     fn nodes(self) -> bool {
         matches!(self, FaultProfile::Crash | FaultProfile::All)
+    }
+
+    fn snapshots(self) -> bool {
+        matches!(self, FaultProfile::Snapshot | FaultProfile::All)
     }
 }
 
@@ -104,6 +116,9 @@ pub enum FaultAction {
         /// The new leader, if chosen.
         to: Option<NodeId>,
     },
+    /// Ask a node's core to take a snapshot now (see
+    /// [`SimProtocol::trigger_snapshot`](crate::SimProtocol::trigger_snapshot)).
+    Snapshot(NodeId),
 }
 
 impl FaultAction {
@@ -126,6 +141,7 @@ impl FaultAction {
             FaultAction::Resume(_) => "resume",
             FaultAction::Drift { .. } => "drift",
             FaultAction::TransferLeader { .. } => "transfer_leader",
+            FaultAction::Snapshot(_) => "snapshot",
         }
     }
 }
@@ -216,6 +232,9 @@ pub fn next_fault(
     if profile == FaultProfile::All {
         menu.push(9);
     }
+    if profile.snapshots() {
+        menu.extend_from_slice(&[10, 10, 11, 12]);
+    }
     if menu.is_empty() || view.nodes == 0 {
         return None;
     }
@@ -290,6 +309,34 @@ pub fn next_fault(
                     action: FaultAction::Crash(target),
                     undo: Some((duration(rng), FaultAction::Restart(target))),
                 }
+            }
+        }
+        10 => PlannedFault { action: FaultAction::Snapshot(node(rng)), undo: None },
+        11 => {
+            // A long outage of one follower: the log moves on without it.
+            let up = view.available();
+            let followers: Vec<NodeId> =
+                up.into_iter().filter(|&id| Some(id) != view.leader).collect();
+            if followers.is_empty() {
+                return None;
+            }
+            let target = followers[rng.index(followers.len())];
+            PlannedFault {
+                action: FaultAction::Isolate(target),
+                undo: Some((3 * duration(rng), FaultAction::HealLinks)),
+            }
+        }
+        12 => {
+            // A crash soon after a heal: often in the middle of an install.
+            let up = view.available();
+            let minority = (n - 1) / 2;
+            if up.is_empty() || view.unavailable() >= minority {
+                return None;
+            }
+            let target = up[rng.index(up.len())];
+            PlannedFault {
+                action: FaultAction::Crash(target),
+                undo: Some((duration(rng) / 4, FaultAction::Restart(target))),
             }
         }
         _ => {

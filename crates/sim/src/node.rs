@@ -7,10 +7,19 @@
 //! everything else volatile. Messages produced together with writes wait in
 //! `batches` until those writes (and every earlier one) are synced: the
 //! persistence contract of [`synod_core::protocol`].
+//!
+//! The node is also its core's snapshot host (the snapshot contract of
+//! [`synod_core::protocol`]): `snapshots` is the durable snapshot store
+//! (it survives crashes), `partial` the snapshot being received (volatile).
+//! A stored snapshot's state is a copy of the session table and key-value
+//! store, kept in the simulator's registry under a unique id; its bytes, as
+//! they travel in chunks, are [`snapshot_bytes`] of that id, so a receiver
+//! can check that exactly the right bytes arrived in the right order.
 
 use crate::client::Request;
 use std::collections::{HashMap, VecDeque};
 use synod_core::kv::KvStore;
+use synod_core::protocol::SnapshotMeta;
 use synod_core::{ClientId, Committed, NodeId, Protocol, ReadId, Sessions, Time};
 
 /// Sessions the replicated state machine keeps (well above any client count
@@ -20,6 +29,29 @@ pub(crate) const MAX_SESSIONS: usize = 16_384;
 pub(crate) const MAX_PARKED: usize = 10_000;
 /// Read barriers one node keeps waiting at once.
 pub(crate) const MAX_PENDING_READS: usize = 10_000;
+
+/// A snapshot in a node's durable snapshot store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct StoredSnapshot {
+    pub meta: SnapshotMeta,
+    /// Its id in the simulator's snapshot registry.
+    pub uid: u64,
+}
+
+/// The size of the snapshot of a store holding `keys` keys.
+pub(crate) fn snapshot_size(keys: usize) -> u64 {
+    256 + 48 * keys as u64
+}
+
+/// Bytes `offset..offset + len` of the snapshot with id `uid`: its first 8
+/// bytes are the id, then every byte is its own offset mixed with the id.
+pub(crate) fn snapshot_bytes(uid: u64, offset: u64, len: u64) -> bytes::Bytes {
+    let id = uid.to_le_bytes();
+    (offset..offset + len)
+        .map(|p| if p < 8 { id[p as usize] } else { (p as u8) ^ id[(p % 8) as usize] })
+        .collect::<Vec<u8>>()
+        .into()
+}
 
 /// A get waiting for its read barrier.
 #[derive(Clone, Debug)]
@@ -72,6 +104,12 @@ pub(crate) struct SimNode<P: Protocol> {
     /// Every position applied this incarnation.
     pub applied_log: Vec<Committed>,
     pub is_leader: bool,
+    /// The durable snapshot store, oldest first.
+    pub snapshots: Vec<StoredSnapshot>,
+    /// The snapshot being received: its (index, epoch) and the bytes so far.
+    pub partial: Option<(u64, u64, Vec<u8>)>,
+    /// Once `written` writes are synced, snapshots older than `index` may go.
+    pub snapshot_prunes: Vec<(u64, u64)>,
 }
 
 impl<P: Protocol> SimNode<P> {
@@ -99,6 +137,31 @@ impl<P: Protocol> SimNode<P> {
             waiting_reads: Vec::new(),
             applied_log: Vec::new(),
             is_leader: false,
+            snapshots: Vec::new(),
+            partial: None,
+            snapshot_prunes: Vec::new(),
+        }
+    }
+
+    /// The stored snapshot at `index`, if any.
+    pub fn stored_snapshot(&self, index: u64) -> Option<StoredSnapshot> {
+        self.snapshots.iter().rev().find(|s| s.meta.index == index).copied()
+    }
+
+    /// Drops the snapshots whose replacement is now named by synced writes.
+    pub fn prune_snapshots(&mut self) {
+        let synced = self.synced;
+        let mut keep_from = 0;
+        self.snapshot_prunes.retain(|&(upto, index)| {
+            if upto <= synced {
+                keep_from = keep_from.max(index);
+                false
+            } else {
+                true
+            }
+        });
+        if keep_from > 0 {
+            self.snapshots.retain(|s| s.meta.index >= keep_from);
         }
     }
 
@@ -163,6 +226,8 @@ impl<P: Protocol> SimNode<P> {
         self.waiting_reads.clear();
         self.applied_log.clear();
         self.is_leader = false;
+        self.partial = None;
+        self.snapshot_prunes.clear();
     }
 }
 
@@ -170,6 +235,33 @@ impl<P: Protocol> SimNode<P> {
 mod tests {
     use super::*;
     use crate::testproto::Seq;
+
+    #[test]
+    fn snapshot_bytes_are_the_same_however_they_are_chunked() {
+        let whole = snapshot_bytes(0xABCD, 0, 40);
+        let mut chunked = snapshot_bytes(0xABCD, 0, 7).to_vec();
+        chunked.extend_from_slice(&snapshot_bytes(0xABCD, 7, 33));
+        assert_eq!(&whole[..], &chunked[..]);
+        assert_eq!(u64::from_le_bytes(whole[..8].try_into().expect("8 bytes")), 0xABCD);
+        assert_ne!(snapshot_bytes(1, 0, 40), snapshot_bytes(2, 0, 40));
+    }
+
+    #[test]
+    fn old_snapshots_go_only_once_their_replacement_is_synced() {
+        let mut n = SimNode::<Seq>::new(NodeId(1), 0);
+        for index in [10, 20, 30] {
+            let meta = SnapshotMeta { index, epoch: 1, size_bytes: 1 };
+            n.snapshots.push(StoredSnapshot { meta, uid: index });
+        }
+        n.snapshot_prunes.push((5, 20));
+        n.synced = 4;
+        n.prune_snapshots();
+        assert_eq!(n.snapshots.len(), 3);
+        n.synced = 5;
+        n.prune_snapshots();
+        assert_eq!(n.snapshots.iter().map(|s| s.meta.index).collect::<Vec<_>>(), [20, 30]);
+        assert!(n.stored_snapshot(30).is_some() && n.stored_snapshot(10).is_none());
+    }
 
     #[test]
     fn drifting_clock_is_monotone_and_deadlines_map_back() {

@@ -45,4 +45,12 @@ pub trait SimProtocol: Protocol + 'static {
         let _ = (now, to, out);
         false
     }
+
+    /// Asks this node's core to take a snapshot now (the `snapshot` fault).
+    /// Returns whether one was requested. Protocols without snapshots
+    /// return false.
+    fn trigger_snapshot(&mut self, out: &mut Output<Self::Message, Self::Write>) -> bool {
+        let _ = out;
+        false
+    }
 }

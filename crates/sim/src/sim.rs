@@ -12,6 +12,15 @@
 //! waiting there), read barriers are served once applied, events are
 //! counted. Finally the node's next timer deadline is scheduled as a tick.
 //!
+//! Snapshot actions ([`SnapshotAction`]) are carried out as the protocol's
+//! snapshot contract says: received chunks and installs reach the node's
+//! snapshot store before the output's writes; `Take` and `Install` run at
+//! their position among the committed entries; `snapshot_taken` and
+//! `snapshot_chunk` calls back into the core happen after the output is
+//! carried out. Every snapshot at one index must hold the same key-value
+//! state ("snapshot agreement"), and a restarted node loads exactly the
+//! snapshot its core names.
+//!
 //! The harness methods (crash, partition, submit, …) live in
 //! [`harness`](crate::harness); the end-to-end run in [`crate::run`].
 
@@ -20,18 +29,24 @@ use crate::faults::{self, ClusterView, FaultAction, FaultProfile};
 use crate::invariant::{Invariant, StepView, Violation};
 use crate::metrics::Metrics;
 use crate::net::{Fate, Network};
-use crate::node::{Batch, MAX_PARKED, MAX_PENDING_READS, Parked, PendingRead, SimNode};
+use crate::node::{
+    Batch, MAX_PARKED, MAX_PENDING_READS, Parked, PendingRead, SimNode, StoredSnapshot,
+    snapshot_bytes, snapshot_size,
+};
 use crate::options::SimOptions;
 use crate::protocol::SimProtocol;
 use crate::queue::EventQueue;
 use crate::rng::SimRng;
 use crate::trace::{Trace, TraceKind, TraceRecord};
 use bytes::Bytes;
-use synod_core::kv::{KvOp, KvResult};
+use std::collections::HashMap;
+use synod_core::kv::{KvOp, KvResult, KvStore};
+use synod_core::protocol::{SnapshotAction, SnapshotMeta};
 use synod_core::{
     ClientId, ClientRouting, Command, Event, Message, NodeId, Output, ProposeError, ReadId, Role,
     Time,
 };
+use synod_core::{Protocol, Sessions};
 use synod_lincheck::Operation;
 
 /// One scheduled event.
@@ -69,7 +84,15 @@ pub struct Sim<P: SimProtocol> {
     pub(crate) next_read_id: u64,
     pub(crate) leaders: usize,
     pub(crate) fault_window_end: Time,
+    /// Every snapshot's state machine, by snapshot id.
+    pub(crate) snapshot_registry: HashMap<u64, Sessions<KvStore>>,
+    /// The key-value state of the first snapshot taken at each index.
+    pub(crate) snapshot_states: HashMap<u64, KvStore>,
+    pub(crate) next_snapshot_uid: u64,
 }
+
+/// The snapshot property's name in violations.
+pub(crate) const SNAPSHOT_PROPERTY: &str = "snapshot agreement";
 
 impl<P: SimProtocol> Sim<P> {
     /// Builds the cluster for `opts` and `seed`: every node recovers from an
@@ -112,6 +135,9 @@ impl<P: SimProtocol> Sim<P> {
             out: Output::new(),
             next_read_id: 1,
             leaders: 0,
+            snapshot_registry: HashMap::new(),
+            snapshot_states: HashMap::new(),
+            next_snapshot_uid: 1,
             fault_window_end: Time::from_millis(if opts.faults == FaultProfile::None {
                 0
             } else {
@@ -281,6 +307,14 @@ impl<P: SimProtocol> Sim<P> {
                 }
             }
         }
+        let actions = std::mem::take(&mut out.snapshots);
+        // 0. Received chunks and installs reach the snapshot store first.
+        let mut installed = None;
+        for a in &actions {
+            if let Some(index) = self.snapshot_receive(i, a) {
+                installed = Some(index);
+            }
+        }
         // 1. Writes go to the disk; an fsync completes later.
         if !out.writes.is_empty() {
             let lat = self.rng.between(self.opts.fsync_min_us, self.opts.fsync_max_us);
@@ -291,6 +325,10 @@ impl<P: SimProtocol> Sim<P> {
             n.last_sync_at = at;
             let ev = Ev::Synced { node: i as u32, incarnation: n.incarnation, upto: n.written };
             self.queue.push(at, ev);
+        }
+        if let Some(index) = installed {
+            let n = &mut self.nodes[i];
+            n.snapshot_prunes.push((n.written, index));
         }
         // 2. Messages leave once every write so far is synced.
         if !out.messages.is_empty() {
@@ -306,13 +344,24 @@ impl<P: SimProtocol> Sim<P> {
                 n.batches.push_back(Batch { upto: n.written, messages });
             }
         }
-        // 3. Committed positions are applied.
+        // 3. Committed positions are applied, snapshot actions at theirs.
+        let mut positioned = actions.iter().filter(|a| a.position().is_some()).peekable();
+        let mut taken = Vec::new();
         if !out.committed.is_empty() {
             for c in out.committed.drain(..) {
+                while let Some(a) = positioned.next_if(|a| a.position() < Some(c.index)) {
+                    taken.extend(self.snapshot_at_position(i, a));
+                }
                 self.apply_committed(i, c);
             }
             let applied = self.nodes[i].sessions.applied_index();
             self.record(TraceKind::Commit, i as u64 + 1, 0, "", applied);
+            if !self.nodes[i].waiting_reads.is_empty() {
+                self.serve_waiting_reads(i);
+            }
+        }
+        for a in positioned {
+            taken.extend(self.snapshot_at_position(i, a));
             if !self.nodes[i].waiting_reads.is_empty() {
                 self.serve_waiting_reads(i);
             }
@@ -335,6 +384,182 @@ impl<P: SimProtocol> Sim<P> {
         out.clear();
         self.out = out;
         self.schedule_tick(i);
+        // Calls back into the core, after this output is carried out.
+        for (index, size_bytes) in taken {
+            self.call_snapshot_taken(i, index, size_bytes);
+        }
+        for a in actions {
+            if let SnapshotAction::Read { to, index, offset, max_bytes } = a {
+                self.call_snapshot_chunk(i, to, index, offset, max_bytes);
+            }
+        }
+    }
+
+    // ----- the snapshot host ------------------------------------------------
+
+    fn snapshot_violation(&mut self, i: usize, detail: String) {
+        let node = Some(self.nodes[i].id);
+        self.violations.push((self.now, Violation::new(SNAPSHOT_PROPERTY, node, detail)));
+    }
+
+    /// Step 0 of an output: store a received chunk; make a complete
+    /// snapshot durable. Returns the index of a snapshot installed.
+    fn snapshot_receive(&mut self, i: usize, a: &SnapshotAction) -> Option<u64> {
+        match a {
+            SnapshotAction::Write { index, epoch, offset, data } => {
+                let n = &mut self.nodes[i];
+                if *offset == 0 {
+                    n.partial = Some((*index, *epoch, Vec::new()));
+                }
+                let ok = match n.partial.as_mut() {
+                    Some((at, ep, bytes))
+                        if (*at, *ep, bytes.len() as u64) == (*index, *epoch, *offset) =>
+                    {
+                        bytes.extend_from_slice(data);
+                        true
+                    }
+                    _ => false,
+                };
+                if !ok {
+                    let detail = format!("chunk of snapshot {index} at {offset} out of order");
+                    self.snapshot_violation(i, detail);
+                }
+                None
+            }
+            SnapshotAction::Install { meta } => {
+                let partial = self.nodes[i].partial.take();
+                let Some((index, epoch, bytes)) = partial.filter(|p| p.0 == meta.index) else {
+                    self.snapshot_violation(i, format!("install of {meta:?} without its chunks"));
+                    return None;
+                };
+                let uid = bytes
+                    .get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_le_bytes)
+                    .unwrap_or(0);
+                let expected = snapshot_bytes(uid, 0, meta.size_bytes);
+                if epoch != meta.epoch
+                    || bytes[..] != expected[..]
+                    || !self.snapshot_registry.contains_key(&uid)
+                {
+                    let detail = format!("snapshot {index} arrived corrupted or incomplete");
+                    self.snapshot_violation(i, detail);
+                    return None;
+                }
+                self.nodes[i].snapshots.push(StoredSnapshot { meta: *meta, uid });
+                Some(meta.index)
+            }
+            SnapshotAction::Take { .. } | SnapshotAction::Read { .. } => None,
+        }
+    }
+
+    /// Step 3: a `Take` or `Install` at its position. Returns the snapshot
+    /// taken (index, size) for [`call_snapshot_taken`](Self::call_snapshot_taken).
+    fn snapshot_at_position(&mut self, i: usize, a: &SnapshotAction) -> Option<(u64, u64)> {
+        match a {
+            SnapshotAction::Take { index } => {
+                let applied = self.nodes[i].sessions.applied_index();
+                if applied != *index {
+                    let detail = format!("take at {index} while the state machine is at {applied}");
+                    self.snapshot_violation(i, detail);
+                    return None;
+                }
+                let state = self.nodes[i].sessions.clone();
+                let size_bytes = snapshot_size(state.machine().len());
+                self.check_snapshot_state(i, *index, state.machine());
+                let uid = self.next_snapshot_uid;
+                self.next_snapshot_uid += 1;
+                self.snapshot_registry.insert(uid, state);
+                let meta = SnapshotMeta { index: *index, epoch: 0, size_bytes };
+                self.nodes[i].snapshots.push(StoredSnapshot { meta, uid });
+                Some((*index, size_bytes))
+            }
+            SnapshotAction::Install { meta } => {
+                let Some(stored) = self.nodes[i].stored_snapshot(meta.index) else {
+                    return None; // already reported by snapshot_receive
+                };
+                self.load_snapshot(i, stored);
+                None
+            }
+            SnapshotAction::Read { .. } | SnapshotAction::Write { .. } => None,
+        }
+    }
+
+    /// Replaces node `i`'s state machine with a stored snapshot.
+    fn load_snapshot(&mut self, i: usize, stored: StoredSnapshot) {
+        let Some(state) = self.snapshot_registry.get(&stored.uid).cloned() else {
+            self.snapshot_violation(i, format!("snapshot {} lost its state", stored.meta.index));
+            return;
+        };
+        if state.applied_index() != stored.meta.index {
+            let detail = format!(
+                "snapshot {} holds the state at {}",
+                stored.meta.index,
+                state.applied_index()
+            );
+            self.snapshot_violation(i, detail);
+            return;
+        }
+        let previous = self.nodes[i].sessions.applied_index();
+        if previous > stored.meta.index {
+            let detail = format!("installing {} would undo applied {previous}", stored.meta.index);
+            self.snapshot_violation(i, detail);
+        }
+        self.check_snapshot_state(i, stored.meta.index, state.machine());
+        self.nodes[i].sessions = state;
+        self.record(TraceKind::Commit, i as u64 + 1, 0, "snapshot", stored.meta.index);
+    }
+
+    /// Every snapshot at `index`, on any node, holds the same state.
+    fn check_snapshot_state(&mut self, i: usize, index: u64, state: &KvStore) {
+        match self.snapshot_states.get(&index) {
+            Some(first) if first != state => {
+                let detail = format!("the state at {index} differs from another node's");
+                self.snapshot_violation(i, detail);
+            }
+            Some(_) => {}
+            None => {
+                self.snapshot_states.insert(index, state.clone());
+            }
+        }
+    }
+
+    fn call_snapshot_taken(&mut self, i: usize, index: u64, size_bytes: u64) {
+        let n = &mut self.nodes[i];
+        let local = n.local_time(self.now);
+        let Some(core) = n.core.as_mut() else { return };
+        core.snapshot_taken(local, index, size_bytes, &mut self.out);
+        self.after_call(i);
+        let n = &mut self.nodes[i];
+        if core_snapshot_index(n) == Some(index) {
+            n.snapshot_prunes.push((n.written, index));
+        }
+    }
+
+    fn call_snapshot_chunk(&mut self, i: usize, to: NodeId, index: u64, offset: u64, max: usize) {
+        let n = &mut self.nodes[i];
+        let Some(stored) = n.stored_snapshot(index) else { return };
+        let len = stored.meta.size_bytes.saturating_sub(offset).min(max as u64);
+        let data = snapshot_bytes(stored.uid, offset, len);
+        let local = n.local_time(self.now);
+        let Some(core) = n.core.as_mut() else { return };
+        core.snapshot_chunk(local, to, index, offset, data, &mut self.out);
+        self.after_call(i);
+    }
+
+    /// After a restart: load the snapshot the core names, drop older ones.
+    fn load_recovered_snapshot(&mut self, i: usize) {
+        let Some(index) = core_snapshot_index(&self.nodes[i]) else { return };
+        match self.nodes[i].stored_snapshot(index) {
+            Some(stored) => {
+                self.nodes[i].snapshots.retain(|s| s.meta.index >= index);
+                self.load_snapshot(i, stored);
+            }
+            None => {
+                let detail = format!("the core recovers from snapshot {index}, which is gone");
+                self.snapshot_violation(i, detail);
+            }
+        }
     }
 
     fn apply_committed(&mut self, i: usize, c: synod_core::Committed) {
@@ -430,6 +655,9 @@ impl<P: SimProtocol> Sim<P> {
         }
         n.unsynced.drain(..k);
         n.synced = upto;
+        if !n.snapshot_prunes.is_empty() {
+            n.prune_snapshots();
+        }
         self.record(TraceKind::Synced, i as u64 + 1, 0, "", upto);
         self.release_batches(i);
     }
@@ -750,6 +978,7 @@ impl<P: SimProtocol> Sim<P> {
         let local = n.local_time(self.now);
         let core = P::recover(n.id, &self.config, &n.durable, seed, local);
         n.core = Some(core);
+        self.load_recovered_snapshot(i);
         self.schedule_tick(i);
     }
 
@@ -947,6 +1176,16 @@ impl<P: SimProtocol> Sim<P> {
                     }
                 }
             }
+            FaultAction::Snapshot(n) => {
+                a = n.0;
+                let i = idx(*n);
+                if !self.nodes[i].paused
+                    && let Some(core) = self.nodes[i].core.as_mut()
+                {
+                    core.trigger_snapshot(&mut self.out);
+                    self.after_call(i);
+                }
+            }
         }
         self.record(TraceKind::Fault, a, b, action.name(), 0);
     }
@@ -995,4 +1234,9 @@ fn op_name(op: &KvOp) -> &'static str {
         KvOp::Append { .. } => "append",
         KvOp::Cas { .. } => "cas",
     }
+}
+
+/// The snapshot index node `n`'s core starts from, if any.
+fn core_snapshot_index<P: Protocol>(n: &SimNode<P>) -> Option<u64> {
+    n.core.as_ref().and_then(|c| c.snapshot()).map(|m| m.index)
 }

@@ -6,10 +6,14 @@
 //! relies on; it is also Raft's Figure 2 rule "if commitIndex > lastApplied:
 //! increment lastApplied, apply log[lastApplied]". A restarted node starts
 //! again from what its rebuilt core reports applied (0, or a snapshot), so
-//! the expectation is reset on crash and restart. Works for any protocol.
+//! the expectation is reset on crash and restart. An installed snapshot
+//! ([`SnapshotAction::Install`]) stands for every position up to its index:
+//! application continues right after it, and it must move forward. Works
+//! for any protocol.
 
 use super::node_map::NodeMap;
 use crate::invariant::{Invariant, StepView, Violation};
+use synod_core::protocol::SnapshotAction;
 use synod_core::{Committed, NodeId, Protocol, Status};
 
 /// The property's name in violations.
@@ -35,14 +39,45 @@ impl ApplyOrder {
         status: &Status,
         committed: &[Committed],
     ) -> Result<(), Violation> {
+        self.check_with_snapshots(node, status, committed, &[])
+    }
+
+    /// [`check`](Self::check), with the step's snapshot actions: an install
+    /// at index `i` runs after the committed entries up to `i`.
+    pub fn check_with_snapshots(
+        &mut self,
+        node: NodeId,
+        status: &Status,
+        committed: &[Committed],
+        snapshots: &[SnapshotAction],
+    ) -> Result<(), Violation> {
         let applied_index = self.applied_index.entry(node);
+        let mut installs = snapshots
+            .iter()
+            .filter_map(|a| match a {
+                SnapshotAction::Install { meta } => Some(meta.index),
+                _ => None,
+            })
+            .peekable();
+        let mut install = |applied_index: &mut u64, upto: u64| -> Result<(), Violation> {
+            while let Some(index) = installs.next_if(|&index| index < upto) {
+                if index <= *applied_index {
+                    let detail = format!("installed a snapshot at {index} after {applied_index}");
+                    return Err(Violation::new(PROPERTY, Some(node), detail));
+                }
+                *applied_index = index;
+            }
+            Ok(())
+        };
         for c in committed {
+            install(applied_index, c.index)?;
             if c.index != *applied_index + 1 {
                 let detail = format!("applied index {} right after {}", c.index, applied_index);
                 return Err(Violation::new(PROPERTY, Some(node), detail));
             }
             *applied_index = c.index;
         }
+        install(applied_index, u64::MAX)?;
         if *applied_index > status.commit_index {
             let detail = format!(
                 "applied index {} beyond commit index {}",
@@ -77,7 +112,13 @@ impl<P: Protocol> Invariant<P> for ApplyOrder {
     }
 
     fn after_step(&mut self, step: &StepView<'_, P>) -> Result<(), Violation> {
-        self.check(step.node, &step.core.status(), &step.output.committed)
+        let output = step.output;
+        self.check_with_snapshots(
+            step.node,
+            &step.core.status(),
+            &output.committed,
+            &output.snapshots,
+        )
     }
 
     fn on_crash(&mut self, node: NodeId) {

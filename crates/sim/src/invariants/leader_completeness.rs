@@ -73,7 +73,9 @@ impl LeaderCompleteness {
         for (index, committed) in
             (progress.checked_index + 1..).zip(&self.committed[progress.checked_index as usize..])
         {
-            if committed.commit_term > progress.term {
+            if committed.commit_term > progress.term || index <= view.purged_index() {
+                // Purged entries live in the leader's snapshot, which holds
+                // only committed state (checked by snapshot agreement).
                 continue;
             }
             let held = view.entry(index);

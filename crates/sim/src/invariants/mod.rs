@@ -20,7 +20,9 @@
 //! - [`commit_rule`]: a leader advances its commit index only to an entry
 //!   of its current term (§5.4.2, Figure 8);
 //! - [`durability`]: no message promises a term, vote or entry the node has
-//!   not written; a restart keeps the synced term and vote (Figure 2).
+//!   not written; a restart keeps the synced term and vote (Figure 2);
+//! - [`compaction`]: `purged <= snapshot <= applied <= committed <= last`
+//!   (thesis §5.1).
 //!
 //! Every checker's logic is a method over plain values (a [`Status`], a
 //! [`RaftView`], an [`Output`]), which its `Invariant` impl calls and its
@@ -43,6 +45,7 @@ mod testing;
 
 pub mod apply_order;
 pub mod commit_rule;
+pub mod compaction;
 pub mod durability;
 pub mod election_safety;
 pub mod leader_completeness;
@@ -55,6 +58,7 @@ pub mod state_machine_safety;
 
 pub use apply_order::ApplyOrder;
 pub use commit_rule::CommitRule;
+pub use compaction::Compaction;
 pub use durability::Durability;
 pub use election_safety::ElectionSafety;
 pub use leader_completeness::LeaderCompleteness;
@@ -82,6 +86,7 @@ pub fn raft_invariants() -> Vec<Box<dyn Invariant<RaftNode>>> {
     invariants.push(Box::new(LeaderCompleteness::new()));
     invariants.push(Box::new(CommitRule::new()));
     invariants.push(Box::new(Durability::new()));
+    invariants.push(Box::new(Compaction::new()));
     invariants
 }
 
@@ -114,6 +119,7 @@ mod tests {
                 leader_completeness::PROPERTY,
                 commit_rule::PROPERTY,
                 durability::PROPERTY,
+                compaction::PROPERTY,
             ]
         );
     }

@@ -23,6 +23,18 @@ pub trait RaftView {
     fn term_at(&self, index: u64) -> Option<u64>;
     /// The entry at `index`, if held.
     fn entry(&self, index: u64) -> Option<&Entry>;
+    /// The last index purged from the log into a snapshot (0: none).
+    fn purged_index(&self) -> u64 {
+        0
+    }
+    /// The index of the latest snapshot (0: none).
+    fn snapshot_index(&self) -> u64 {
+        0
+    }
+    /// Highest index applied.
+    fn applied_index(&self) -> u64 {
+        self.commit_index()
+    }
 }
 
 impl RaftView for RaftNode {
@@ -46,5 +58,14 @@ impl RaftView for RaftNode {
     }
     fn entry(&self, index: u64) -> Option<&Entry> {
         RaftNode::entry(self, index)
+    }
+    fn purged_index(&self) -> u64 {
+        RaftNode::purged_index(self)
+    }
+    fn snapshot_index(&self) -> u64 {
+        RaftNode::snapshot_meta(self).index
+    }
+    fn applied_index(&self) -> u64 {
+        RaftNode::applied_index(self)
     }
 }

@@ -19,12 +19,17 @@ impl SimProtocol for RaftNode {
     }
 
     /// `Config::new(voters)` with timeouts for a ~1 ms network: elections
-    /// after 150–300 ms of silence, heartbeats every 50 ms.
+    /// after 150–300 ms of silence, heartbeats every 50 ms; a snapshot every
+    /// 64 entries with 16 trailing entries kept, sent in 128-byte chunks (so
+    /// that even short runs compact, and transfers take several chunks).
     fn sim_config(voters: &[NodeId]) -> Config {
         let mut c = Config::new(voters.to_vec());
         c.election_timeout_min = Duration::from_millis(150);
         c.election_timeout_max = Duration::from_millis(300);
         c.heartbeat_interval = Duration::from_millis(50);
+        c.snapshot_interval_entries = 64;
+        c.snapshot_trailing_entries = 16;
+        c.snapshot_chunk_bytes = 128;
         c
     }
 
@@ -57,6 +62,10 @@ impl SimProtocol for RaftNode {
 
     fn transfer_leadership(&mut self, now: Time, to: NodeId, out: &mut RaftOutput) -> bool {
         RaftNode::transfer_leadership(self, now, to, out).is_ok()
+    }
+
+    fn trigger_snapshot(&mut self, out: &mut RaftOutput) -> bool {
+        RaftNode::trigger_snapshot(self, out)
     }
 }
 
@@ -94,7 +103,9 @@ mod integration {
 
     #[test]
     fn raft_passes_under_every_fault() {
-        for faults in [FaultProfile::Net, FaultProfile::Crash, FaultProfile::All] {
+        for faults in
+            [FaultProfile::Net, FaultProfile::Crash, FaultProfile::Snapshot, FaultProfile::All]
+        {
             for seed in 1..=3 {
                 let r = run_seed(&opts(faults), seed);
                 eprintln!(
@@ -124,7 +135,9 @@ mod sweep {
     fn sweep_many_seeds() {
         let n: u64 = std::env::var("SWEEP_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(50);
         let bug = std::env::var("SWEEP_BUG").ok();
-        for faults in [FaultProfile::Net, FaultProfile::Crash, FaultProfile::All] {
+        for faults in
+            [FaultProfile::Net, FaultProfile::Crash, FaultProfile::Snapshot, FaultProfile::All]
+        {
             let o = SimOptions { faults, bug: bug.clone(), ..SimOptions::default() };
             let s = run_seeds(&o, 1..n + 1, 2);
             eprintln!("{faults:?}\n{}", s.render());
