@@ -569,7 +569,7 @@ impl Wal {
         let start = match range.start_bound() {
             Bound::Included(&i) => i,
             Bound::Excluded(&i) => i.saturating_add(1),
-            Bound::Unbounded => self.first_index(),
+            Bound::Unbounded => self.first_index().max(1),
         };
         let end = match range.end_bound() {
             Bound::Included(&i) => i.saturating_add(1),
