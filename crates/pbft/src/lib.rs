@@ -2,4 +2,32 @@
 //!
 //! Practical Byzantine Fault Tolerance (Castro & Liskov, OSDI'99 / TOCS'02)
 //! as a sans-IO core behind [`synod_core::Protocol`].
+//!
+//! Module map:
+//! - [`auth`]: keys (Ed25519 per replica and client, pairwise HMAC-SHA256),
+//!   MAC authenticators, signatures, and the counters of rejected messages;
+//! - [`digest`]: SHA-256 batch digests and the state hash chain;
+//! - [`message`]: the messages and what each is authenticated over;
+//! - [`config`]: cluster and knobs (K = 128, L = 256 by default);
+//! - [`storage`]: what a replica persists and why;
+//! - [`view_change`]: the NEW-VIEW decision (checkpoint and O) from a set
+//!   of VIEW-CHANGEs, run by the new primary and re-run by every backup;
+//! - [`node`]: [`PbftNode`], the replica.
+//!
+//! Quorum sizes come from [`synod_core::quorum`] only.
 #![deny(missing_docs)]
+
+pub mod auth;
+pub mod config;
+pub mod digest;
+pub mod message;
+pub mod node;
+pub mod storage;
+pub mod view_change;
+
+pub use auth::{AuthStats, Authenticator, Keyring, Mac};
+pub use config::Config;
+pub use digest::Digest;
+pub use message::{Batch, Message};
+pub use node::{PbftNode, PbftOutput};
+pub use storage::{Durable, Write};

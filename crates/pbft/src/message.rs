@@ -1,0 +1,349 @@
+//! PBFT messages (OSDI'99 §4, TOCS §2–§5) and the digests they are
+//! authenticated over.
+//!
+//! Normal-case messages carry a MAC [`Authenticator`]; CHECKPOINT,
+//! VIEW-CHANGE and NEW-VIEW carry an Ed25519 [`Signature`] over their body
+//! digest, because they travel inside proofs checked by third parties.
+//! Large parts (batches, view-change sets) are reference-counted, so a
+//! multicast clones pointers, not payloads.
+
+use crate::auth::{Authenticator, Header, Mac};
+use crate::digest::{BodyHasher, Digest};
+use ed25519_dalek::Signature;
+use std::sync::Arc;
+use synod_core::{Command, NodeId};
+
+/// The requests ordered at one sequence number; empty is the null request.
+pub type Batch = Arc<[Command]>;
+
+/// MAC header tags (domain separation between message kinds).
+pub(crate) mod tag {
+    pub const PRE_PREPARE: u8 = 1;
+    pub const PREPARE: u8 = 2;
+    pub const COMMIT: u8 = 3;
+    pub const STATUS: u8 = 4;
+    pub const FETCH: u8 = 5;
+    pub const READ_QUERY: u8 = 7;
+    pub const READ_INDEX: u8 = 8;
+    pub const FORWARD: u8 = 9;
+}
+
+/// ⟨PRE-PREPARE, v, n, d⟩ with the batch `m` beside it.
+#[derive(Clone, Debug)]
+pub struct PrePrepare {
+    /// View.
+    pub view: u64,
+    /// Sequence number.
+    pub seq: u64,
+    /// D(batch).
+    pub digest: Digest,
+    /// The requests.
+    pub batch: Batch,
+    /// The primary's authenticator (kept, so any replica can relay it).
+    pub auth: Authenticator,
+}
+
+impl PrePrepare {
+    /// The header the authenticator covers.
+    pub fn header(view: u64, seq: u64, digest: &Digest) -> Header {
+        Header::new(tag::PRE_PREPARE, [view, seq, 0, 0], digest)
+    }
+}
+
+/// ⟨PREPARE, v, n, d, i⟩ or ⟨COMMIT, v, n, d, i⟩.
+#[derive(Clone, Debug)]
+pub struct Vote {
+    /// View.
+    pub view: u64,
+    /// Sequence number.
+    pub seq: u64,
+    /// D(batch).
+    pub digest: Digest,
+    /// The voter i.
+    pub replica: NodeId,
+    /// i's authenticator.
+    pub auth: Authenticator,
+}
+
+impl Vote {
+    /// The header a PREPARE (`commit = false`) or COMMIT authenticator
+    /// covers.
+    pub fn header(commit: bool, view: u64, seq: u64, digest: &Digest, replica: NodeId) -> Header {
+        let t = if commit { tag::COMMIT } else { tag::PREPARE };
+        Header::new(t, [view, seq, replica.0, 0], digest)
+    }
+}
+
+/// ⟨CHECKPOINT, n, d, i⟩σi: replica i's state digest after executing n.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Sequence number.
+    pub seq: u64,
+    /// The state digest (hash chain) after `seq`.
+    pub state: Digest,
+    /// The signer.
+    pub replica: NodeId,
+    /// Signature over [`Checkpoint::digest`].
+    pub sig: Signature,
+}
+
+impl Checkpoint {
+    /// The digest signed.
+    pub fn digest(seq: u64, state: &Digest, replica: NodeId) -> Digest {
+        let mut h = BodyHasher::new(b"checkpoint");
+        h.u64(seq).digest(state).u64(replica.0);
+        h.finish()
+    }
+}
+
+/// A stable checkpoint with its proof: quorum-many matching signed
+/// CHECKPOINTs (empty for the genesis checkpoint at 0).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StableCheckpoint {
+    /// Sequence number (the low watermark h).
+    pub seq: u64,
+    /// State digest after `seq`.
+    pub state: Digest,
+    /// The proof.
+    pub proof: Arc<[Checkpoint]>,
+}
+
+/// An element of a VIEW-CHANGE's P: a request prepared at the sender.
+#[derive(Clone, Debug)]
+pub struct PreparedEntry {
+    /// Sequence number.
+    pub seq: u64,
+    /// The view it prepared in (the latest).
+    pub view: u64,
+    /// Its digest.
+    pub digest: Digest,
+    /// The requests (so the new primary can re-propose them).
+    pub batch: Batch,
+}
+
+/// An element of a VIEW-CHANGE's Q: a digest pre-prepared at the sender.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrePreparedEntry {
+    /// Sequence number.
+    pub seq: u64,
+    /// The latest view it pre-prepared in.
+    pub view: u64,
+    /// Its digest.
+    pub digest: Digest,
+}
+
+/// ⟨VIEW-CHANGE, v+1, C, P, Q, i⟩σi.
+#[derive(Clone, Debug)]
+pub struct ViewChange {
+    /// The view being moved to.
+    pub view: u64,
+    /// The sender i.
+    pub replica: NodeId,
+    /// i's last stable checkpoint with its proof (C).
+    pub stable: StableCheckpoint,
+    /// Requests prepared at i above the checkpoint (P), by sequence number.
+    pub prepared: Vec<PreparedEntry>,
+    /// Digests pre-prepared at i above the checkpoint (Q).
+    pub pre_prepared: Vec<PrePreparedEntry>,
+    /// Signature over [`ViewChange::digest`].
+    pub sig: Signature,
+}
+
+impl ViewChange {
+    /// The digest signed (batches enter through their digests, which the
+    /// receiver checks against the batches).
+    pub fn digest(&self) -> Digest {
+        let mut h = BodyHasher::new(b"view-change");
+        h.u64(self.view).u64(self.replica.0);
+        h.u64(self.stable.seq).digest(&self.stable.state);
+        h.u64(self.prepared.len() as u64);
+        for p in &self.prepared {
+            h.u64(p.seq).u64(p.view).digest(&p.digest);
+        }
+        h.u64(self.pre_prepared.len() as u64);
+        for q in &self.pre_prepared {
+            h.u64(q.seq).u64(q.view).digest(&q.digest);
+        }
+        h.finish()
+    }
+}
+
+/// ⟨NEW-VIEW, v+1, V, O⟩σp.
+#[derive(Clone, Debug)]
+pub struct NewView {
+    /// The new view.
+    pub view: u64,
+    /// The new primary.
+    pub replica: NodeId,
+    /// V: the VIEW-CHANGE messages O was computed from.
+    pub view_changes: Vec<Arc<ViewChange>>,
+    /// The checkpoint the new view starts from.
+    pub checkpoint_seq: u64,
+    /// Its state digest.
+    pub checkpoint_state: Digest,
+    /// O: the digest re-proposed at each sequence number above the
+    /// checkpoint (ZERO = null request).
+    pub pre_prepares: Vec<(u64, Digest)>,
+    /// Signature over [`NewView::digest`].
+    pub sig: Signature,
+}
+
+impl NewView {
+    /// The digest signed.
+    pub fn digest(&self) -> Digest {
+        let mut h = BodyHasher::new(b"new-view");
+        h.u64(self.view).u64(self.replica.0);
+        h.u64(self.view_changes.len() as u64);
+        for vc in &self.view_changes {
+            h.digest(&vc.digest());
+        }
+        h.u64(self.checkpoint_seq).digest(&self.checkpoint_state);
+        h.u64(self.pre_prepares.len() as u64);
+        for (seq, d) in &self.pre_prepares {
+            h.u64(*seq).digest(d);
+        }
+        h.finish()
+    }
+}
+
+/// A PBFT message.
+#[derive(Clone, Debug)]
+pub enum Message {
+    /// Primary → backups.
+    PrePrepare(PrePrepare),
+    /// Backup → all.
+    Prepare(Vote),
+    /// Replica → all.
+    Commit(Vote),
+    /// Replica → all, every K sequence numbers.
+    Checkpoint(Checkpoint),
+    /// Replica → all, to leave a view.
+    ViewChange(Arc<ViewChange>),
+    /// New primary → all.
+    NewView(Arc<NewView>),
+    /// Periodic: what the sender has, so that peers retransmit what it
+    /// misses.
+    Status {
+        /// Sender's view.
+        view: u64,
+        /// False while the sender is changing to `view`.
+        active: bool,
+        /// Last sequence number executed.
+        executed: u64,
+        /// MAC.
+        auth: Mac,
+    },
+    /// Backup → primary: client requests it has not seen ordered.
+    Forward {
+        /// The requests.
+        requests: Batch,
+        /// MAC over their digest.
+        auth: Mac,
+    },
+    /// Asks for the batches `from..=upto` (state transfer).
+    Fetch {
+        /// First sequence number wanted.
+        from: u64,
+        /// The stable checkpoint to reach.
+        upto: u64,
+        /// MAC.
+        auth: Mac,
+    },
+    /// Batches `first..first+len`, checked by the state hash chain.
+    State {
+        /// Sequence number of the first batch.
+        first: u64,
+        /// The batches.
+        batches: Arc<[Batch]>,
+    },
+    /// A read barrier asks for the highest sequence number prepared.
+    ReadQuery {
+        /// Matches the answer to the query.
+        nonce: u64,
+        /// MAC.
+        auth: Mac,
+    },
+    /// The answer to a [`Message::ReadQuery`].
+    ReadIndex {
+        /// The query's nonce.
+        nonce: u64,
+        /// Highest sequence number prepared or executed at the sender.
+        seq: u64,
+        /// MAC.
+        auth: Mac,
+    },
+}
+
+impl Message {
+    /// The MAC header of a STATUS.
+    pub(crate) fn status_header(view: u64, active: bool, executed: u64) -> Header {
+        Header::new(tag::STATUS, [view, active as u64, executed, 0], &Digest::ZERO)
+    }
+    /// The MAC header of a FETCH.
+    pub(crate) fn fetch_header(from: u64, upto: u64) -> Header {
+        Header::new(tag::FETCH, [from, upto, 0, 0], &Digest::ZERO)
+    }
+    /// The MAC header of a read query or answer.
+    pub(crate) fn read_header(answer: bool, nonce: u64, seq: u64) -> Header {
+        let t = if answer { tag::READ_INDEX } else { tag::READ_QUERY };
+        Header::new(t, [nonce, seq, 0, 0], &Digest::ZERO)
+    }
+    /// The MAC header of a FORWARD.
+    pub(crate) fn forward_header(digest: &Digest) -> Header {
+        Header::new(tag::FORWARD, [0; 4], digest)
+    }
+}
+
+fn batch_bytes(b: &[Command]) -> usize {
+    b.iter().map(Command::size_bytes).sum()
+}
+
+impl synod_core::Message for Message {
+    fn kind(&self) -> &'static str {
+        match self {
+            Message::PrePrepare(_) => "pre-prepare",
+            Message::Prepare(_) => "prepare",
+            Message::Commit(_) => "commit",
+            Message::Checkpoint(_) => "checkpoint",
+            Message::ViewChange(_) => "view-change",
+            Message::NewView(_) => "new-view",
+            Message::Status { .. } => "status",
+            Message::Forward { .. } => "forward",
+            Message::Fetch { .. } => "fetch",
+            Message::State { .. } => "state",
+            Message::ReadQuery { .. } => "read-query",
+            Message::ReadIndex { .. } => "read-index",
+        }
+    }
+
+    fn size_bytes(&self) -> usize {
+        const SIG: usize = 64;
+        match self {
+            Message::PrePrepare(p) => 48 + p.auth.len() * 16 + batch_bytes(&p.batch),
+            Message::Prepare(v) | Message::Commit(v) => 56 + v.auth.len() * 16,
+            Message::Checkpoint(_) => 56 + SIG,
+            Message::ViewChange(vc) => view_change_bytes(vc),
+            Message::NewView(nv) => {
+                48 + SIG
+                    + nv.view_changes.iter().map(|vc| view_change_bytes(vc)).sum::<usize>()
+                    + nv.pre_prepares.len() * 40
+            }
+            Message::Status { .. } => 40,
+            Message::Forward { requests, .. } => 16 + batch_bytes(requests),
+            Message::Fetch { .. } => 32,
+            Message::State { batches, .. } => {
+                16 + batches.iter().map(|b| 8 + batch_bytes(b)).sum::<usize>()
+            }
+            Message::ReadQuery { .. } => 24,
+            Message::ReadIndex { .. } => 32,
+        }
+    }
+}
+
+fn view_change_bytes(vc: &ViewChange) -> usize {
+    const SIG: usize = 64;
+    48 + SIG
+        + vc.stable.proof.len() * (56 + SIG)
+        + vc.prepared.iter().map(|p| 48 + batch_bytes(&p.batch)).sum::<usize>()
+        + vc.pre_prepared.len() * 48
+}

@@ -1,0 +1,1557 @@
+//! The PBFT replica: [`PbftNode`], the [`Protocol`] implementation.
+//!
+//! Normal case (OSDI'99 §4.2): the primary of view `v` (`v mod n`) assigns
+//! the next sequence number in the window `(h, h+L]` to a batch of queued
+//! requests and multicasts PRE-PREPARE; a backup that accepts it multicasts
+//! PREPARE; pre-prepare plus `q−1` matching PREPAREs from backups make the
+//! request *prepared*, and the replica multicasts COMMIT; `q` matching
+//! COMMITs make it *committed-local*; batches execute strictly in sequence
+//! order (`q` = [`quorum::byzantine_quorum`], 2f+1 for n = 3f+1).
+//!
+//! Every K sequence numbers a replica multicasts a signed CHECKPOINT of its
+//! state digest; `q` matching ones make it stable: the low watermark moves
+//! there and the per-sequence state below is discarded. A replica that sees
+//! a stable checkpoint beyond what it executed fetches the batches and
+//! checks them against the checkpoint's digest (state transfer).
+//!
+//! View change (see [`crate::view_change`]): a backup whose pending request
+//! is not executed in time multicasts a signed VIEW-CHANGE for `v+1`
+//! (timeouts double on consecutive view changes); a replica joins once f+1
+//! replicas asked for higher views; the new primary sends NEW-VIEW with the
+//! VIEW-CHANGEs and O, and each backup recomputes O before accepting it.
+//!
+//! Retransmission: every replica multicasts a STATUS periodically; a peer
+//! that sees the sender stuck retransmits what it misses (pre-prepares with
+//! the primary's authenticator, its own votes, the NEW-VIEW, its
+//! VIEW-CHANGE, its stable checkpoint proof).
+//!
+//! Positions: [`Committed::index`] counts commands, not sequence numbers: a
+//! batch of k requests at sequence number n occupies k consecutive positions
+//! (a null request one), so positions are consecutive from 1 as the
+//! interface requires and identical on every replica.
+//!
+//! Client requests arrive through [`Protocol::propose`] at every replica
+//! (clients multicast, [`ClientRouting::All`]). A request already ordered
+//! and in flight is not ordered again; a retry of a client's latest executed
+//! request is ordered again, so that the session layer answers it from its
+//! reply cache (the core itself has no reply path); an older one is refused.
+
+use crate::auth::{AuthStats, Keyring};
+use crate::config::Config;
+use crate::digest::{Digest, batch_digest, chain};
+use crate::message::{
+    Batch, Checkpoint, Message, NewView, PrePrepare, PreparedEntry, StableCheckpoint, ViewChange,
+    Vote,
+};
+use crate::storage::{Durable, Write, note_q};
+use crate::view_change;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use synod_core::{
+    ClientId, ClientRouting, Command, Committed, Event, NodeId, Output, ProposeError, Protocol,
+    ReadId, ReadState, Role, Status, Time, quorum,
+};
+
+/// Output type of the PBFT core.
+pub type PbftOutput = Output<Message, Write>;
+
+/// Signatures remembered as verified before the cache is cleared.
+const MAX_VERIFIED: usize = 4096;
+
+/// Per sequence number in the window.
+#[derive(Clone, Debug, Default)]
+struct Slot {
+    /// The view the fields below belong to.
+    view: u64,
+    /// The accepted pre-prepare of `view`: digest, batch, and the primary's
+    /// authenticator when it came in a PRE-PREPARE (for relaying).
+    pre_prepare: Option<(Digest, Batch, Option<crate::Authenticator>)>,
+    /// PREPARE votes of `view`: digest and a bitmask of voters.
+    prepares: Vec<(Digest, u64)>,
+    /// COMMIT votes of `view`.
+    commits: Vec<(Digest, u64)>,
+    sent_prepare: bool,
+    sent_commit: bool,
+    committed: bool,
+    /// The latest prepared certificate (any view): P.
+    prepared: Option<PreparedEntry>,
+    /// Q.
+    pre_prepared: Vec<crate::message::PrePreparedEntry>,
+}
+
+impl Slot {
+    fn enter_view(&mut self, view: u64) {
+        if self.view != view {
+            self.view = view;
+            self.pre_prepare = None;
+            self.prepares.clear();
+            self.commits.clear();
+            self.sent_prepare = false;
+            self.sent_commit = false;
+            self.committed = false;
+        }
+    }
+}
+
+fn add_vote(votes: &mut Vec<(Digest, u64)>, digest: Digest, voter: usize) -> u32 {
+    let bit = 1u64 << voter;
+    match votes.iter_mut().find(|(d, _)| *d == digest) {
+        Some((_, mask)) => {
+            *mask |= bit;
+            mask.count_ones()
+        }
+        None => {
+            votes.push((digest, bit));
+            1
+        }
+    }
+}
+
+fn count_votes(votes: &[(Digest, u64)], digest: &Digest) -> u32 {
+    votes.iter().find(|(d, _)| d == digest).map_or(0, |(_, m)| m.count_ones())
+}
+
+/// A read barrier waiting for its index.
+#[derive(Clone, Debug)]
+struct PendingRead {
+    id: ReadId,
+    nonce: u64,
+    voters: u64,
+    max_seq: u64,
+    resolved: bool,
+    deadline: Time,
+}
+
+/// One PBFT replica.
+#[derive(Debug)]
+pub struct PbftNode {
+    id: NodeId,
+    me: usize,
+    n: usize,
+    q: usize,
+    config: Config,
+    keys: Keyring,
+
+    view: u64,
+    active: bool,
+    slots: BTreeMap<u64, Slot>,
+    stable: StableCheckpoint,
+    /// Received CHECKPOINTs above the low watermark: seq → signer → message.
+    checkpoints: BTreeMap<u64, BTreeMap<usize, Checkpoint>>,
+    /// This replica's state digest at its own checkpoints above h.
+    own_checkpoints: BTreeMap<u64, Digest>,
+
+    // Execution.
+    executed: u64,
+    state: Digest,
+    history: Vec<Batch>,
+    /// History entries already emitted in this incarnation.
+    emitted: u64,
+    applied_positions: u64,
+    last_executed: HashMap<ClientId, u64>,
+
+    // Requests.
+    next_seq: u64,
+    queue: VecDeque<Command>,
+    /// Requests queued or pre-prepared here and not executed.
+    ordering: HashSet<(ClientId, u64)>,
+    /// Requests known to this replica and not executed: when they arrived.
+    pending: HashMap<(ClientId, u64), Command>,
+    request_deadline: Time,
+
+    // View change.
+    vc_timeout: std::time::Duration,
+    vc_deadline: Time,
+    /// Each replica's latest (highest-view) VIEW-CHANGE.
+    view_changes: BTreeMap<usize, Arc<ViewChange>>,
+    my_view_change: Option<Arc<ViewChange>>,
+    last_new_view: Option<Arc<NewView>>,
+    announce_view_change: bool,
+
+    // Retransmission and state transfer.
+    status_deadline: Time,
+    peer_executed: Vec<u64>,
+    fetch_deadline: Time,
+    fetch_peer: usize,
+
+    // Reads.
+    reads: VecDeque<PendingRead>,
+    next_nonce: u64,
+
+    stats: AuthStats,
+    verified: HashSet<(usize, Digest)>,
+    role: Role,
+}
+
+impl PbftNode {
+    /// The current view.
+    pub fn view(&self) -> u64 {
+        self.view
+    }
+    /// False while changing to [`view`](Self::view).
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+    /// The primary of the current view.
+    pub fn primary(&self) -> NodeId {
+        self.config.replicas[(self.view % self.n as u64) as usize]
+    }
+    /// Last sequence number executed.
+    pub fn executed_seq(&self) -> u64 {
+        self.executed
+    }
+    /// The batch executed at `seq`, if executed.
+    pub fn executed_batch(&self, seq: u64) -> Option<&Batch> {
+        seq.checked_sub(1).and_then(|i| self.history.get(i as usize))
+    }
+    /// The low watermark h (the last stable checkpoint).
+    pub fn low_watermark(&self) -> u64 {
+        self.stable.seq
+    }
+    /// The state digest after the last executed batch.
+    pub fn state_digest(&self) -> Digest {
+        self.state
+    }
+    /// Messages dropped because a check failed.
+    pub fn auth_stats(&self) -> AuthStats {
+        self.stats
+    }
+    /// Sequence numbers held in the log window.
+    pub fn log_len(&self) -> usize {
+        self.slots.len()
+    }
+    /// A one-line summary of the replica's state, for debugging.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} view {}{} h {} executed {} next_seq {} queue {} pending {} ordering {} slots {:?} vcs {:?} req_deadline {:?} vc_deadline {:?} stats {:?}",
+            self.id,
+            self.view,
+            if self.active { "" } else { " (changing)" },
+            self.stable.seq,
+            self.executed,
+            self.next_seq,
+            self.queue.len(),
+            self.pending.len(),
+            self.ordering.len(),
+            self.slots
+                .iter()
+                .filter(|(s, _)| **s > self.executed)
+                .take(4)
+                .map(|(s, sl)| (
+                    *s,
+                    sl.view,
+                    sl.pre_prepare.is_some(),
+                    sl.sent_commit,
+                    sl.committed
+                ))
+                .collect::<Vec<_>>(),
+            self.view_changes.iter().map(|(p, v)| (*p, v.view)).collect::<Vec<_>>(),
+            self.request_deadline,
+            self.vc_deadline,
+            self.stats,
+        )
+    }
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn is_primary(&self) -> bool {
+        (self.view % self.n as u64) as usize == self.me
+    }
+    fn primary_position(&self, view: u64) -> usize {
+        (view % self.n as u64) as usize
+    }
+    fn high_watermark(&self) -> u64 {
+        self.stable.seq + self.config.log_window
+    }
+    fn in_window(&self, seq: u64) -> bool {
+        seq > self.stable.seq && seq <= self.high_watermark()
+    }
+    fn f(&self) -> usize {
+        quorum::byzantine_f(self.n)
+    }
+
+    // ----- output helpers ---------------------------------------------------
+
+    fn broadcast(&self, msg: Message, out: &mut PbftOutput) {
+        for (j, &r) in self.config.replicas.iter().enumerate() {
+            if j != self.me {
+                out.send(r, msg.clone());
+            }
+        }
+    }
+
+    fn send_to(&self, j: usize, msg: Message, out: &mut PbftOutput) {
+        out.send(self.config.replicas[j], msg);
+    }
+
+    fn current_role(&self) -> Role {
+        if !self.active {
+            Role::Candidate
+        } else if self.is_primary() {
+            Role::Leader
+        } else {
+            Role::Follower
+        }
+    }
+
+    /// Emits role and leader events when they changed; called at the end of
+    /// every entry point.
+    fn finish(&mut self, out: &mut PbftOutput) {
+        let role = self.current_role();
+        if role != self.role {
+            self.role = role;
+            out.events.push(Event::RoleChanged { role, epoch: self.view });
+            let leader = self.active.then(|| self.primary());
+            out.events.push(Event::LeaderChanged { leader, epoch: self.view });
+        }
+        debug_assert!(self.executed >= self.emitted || self.emitted == 0);
+        assert!(self.executed <= self.history.len() as u64, "executed beyond the recorded history");
+    }
+
+    /// Emits history recovered from disk that this incarnation has not
+    /// applied yet, and re-announces a pending view change.
+    fn flush(&mut self, out: &mut PbftOutput) {
+        while self.emitted < self.executed {
+            let seq = self.emitted + 1;
+            let batch = self.history[seq as usize - 1].clone();
+            self.emit(seq, &batch, out);
+        }
+        if self.announce_view_change {
+            self.announce_view_change = false;
+            if let Some(vc) = self.my_view_change.clone() {
+                self.broadcast(Message::ViewChange(vc), out);
+            }
+        }
+    }
+
+    fn emit(&mut self, seq: u64, batch: &Batch, out: &mut PbftOutput) {
+        assert_eq!(seq, self.emitted + 1, "sequence numbers are applied in order, once");
+        self.emitted = seq;
+        if batch.is_empty() {
+            self.applied_positions += 1;
+            out.committed.push(Committed { index: self.applied_positions, command: None });
+        }
+        for c in batch.iter() {
+            self.applied_positions += 1;
+            out.committed
+                .push(Committed { index: self.applied_positions, command: Some(c.clone()) });
+        }
+    }
+
+    // ----- requests ----------------------------------------------------------
+
+    /// Whether a request should be ordered: not older than the client's
+    /// latest executed one, not already queued or in flight.
+    fn wants(&self, c: &Command) -> Result<bool, ProposeError> {
+        let last = self.last_executed.get(&c.client).copied().unwrap_or(0);
+        if c.seq < last {
+            return Err(ProposeError::Rejected("stale request"));
+        }
+        Ok(!self.ordering.contains(&(c.client, c.seq)))
+    }
+
+    fn accept_request(
+        &mut self,
+        now: Time,
+        c: Command,
+        forward: bool,
+        out: &mut PbftOutput,
+    ) -> Result<(), ProposeError> {
+        if !self.wants(&c)? {
+            return Ok(());
+        }
+        if self.active && self.is_primary() {
+            if self.queue.len() >= self.config.max_pending_requests {
+                return Err(ProposeError::Busy("request queue full"));
+            }
+            self.ordering.insert((c.client, c.seq));
+            self.queue.push_back(c);
+            return Ok(());
+        }
+        let key = (c.client, c.seq);
+        if self.pending.contains_key(&key) {
+            return Ok(());
+        }
+        if self.pending.len() >= self.config.max_pending_requests {
+            return Err(ProposeError::Busy("too many pending requests"));
+        }
+        if forward && self.active {
+            let requests: Batch = Arc::from(vec![c.clone()]);
+            let d = batch_digest(&requests);
+            let p = self.primary_position(self.view);
+            let auth = self.keys.mac(p, Message::forward_header(&d).as_bytes());
+            self.send_to(p, Message::Forward { requests, auth }, out);
+        }
+        self.pending.insert(key, c);
+        if self.request_deadline == Time::MAX {
+            self.request_deadline = now + self.vc_timeout;
+        }
+        Ok(())
+    }
+
+    /// The primary cuts batches from its queue while the window and the
+    /// in-flight limit allow.
+    fn send_batches(&mut self, out: &mut PbftOutput) {
+        if !self.active || !self.is_primary() {
+            return;
+        }
+        while !self.queue.is_empty()
+            && self.next_seq <= self.high_watermark()
+            && self.next_seq - 1 - self.executed.min(self.next_seq - 1)
+                < self.config.max_inflight_batches
+        {
+            let mut batch = Vec::with_capacity(self.queue.len().min(self.config.max_batch));
+            while batch.len() < self.config.max_batch {
+                let Some(c) = self.queue.pop_front() else { break };
+                let last = self.last_executed.get(&c.client).copied().unwrap_or(0);
+                if c.seq < last {
+                    self.ordering.remove(&(c.client, c.seq));
+                    continue;
+                }
+                batch.push(c);
+            }
+            if batch.is_empty() {
+                break;
+            }
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let batch: Batch = Arc::from(batch);
+            let digest = batch_digest(&batch);
+            let auth =
+                self.keys.authenticator(PrePrepare::header(self.view, seq, &digest).as_bytes());
+            let view = self.view;
+            let slot = self.slots.entry(seq).or_default();
+            slot.enter_view(view);
+            assert!(
+                slot.pre_prepare.is_none(),
+                "the primary assigns seq {seq} twice in view {view}"
+            );
+            slot.pre_prepare = Some((digest, batch.clone(), Some(auth.clone())));
+            note_q(&mut slot.pre_prepared, seq, view, digest);
+            out.writes.push(Write::PrePrepared { seq, view, digest, batch: batch.clone() });
+            self.broadcast(Message::PrePrepare(PrePrepare { view, seq, digest, batch, auth }), out);
+        }
+    }
+
+    // ----- normal case -------------------------------------------------------
+
+    fn on_pre_prepare(&mut self, pp: PrePrepare, out: &mut PbftOutput) {
+        let p = self.primary_position(pp.view);
+        if p == self.me {
+            return; // our own pre-prepare, relayed back
+        }
+        let header = PrePrepare::header(pp.view, pp.seq, &pp.digest);
+        if !self.keys.check_authenticator(p, header.as_bytes(), &pp.auth) {
+            self.stats.bad_mac += 1;
+            return;
+        }
+        if pp.view != self.view || !self.active || p == self.me {
+            return;
+        }
+        if !self.in_window(pp.seq) {
+            self.stats.invalid += 1;
+            return;
+        }
+        if pp.seq <= self.executed
+            && self.slots.get(&pp.seq).is_some_and(|s| s.view == pp.view && s.pre_prepare.is_some())
+        {
+            return;
+        }
+        if batch_digest(&pp.batch) != pp.digest {
+            self.stats.bad_digest += 1;
+            return;
+        }
+        let view = self.view;
+        let slot = self.slots.entry(pp.seq).or_default();
+        slot.enter_view(view);
+        match &slot.pre_prepare {
+            Some((d, _, _)) if *d != pp.digest => {
+                // The primary equivocates: keep the first.
+                self.stats.invalid += 1;
+                return;
+            }
+            Some(_) => return,
+            None => {}
+        }
+        slot.pre_prepare = Some((pp.digest, pp.batch.clone(), Some(pp.auth)));
+        note_q(&mut slot.pre_prepared, pp.seq, view, pp.digest);
+        out.writes.push(Write::PrePrepared {
+            seq: pp.seq,
+            view,
+            digest: pp.digest,
+            batch: pp.batch,
+        });
+        self.send_prepare(pp.seq, out);
+        self.check_prepared(pp.seq, out);
+    }
+
+    fn send_prepare(&mut self, seq: u64, out: &mut PbftOutput) {
+        let (view, me, id) = (self.view, self.me, self.id);
+        let Some(slot) = self.slots.get_mut(&seq) else { return };
+        let Some((digest, _, _)) = slot.pre_prepare else { return };
+        if slot.sent_prepare || slot.view != view {
+            return;
+        }
+        slot.sent_prepare = true;
+        add_vote(&mut slot.prepares, digest, me);
+        let auth = self.keys.authenticator(Vote::header(false, view, seq, &digest, id).as_bytes());
+        self.broadcast(Message::Prepare(Vote { view, seq, digest, replica: id, auth }), out);
+    }
+
+    /// Checks a vote's sender, view and window; returns the voter position.
+    fn check_vote(&mut self, from: NodeId, commit: bool, v: &Vote) -> Option<usize> {
+        let Some(pos) = self.config.position(v.replica).filter(|_| v.replica == from) else {
+            self.stats.bad_sender += 1;
+            return None;
+        };
+        let header = Vote::header(commit, v.view, v.seq, &v.digest, v.replica);
+        if !self.keys.check_authenticator(pos, header.as_bytes(), &v.auth) {
+            self.stats.bad_mac += 1;
+            return None;
+        }
+        if v.view != self.view || !self.active {
+            return None;
+        }
+        if !self.in_window(v.seq) {
+            self.stats.invalid += 1;
+            return None;
+        }
+        Some(pos)
+    }
+
+    fn on_prepare(&mut self, from: NodeId, v: Vote, out: &mut PbftOutput) {
+        let Some(pos) = self.check_vote(from, false, &v) else { return };
+        if pos == self.primary_position(v.view) {
+            self.stats.invalid += 1; // the primary's vote is its pre-prepare
+            return;
+        }
+        let slot = self.slots.entry(v.seq).or_default();
+        slot.enter_view(v.view);
+        add_vote(&mut slot.prepares, v.digest, pos);
+        self.check_prepared(v.seq, out);
+    }
+
+    fn on_commit(&mut self, from: NodeId, v: Vote, out: &mut PbftOutput) {
+        let Some(pos) = self.check_vote(from, true, &v) else { return };
+        let slot = self.slots.entry(v.seq).or_default();
+        slot.enter_view(v.view);
+        add_vote(&mut slot.commits, v.digest, pos);
+        self.check_committed(v.seq, out);
+    }
+
+    /// Pre-prepare plus `q − 1` matching PREPAREs from backups: prepared.
+    fn check_prepared(&mut self, seq: u64, out: &mut PbftOutput) {
+        let (view, me, id, q) = (self.view, self.me, self.id, self.q);
+        let Some(slot) = self.slots.get_mut(&seq) else { return };
+        let Some((digest, batch, _)) = &slot.pre_prepare else { return };
+        if slot.sent_commit || slot.view != view {
+            return;
+        }
+        if (count_votes(&slot.prepares, digest) as usize) < q - 1 {
+            return;
+        }
+        let digest = *digest;
+        slot.prepared = Some(PreparedEntry { seq, view, digest, batch: batch.clone() });
+        slot.sent_commit = true;
+        add_vote(&mut slot.commits, digest, me);
+        out.writes.push(Write::Prepared { seq, view, digest });
+        let auth = self.keys.authenticator(Vote::header(true, view, seq, &digest, id).as_bytes());
+        self.broadcast(Message::Commit(Vote { view, seq, digest, replica: id, auth }), out);
+        self.check_committed(seq, out);
+    }
+
+    /// Prepared plus `q` matching COMMITs: committed-local.
+    fn check_committed(&mut self, seq: u64, out: &mut PbftOutput) {
+        let q = self.q;
+        let Some(slot) = self.slots.get_mut(&seq) else { return };
+        let Some((digest, _, _)) = &slot.pre_prepare else { return };
+        if slot.committed || !slot.sent_commit || (count_votes(&slot.commits, digest) as usize) < q
+        {
+            return;
+        }
+        slot.committed = true;
+        if seq == self.executed + 1 {
+            self.execute_committed(out);
+        }
+    }
+
+    fn execute_committed(&mut self, out: &mut PbftOutput) {
+        let before = self.executed;
+        loop {
+            let seq = self.executed + 1;
+            let Some(slot) = self.slots.get(&seq) else { break };
+            if !slot.committed {
+                break;
+            }
+            let (_, batch, _) = slot.pre_prepare.clone().expect("committed slots are pre-prepared");
+            self.execute(seq, batch, true, out);
+        }
+        if self.executed > before {
+            self.on_progress(out);
+        }
+    }
+
+    /// Executes `batch` at `seq` (the next sequence number).
+    fn execute(&mut self, seq: u64, batch: Batch, checkpoint: bool, out: &mut PbftOutput) {
+        assert_eq!(seq, self.executed + 1, "execution is strictly in sequence order");
+        let digest = batch_digest(&batch);
+        self.state = chain(&self.state, seq, &digest);
+        self.executed = seq;
+        self.history.push(batch.clone());
+        out.writes.push(Write::Executed { seq, batch: batch.clone() });
+        for c in batch.iter() {
+            let last = self.last_executed.entry(c.client).or_insert(0);
+            *last = (*last).max(c.seq);
+            self.pending.remove(&(c.client, c.seq));
+            self.ordering.remove(&(c.client, c.seq));
+        }
+        self.emit(seq, &batch, out);
+        if seq.is_multiple_of(self.config.checkpoint_interval) {
+            self.own_checkpoints.insert(seq, self.state);
+            if checkpoint {
+                let d = Checkpoint::digest(seq, &self.state, self.id);
+                let cp = Checkpoint {
+                    seq,
+                    state: self.state,
+                    replica: self.id,
+                    sig: self.keys.sign(&d),
+                };
+                self.broadcast(Message::Checkpoint(cp.clone()), out);
+                self.record_checkpoint(self.me, cp, out);
+            }
+        }
+    }
+
+    /// After execution advanced: timers, batches, reads.
+    fn on_progress(&mut self, out: &mut PbftOutput) {
+        self.vc_timeout = self.config.view_change_timeout;
+        self.request_deadline = Time::MAX; // re-armed below by the caller's `now`
+        self.send_batches(out);
+        self.release_reads(out);
+    }
+
+    // ----- checkpoints and state transfer -------------------------------------
+
+    fn on_checkpoint(&mut self, cp: Checkpoint, out: &mut PbftOutput) {
+        let Some(pos) = self.config.position(cp.replica) else {
+            self.stats.bad_sender += 1;
+            return;
+        };
+        if cp.seq <= self.stable.seq || !cp.seq.is_multiple_of(self.config.checkpoint_interval) {
+            return;
+        }
+        if cp.seq > self.high_watermark() + 4 * self.config.log_window {
+            self.stats.invalid += 1;
+            return;
+        }
+        if self.checkpoints.get(&cp.seq).is_some_and(|m| m.contains_key(&pos)) {
+            return;
+        }
+        if !self.check_signed(pos, &Checkpoint::digest(cp.seq, &cp.state, cp.replica), &cp.sig) {
+            return;
+        }
+        self.record_checkpoint(pos, cp, out);
+    }
+
+    fn record_checkpoint(&mut self, pos: usize, cp: Checkpoint, out: &mut PbftOutput) {
+        let (seq, state) = (cp.seq, cp.state);
+        let set = self.checkpoints.entry(seq).or_default();
+        set.entry(pos).or_insert(cp);
+        let proof: Vec<Checkpoint> = set.values().filter(|c| c.state == state).cloned().collect();
+        if proof.len() >= self.q {
+            self.make_stable(StableCheckpoint { seq, state, proof: Arc::from(proof) }, out);
+        }
+    }
+
+    /// Adopts a proved stable checkpoint: moves the window, discards below.
+    fn make_stable(&mut self, s: StableCheckpoint, out: &mut PbftOutput) {
+        if s.seq <= self.stable.seq {
+            return;
+        }
+        if let Some(own) = self.own_checkpoints.get(&s.seq) {
+            assert_eq!(
+                *own, s.state,
+                "{}: state at checkpoint {} diverged from a quorum's",
+                self.id, s.seq
+            );
+        }
+        out.writes.push(Write::Stable(s.clone()));
+        let seq = s.seq;
+        self.stable = s;
+        self.slots = self.slots.split_off(&(seq + 1));
+        self.checkpoints = self.checkpoints.split_off(&(seq + 1));
+        self.own_checkpoints = self.own_checkpoints.split_off(&seq);
+        if self.next_seq <= seq {
+            self.next_seq = seq + 1;
+        }
+        if self.executed < seq {
+            self.fetch_deadline = Time::ZERO; // fetch on the next tick
+        }
+        self.send_batches(out);
+    }
+
+    fn fetch(&mut self, now: Time, out: &mut PbftOutput) {
+        if self.executed >= self.stable.seq {
+            self.fetch_deadline = Time::MAX;
+            return;
+        }
+        let signers: Vec<usize> = self
+            .stable
+            .proof
+            .iter()
+            .filter_map(|c| self.config.position(c.replica))
+            .filter(|&p| p != self.me)
+            .collect();
+        let peer = if signers.is_empty() {
+            (self.me + 1 + self.fetch_peer % (self.n - 1).max(1)) % self.n
+        } else {
+            signers[self.fetch_peer % signers.len()]
+        };
+        self.fetch_peer += 1;
+        let (from, upto) = (self.executed + 1, self.stable.seq);
+        let auth = self.keys.mac(peer, Message::fetch_header(from, upto).as_bytes());
+        if peer != self.me {
+            self.send_to(peer, Message::Fetch { from, upto, auth }, out);
+        }
+        self.fetch_deadline = now + self.config.status_interval * 2;
+    }
+
+    fn on_fetch(
+        &mut self,
+        pos: usize,
+        from: u64,
+        upto: u64,
+        auth: &crate::Mac,
+        out: &mut PbftOutput,
+    ) {
+        if !self.keys.check_mac(pos, Message::fetch_header(from, upto).as_bytes(), auth) {
+            self.stats.bad_mac += 1;
+            return;
+        }
+        if from == 0 || upto < from || upto > self.executed {
+            return;
+        }
+        let count = ((upto - from + 1) as usize).min(self.config.max_state_transfer_batches);
+        let batches: Arc<[Batch]> =
+            self.history[from as usize - 1..from as usize - 1 + count].iter().cloned().collect();
+        self.send_to(pos, Message::State { first: from, batches }, out);
+    }
+
+    fn on_state(&mut self, first: u64, batches: &[Batch], out: &mut PbftOutput) {
+        if first != self.executed + 1 || self.executed >= self.stable.seq {
+            return;
+        }
+        let target = self.stable.seq;
+        if first + batches.len() as u64 - 1 < target {
+            self.stats.invalid += 1;
+            return;
+        }
+        let mut state = self.state;
+        for (i, b) in batches.iter().take((target - first + 1) as usize).enumerate() {
+            state = chain(&state, first + i as u64, &batch_digest(b));
+        }
+        if state != self.stable.state {
+            self.stats.bad_digest += 1;
+            return;
+        }
+        for (i, b) in batches.iter().take((target - first + 1) as usize).enumerate() {
+            self.execute(first + i as u64, b.clone(), false, out);
+        }
+        self.fetch_deadline = Time::MAX;
+        // Continue with whatever already committed above the checkpoint.
+        self.execute_committed(out);
+        self.on_progress(out);
+    }
+
+    // ----- view change -------------------------------------------------------
+
+    fn check_signed(
+        &mut self,
+        pos: usize,
+        digest: &Digest,
+        sig: &ed25519_dalek::Signature,
+    ) -> bool {
+        if self.verified.contains(&(pos, *digest)) {
+            return true;
+        }
+        if !self.keys.check_signature(pos, digest, sig) {
+            self.stats.bad_signature += 1;
+            return false;
+        }
+        if self.verified.len() >= MAX_VERIFIED {
+            self.verified.clear();
+        }
+        self.verified.insert((pos, *digest));
+        true
+    }
+
+    /// Checks a stable checkpoint's proof.
+    fn check_stable(&mut self, s: &StableCheckpoint) -> bool {
+        if s.seq == 0 {
+            return s.state == Digest::ZERO;
+        }
+        if !s.seq.is_multiple_of(self.config.checkpoint_interval) {
+            return false;
+        }
+        let mut signers = 0u64;
+        for c in s.proof.iter() {
+            let Some(pos) = self.config.position(c.replica) else { return false };
+            if c.seq != s.seq || c.state != s.state || signers & (1 << pos) != 0 {
+                return false;
+            }
+            if !self.check_signed(pos, &Checkpoint::digest(c.seq, &c.state, c.replica), &c.sig) {
+                return false;
+            }
+            signers |= 1 << pos;
+        }
+        signers.count_ones() as usize >= self.q
+    }
+
+    /// Checks a VIEW-CHANGE: signature, checkpoint proof, entries within
+    /// its window, batches matching their digests. Returns the sender.
+    fn check_view_change(&mut self, vc: &ViewChange) -> Option<usize> {
+        let Some(pos) = self.config.position(vc.replica) else {
+            self.stats.bad_sender += 1;
+            return None;
+        };
+        if !self.check_signed(pos, &vc.digest(), &vc.sig) {
+            return None;
+        }
+        let (lo, hi) = (vc.stable.seq, vc.stable.seq + self.config.log_window);
+        let mut last = lo;
+        for p in &vc.prepared {
+            if p.seq <= last || p.seq > hi || p.view >= vc.view {
+                self.stats.invalid += 1;
+                return None;
+            }
+            last = p.seq;
+            if batch_digest(&p.batch) != p.digest {
+                self.stats.bad_digest += 1;
+                return None;
+            }
+        }
+        let q_ok = vc.pre_prepared.len() as u64
+            <= self.config.log_window * crate::storage::MAX_Q_PER_SEQ as u64
+            && vc.pre_prepared.iter().all(|e| e.seq > lo && e.seq <= hi && e.view < vc.view);
+        if !q_ok {
+            self.stats.invalid += 1;
+            return None;
+        }
+        if !self.check_stable(&vc.stable) {
+            self.stats.invalid += 1;
+            return None;
+        }
+        Some(pos)
+    }
+
+    fn build_view_change(&self, view: u64) -> ViewChange {
+        let mut prepared = Vec::new();
+        let mut pre_prepared = Vec::new();
+        for (&seq, slot) in self.slots.range(self.stable.seq + 1..) {
+            if let Some(p) = &slot.prepared {
+                debug_assert_eq!(p.seq, seq);
+                prepared.push(p.clone());
+            }
+            pre_prepared.extend(slot.pre_prepared.iter().copied());
+        }
+        let mut vc = ViewChange {
+            view,
+            replica: self.id,
+            stable: self.stable.clone(),
+            prepared,
+            pre_prepared,
+            sig: ed25519_dalek::Signature::from_bytes(&[0; 64]),
+        };
+        vc.sig = self.keys.sign(&vc.digest());
+        vc
+    }
+
+    /// Leaves the current view for `view`: persists, multicasts a signed
+    /// VIEW-CHANGE, doubles the timeout.
+    fn start_view_change(&mut self, now: Time, view: u64, out: &mut PbftOutput) {
+        assert!(view > self.view || (view == self.view && !self.active));
+        self.view = view;
+        self.active = false;
+        out.writes.push(Write::View { view, changing: true });
+        for slot in self.slots.values_mut() {
+            slot.enter_view(view);
+        }
+        self.requeue_for_view_change();
+        let vc = Arc::new(self.build_view_change(view));
+        self.my_view_change = Some(vc.clone());
+        self.view_changes.insert(self.me, vc.clone());
+        self.broadcast(Message::ViewChange(vc), out);
+        self.vc_deadline = Time::MAX;
+        self.vc_timeout = (self.vc_timeout * 2).min(self.config.max_view_change_timeout);
+        self.request_deadline = Time::MAX;
+        self.maybe_start_vc_timer(now);
+        self.try_new_view(now, out);
+    }
+
+    /// OSDI'99 §4.5.2: the timer for giving up on view `v` starts only once
+    /// quorum-many replicas asked for `v`, so that a replica cut off from
+    /// the others does not race through views alone.
+    fn maybe_start_vc_timer(&mut self, now: Time) {
+        if self.active || self.vc_deadline != Time::MAX {
+            return;
+        }
+        let asking = self.view_changes.values().filter(|vc| vc.view == self.view).count();
+        if asking >= self.q {
+            self.vc_deadline = now + self.vc_timeout;
+        }
+    }
+
+    /// Requests queued at a primary that leaves its view become pending (a
+    /// later primary orders them).
+    fn requeue_for_view_change(&mut self) {
+        for c in self.queue.drain(..) {
+            self.ordering.remove(&(c.client, c.seq));
+            self.pending.insert((c.client, c.seq), c);
+        }
+        self.ordering.clear();
+    }
+
+    fn on_view_change(&mut self, now: Time, vc: Arc<ViewChange>, out: &mut PbftOutput) {
+        let Some(pos) = self.config.position(vc.replica) else {
+            self.stats.bad_sender += 1;
+            return;
+        };
+        if self.view_changes.get(&pos).is_some_and(|old| old.view >= vc.view) {
+            return;
+        }
+        if vc.view < self.view || (vc.view == self.view && self.active) {
+            // A replica still changing to our view missed the NEW-VIEW.
+            if vc.view == self.view
+                && self.active
+                && let Some(nv) = self.last_new_view.clone()
+            {
+                self.send_to(pos, Message::NewView(nv), out);
+            }
+            return;
+        }
+        if self.check_view_change(&vc).is_none() {
+            return;
+        }
+        self.view_changes.insert(pos, vc);
+        // Join: f+1 replicas asked for views above ours.
+        let mut higher: Vec<u64> = self
+            .view_changes
+            .iter()
+            .filter(|(p, v)| **p != self.me && (v.view > self.view))
+            .map(|(_, v)| v.view)
+            .collect();
+        if higher.len() > self.f() {
+            higher.sort_unstable();
+            // The smallest view such that f+1 asked for it or more.
+            let target = higher[higher.len() - 1 - self.f()];
+            if target > self.view {
+                self.start_view_change(now, target, out);
+                return;
+            }
+        }
+        self.maybe_start_vc_timer(now);
+        self.try_new_view(now, out);
+    }
+
+    /// The new primary, once S decides, sends NEW-VIEW and installs it.
+    fn try_new_view(&mut self, now: Time, out: &mut PbftOutput) {
+        if self.active || !self.is_primary() {
+            return;
+        }
+        let set: Vec<Arc<ViewChange>> =
+            self.view_changes.values().filter(|vc| vc.view == self.view).cloned().collect();
+        let Some(decision) = view_change::decide(&set, self.n) else { return };
+        let mut nv = NewView {
+            view: self.view,
+            replica: self.id,
+            view_changes: set,
+            checkpoint_seq: decision.checkpoint.seq,
+            checkpoint_state: decision.checkpoint.state,
+            pre_prepares: decision.digests(),
+            sig: ed25519_dalek::Signature::from_bytes(&[0; 64]),
+        };
+        nv.sig = self.keys.sign(&nv.digest());
+        let nv = Arc::new(nv);
+        self.broadcast(Message::NewView(nv.clone()), out);
+        self.install_new_view(now, nv, decision, out);
+    }
+
+    fn on_new_view(&mut self, now: Time, nv: Arc<NewView>, out: &mut PbftOutput) {
+        if nv.view < self.view || (nv.view == self.view && self.active) {
+            return;
+        }
+        let p = self.primary_position(nv.view);
+        if self.config.position(nv.replica) != Some(p) {
+            self.stats.bad_sender += 1;
+            return;
+        }
+        if !self.check_signed(p, &nv.digest(), &nv.sig) {
+            return;
+        }
+        let mut senders = 0u64;
+        for vc in &nv.view_changes {
+            if vc.view != nv.view {
+                self.stats.invalid += 1;
+                return;
+            }
+            let Some(pos) = self.check_view_change(vc) else { return };
+            if senders & (1 << pos) != 0 {
+                self.stats.invalid += 1;
+                return;
+            }
+            senders |= 1 << pos;
+        }
+        let Some(decision) = view_change::decide(&nv.view_changes, self.n) else {
+            self.stats.invalid += 1;
+            return;
+        };
+        if decision.checkpoint.seq != nv.checkpoint_seq
+            || decision.checkpoint.state != nv.checkpoint_state
+            || decision.digests() != nv.pre_prepares
+        {
+            self.stats.invalid += 1;
+            return;
+        }
+        self.install_new_view(now, nv, decision, out);
+    }
+
+    fn install_new_view(
+        &mut self,
+        now: Time,
+        nv: Arc<NewView>,
+        decision: view_change::Decision,
+        out: &mut PbftOutput,
+    ) {
+        let view = nv.view;
+        if view > self.view {
+            self.requeue_for_view_change();
+        }
+        self.view = view;
+        self.active = true;
+        out.writes.push(Write::View { view, changing: false });
+        self.last_new_view = Some(nv);
+        self.my_view_change = None;
+        self.view_changes.retain(|_, vc| vc.view > view);
+        self.vc_deadline = Time::MAX;
+        for slot in self.slots.values_mut() {
+            slot.enter_view(view);
+        }
+        self.make_stable(decision.checkpoint.clone(), out);
+        let mut max_seq = self.stable.seq.max(decision.checkpoint.seq);
+        let primary = self.is_primary();
+        for (seq, digest, batch) in decision.pre_prepares {
+            max_seq = max_seq.max(seq);
+            if seq <= self.stable.seq {
+                continue;
+            }
+            if let Some(done) = self.executed_batch(seq) {
+                assert_eq!(
+                    batch_digest(done),
+                    digest,
+                    "{}: NEW-VIEW {view} reorders executed seq {seq}",
+                    self.id
+                );
+            }
+            if seq > self.executed {
+                for c in batch.iter() {
+                    self.ordering.insert((c.client, c.seq));
+                }
+            }
+            let slot = self.slots.entry(seq).or_default();
+            slot.enter_view(view);
+            slot.pre_prepare = Some((digest, batch.clone(), None));
+            note_q(&mut slot.pre_prepared, seq, view, digest);
+            out.writes.push(Write::PrePrepared { seq, view, digest, batch });
+            if !primary {
+                self.send_prepare(seq, out);
+            }
+        }
+        self.next_seq = max_seq.max(self.executed) + 1;
+        // Requests still pending go to the new primary's queue (or wait).
+        if primary {
+            let mut pending: Vec<Command> = self.pending.drain().map(|(_, c)| c).collect();
+            pending.sort_by_key(|c| (c.client, c.seq));
+            for c in pending {
+                if !self.ordering.contains(&(c.client, c.seq)) {
+                    self.ordering.insert((c.client, c.seq));
+                    self.queue.push_back(c);
+                }
+            }
+            self.send_batches(out);
+        }
+        self.request_deadline =
+            if self.pending.is_empty() { Time::MAX } else { now + self.vc_timeout };
+        if self.executed < self.stable.seq {
+            self.fetch_deadline = Time::ZERO;
+        }
+    }
+
+    // ----- retransmission ----------------------------------------------------
+
+    fn send_status(&mut self, now: Time, out: &mut PbftOutput) {
+        let h = Message::status_header(self.view, self.active, self.executed);
+        for j in 0..self.n {
+            if j != self.me {
+                let auth = self.keys.mac(j, h.as_bytes());
+                let msg = Message::Status {
+                    view: self.view,
+                    active: self.active,
+                    executed: self.executed,
+                    auth,
+                };
+                self.send_to(j, msg, out);
+            }
+        }
+        self.status_deadline = now + self.config.status_interval;
+    }
+
+    fn on_status(
+        &mut self,
+        pos: usize,
+        view: u64,
+        active: bool,
+        executed: u64,
+        out: &mut PbftOutput,
+    ) {
+        let stalled = self.peer_executed[pos] == executed;
+        self.peer_executed[pos] = executed;
+        if view < self.view || (view == self.view && !active) {
+            if self.active {
+                if let Some(nv) = self.last_new_view.clone() {
+                    self.send_to(pos, Message::NewView(nv), out);
+                }
+            } else if let Some(vc) = self.my_view_change.clone() {
+                self.send_to(pos, Message::ViewChange(vc), out);
+            }
+        }
+        if view != self.view
+            || !active
+            || !self.active
+            || !stalled
+            || executed >= self.executed.max(self.last_pre_prepared())
+        {
+            return;
+        }
+        if executed < self.stable.seq {
+            for cp in self.stable.proof.iter() {
+                self.send_to(pos, Message::Checkpoint(cp.clone()), out);
+            }
+        }
+        let from = executed.max(self.stable.seq) + 1;
+        let upto = (from + self.config.max_retransmit_seqs).min(self.high_watermark());
+        let (v, id) = (self.view, self.id);
+        let mut msgs = Vec::new();
+        for (&seq, slot) in self.slots.range(from..=upto) {
+            if slot.view != v {
+                continue;
+            }
+            let Some((digest, batch, auth)) = &slot.pre_prepare else { continue };
+            if let Some(auth) = auth.as_ref().filter(|_| pos != self.primary_position(v)) {
+                let pp = PrePrepare {
+                    view: v,
+                    seq,
+                    digest: *digest,
+                    batch: batch.clone(),
+                    auth: auth.clone(),
+                };
+                msgs.push(Message::PrePrepare(pp));
+            }
+            if slot.sent_prepare {
+                let auth = self
+                    .keys
+                    .authenticator_for(pos, Vote::header(false, v, seq, digest, id).as_bytes());
+                msgs.push(Message::Prepare(Vote {
+                    view: v,
+                    seq,
+                    digest: *digest,
+                    replica: id,
+                    auth,
+                }));
+            }
+            if slot.sent_commit {
+                let auth = self
+                    .keys
+                    .authenticator_for(pos, Vote::header(true, v, seq, digest, id).as_bytes());
+                msgs.push(Message::Commit(Vote {
+                    view: v,
+                    seq,
+                    digest: *digest,
+                    replica: id,
+                    auth,
+                }));
+            }
+        }
+        for m in msgs {
+            self.send_to(pos, m, out);
+        }
+    }
+
+    fn last_pre_prepared(&self) -> u64 {
+        self.slots
+            .iter()
+            .rev()
+            .find(|(_, s)| s.view == self.view && s.pre_prepare.is_some())
+            .map_or(0, |(&seq, _)| seq)
+    }
+
+    // ----- reads -------------------------------------------------------------
+
+    /// Highest sequence number prepared or executed here.
+    fn read_seq(&self) -> u64 {
+        let prepared =
+            self.slots.iter().rev().find(|(_, s)| s.prepared.is_some()).map_or(0, |(&seq, _)| seq);
+        prepared.max(self.executed)
+    }
+
+    fn release_reads(&mut self, out: &mut PbftOutput) {
+        let executed = self.executed;
+        let applied = self.applied_positions;
+        self.reads.retain(|r| {
+            if r.resolved && r.max_seq <= executed {
+                out.reads.push(ReadState { id: r.id, index: applied });
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    fn on_read_index(&mut self, pos: usize, nonce: u64, seq: u64, out: &mut PbftOutput) {
+        let q = self.q;
+        let Some(r) = self.reads.iter_mut().find(|r| r.nonce == nonce) else { return };
+        r.voters |= 1 << pos;
+        r.max_seq = r.max_seq.max(seq);
+        if r.voters.count_ones() as usize >= q {
+            r.resolved = true;
+            self.release_reads(out);
+        }
+    }
+
+    // ----- timers ------------------------------------------------------------
+
+    fn fire_timers(&mut self, now: Time, out: &mut PbftOutput) {
+        if now >= self.status_deadline {
+            self.send_status(now, out);
+        }
+        if now >= self.fetch_deadline {
+            self.fetch(now, out);
+        }
+        if !self.active && now >= self.vc_deadline {
+            let next = self.view + 1;
+            self.start_view_change(now, next, out);
+        } else if self.active && now >= self.request_deadline {
+            if self.pending.is_empty() || self.is_primary() {
+                self.request_deadline = Time::MAX;
+            } else {
+                let next = self.view + 1;
+                self.start_view_change(now, next, out);
+            }
+        }
+        while let Some(r) = self.reads.front() {
+            if r.deadline > now {
+                break;
+            }
+            let id = r.id;
+            self.reads.pop_front();
+            out.events.push(Event::ReadFailed { id });
+        }
+    }
+
+    fn mac_sender(&mut self, from: NodeId) -> Option<usize> {
+        let pos = self.config.position(from).filter(|&p| p != self.me);
+        if pos.is_none() {
+            self.stats.bad_sender += 1;
+        }
+        pos
+    }
+
+    /// Re-arms the request timer after progress (it must see `now`).
+    fn rearm(&mut self, now: Time) {
+        if self.request_deadline == Time::MAX && !self.pending.is_empty() && self.active {
+            self.request_deadline = now + self.vc_timeout;
+        }
+    }
+}
+
+impl Protocol for PbftNode {
+    type Config = Config;
+    type Message = Message;
+    type Write = Write;
+    type Durable = Durable;
+
+    /// Rebuilds replica `id` from `durable`: its view, its pre-prepared and
+    /// prepared records, its stable checkpoint, and the executed history,
+    /// which is applied again (emitted from position 1) on the first call.
+    ///
+    /// # Panics
+    /// If `config` is invalid or `id` is not one of its replicas.
+    fn recover(id: NodeId, config: &Config, durable: &Durable, _seed: u64, now: Time) -> Self {
+        if let Err(e) = config.validate() {
+            panic!("invalid PBFT configuration: {e}");
+        }
+        let me = config.position(id).unwrap_or_else(|| panic!("{id} is not a replica"));
+        let n = config.replicas.len();
+        let mut node = PbftNode {
+            id,
+            me,
+            n,
+            q: quorum::byzantine_quorum(n),
+            keys: Keyring::derive(config.key_seed, me, n),
+            view: durable.view,
+            active: !durable.changing,
+            slots: BTreeMap::new(),
+            stable: durable.stable.clone(),
+            checkpoints: BTreeMap::new(),
+            own_checkpoints: BTreeMap::new(),
+            executed: 0,
+            state: Digest::ZERO,
+            history: Vec::with_capacity(durable.executed.len()),
+            emitted: 0,
+            applied_positions: 0,
+            last_executed: HashMap::new(),
+            next_seq: 1,
+            queue: VecDeque::new(),
+            ordering: HashSet::new(),
+            pending: HashMap::new(),
+            request_deadline: Time::MAX,
+            vc_timeout: config.view_change_timeout,
+            vc_deadline: Time::MAX,
+            view_changes: BTreeMap::new(),
+            my_view_change: None,
+            last_new_view: None,
+            announce_view_change: false,
+            status_deadline: now,
+            peer_executed: vec![u64::MAX; n],
+            fetch_deadline: if durable.executed.len() as u64 >= durable.stable.seq {
+                Time::MAX
+            } else {
+                now
+            },
+            fetch_peer: me,
+            reads: VecDeque::new(),
+            next_nonce: 1,
+            stats: AuthStats::default(),
+            verified: HashSet::new(),
+            role: Role::Follower,
+            config: config.clone(),
+        };
+        for batch in &durable.executed {
+            let seq = node.executed + 1;
+            node.state = chain(&node.state, seq, &batch_digest(batch));
+            node.executed = seq;
+            node.history.push(batch.clone());
+            for c in batch.iter() {
+                let last = node.last_executed.entry(c.client).or_insert(0);
+                *last = (*last).max(c.seq);
+            }
+            if seq.is_multiple_of(config.checkpoint_interval) && seq >= node.stable.seq {
+                node.own_checkpoints.insert(seq, node.state);
+            }
+        }
+        if let Some(own) = node.own_checkpoints.get(&node.stable.seq) {
+            assert_eq!(
+                *own, node.stable.state,
+                "durable history disagrees with the stable checkpoint"
+            );
+        }
+        for (&seq, ds) in durable.slots.range(node.stable.seq + 1..) {
+            let mut slot = Slot { view: node.view, ..Slot::default() };
+            slot.prepared = ds.prepared.clone();
+            slot.pre_prepared = ds.pre_prepared.clone();
+            if let Some((v, d, b)) = &ds.latest
+                && *v == node.view
+                && node.active
+            {
+                slot.pre_prepare = Some((*d, b.clone(), None));
+                slot.sent_prepare = node.primary_position(*v) != me;
+                if slot.sent_prepare {
+                    slot.prepares.push((*d, 1 << me));
+                }
+                if let Some(p) = &ds.prepared
+                    && p.view == *v
+                {
+                    slot.sent_commit = true;
+                    slot.commits.push((*d, 1 << me));
+                }
+                node.next_seq = node.next_seq.max(seq + 1);
+                for c in b.iter().filter(|_| seq > node.executed) {
+                    node.ordering.insert((c.client, c.seq));
+                }
+            }
+            node.slots.insert(seq, slot);
+        }
+        node.next_seq = node.next_seq.max(node.stable.seq.max(node.executed) + 1);
+        if !node.active {
+            let vc = Arc::new(node.build_view_change(node.view));
+            node.view_changes.insert(me, vc.clone());
+            node.my_view_change = Some(vc);
+            node.announce_view_change = true;
+        }
+        node.role = node.current_role();
+        node
+    }
+
+    fn apply_write(durable: &mut Durable, write: &Write) {
+        durable.apply(write)
+    }
+
+    fn id(&self) -> NodeId {
+        self.id
+    }
+
+    fn tick(&mut self, now: Time, out: &mut PbftOutput) {
+        self.flush(out);
+        self.fire_timers(now, out);
+        self.rearm(now);
+        self.finish(out);
+    }
+
+    fn next_deadline(&self) -> Time {
+        if self.emitted < self.executed || self.announce_view_change {
+            return Time::ZERO;
+        }
+        let vc = if self.active { self.request_deadline } else { self.vc_deadline };
+        let read = self.reads.front().map_or(Time::MAX, |r| r.deadline);
+        self.status_deadline.min(self.fetch_deadline).min(vc).min(read)
+    }
+
+    fn step(&mut self, now: Time, from: NodeId, msg: Message, out: &mut PbftOutput) {
+        self.flush(out);
+        if from == self.id {
+            return;
+        }
+        match msg {
+            Message::PrePrepare(pp) => self.on_pre_prepare(pp, out),
+            Message::Prepare(v) => self.on_prepare(from, v, out),
+            Message::Commit(v) => self.on_commit(from, v, out),
+            Message::Checkpoint(cp) => self.on_checkpoint(cp, out),
+            Message::ViewChange(vc) => self.on_view_change(now, vc, out),
+            Message::NewView(nv) => self.on_new_view(now, nv, out),
+            Message::Status { view, active, executed, auth } => {
+                let Some(pos) = self.mac_sender(from) else { return };
+                let h = Message::status_header(view, active, executed);
+                if !self.keys.check_mac(pos, h.as_bytes(), &auth) {
+                    self.stats.bad_mac += 1;
+                } else {
+                    self.on_status(pos, view, active, executed, out);
+                }
+            }
+            Message::Forward { requests, auth } => {
+                let Some(pos) = self.mac_sender(from) else { return };
+                let d = batch_digest(&requests);
+                if !self.keys.check_mac(pos, Message::forward_header(&d).as_bytes(), &auth) {
+                    self.stats.bad_mac += 1;
+                } else if self.active && self.is_primary() {
+                    for c in requests.iter().take(self.config.max_batch) {
+                        let _ = self.accept_request(now, c.clone(), false, out);
+                    }
+                    self.send_batches(out);
+                }
+            }
+            Message::Fetch { from: first, upto, auth } => {
+                let Some(pos) = self.mac_sender(from) else { return };
+                self.on_fetch(pos, first, upto, &auth, out);
+            }
+            Message::State { first, batches } => {
+                if self.mac_sender(from).is_some() {
+                    self.on_state(first, &batches, out);
+                }
+            }
+            Message::ReadQuery { nonce, auth } => {
+                let Some(pos) = self.mac_sender(from) else { return };
+                if !self.keys.check_mac(
+                    pos,
+                    Message::read_header(false, nonce, 0).as_bytes(),
+                    &auth,
+                ) {
+                    self.stats.bad_mac += 1;
+                    return;
+                }
+                let seq = self.read_seq();
+                let auth = self.keys.mac(pos, Message::read_header(true, nonce, seq).as_bytes());
+                self.send_to(pos, Message::ReadIndex { nonce, seq, auth }, out);
+            }
+            Message::ReadIndex { nonce, seq, auth } => {
+                let Some(pos) = self.mac_sender(from) else { return };
+                if !self.keys.check_mac(
+                    pos,
+                    Message::read_header(true, nonce, seq).as_bytes(),
+                    &auth,
+                ) {
+                    self.stats.bad_mac += 1;
+                    return;
+                }
+                self.on_read_index(pos, nonce, seq, out);
+            }
+        }
+        self.rearm(now);
+        self.finish(out);
+    }
+
+    fn propose(
+        &mut self,
+        now: Time,
+        commands: Vec<Command>,
+        out: &mut PbftOutput,
+    ) -> Result<(), ProposeError> {
+        self.flush(out);
+        if commands.is_empty() {
+            return Err(ProposeError::Rejected("empty batch"));
+        }
+        let mut result = Ok(());
+        for c in commands {
+            if let Err(e) = self.accept_request(now, c, true, out) {
+                result = Err(e);
+            }
+        }
+        self.send_batches(out);
+        self.rearm(now);
+        self.finish(out);
+        result
+    }
+
+    fn read(&mut self, now: Time, id: ReadId, out: &mut PbftOutput) -> Result<(), ProposeError> {
+        self.flush(out);
+        if self.reads.len() >= self.config.max_pending_reads {
+            return Err(ProposeError::Busy("too many pending reads"));
+        }
+        let nonce = self.next_nonce;
+        self.next_nonce += 1;
+        let resolved = self.q <= 1;
+        self.reads.push_back(PendingRead {
+            id,
+            nonce,
+            voters: 1 << self.me,
+            max_seq: self.read_seq(),
+            resolved,
+            deadline: now + self.config.read_timeout,
+        });
+        for j in 0..self.n {
+            if j != self.me {
+                let auth = self.keys.mac(j, Message::read_header(false, nonce, 0).as_bytes());
+                self.send_to(j, Message::ReadQuery { nonce, auth }, out);
+            }
+        }
+        self.release_reads(out);
+        self.finish(out);
+        Ok(())
+    }
+
+    fn status(&self) -> Status {
+        Status {
+            id: self.id,
+            role: self.current_role(),
+            epoch: self.view,
+            leader: self.active.then(|| self.primary()),
+            commit_index: self.applied_positions,
+            applied_index: self.applied_positions,
+            last_index: self.applied_positions,
+        }
+    }
+
+    fn client_routing(config: &Config) -> ClientRouting {
+        ClientRouting::All { replies: quorum::byzantine_reply_quorum(config.replicas.len()) }
+    }
+}

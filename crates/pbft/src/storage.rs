@@ -1,0 +1,197 @@
+//! What a replica persists, so that after a restart it neither equivocates
+//! nor forgets a certificate a view change depends on.
+//!
+//! A replica writes (and the driver syncs, before the messages that depend
+//! on it leave — the persistence contract):
+//! - its view, and whether it is changing to it ([`Write::View`]), before a
+//!   VIEW-CHANGE or any message of a new view;
+//! - every pre-prepare it sends or accepts ([`Write::PrePrepared`]), before
+//!   its PRE-PREPARE or PREPARE: it never pre-prepares two digests for one
+//!   (view, n) and keeps its Q set;
+//! - every certificate it prepares ([`Write::Prepared`]), before its COMMIT:
+//!   its P set survives, so a committed request survives view changes even
+//!   if replicas restart;
+//! - every batch it executes ([`Write::Executed`]): the executed history is
+//!   replayed into the state machine after a restart (until the snapshot
+//!   seam exists, it is the state), and served to replicas that fetch state;
+//! - each stable checkpoint with its proof ([`Write::Stable`]), which moves
+//!   the low watermark and discards the per-sequence records below it.
+
+use crate::digest::Digest;
+use crate::message::{Batch, PrePreparedEntry, PreparedEntry, StableCheckpoint};
+use std::collections::BTreeMap;
+
+/// Bound on the Q entries kept per sequence number (the latest views win).
+pub const MAX_Q_PER_SEQ: usize = 4;
+
+/// One durable write.
+#[derive(Clone, Debug)]
+pub enum Write {
+    /// The current view; `changing` while a VIEW-CHANGE to it is pending.
+    View {
+        /// The view.
+        view: u64,
+        /// True between sending VIEW-CHANGE and accepting NEW-VIEW.
+        changing: bool,
+    },
+    /// A pre-prepare sent (primary) or accepted (backup, or from NEW-VIEW).
+    PrePrepared {
+        /// Sequence number.
+        seq: u64,
+        /// View.
+        view: u64,
+        /// Digest.
+        digest: Digest,
+        /// The batch.
+        batch: Batch,
+    },
+    /// A prepared certificate.
+    Prepared {
+        /// Sequence number.
+        seq: u64,
+        /// View.
+        view: u64,
+        /// Digest.
+        digest: Digest,
+    },
+    /// The batch executed at `seq`.
+    Executed {
+        /// Sequence number.
+        seq: u64,
+        /// The batch.
+        batch: Batch,
+    },
+    /// A stable checkpoint with its proof.
+    Stable(StableCheckpoint),
+}
+
+/// What a replica persisted about one sequence number above the low
+/// watermark.
+#[derive(Clone, Debug, Default)]
+pub struct DurableSlot {
+    /// The latest pre-prepare: view, digest, batch.
+    pub latest: Option<(u64, Digest, Batch)>,
+    /// The Q set at this sequence number (latest view per digest, bounded).
+    pub pre_prepared: Vec<PrePreparedEntry>,
+    /// The latest prepared certificate.
+    pub prepared: Option<PreparedEntry>,
+}
+
+impl DurableSlot {
+    /// Records that `digest` pre-prepared in `view`: Q keeps the latest view
+    /// per digest and at most [`MAX_Q_PER_SEQ`] entries (oldest views go).
+    pub fn note_pre_prepared(&mut self, seq: u64, view: u64, digest: Digest) {
+        note_q(&mut self.pre_prepared, seq, view, digest);
+    }
+}
+
+/// Adds `(digest, view)` to a Q list as [`DurableSlot::note_pre_prepared`]
+/// describes.
+pub fn note_q(q: &mut Vec<PrePreparedEntry>, seq: u64, view: u64, digest: Digest) {
+    if let Some(e) = q.iter_mut().find(|e| e.digest == digest) {
+        e.view = e.view.max(view);
+    } else {
+        q.push(PrePreparedEntry { seq, view, digest });
+    }
+    if q.len() > MAX_Q_PER_SEQ {
+        q.sort_by_key(|e| std::cmp::Reverse(e.view));
+        q.truncate(MAX_Q_PER_SEQ);
+    }
+}
+
+/// Everything that survives a crash.
+#[derive(Clone, Debug, Default)]
+pub struct Durable {
+    /// The view.
+    pub view: u64,
+    /// True when a view change to `view` was pending.
+    pub changing: bool,
+    /// The last stable checkpoint (genesis: seq 0).
+    pub stable: StableCheckpoint,
+    /// Per sequence number above `stable.seq`.
+    pub slots: BTreeMap<u64, DurableSlot>,
+    /// `executed[i]` is the batch executed at sequence number `i + 1`.
+    pub executed: Vec<Batch>,
+}
+
+impl Durable {
+    /// Applies one synced write.
+    pub fn apply(&mut self, write: &Write) {
+        match write {
+            Write::View { view, changing } => {
+                if *view >= self.view {
+                    self.view = *view;
+                    self.changing = *changing;
+                }
+            }
+            Write::PrePrepared { seq, view, digest, batch } => {
+                if *seq <= self.stable.seq {
+                    return;
+                }
+                let slot = self.slots.entry(*seq).or_default();
+                if slot.latest.as_ref().is_none_or(|(v, _, _)| v <= view) {
+                    slot.latest = Some((*view, *digest, batch.clone()));
+                }
+                slot.note_pre_prepared(*seq, *view, *digest);
+            }
+            Write::Prepared { seq, view, digest } => {
+                if *seq <= self.stable.seq {
+                    return;
+                }
+                let slot = self.slots.entry(*seq).or_default();
+                let batch = match &slot.latest {
+                    Some((v, d, b)) if v == view && d == digest => b.clone(),
+                    _ => return,
+                };
+                if slot.prepared.as_ref().is_none_or(|p| p.view <= *view) {
+                    slot.prepared =
+                        Some(PreparedEntry { seq: *seq, view: *view, digest: *digest, batch });
+                }
+            }
+            Write::Executed { seq, batch } => {
+                if *seq == self.executed.len() as u64 + 1 {
+                    self.executed.push(batch.clone());
+                }
+            }
+            Write::Stable(s) => {
+                if s.seq > self.stable.seq {
+                    self.stable = s.clone();
+                    self.slots = self.slots.split_off(&(s.seq + 1));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_stable_checkpoint_discards_records_below_it() {
+        let mut d = Durable::default();
+        let b: Batch = Arc::from(Vec::new());
+        for seq in 1..=5 {
+            d.apply(&Write::PrePrepared { seq, view: 0, digest: Digest::ZERO, batch: b.clone() });
+            d.apply(&Write::Prepared { seq, view: 0, digest: Digest::ZERO });
+        }
+        assert!(d.slots[&3].prepared.is_some());
+        d.apply(&Write::Stable(StableCheckpoint { seq: 3, ..Default::default() }));
+        assert_eq!(d.slots.keys().copied().collect::<Vec<_>>(), [4, 5]);
+        d.apply(&Write::PrePrepared { seq: 2, view: 1, digest: Digest::ZERO, batch: b });
+        assert!(!d.slots.contains_key(&2), "below the watermark is ignored");
+    }
+
+    #[test]
+    fn q_keeps_the_latest_views_and_is_bounded() {
+        let mut q = Vec::new();
+        for v in 0..10 {
+            note_q(&mut q, 1, v, Digest::of(&[v as u8]));
+        }
+        note_q(&mut q, 1, 20, Digest::of(&[9]));
+        assert_eq!(q.len(), MAX_Q_PER_SEQ);
+        assert!(q.iter().any(|e| e.view == 20 && e.digest == Digest::of(&[9])));
+        assert!(q.iter().all(|e| e.view >= 6));
+    }
+}

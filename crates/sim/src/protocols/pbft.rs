@@ -1,0 +1,29 @@
+//! PBFT in the simulator: cluster configuration and the PBFT checkers.
+
+use crate::invariant::Invariant;
+use crate::protocol::SimProtocol;
+use std::time::Duration;
+use synod_core::NodeId;
+use synod_pbft::{Config, PbftNode};
+
+impl SimProtocol for PbftNode {
+    fn name() -> &'static str {
+        "pbft"
+    }
+
+    /// `Config::new(replicas)` (K = 128, L = 256) with timeouts for a ~1 ms
+    /// network: a view change after 300 ms without progress on a pending
+    /// request, STATUS every 50 ms. Keys derive from a fixed seed.
+    fn sim_config(voters: &[NodeId]) -> Config {
+        let mut c = Config::new(voters.to_vec());
+        c.key_seed = 0x5eed_0bf7;
+        c.view_change_timeout = Duration::from_millis(300);
+        c.max_view_change_timeout = Duration::from_secs(4);
+        c.status_interval = Duration::from_millis(50);
+        c
+    }
+
+    fn invariants() -> Vec<Box<dyn Invariant<Self>>> {
+        crate::invariants::pbft_invariants()
+    }
+}
