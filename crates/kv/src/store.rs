@@ -613,3 +613,6 @@ impl StateMachine for KvStore {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod model_tests;
