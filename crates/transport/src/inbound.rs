@@ -52,6 +52,10 @@ pub(crate) async fn run_listener(
         tokio::select! {
             biased;
             () = stopped(&mut shutdown) => break,
+            () = inbound_tx.closed() => {
+                info!("the node dropped its inbound channel; no longer accepting peers");
+                break;
+            }
             Some(joined) = connections.join_next(), if !connections.is_empty() => {
                 if let Err(error) = joined
                     && error.is_panic()

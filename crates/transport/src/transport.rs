@@ -85,6 +85,8 @@ impl Transport {
     /// loop and one outbound task per peer on the current tokio runtime, so
     /// it must be called from within one. Returns the handle and the
     /// channel of received messages (`config.inbound_queue_len` long).
+    /// Dropping that receiver closes the listener and every inbound
+    /// connection; sending goes on until shutdown.
     pub fn start_on(
         mut config: TransportConfig,
         listener: TcpListener,
