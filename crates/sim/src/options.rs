@@ -17,6 +17,8 @@ pub enum ProtocolKind {
     Raft,
     /// [`synod_paxos::PaxosNode`].
     Paxos,
+    /// [`synod_pbft::PbftNode`].
+    Pbft,
 }
 
 impl ProtocolKind {
@@ -25,6 +27,7 @@ impl ProtocolKind {
         match self {
             ProtocolKind::Raft => "raft",
             ProtocolKind::Paxos => "paxos",
+            ProtocolKind::Pbft => "pbft",
         }
     }
 
@@ -33,7 +36,8 @@ impl ProtocolKind {
         match s {
             "raft" => Ok(ProtocolKind::Raft),
             "paxos" => Ok(ProtocolKind::Paxos),
-            _ => Err(format!("unknown protocol `{s}` (expected raft)")),
+            "pbft" => Ok(ProtocolKind::Pbft),
+            _ => Err(format!("unknown protocol `{s}` (expected raft, paxos or pbft)")),
         }
     }
 }

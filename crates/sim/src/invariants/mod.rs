@@ -53,6 +53,7 @@ pub mod log_matching;
 pub mod monotonic;
 pub mod paxos_chosen;
 pub mod paxos_phases;
+pub mod pbft_agreement;
 pub mod raft_view;
 pub mod state_machine_safety;
 
@@ -64,6 +65,7 @@ pub use election_safety::ElectionSafety;
 pub use leader_completeness::LeaderCompleteness;
 pub use log_matching::LogMatching;
 pub use monotonic::Monotonic;
+pub use pbft_agreement::PbftAgreement;
 pub use raft_view::RaftView;
 pub use state_machine_safety::StateMachineSafety;
 
@@ -87,6 +89,14 @@ pub fn raft_invariants() -> Vec<Box<dyn Invariant<RaftNode>>> {
     invariants.push(Box::new(CommitRule::new()));
     invariants.push(Box::new(Durability::new()));
     invariants.push(Box::new(Compaction::new()));
+    invariants
+}
+
+/// Every checker for a PBFT cluster: the [`generic_invariants`] followed
+/// by [`PbftAgreement`].
+pub fn pbft_invariants() -> Vec<Box<dyn Invariant<synod_pbft::PbftNode>>> {
+    let mut invariants = generic_invariants::<synod_pbft::PbftNode>();
+    invariants.push(Box::new(PbftAgreement::new()));
     invariants
 }
 

@@ -1,6 +1,7 @@
 //! [`SimProtocol`](crate::SimProtocol) implementations for Synod's protocols.
 
 pub mod paxos;
+pub mod pbft;
 pub mod raft;
 
 use crate::options::ProtocolKind;
@@ -11,6 +12,7 @@ pub fn bugs(kind: ProtocolKind) -> &'static [&'static str] {
     match kind {
         ProtocolKind::Raft => synod_raft::RaftNode::bugs(),
         ProtocolKind::Paxos => synod_paxos::PaxosNode::bugs(),
+        ProtocolKind::Pbft => synod_pbft::PbftNode::bugs(),
     }
 }
 
@@ -40,6 +42,7 @@ pub fn checks(kind: ProtocolKind) -> Vec<&'static str> {
     let mut all = match kind {
         ProtocolKind::Raft => names::<synod_raft::RaftNode>(),
         ProtocolKind::Paxos => names::<synod_paxos::PaxosNode>(),
+        ProtocolKind::Pbft => names::<synod_pbft::PbftNode>(),
     };
     all.extend(["linearizability", "liveness"]);
     all
