@@ -52,7 +52,7 @@ impl Version {
     }
 }
 
-/// A batch of historical events (see [`Mvcc::events_since`]).
+/// A batch of historical events (see [`KvStore::events_since`](crate::KvStore::events_since)).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EventBatch {
     /// Events in revision order (within a revision, in apply order), each

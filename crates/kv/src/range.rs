@@ -12,6 +12,9 @@
 use bytes::Bytes;
 use std::ops::Bound;
 
+/// Lower and upper bounds for `BTreeMap::range` over byte-string keys.
+pub(crate) type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+
 /// The keys a `(key, range_end)` pair names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyRange<'a> {
@@ -44,7 +47,7 @@ impl<'a> KeyRange<'a> {
 
     /// The range as `BTreeMap::range` bounds, or `None` when it is empty
     /// (a `BTreeMap` panics on an inverted range).
-    pub(crate) fn bounds(&self) -> Option<(Bound<&'a [u8]>, Bound<&'a [u8]>)> {
+    pub(crate) fn bounds(&self) -> Option<KeyBounds<'a>> {
         match *self {
             KeyRange::Single(key) => Some((Bound::Included(key), Bound::Included(key))),
             KeyRange::From(start) => Some((Bound::Included(start), Bound::Unbounded)),

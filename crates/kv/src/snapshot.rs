@@ -120,14 +120,15 @@ impl KvStore {
         d.finish()?;
         for (key, history) in &mvcc.keys {
             let current = history.last().expect("checked: histories are non-empty");
-            if current.is_tombstone() || current.lease == 0 {
-                continue;
+            // A key on a missing lease is caught by the check below.
+            if !current.is_tombstone()
+                && let Some(lease) = leases.get_mut(&current.lease)
+            {
+                lease.keys.insert(key.clone());
             }
-            let lease = leases.get_mut(&current.lease).ok_or_else(|| {
-                malformed(format!("key attached to missing lease {}", current.lease))
-            })?;
-            lease.keys.insert(key.clone());
         }
-        Ok(KvStore { config, mvcc, leases: Leases::from_parts(leases) })
+        let store = KvStore { config, mvcc, leases: Leases::from_parts(leases) };
+        store.check().map_err(malformed)?;
+        Ok(store)
     }
 }

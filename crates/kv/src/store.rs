@@ -22,6 +22,7 @@ use crate::mvcc::{EventBatch, Mvcc};
 use crate::range::KeyRange;
 use bytes::Bytes;
 use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
 use synod_core::{StateMachine, Time};
 
 /// The outcome of applying one command.
@@ -241,6 +242,29 @@ impl KvStore {
     /// most `max`: what the leader proposes in a [`KvCommand::LeaseExpire`].
     pub fn expired_leases(&self, now: Time, max: usize) -> Vec<i64> {
         self.leases.expired(now, max)
+    }
+
+    /// Checks the store's invariants: the key space's (see `mvcc`), and
+    /// that each lease's attached keys are exactly the live keys whose
+    /// current version carries it. Used by tests and snapshot restore.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        self.mvcc.check()?;
+        let mut attached: BTreeMap<i64, BTreeSet<Bytes>> = BTreeMap::new();
+        for (key, history) in &self.mvcc.keys {
+            let current = history.last().expect("checked: histories are non-empty");
+            if !current.is_tombstone() && current.lease != 0 {
+                attached.entry(current.lease).or_default().insert(key.clone());
+            }
+        }
+        for (id, lease) in &self.leases.by_id {
+            if lease.keys != attached.remove(id).unwrap_or_default() {
+                return Err(format!("lease {id}'s keys disagree with the key space"));
+            }
+        }
+        match attached.keys().next() {
+            Some(id) => Err(format!("keys attached to missing lease {id}")),
+            None => Ok(()),
+        }
     }
 
     fn header(&self) -> ResponseHeader {

@@ -286,7 +286,7 @@ fn run(ops: Vec<Op>, event_start: u16) -> Result<(), TestCaseError> {
             }
         }
         prop_assert_eq!(store.current_revision(), model.current());
-        prop_assert_eq!(store.mvcc.check(), Ok(()));
+        prop_assert_eq!(store.check(), Ok(()));
     }
     // Replaying the event history from a readable revision onto the model's
     // state just before it gives the current state.

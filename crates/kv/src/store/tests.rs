@@ -23,7 +23,7 @@ impl T {
     fn apply(&mut self, c: KvCommand) -> KvApplied {
         self.index += 1;
         let applied = self.s.apply_command(self.index, &c);
-        self.s.mvcc.check().expect("mvcc invariants hold after every command");
+        self.s.check().expect("invariants hold after every command");
         applied
     }
 
