@@ -203,8 +203,18 @@ fn to_ops(writes: &[TxnWrite]) -> Vec<RequestOp> {
         .collect()
 }
 
+/// Applies `c` to `store` directly and to `replica` as log bytes; the two
+/// answers must agree.
+fn both(store: &mut KvStore, replica: &mut KvStore, index: u64, c: KvCommand) -> KvApplied {
+    let applied = store.apply_command(index, &c);
+    let bytes = StateMachine::apply(replica, index, &c.encode());
+    assert_eq!(crate::decode_result(&bytes), Ok(applied.response.clone()));
+    applied
+}
+
 fn run(ops: Vec<Op>, event_start: u16) -> Result<(), TestCaseError> {
     let mut store = KvStore::default();
+    let mut replica = KvStore::default();
     let mut model = Model::new();
     for (i, op) in ops.into_iter().enumerate() {
         let index = i as u64 + 1;
@@ -212,7 +222,7 @@ fn run(ops: Vec<Op>, event_start: u16) -> Result<(), TestCaseError> {
             Op::Put(k, v) => {
                 let p =
                     PutRequest { key: key(k), value: Bytes::from(vec![v]), ..Default::default() };
-                let r = store.apply_command(index, &KvCommand::Put(p)).response?;
+                let r = both(&mut store, &mut replica, index, KvCommand::Put(p)).response?;
                 let mut next = model.latest().clone();
                 Model::put(&mut next, key(k), v, model.current() + 1);
                 model.commit(next, true);
@@ -222,7 +232,7 @@ fn run(ops: Vec<Op>, event_start: u16) -> Result<(), TestCaseError> {
             Op::Delete(k, e) => {
                 let end = range_end(e);
                 let d = DeleteRangeRequest { key: key(k), range_end: end.clone(), prev_kv: false };
-                let r = store.apply_command(index, &KvCommand::DeleteRange(d)).response?;
+                let r = both(&mut store, &mut replica, index, KvCommand::DeleteRange(d)).response?;
                 let mut next = model.latest().clone();
                 let changed = Model::delete(&mut next, KeyRange::new(&key(k), &end));
                 model.commit(next, changed);
@@ -236,7 +246,7 @@ fn run(ops: Vec<Op>, event_start: u16) -> Result<(), TestCaseError> {
                     success: to_ops(&success),
                     failure: to_ops(&failure),
                 };
-                let r = store.apply_command(index, &KvCommand::Txn(t)).response?;
+                let r = both(&mut store, &mut replica, index, KvCommand::Txn(t)).response?;
                 let holds = model_compare(model.latest(), &c);
                 let mut next = model.latest().clone();
                 let rev = model.current() + 1;
@@ -260,7 +270,7 @@ fn run(ops: Vec<Op>, event_start: u16) -> Result<(), TestCaseError> {
             Op::Compact(frac) => {
                 let rev = 1 + model.current() * i64::from(frac) / 1000;
                 let c = CompactionRequest { revision: rev, physical: false };
-                let r = store.apply_command(index, &KvCommand::Compact(c)).response;
+                let r = both(&mut store, &mut replica, index, KvCommand::Compact(c)).response;
                 if rev <= model.compacted {
                     prop_assert_eq!(r, Err(KvError::Compacted));
                 } else {
@@ -320,7 +330,8 @@ fn run(ops: Vec<Op>, event_start: u16) -> Result<(), TestCaseError> {
     prop_assert_eq!(&state, model.latest());
     // And the store survives a snapshot.
     let restored = KvStore::restore(KvConfig::default(), &store.snapshot())?;
-    prop_assert_eq!(restored, store);
+    prop_assert_eq!(&restored, &store);
+    prop_assert_eq!(replica.snapshot(), store.snapshot(), "replicas fed the log bytes agree");
     Ok(())
 }
 
