@@ -1,6 +1,7 @@
 //! Seed sweeps of Multi-Paxos under every fault, and the injected bug being
 //! caught. `PAXOS_SEEDS=1000 cargo test --release -p synod-sim --test
-//! paxos_sweep -- --ignored --nocapture` runs a longer sweep.
+//! paxos_sweep -- --ignored --nocapture` runs a longer sweep (also
+//! `PAXOS_NODES`, `PAXOS_FAULTS`, `PAXOS_BUG`).
 
 use synod_sim::{FaultProfile, ProtocolKind, SimOptions, run_seeds};
 
@@ -23,8 +24,15 @@ fn one_seed_reports_its_metrics() {
 #[test]
 #[ignore]
 fn sweep_all_faults() {
-    let n: u64 = std::env::var("PAXOS_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
-    let s = run_seeds(&opts(FaultProfile::All), 1..n + 1, threads());
+    let env = |name: &str| std::env::var(name).ok();
+    let n: u64 = env("PAXOS_SEEDS").and_then(|s| s.parse().ok()).unwrap_or(200);
+    let mut o = opts(FaultProfile::All);
+    o.nodes = env("PAXOS_NODES").and_then(|s| s.parse().ok()).unwrap_or(5);
+    o.bug = env("PAXOS_BUG");
+    if let Some(f) = env("PAXOS_FAULTS") {
+        o.faults = FaultProfile::parse(&f).expect("a fault profile name");
+    }
+    let s = run_seeds(&o, 1..n + 1, threads());
     eprintln!("{}", s.render());
     assert!(s.all_passed(), "{} of {} passed", s.passed, s.seeds);
 }
@@ -41,4 +49,30 @@ fn ignoring_promised_values_is_caught() {
     let v = &s.violations[0];
     eprintln!("caught at seed {seed}: {} — {}", v.failure.property, v.failure.detail);
     assert!(v.failure.replay.contains("--bug ignore-promised-values"), "{}", v.failure.replay);
+}
+
+/// Simulator speed with Multi-Paxos against Raft on the same workload and
+/// faults, without the linearizability check (events per wall second).
+#[test]
+#[ignore]
+fn events_per_second_against_raft() {
+    for protocol in [ProtocolKind::Paxos, ProtocolKind::Raft] {
+        let o = SimOptions {
+            protocol,
+            check_linearizability: false,
+            ops_per_client: 400,
+            ..opts(FaultProfile::All)
+        };
+        let started = std::time::Instant::now();
+        let s = run_seeds(&o, 1..21, 1);
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "{}: {} events in {secs:.2} s = {:.0} events/s ({} of {} passed)",
+            s.protocol,
+            s.metrics.events,
+            s.metrics.events as f64 / secs,
+            s.passed,
+            s.seeds
+        );
+    }
 }
