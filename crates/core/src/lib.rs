@@ -28,7 +28,7 @@ pub mod time;
 pub use command::{ClientId, Command, NodeId};
 pub use protocol::{
     ClientRouting, Committed, Event, Message, Output, ProposeError, Protocol, ReadId, ReadState,
-    Role, Status,
+    Role, SnapshotAction, SnapshotMeta, Status,
 };
 pub use state_machine::{Sessions, StateMachine};
 pub use time::Time;
