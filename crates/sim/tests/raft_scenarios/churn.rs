@@ -101,21 +101,21 @@ fn churn(seed: u64, flavor: Flavor) {
 
 #[test]
 fn churn_on_a_reliable_network() {
-    for seed in seeds(4) {
+    for seed in seeds(6) {
         churn(seed, Flavor::Reliable);
     }
 }
 
 #[test]
 fn churn_on_an_unreliable_network() {
-    for seed in seeds(4) {
+    for seed in seeds(6) {
         churn(seed + 1000, Flavor::Unreliable);
     }
 }
 
 #[test]
 fn churn_with_slow_disks_pauses_and_clock_drift() {
-    for seed in seeds(4) {
+    for seed in seeds(6) {
         churn(seed + 2000, Flavor::SlowDisksAndStalls);
     }
 }

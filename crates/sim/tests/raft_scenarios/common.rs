@@ -170,20 +170,34 @@ pub fn assert_applied_agree(sim: &RaftSim) {
     }
 }
 
-/// Panics unless every node of `nodes` applied exactly the same sequence.
+/// Panics unless `a` and `b` hold the same term at every index both still
+/// hold (below a snapshot an index may be compacted away) and end at the
+/// same index.
+pub fn assert_logs_match(sim: &RaftSim, a: NodeId, b: NodeId) {
+    let (ca, cb) = (sim.core(a).expect("up"), sim.core(b).expect("up"));
+    assert_eq!(ca.last_index(), cb.last_index(), "seed {}: {a} and {b} logs end apart", sim.seed());
+    let from = ca.purged_index().max(cb.purged_index()) + 1;
+    for i in from..=ca.last_index() {
+        assert_eq!(ca.term_at(i), cb.term_at(i), "seed {}: {a} and {b} differ at {i}", sim.seed());
+    }
+}
+
+/// Panics unless the nodes of `nodes` have converged: whatever they applied
+/// agrees position by position, they applied up to the same index, and
+/// their logs match. (What a node applied one position at a time may be
+/// partial: a snapshot installed from the leader skips ahead.)
 pub fn assert_converged(sim: &RaftSim, nodes: &[NodeId]) {
     assert_applied_agree(sim);
-    let first = sim.committed_on(nodes[0]);
+    let applied = |n: NodeId| sim.status(n).expect("up").applied_index;
     for &n in &nodes[1..] {
         assert_eq!(
-            sim.committed_on(n).len(),
-            first.len(),
-            "seed {}: {n} applied {} positions, {} applied {}",
+            applied(n),
+            applied(nodes[0]),
+            "seed {}: {n} and {} applied up to different indexes",
             sim.seed(),
-            sim.committed_on(n).len(),
-            nodes[0],
-            first.len()
+            nodes[0]
         );
+        assert_logs_match(sim, nodes[0], n);
     }
 }
 
@@ -212,49 +226,39 @@ pub fn sent_between(before: &Metrics, after: &Metrics) -> BTreeMap<&'static str,
         .collect()
 }
 
-/// Counts, as they are produced, the AppendEntries a node rejects and the
-/// AppendEntries carrying entries a leader sends (a checker that never
-/// fires; it only watches).
+/// Counts the AppendEntries rejections (`AppendEntriesResponse { success:
+/// false }`) nodes produce, as they produce them: a checker that never
+/// fires, it only watches.
 #[derive(Clone, Default)]
-pub struct AppendCounter {
-    /// Rejections (`AppendEntriesResponse { success: false }`).
-    pub rejected: Rc<Cell<u64>>,
-    /// AppendEntries with at least one entry.
-    pub appends: Rc<Cell<u64>>,
-}
+pub struct RejectionCounter(Rc<Cell<u64>>);
 
-impl AppendCounter {
-    /// Installs a counter in `sim` and returns a handle on its counts.
-    pub fn install(sim: &mut RaftSim) -> AppendCounter {
-        let c = AppendCounter::default();
+impl RejectionCounter {
+    /// Installs a counter in `sim` and returns a handle on its count.
+    pub fn install(sim: &mut RaftSim) -> RejectionCounter {
+        let c = RejectionCounter::default();
         sim.add_invariant(Box::new(c.clone()));
         c
     }
 
-    /// `(rejected, appends)` so far.
-    pub fn counts(&self) -> (u64, u64) {
-        (self.rejected.get(), self.appends.get())
+    /// Rejections so far.
+    pub fn rejected(&self) -> u64 {
+        self.0.get()
     }
 }
 
-impl Invariant<RaftNode> for AppendCounter {
+impl Invariant<RaftNode> for RejectionCounter {
     fn name(&self) -> &'static str {
-        "append counter (test instrumentation)"
+        "rejection counter (test instrumentation)"
     }
 
     fn after_step(&mut self, step: &StepView<'_, RaftNode>) -> Result<(), Violation> {
         let out: &Output<Message, Write> = step.output;
-        for (_, m) in &out.messages {
-            match m {
-                Message::AppendEntriesResponse { success: false, .. } => {
-                    self.rejected.set(self.rejected.get() + 1)
-                }
-                Message::AppendEntries { entries, .. } if !entries.is_empty() => {
-                    self.appends.set(self.appends.get() + 1)
-                }
-                _ => {}
-            }
-        }
+        let rejections = out
+            .messages
+            .iter()
+            .filter(|(_, m)| matches!(m, Message::AppendEntriesResponse { success: false, .. }))
+            .count();
+        self.0.set(self.0.get() + rejections as u64);
         Ok(())
     }
 }

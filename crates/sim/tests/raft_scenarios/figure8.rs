@@ -75,7 +75,7 @@ fn figure8_crashes(opts: &SimOptions, seed: u64) -> RaftSim {
 
 #[test]
 fn figure8_on_a_reliable_network() {
-    for seed in seeds(4) {
+    for seed in seeds(6) {
         let mut sim = figure8_crashes(&quiet(5), seed);
         let elections = sim.metrics().elections;
         assert!(elections > 250, "seed {seed}: only {elections} leaders came and went");
@@ -113,7 +113,7 @@ fn figure8_catches_a_leader_committing_old_terms_by_counting() {
 /// than 3 are connected" (waiting for a connected leader first).
 #[test]
 fn figure8_on_an_unreliable_network_with_long_reordering() {
-    for seed in seeds(4) {
+    for seed in seeds(6) {
         let mut sim = cluster(5, seed);
         let mut rng = TestRng::new(seed);
         submit_wait(&mut sim, put("first", "1"), secs(3));

@@ -137,7 +137,7 @@ fn crash_and_restart_of_a_follower() {
 /// node at the end.
 #[test]
 fn repeated_partial_crashes() {
-    for seed in seeds(3) {
+    for seed in seeds(4) {
         let mut sim = cluster(5, seed);
         let mut rng = TestRng::new(seed);
         elect(&mut sim);
