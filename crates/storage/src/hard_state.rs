@@ -53,7 +53,7 @@ impl HardStateFile {
         fs.create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
         let names = fs.list_dir(&dir).map_err(|e| Error::io("list directory", &dir, e))?;
         let temp_name = format!("{FILE_NAME}.tmp");
-        if names.iter().any(|n| *n == temp_name) {
+        if names.contains(&temp_name) {
             let temp = dir.join(&temp_name);
             fs.remove_file(&temp).map_err(|e| Error::io("remove", &temp, e))?;
         }
