@@ -6,6 +6,9 @@
 //! by asserting that the simulator's safety checkers (election safety, log
 //! matching, leader completeness, state machine safety, commit rule,
 //! durability, monotonicity), which run after every event, saw nothing.
+//! The randomized scenarios take `SCENARIO_SEEDS=N` to run seeds `1..=N`
+//! instead of their few defaults, for a longer hunt:
+//! `SCENARIO_SEEDS=300 cargo test --release -p synod-sim --test raft_scenarios`.
 //!
 //! - [`election`]: initial election and a stable term, re-election, no
 //!   leader without a quorum, many elections with 3 of 7 nodes cut off;
