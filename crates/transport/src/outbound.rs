@@ -21,7 +21,7 @@ use tokio::time::{sleep, timeout};
 use tracing::{debug, info, warn};
 
 /// Messages written per batch before flushing and checking for shutdown.
-const MAX_BATCH_MESSAGES: usize = 256;
+pub(crate) const MAX_BATCH_MESSAGES: usize = 256;
 
 /// Size of the write buffer that coalesces small frames.
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
@@ -131,8 +131,12 @@ async fn serve(
     let write_timeout = Duration::from_millis(shared.config.write_timeout_ms);
     let timed_out = || ConnectionError::WriteTimeout(shared.config.write_timeout_ms);
     loop {
+        let mut batch_full = true;
         for _ in 0..MAX_BATCH_MESSAGES {
-            let Some(message) = peer.queue.pop() else { break };
+            let Some(message) = peer.queue.pop() else {
+                batch_full = false;
+                break;
+            };
             let written =
                 match timeout(write_timeout, write_frame(&mut writer, FrameKind::Data, &message))
                     .await
@@ -162,6 +166,9 @@ async fn serve(
                 Ok(Some(frame)) => ConnectionError::UnexpectedFrame(frame.kind),
                 Err(error) => ConnectionError::Read(error),
             }),
+            // A full batch may have left messages behind whose wake-up was
+            // already consumed: go round again without waiting.
+            () = std::future::ready(()), if batch_full => {}
             () = peer.queue.pushed() => {}
         }
     }

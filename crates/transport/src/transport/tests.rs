@@ -443,3 +443,29 @@ async fn invalid_config_is_reported_with_its_field() {
         other => panic!("expected a config error, got {other:?}"),
     }
 }
+
+/// Regression: a batch capped at `MAX_BATCH_MESSAGES` consumed the only
+/// wake-up, so messages queued beyond one batch waited for the next send.
+#[tokio::test]
+async fn messages_queued_beyond_one_batch_are_all_sent() {
+    let listeners = bind_listeners(2).await;
+    let members: Vec<_> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, listener)| (NodeId(i as u64 + 1), listener.local_addr().unwrap()))
+        .collect();
+    let mut listeners = listeners.into_iter();
+    let node_1 = start(config(1, &members), listeners.next().unwrap());
+    // Queue while node 2 is not serving yet (its port is bound, not accepted).
+    let count = 3 * crate::outbound::MAX_BATCH_MESSAGES as u32 + 7;
+    for seq in 0..count {
+        node_1.handle.send(NodeId(2), Bytes::from(seq.to_be_bytes().to_vec())).unwrap();
+    }
+    let mut node_2 = start(config(2, &members), listeners.next().unwrap());
+    for seq in 0..count {
+        let message = recv(&mut node_2).await;
+        assert_eq!(&message.payload[..], &seq.to_be_bytes()[..]);
+    }
+    assert_eq!(node_1.handle.stats().dropped_queue_full, 0);
+    shutdown_all(vec![node_1, node_2]).await;
+}
