@@ -7,7 +7,7 @@
 //! - [`Wal`]: a segmented, checksummed write-ahead log with group commit
 //!   (many appends, one fsync), truncate-suffix, purge-prefix, bounded-memory
 //!   reads, and crash recovery that cuts off a torn tail and refuses any
-//!   other corruption. Byte layout: [`format`].
+//!   other corruption. Byte layout: [`format`](mod@format).
 //! - [`HardStateFile`]: a small opaque value (term and vote), replaced
 //!   atomically.
 //! - [`SnapshotStore`]: snapshots (metadata + streamed data), each written
@@ -41,4 +41,7 @@ pub use fault_fs::FaultFs;
 pub use hard_state::HardStateFile;
 pub use snapshot::{SnapshotReader, SnapshotStore, SnapshotWriter};
 pub use vfs::{StdFs, Vfs, VfsFile};
-pub use wal::{Entries, MAX_SEGMENT_OR_BATCH_BYTES, Recovered, TornTail, Wal, WalOptions};
+pub use wal::{
+    Entries, MAX_SEGMENT_OR_BATCH_BYTES, PendingSync, Recovered, SyncDone, TornTail, Wal,
+    WalOptions,
+};

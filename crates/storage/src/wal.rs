@@ -26,6 +26,11 @@
 //! # Ok(()) }
 //! ```
 //!
+//! To overlap the fsync with the next append (the leader writing its next
+//! batch while the previous one is being made durable), split `sync` in
+//! three: [`Wal::begin_sync`] (cheap), [`PendingSync::run`] (the fsync, on
+//! any thread), [`Wal::finish_sync`] (returns the durable index).
+//!
 //! # Failures
 //!
 //! A failed fsync is fatal: the error's [`Error::is_fatal`] is true, the log
@@ -195,6 +200,13 @@ pub struct Wal {
     durable_index: u64,
     /// The last segment has writes not yet synced.
     unsynced: bool,
+    /// Counts successful appends, so a pipelined sync knows whether more
+    /// was written after it started.
+    write_count: u64,
+    /// Bumped by every truncate and purge: a pipelined sync started before
+    /// one must not raise the durable index (the records it covered may be
+    /// gone or replaced).
+    epoch: u64,
     poison: Poison,
     encode_buf: Vec<u8>,
 }
@@ -275,6 +287,8 @@ impl Wal {
             segments,
             durable_index: 0,
             unsynced: false,
+            write_count: 0,
+            epoch: 0,
             poison: Poison::default(),
             encode_buf: Vec::new(),
         };
@@ -406,6 +420,7 @@ impl Wal {
         segment.offsets.extend(starts.iter().map(|&s| (at + s) as u32));
         segment.len = at + buf.len() as u64;
         self.unsynced = true;
+        self.write_count += 1;
         Ok(first_index + starts.len() as u64 - 1)
     }
 
@@ -484,8 +499,45 @@ impl Wal {
     /// An error here is fatal (see [`Error::is_fatal`]): the log is
     /// poisoned; stop and recover from disk. Never retry.
     pub fn sync(&mut self) -> Result<u64> {
+        let pending = self.begin_sync()?;
+        self.finish_sync(pending.run())
+    }
+
+    /// Starts a sync that can run on another thread while this log keeps
+    /// appending (the leader writing its next batch while the previous one
+    /// is being made durable): call [`PendingSync::run`] anywhere (it is the
+    /// `fdatasync`), then hand its result to [`Wal::finish_sync`], which
+    /// returns the durable index. It covers what was appended before this
+    /// call ([`PendingSync::index`]); appends made meanwhile need a later
+    /// sync. `sync()` is `begin_sync`, `run`, `finish_sync` in a row.
+    pub fn begin_sync(&mut self) -> Result<PendingSync> {
         self.poison.check()?;
-        self.sync_last()?;
+        let file = match self.segments.last() {
+            Some(segment) if self.unsynced => Some((segment.file.clone(), segment.path.clone())),
+            _ => None,
+        };
+        Ok(PendingSync {
+            file,
+            index: self.last_index(),
+            write_count: self.write_count,
+            epoch: self.epoch,
+        })
+    }
+
+    /// Completes a sync started by [`Wal::begin_sync`]; returns the durable
+    /// index. A failed fsync is fatal (see [`Wal::sync`]) and poisons the
+    /// log.
+    pub fn finish_sync(&mut self, done: SyncDone) -> Result<u64> {
+        self.poison.check()?;
+        if let Err((path, e)) = done.outcome {
+            return Err(self.poison.taint(Error::fatal("fsync", &path, e)));
+        }
+        if done.epoch == self.epoch {
+            self.durable_index = self.durable_index.max(done.index.min(self.last_index()));
+            if done.write_count == self.write_count {
+                self.unsynced = false;
+            }
+        }
         Ok(self.durable_index)
     }
 
@@ -494,6 +546,7 @@ impl Wal {
     /// durable). A no-op if there is no such record.
     pub fn truncate_suffix(&mut self, from_index: u64) -> Result<()> {
         self.poison.check()?;
+        self.epoch += 1;
         if self.last_index() == 0 || from_index > self.last_index() {
             return Ok(());
         }
@@ -538,6 +591,7 @@ impl Wal {
     /// this again with the snapshot's index (it is idempotent).
     pub fn purge_prefix(&mut self, up_to_index: u64) -> Result<()> {
         self.poison.check()?;
+        self.epoch += 1;
         let mut removed = false;
         while let Some(segment) = self.segments.first()
             && segment.count() > 0
@@ -646,6 +700,44 @@ impl Wal {
             base: start_offset,
         })
     }
+}
+
+/// A sync started by [`Wal::begin_sync`]; `Send`, so it can run on another
+/// thread.
+#[derive(Debug)]
+#[must_use = "run it and pass the result to Wal::finish_sync"]
+pub struct PendingSync {
+    /// The segment to fsync, if anything is unsynced.
+    file: Option<(Arc<dyn VfsFile>, PathBuf)>,
+    index: u64,
+    write_count: u64,
+    epoch: u64,
+}
+
+impl PendingSync {
+    /// The index this sync makes durable (every record `<=` it).
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
+    /// The `fdatasync`. Blocks; call it from any thread.
+    pub fn run(self) -> SyncDone {
+        let outcome = match self.file {
+            Some((file, path)) => file.sync_data().map_err(|e| (path, e)),
+            None => Ok(()),
+        };
+        SyncDone { outcome, index: self.index, write_count: self.write_count, epoch: self.epoch }
+    }
+}
+
+/// The result of [`PendingSync::run`], for [`Wal::finish_sync`].
+#[derive(Debug)]
+#[must_use = "pass it to Wal::finish_sync: a failed fsync must poison the log"]
+pub struct SyncDone {
+    outcome: std::result::Result<(), (PathBuf, std::io::Error)>,
+    index: u64,
+    write_count: u64,
+    epoch: u64,
 }
 
 /// Records read in one go.

@@ -402,3 +402,43 @@ fn the_real_file_system_round_trips() {
     assert_eq!((recovered.first_index, recovered.last_index), (first, 44));
     assert_eq!(read_all(&wal), expected(first, 44));
 }
+
+#[test]
+fn a_pipelined_sync_covers_only_what_came_before_it() {
+    let fs = FaultFs::new();
+    let (mut wal, _) = open(&fs, &WalOptions::default()).expect("open");
+    append_range(&mut wal, 1, 10);
+    let pending = wal.begin_sync().expect("begin");
+    assert_eq!(pending.index(), 10);
+    append_range(&mut wal, 11, 20); // the next batch, written while the fsync runs
+    let done = std::thread::spawn(move || pending.run()).join().expect("sync thread");
+    assert_eq!(wal.finish_sync(done).expect("finish"), 10);
+    assert_eq!(wal.durable_index(), 10);
+    assert_eq!(wal.sync().expect("sync"), 20, "the later appends still need their own fsync");
+}
+
+#[test]
+fn a_pipelined_sync_started_before_a_truncate_does_not_vouch_for_the_new_records() {
+    let fs = FaultFs::new();
+    let (mut wal, _) = open(&fs, &WalOptions::default()).expect("open");
+    append_range(&mut wal, 1, 10);
+    wal.sync().expect("sync");
+    append_range(&mut wal, 11, 20);
+    let pending = wal.begin_sync().expect("begin");
+    wal.truncate_suffix(15).expect("truncate");
+    let replacement: Vec<Vec<u8>> = (15..=20).map(|i| payload(i, 9)).collect();
+    wal.append(15, &replacement).expect("append");
+    assert_eq!(wal.finish_sync(pending.run()).expect("finish"), 14);
+}
+
+#[test]
+fn a_failed_pipelined_fsync_is_fatal() {
+    let fs = FaultFs::new();
+    let (mut wal, _) = open(&fs, &WalOptions::default()).expect("open");
+    append_range(&mut wal, 1, 3);
+    let pending = wal.begin_sync().expect("begin");
+    fs.fail_next_syncs(1);
+    let err = wal.finish_sync(pending.run()).expect_err("fsync failed");
+    assert!(err.is_fatal());
+    assert!(matches!(wal.sync(), Err(Error::Poisoned { .. })));
+}

@@ -20,6 +20,10 @@ enum Op {
         salt: u64,
     },
     Sync,
+    /// A pipelined sync with `count` records appended while it runs.
+    PipelinedSync {
+        count: u64,
+    },
     /// Truncate the last `back + 1` records.
     Truncate {
         back: u64,
@@ -45,6 +49,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         8 => (1u64..6, 0u64..4).prop_map(|(count, salt)| Op::Append { count, salt }),
         4 => Just(Op::Sync),
+        2 => (0u64..4).prop_map(|count| Op::PipelinedSync { count }),
         1 => (0u64..12).prop_map(|back| Op::Truncate { back }),
         1 => (0u64..9).prop_map(|fraction| Op::Purge { fraction }),
         1 => (0u64..120, 1u64..6).prop_map(|(room, count)| Op::DiskFull { room, count }),
@@ -102,6 +107,28 @@ impl Model {
             Op::Sync => {
                 let durable = self.wal().sync().expect("sync");
                 prop_assert_eq!(durable, self.records.keys().next_back().copied().unwrap_or(0));
+                self.acked = durable;
+            }
+            Op::PipelinedSync { count } => {
+                let pending = self.wal().begin_sync().expect("begin sync");
+                let covered = pending.index();
+                prop_assert_eq!(covered, self.records.keys().next_back().copied().unwrap_or(0));
+                let first = self.next_index();
+                let payloads: Vec<Vec<u8>> =
+                    (first..first + count).map(|i| payload(i, 5)).collect();
+                if count > 0 {
+                    self.wal().append(first, &payloads).expect("append");
+                }
+                for (i, p) in (first..).zip(payloads) {
+                    self.records.insert(i, p);
+                }
+                let done = std::thread::spawn(move || pending.run()).join().expect("sync thread");
+                let durable = self.wal().finish_sync(done).expect("finish sync");
+                prop_assert_eq!(
+                    durable,
+                    covered,
+                    "only what was appended before begin_sync is durable"
+                );
                 self.acked = durable;
             }
             Op::Truncate { back } => {
