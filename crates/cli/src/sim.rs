@@ -25,7 +25,9 @@ pub struct SimArgs {
     /// A range of seeds, inclusive at both ends: `1..1000`.
     #[arg(long, value_parser = parse_seed_range)]
     seeds: Option<Range<u64>>,
-    /// Random faults during the fault window: none, net, crash or all.
+    /// Random faults during the fault window: none, net, crash, snapshot or
+    /// all; or a partial-connectivity schedule: quorum-loss,
+    /// constrained-election or chained.
     #[arg(long, default_value = "none", value_parser = FaultProfile::parse)]
     faults: FaultProfile,
     /// Concurrent clients.
@@ -60,6 +62,11 @@ pub struct SimArgs {
     /// Stop at the first failing seed instead of running them all.
     #[arg(long)]
     stop_on_first: bool,
+    /// Run the same workload, faults and seeds on each protocol of a list
+    /// (`raft,paxos[,pbft]`) and print one comparison table; PBFT runs
+    /// 3f+1 servers for the f that --nodes gives the others.
+    #[arg(long, value_name = "LIST", conflicts_with_all = ["protocol", "stop_on_first", "bug"])]
+    compare: Option<String>,
 }
 
 /// Exit code for a failed check.
@@ -80,6 +87,19 @@ pub fn run(args: SimArgs) -> ExitCode {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
+    if let Some(list) = &args.compare {
+        let kinds = match synod_sim::compare::parse_list(list) {
+            Ok(k) => k,
+            Err(e) => {
+                eprintln!("synod sim: error: --compare {list}: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        };
+        let c = synod_sim::compare::compare(&opts, &kinds, seeds, threads);
+        let text = if args.json { format!("{}\n", c.to_json()) } else { c.render() };
+        let _ = std::io::stdout().lock().write_all(text.as_bytes());
+        return if c.all_passed() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_VIOLATION) };
+    }
     let summary = if args.stop_on_first {
         run_until_first_failure(&opts, seeds, threads)
     } else {

@@ -104,3 +104,25 @@ fn the_shipped_scenario_passes() {
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("scenario scenarios/leader-partition.toml"));
 }
+
+#[test]
+fn compare_prints_one_table_and_json_for_every_protocol() {
+    let o =
+        synod("sim --compare raft,paxos --nodes 3 --seeds 1..2 --faults net --clients 2 --ops 10");
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    let out = stdout(&o);
+    for needle in ["raft", "paxos", "messages / command", "message delays to commit", "2/2"] {
+        assert!(out.contains(needle), "table lacks `{needle}`:\n{out}");
+    }
+    let j = synod("sim --compare raft,paxos --nodes 3 --seeds 1..1 --clients 2 --ops 10 --json");
+    assert_eq!(j.status.code(), Some(0), "stderr: {}", stderr(&j));
+    let v: serde_json::Value = serde_json::from_slice(&j.stdout).expect("one JSON object");
+    assert_eq!(v["protocols"][0]["protocol"], "raft");
+    assert_eq!(v["protocols"][1]["protocol"], "paxos");
+    assert_eq!(v["protocols"][1]["tolerates_f"], 1);
+    let both = synod("sim --compare raft,paxos --protocol paxos");
+    assert_eq!(both.status.code(), Some(2), "--compare conflicts with --protocol");
+    let bad = synod("sim --compare raft,zab");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("zab"), "{}", stderr(&bad));
+}

@@ -27,6 +27,15 @@ pub enum FaultProfile {
     Snapshot,
     /// Everything above, plus clock drift.
     All,
+    /// Partial connectivity: the leader loses its quorum, only one server
+    /// stays quorum-connected (see [`crate::partial`]).
+    QuorumLoss,
+    /// Partial connectivity: the only quorum-connected server has a stale
+    /// log (see [`crate::partial`]).
+    ConstrainedElection,
+    /// Partial connectivity: the servers form a line (see
+    /// [`crate::partial`]).
+    Chained,
 }
 
 impl FaultProfile {
@@ -38,10 +47,14 @@ impl FaultProfile {
             FaultProfile::Crash => "crash",
             FaultProfile::Snapshot => "snapshot",
             FaultProfile::All => "all",
+            FaultProfile::QuorumLoss => "quorum-loss",
+            FaultProfile::ConstrainedElection => "constrained-election",
+            FaultProfile::Chained => "chained",
         }
     }
 
-    /// Parses `none | net | crash | snapshot | all`.
+    /// Parses `none | net | crash | snapshot | all | quorum-loss |
+    /// constrained-election | chained`.
     pub fn parse(s: &str) -> Result<FaultProfile, String> {
         match s {
             "none" => Ok(FaultProfile::None),
@@ -49,8 +62,12 @@ impl FaultProfile {
             "crash" => Ok(FaultProfile::Crash),
             "snapshot" => Ok(FaultProfile::Snapshot),
             "all" => Ok(FaultProfile::All),
+            "quorum-loss" => Ok(FaultProfile::QuorumLoss),
+            "constrained-election" => Ok(FaultProfile::ConstrainedElection),
+            "chained" => Ok(FaultProfile::Chained),
             _ => Err(format!(
-                "unknown fault profile `{s}` (expected none, net, crash, snapshot or all)"
+                "unknown fault profile `{s}` (expected none, net, crash, snapshot, all, \
+                 quorum-loss, constrained-election or chained)"
             )),
         }
     }
@@ -119,6 +136,8 @@ pub enum FaultAction {
     /// Ask a node's core to take a snapshot now (see
     /// [`SimProtocol::trigger_snapshot`](crate::SimProtocol::trigger_snapshot)).
     Snapshot(NodeId),
+    /// Set a partial-connectivity topology (see [`crate::partial`]).
+    Partial(crate::partial::PartialStep),
 }
 
 impl FaultAction {
@@ -142,6 +161,7 @@ impl FaultAction {
             FaultAction::Drift { .. } => "drift",
             FaultAction::TransferLeader { .. } => "transfer_leader",
             FaultAction::Snapshot(_) => "snapshot",
+            FaultAction::Partial(_) => "partial",
         }
     }
 }
@@ -413,7 +433,15 @@ mod tests {
 
     #[test]
     fn profile_names_round_trip() {
-        for p in [FaultProfile::None, FaultProfile::Net, FaultProfile::Crash, FaultProfile::All] {
+        for p in [
+            FaultProfile::None,
+            FaultProfile::Net,
+            FaultProfile::Crash,
+            FaultProfile::All,
+            FaultProfile::QuorumLoss,
+            FaultProfile::ConstrainedElection,
+            FaultProfile::Chained,
+        ] {
             assert_eq!(FaultProfile::parse(p.name()), Ok(p));
         }
         assert!(FaultProfile::parse("chaos").unwrap_err().contains("chaos"));

@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 
 mod client;
+pub mod compare;
 pub mod faults;
 pub mod harness;
 pub mod invariant;
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod net;
 mod node;
 pub mod options;
+pub mod partial;
 pub mod protocol;
 pub mod protocols;
 pub mod queue;

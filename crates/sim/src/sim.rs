@@ -157,6 +157,9 @@ impl<P: SimProtocol> Sim<P> {
         if opts.faults != FaultProfile::None {
             sim.schedule_fault_tick();
         }
+        for (ms, action) in crate::partial::timeline(opts.faults) {
+            sim.queue.push(Time::from_millis(ms), Ev::Undo { action });
+        }
         if let Some(s) = &opts.scenario {
             for (i, step) in s.steps.iter().enumerate() {
                 sim.queue.push(Time::from_millis(step.time_ms), Ev::Script { step: i as u32 });
@@ -1185,6 +1188,21 @@ impl<P: SimProtocol> Sim<P> {
                     core.trigger_snapshot(&mut self.out);
                     self.after_call(i);
                 }
+            }
+            FaultAction::Partial(step) => {
+                let n = self.nodes.len();
+                let cut_off = (1..=n as u64).map(NodeId).find(|&x| {
+                    (1..=n as u64).all(|y| y == x.0 || self.net.is_blocked(x, NodeId(y)))
+                });
+                let open = crate::partial::open_links(*step, n, self.current_leader(), cut_off);
+                for x in 1..=n as u64 {
+                    self.net.isolate(NodeId(x));
+                }
+                for (x, y) in open {
+                    self.net.unblock(x, y);
+                    self.net.unblock(y, x);
+                }
+                self.record(TraceKind::Fault, 0, 0, step.name(), 0);
             }
         }
         self.record(TraceKind::Fault, a, b, action.name(), 0);
