@@ -53,6 +53,13 @@ pub struct SimArgs {
     /// Serve reads through the log instead of through ReadIndex barriers.
     #[arg(long)]
     reads_through_log: bool,
+    /// Replicas an adversary controls (nodes 1..=N; PBFT only).
+    #[arg(long, default_value_t = 0)]
+    byzantine: usize,
+    /// The adversary's strategy (`equivocate`, `forge`, `twins`, `random`,
+    /// ...; `all` runs each and prints per-attack results).
+    #[arg(long, value_name = "NAME")]
+    attack: Option<String>,
     /// Print one JSON object instead of the human summary.
     #[arg(long)]
     json: bool,
@@ -100,15 +107,22 @@ pub fn run(args: SimArgs) -> ExitCode {
         let _ = std::io::stdout().lock().write_all(text.as_bytes());
         return if c.all_passed() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_VIOLATION) };
     }
-    let summary = if args.stop_on_first {
-        run_until_first_failure(&opts, seeds, threads)
+    let run_one = |opts: &SimOptions| {
+        if args.stop_on_first {
+            run_until_first_failure(opts, seeds.clone(), threads)
+        } else {
+            run_seeds(opts, seeds.clone(), threads)
+        }
+    };
+    let (summary, per_attack) = if opts.attack.as_deref() == Some(synod_sim::byzantine::ALL) {
+        run_every_attack(&opts, run_one, args.stop_on_first)
     } else {
-        run_seeds(&opts, seeds, threads)
+        (run_one(&opts), String::new())
     };
     let text = if args.json {
         format!("{}\n", summary.to_json())
     } else {
-        format!("{}{}", header(&opts, &summary), summary.render())
+        format!("{}{per_attack}{}", header(&opts, &summary), summary.render())
     };
     // A closed stdout (`| head`) is not an error worth a panic; the exit
     // code still carries the verdict.
@@ -127,6 +141,8 @@ fn options(args: &SimArgs) -> Result<(SimOptions, Range<u64>), String> {
         ops_per_client: args.ops,
         bug: args.bug.clone(),
         reads_through_log: args.reads_through_log,
+        byzantine: args.byzantine,
+        attack: args.attack.clone(),
         ..SimOptions::default()
     };
     if let Some(ms) = args.max_time_ms {
@@ -181,6 +197,41 @@ fn run_until_first_failure(opts: &SimOptions, seeds: Range<u64>, threads: usize)
     total.unwrap_or_else(|| run_seeds(opts, seeds.start..seeds.start, threads))
 }
 
+/// `--attack all`: the seeds under each attack in turn; one summary of
+/// them all and a line per attack.
+fn run_every_attack(
+    opts: &SimOptions,
+    run_one: impl Fn(&SimOptions) -> Summary,
+    stop_on_first: bool,
+) -> (Summary, String) {
+    let mut total: Option<Summary> = None;
+    let mut lines = String::new();
+    for name in synod_sim::byzantine::ATTACKS {
+        let o = SimOptions { attack: Some((*name).to_string()), ..opts.clone() };
+        let s = run_one(&o);
+        lines.push_str(&format!(
+            "attack {name:<17} {} of {} seeds passed ({:.1} s)\n",
+            s.passed, s.seeds, s.wall_secs
+        ));
+        let failed = !s.all_passed();
+        total = Some(match total {
+            None => s,
+            Some(mut t) => {
+                t.seeds += s.seeds;
+                t.passed += s.passed;
+                t.violations.extend(s.violations);
+                t.metrics.merge(&s.metrics);
+                t.wall_secs += s.wall_secs;
+                t
+            }
+        });
+        if failed && stop_on_first {
+            break;
+        }
+    }
+    (total.expect("at least one attack"), lines)
+}
+
 /// One line saying what was run.
 fn header(opts: &SimOptions, summary: &Summary) -> String {
     let mut s = format!(
@@ -197,6 +248,9 @@ fn header(opts: &SimOptions, summary: &Summary) -> String {
     }
     if let Some(b) = &opts.bug {
         s.push_str(&format!(", injected bug {b}"));
+    }
+    if let Some(a) = &opts.attack {
+        s.push_str(&format!(", {} byzantine, attack {a}", opts.byzantine));
     }
     s.push_str(&format!("\nchecks: {}\n", synod_sim::protocols::checks(opts.protocol).join(", ")));
     s

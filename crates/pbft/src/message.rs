@@ -9,7 +9,7 @@
 
 use crate::auth::{Authenticator, Header, Mac};
 use crate::digest::{BodyHasher, Digest};
-use ed25519_dalek::Signature;
+pub use ed25519_dalek::Signature;
 use std::sync::Arc;
 use synod_core::{Command, NodeId};
 
@@ -276,20 +276,20 @@ pub enum Message {
 
 impl Message {
     /// The MAC header of a STATUS.
-    pub(crate) fn status_header(view: u64, active: bool, executed: u64) -> Header {
+    pub fn status_header(view: u64, active: bool, executed: u64) -> Header {
         Header::new(tag::STATUS, [view, active as u64, executed, 0], &Digest::ZERO)
     }
     /// The MAC header of a FETCH.
-    pub(crate) fn fetch_header(from: u64, upto: u64) -> Header {
+    pub fn fetch_header(from: u64, upto: u64) -> Header {
         Header::new(tag::FETCH, [from, upto, 0, 0], &Digest::ZERO)
     }
     /// The MAC header of a read query or answer.
-    pub(crate) fn read_header(answer: bool, nonce: u64, seq: u64) -> Header {
+    pub fn read_header(answer: bool, nonce: u64, seq: u64) -> Header {
         let t = if answer { tag::READ_INDEX } else { tag::READ_QUERY };
         Header::new(t, [nonce, seq, 0, 0], &Digest::ZERO)
     }
     /// The MAC header of a FORWARD.
-    pub(crate) fn forward_header(digest: &Digest) -> Header {
+    pub fn forward_header(digest: &Digest) -> Header {
         Header::new(tag::FORWARD, [0; 4], digest)
     }
 }

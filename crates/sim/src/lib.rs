@@ -16,6 +16,7 @@
 //! retries), [`faults`] (fault actions and the random schedule),
 //! [`scenario`] (TOML timelines), [`invariant`] (the checker hook),
 //! [`invariants`] (the safety checkers),
+//! [`byzantine`] (adversaries that take over replicas),
 //! [`metrics`], [`trace`] (event hash and recent-events ring), `sim` (the
 //! engine), [`harness`] (the test API), [`run`] (phases and verdicts),
 //! [`protocols`] (per-protocol glue).
@@ -24,6 +25,7 @@
 //! [`synod_core::Protocol`] and [`SimProtocol`].
 #![deny(missing_docs)]
 
+pub mod byzantine;
 mod client;
 pub mod compare;
 pub mod faults;

@@ -91,6 +91,12 @@ pub struct SimOptions {
     /// Search steps the linearizability checker may take before giving up
     /// (reported as `linearizability (unknown)`).
     pub lincheck_max_steps: u64,
+    /// Replicas an adversary controls (ids `1..=byzantine`, see
+    /// [`crate::byzantine`]); PBFT only.
+    pub byzantine: usize,
+    /// The adversary's strategy by name ([`crate::byzantine::ATTACKS`], or
+    /// `all`); required when `byzantine > 0`.
+    pub attack: Option<String>,
 }
 
 impl Default for SimOptions {
@@ -116,6 +122,8 @@ impl Default for SimOptions {
             reads_through_log: false,
             check_linearizability: true,
             lincheck_max_steps: 20_000_000,
+            byzantine: 0,
+            attack: None,
         }
     }
 }
@@ -167,6 +175,7 @@ impl SimOptions {
         if let Some(s) = &self.scenario {
             s.validate(self.nodes).map_err(|e| e.to_string())?;
         }
+        crate::byzantine::validate(self)?;
         Ok(())
     }
 
@@ -204,6 +213,12 @@ impl SimOptions {
         }
         if self.reads_through_log {
             s.push_str(" --reads-through-log");
+        }
+        if self.byzantine > 0 {
+            s.push_str(&format!(" --byzantine {}", self.byzantine));
+        }
+        if let Some(a) = &self.attack {
+            s.push_str(&format!(" --attack {a}"));
         }
         s
     }

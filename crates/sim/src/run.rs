@@ -57,6 +57,9 @@ pub struct SeedReport {
 
 /// Runs one seed with the protocol named in `opts`.
 pub fn run_seed(opts: &SimOptions, seed: u64) -> SeedReport {
+    if opts.attack.as_deref() == Some(crate::byzantine::ALL) {
+        return crate::byzantine::run_every_attack(opts, seed);
+    }
     match opts.protocol {
         ProtocolKind::Raft => run_seed_for::<synod_raft::RaftNode>(opts, seed),
         ProtocolKind::Paxos => run_seed_for::<synod_paxos::PaxosNode>(opts, seed),

@@ -89,6 +89,10 @@ pub struct Sim<P: SimProtocol> {
     /// The key-value state of the first snapshot taken at each index.
     pub(crate) snapshot_states: HashMap<u64, KvStore>,
     pub(crate) next_snapshot_uid: u64,
+    /// Per node: true when an adversary controls it (checkers skip it).
+    pub(crate) byzantine: Vec<bool>,
+    /// The strategy of the Byzantine nodes, if any ([`crate::byzantine`]).
+    pub(crate) adversary: Option<Box<dyn crate::byzantine::Adversary<P>>>,
 }
 
 /// The snapshot property's name in violations.
@@ -138,12 +142,15 @@ impl<P: SimProtocol> Sim<P> {
             snapshot_registry: HashMap::new(),
             snapshot_states: HashMap::new(),
             next_snapshot_uid: 1,
+            byzantine: vec![false; opts.nodes],
+            adversary: None,
             fault_window_end: Time::from_millis(if opts.faults == FaultProfile::None {
                 0
             } else {
                 opts.fault_window_ms
             }),
         };
+        crate::byzantine::install(&mut sim)?;
         for i in 0..sim.nodes.len() {
             sim.boot(i);
         }
@@ -237,6 +244,18 @@ impl<P: SimProtocol> Sim<P> {
             }
             return;
         }
+        if self.byzantine[i]
+            && let Some(mut adv) = self.adversary.take()
+        {
+            let mut forged = Vec::new();
+            let keep = adv.incoming(self.now, to, from, &msg, &mut forged);
+            self.adversary = Some(adv);
+            self.send_forged(forged);
+            if !keep {
+                return;
+            }
+        }
+        let n = &mut self.nodes[i];
         self.metrics.events += 1;
         let rec = TraceRecord {
             time: self.now,
@@ -300,7 +319,7 @@ impl<P: SimProtocol> Sim<P> {
     /// Carries out `self.out`, the output of a call into node `i`'s core.
     pub(crate) fn after_call(&mut self, i: usize) {
         let mut out = std::mem::take(&mut self.out);
-        if !self.invariants.is_empty() {
+        if !self.invariants.is_empty() && !self.byzantine[i] {
             let n = &self.nodes[i];
             let core = n.core.as_ref().expect("a core that just ran exists");
             let view = StepView { now: self.now, node: n.id, core, output: &out };
@@ -651,7 +670,7 @@ impl<P: SimProtocol> Sim<P> {
         for w in &writes[..k] {
             P::apply_write(&mut n.durable, w);
         }
-        for inv in self.invariants.iter_mut() {
+        for inv in self.invariants.iter_mut().filter(|_| !self.byzantine[i]) {
             if let Err(v) = inv.on_synced(n.id, &writes[..k]) {
                 self.violations.push((self.now, v));
             }
@@ -686,13 +705,46 @@ impl<P: SimProtocol> Sim<P> {
         if to.0 == 0 || to.0 as usize > self.nodes.len() || to == from {
             return;
         }
+        if self.byzantine[from.0 as usize - 1]
+            && let Some(mut adv) = self.adversary.take()
+        {
+            let mut forged = Vec::new();
+            adv.outgoing(self.now, from, to, msg, &mut forged);
+            self.adversary = Some(adv);
+            self.send_forged(forged);
+            return;
+        }
+        self.route_peer(from, from, to, msg, 0);
+    }
+
+    /// Sends what an adversary produced, physically from `via`.
+    fn send_forged(&mut self, forged: Vec<crate::byzantine::Forged<P::Message>>) {
+        for f in forged {
+            let n = self.nodes.len() as u64;
+            if (1..=n).contains(&f.to.0) && (1..=n).contains(&f.via.0) && f.to != f.via {
+                self.route_peer(f.via, f.from, f.to, f.msg, f.delay_us);
+            }
+        }
+    }
+
+    /// Puts `msg` (claiming to be from `from`, sent by `via`) on the wire,
+    /// `delay_us` after now plus the network's delay.
+    fn route_peer(
+        &mut self,
+        via: NodeId,
+        from: NodeId,
+        to: NodeId,
+        msg: P::Message,
+        delay_us: u64,
+    ) {
         self.net.count(msg.kind(), msg.size_bytes());
-        match self.net.route(&mut self.rng, Some((from, to))) {
+        let now = self.now.0 + delay_us;
+        match self.net.route(&mut self.rng, Some((via, to))) {
             Fate::Drop => self.record(TraceKind::Drop, to.0, from.0, msg.kind(), 1),
-            Fate::Deliver(d) => self.queue.push(Time(self.now.0 + d), Ev::Peer { from, to, msg }),
+            Fate::Deliver(d) => self.queue.push(Time(now + d), Ev::Peer { from, to, msg }),
             Fate::Twice(a, b) => {
-                self.queue.push(Time(self.now.0 + a), Ev::Peer { from, to, msg: msg.clone() });
-                self.queue.push(Time(self.now.0 + b), Ev::Peer { from, to, msg });
+                self.queue.push(Time(now + a), Ev::Peer { from, to, msg: msg.clone() });
+                self.queue.push(Time(now + b), Ev::Peer { from, to, msg });
             }
         }
     }
@@ -725,6 +777,7 @@ impl<P: SimProtocol> Sim<P> {
         self.trace.record(rec);
         let local = n.local_time(self.now);
         let core = n.core.as_mut().expect("checked above");
+        let mut forged = Vec::new();
         let result = if req.read && !self.opts.reads_through_log {
             if n.pending_reads.len() >= MAX_PENDING_READS {
                 Err(ProposeError::Busy("too many pending reads"))
@@ -741,6 +794,11 @@ impl<P: SimProtocol> Sim<P> {
         } else {
             let client = ClientId(req.client as u64 + 1);
             let cmd = Command { client, seq: req.seq, op: req.op };
+            if self.byzantine[i]
+                && let Some(adv) = self.adversary.as_mut()
+            {
+                adv.request(self.now, to, &cmd, &mut forged);
+            }
             let r = core.propose(local, vec![cmd], &mut self.out);
             if r.is_ok() {
                 n.pending_writes.insert(client, req.seq);
@@ -755,10 +813,20 @@ impl<P: SimProtocol> Sim<P> {
             self.send_reply(i, req.client, req.seq, answer);
         }
         self.after_call(i);
+        if !forged.is_empty() {
+            self.send_forged(forged);
+        }
     }
 
     fn send_reply(&mut self, node: usize, client: u32, seq: u64, answer: Answer) {
         let from = NodeId(node as u64 + 1);
+        let answer = match self.adversary.as_mut() {
+            Some(adv) if self.byzantine[node] => match adv.reply(from, answer) {
+                Some(a) => a,
+                None => return,
+            },
+            _ => answer,
+        };
         match self.net.route(&mut self.rng, None) {
             Fate::Drop => {}
             Fate::Deliver(d) => {
