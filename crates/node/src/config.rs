@@ -1,0 +1,267 @@
+//! [`NodeConfig`]: the TOML file `synod serve --config` reads. Unknown keys
+//! are errors; every error names its field. Relative paths are relative to
+//! the config file's directory.
+//!
+//! ```toml
+//! node_id = 1
+//! cluster_name = "synod-local"        # optional; peers must agree
+//! protocol = "raft"                   # optional (raft)
+//! data_dir = "n1"
+//! secret_file = "secret"              # the cluster secret (>= 16 bytes)
+//! metrics_addr = "127.0.0.1:2381"     # optional: /metrics and /health
+//!
+//! [timeouts]                          # optional, these are the defaults
+//! election_min_ms = 150
+//! election_max_ms = 300
+//! heartbeat_ms = 50
+//! request_ms = 5000
+//!
+//! [[members]]                         # every member, this node included
+//! id = 1
+//! peer_addr = "127.0.0.1:2380"
+//! client_addr = "127.0.0.1:2379"
+//! ```
+
+use crate::glue::ProtocolSettings;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The protocols `protocol` accepts.
+pub const PROTOCOLS: &[&str] = &["raft"];
+
+/// A config that does not parse or does not make sense; names its field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    /// The config file.
+    pub path: String,
+    /// What is wrong, naming the field.
+    pub message: String,
+}
+
+/// `[timeouts]`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// Lower bound of the randomized election timeout.
+    pub election_min_ms: u64,
+    /// Upper bound (exclusive) of the election timeout.
+    pub election_max_ms: u64,
+    /// Leader heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// How long a client request may wait for a leader and an answer.
+    pub request_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { election_min_ms: 150, election_max_ms: 300, heartbeat_ms: 50, request_ms: 5000 }
+    }
+}
+
+/// One `[[members]]` entry.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    /// The member's id (> 0, unique).
+    pub id: u64,
+    /// Where it listens for peers.
+    pub peer_addr: SocketAddr,
+    /// Where it listens for clients (etcd v3 gRPC).
+    pub client_addr: SocketAddr,
+}
+
+/// The whole file.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id; must be one of `members`.
+    pub node_id: u64,
+    /// The cluster's name; the peer handshake refuses another.
+    #[serde(default = "default_cluster_name")]
+    pub cluster_name: String,
+    /// The consensus protocol.
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+    /// The data directory (log, hard state, snapshots).
+    pub data_dir: PathBuf,
+    /// A file holding the cluster secret.
+    pub secret_file: PathBuf,
+    /// Address of the HTTP `/metrics` and `/health` endpoint, if any.
+    #[serde(default)]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Take a snapshot every this many applied entries (0: never).
+    #[serde(default = "default_snapshot_interval")]
+    pub snapshot_interval_entries: u64,
+    /// Timeouts.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Every member, this node included.
+    pub members: Vec<MemberConfig>,
+}
+
+fn default_cluster_name() -> String {
+    "synod".to_string()
+}
+
+fn default_protocol() -> String {
+    "raft".to_string()
+}
+
+fn default_snapshot_interval() -> u64 {
+    10_000
+}
+
+impl NodeConfig {
+    /// Reads and checks the file at `path`; relative paths in it are
+    /// resolved against its directory.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let err = |message: String| ConfigError { path: path.display().to_string(), message };
+        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        let mut config = NodeConfig::parse(&text).map_err(err)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if config.data_dir.is_relative() {
+            config.data_dir = base.join(&config.data_dir);
+        }
+        if config.secret_file.is_relative() {
+            config.secret_file = base.join(&config.secret_file);
+        }
+        Ok(config)
+    }
+
+    /// Parses and checks TOML text.
+    pub fn parse(text: &str) -> Result<NodeConfig, String> {
+        let config: NodeConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the values; the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.node_id == 0 {
+            return Err("node_id: must be at least 1".into());
+        }
+        if self.cluster_name.is_empty() || self.cluster_name.len() > 255 {
+            return Err("cluster_name: must be 1 to 255 bytes".into());
+        }
+        if !PROTOCOLS.contains(&self.protocol.as_str()) {
+            return Err(format!(
+                "protocol: unknown protocol `{}` (expected one of: {})",
+                self.protocol,
+                PROTOCOLS.join(", ")
+            ));
+        }
+        if self.members.is_empty() {
+            return Err("members: at least one member is needed".into());
+        }
+        let mut ids = std::collections::HashSet::new();
+        let mut addrs = std::collections::HashSet::new();
+        for (i, m) in self.members.iter().enumerate() {
+            if m.id == 0 {
+                return Err(format!("members[{i}].id: must be at least 1"));
+            }
+            if !ids.insert(m.id) {
+                return Err(format!("members[{i}].id: {} is listed twice", m.id));
+            }
+            for (field, addr) in [("peer_addr", m.peer_addr), ("client_addr", m.client_addr)] {
+                if !addrs.insert(addr) {
+                    return Err(format!("members[{i}].{field}: {addr} is used twice"));
+                }
+            }
+        }
+        if !ids.contains(&self.node_id) {
+            return Err(format!("node_id: {} is not one of the members", self.node_id));
+        }
+        let t = &self.timeouts;
+        if t.election_min_ms == 0 {
+            return Err("timeouts.election_min_ms: must be at least 1".into());
+        }
+        if t.election_max_ms <= t.election_min_ms {
+            return Err("timeouts.election_max_ms: must exceed election_min_ms".into());
+        }
+        if t.heartbeat_ms == 0 || t.heartbeat_ms >= t.election_min_ms {
+            return Err(
+                "timeouts.heartbeat_ms: must be at least 1 and below election_min_ms".into()
+            );
+        }
+        if t.request_ms == 0 {
+            return Err("timeouts.request_ms: must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// This node's `[[members]]` entry.
+    pub fn me(&self) -> &MemberConfig {
+        self.members.iter().find(|m| m.id == self.node_id).expect("validated: node_id is a member")
+    }
+
+    /// The protocol settings.
+    pub fn protocol_settings(&self) -> ProtocolSettings {
+        let t = &self.timeouts;
+        ProtocolSettings {
+            election_timeout_min: Duration::from_millis(t.election_min_ms),
+            election_timeout_max: Duration::from_millis(t.election_max_ms),
+            heartbeat_interval: Duration::from_millis(t.heartbeat_ms),
+            snapshot_interval_entries: self.snapshot_interval_entries,
+        }
+    }
+
+    /// The cluster id in response headers: a stable hash of the name (FNV-1a).
+    pub fn cluster_id(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self.cluster_name.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+node_id = 2
+data_dir = "n2"
+secret_file = "secret"
+[[members]]
+id = 1
+peer_addr = "127.0.0.1:2380"
+client_addr = "127.0.0.1:2379"
+[[members]]
+id = 2
+peer_addr = "127.0.0.1:2390"
+client_addr = "127.0.0.1:2389"
+"#;
+
+    #[test]
+    fn a_minimal_config_gets_the_defaults() {
+        let c = NodeConfig::parse(GOOD).expect("valid");
+        assert_eq!(c.protocol, "raft");
+        assert_eq!(c.timeouts, Timeouts::default());
+        assert_eq!(c.me().client_addr, "127.0.0.1:2389".parse().expect("addr"));
+        assert_eq!(c.cluster_id(), NodeConfig::parse(GOOD).expect("valid").cluster_id());
+    }
+
+    #[test]
+    fn every_error_names_its_field() {
+        let cases = [
+            (GOOD.replace("node_id = 2", "node_id = 3"), "node_id"),
+            (GOOD.replace("node_id = 2", "node_id = 2\nbogus = 1"), "bogus"),
+            (GOOD.replace("data_dir = \"n2\"\n", ""), "data_dir"),
+            (GOOD.replace("node_id = 2", "node_id = 2\nprotocol = \"zab\""), "protocol"),
+            (GOOD.replace("id = 1\n", "id = 2\n"), "members[1].id"),
+            (GOOD.replace("127.0.0.1:2390", "127.0.0.1:2380"), "members[1].peer_addr"),
+            (GOOD.replace("127.0.0.1:2389", "nowhere"), "client_addr"),
+            (format!("{GOOD}[timeouts]\nelection_max_ms = 100\n"), "timeouts.election_max_ms"),
+            (format!("{GOOD}[timeouts]\nheartbeat_ms = 500\n"), "timeouts.heartbeat_ms"),
+        ];
+        for (text, field) in cases {
+            let err = NodeConfig::parse(&text).expect_err(field);
+            assert!(err.contains(field), "error for {field} does not name it: {err}");
+        }
+    }
+}

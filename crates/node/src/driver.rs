@@ -1,0 +1,709 @@
+//! The driver: one task that owns a protocol core, the node's [`Disk`] and
+//! its [`Machine`], and carries out the core's outputs against the real
+//! world in the order `synod_core::protocol` demands.
+//!
+//! Each *round* of the loop waits for something to happen (a peer message,
+//! a client request, the core's next timer deadline, shutdown), then takes
+//! whatever else is already waiting (bounded by [`MAX_EVENTS_PER_ROUND`]),
+//! so that under load one round carries many events:
+//!
+//! 1. peer messages are stepped into the core; client writes are collected
+//!    into one proposal (up to [`MAX_BATCH_COMMANDS`] commands /
+//!    [`MAX_BATCH_BYTES`] bytes per `propose`); linearizable reads share one
+//!    read barrier per round; serializable reads are answered at once;
+//! 2. the core's accumulated output is carried out: received snapshot
+//!    chunks are stored, every write is persisted and the log is synced with
+//!    **one fsync for the round** (group commit), and only then are the
+//!    messages sent; committed positions are applied (snapshots taken or
+//!    installed at their positions), waiting clients answered, read barriers
+//!    served once applied far enough;
+//! 3. the status (role, term, leader, indexes) is published for the gRPC
+//!    service.
+//!
+//! Writes proposed here are commands of this process's own client session
+//! (a random [`ClientId`] per start, sequence numbers counting up), so the
+//! session table applies each exactly once. A client's write stays pending
+//! across leadership changes (a new leader may still commit it) until it is
+//! applied or the client gives up (its reply channel closes).
+//!
+//! Disk work runs inside `tokio::task::block_in_place`, so the driver needs
+//! the multi-threaded runtime.
+
+use crate::disk::Disk;
+use crate::error::NodeError;
+use crate::glue::{NodeProtocol, ProtocolSettings};
+use crate::machine::Machine;
+use crate::metrics::Metrics;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::io::{Read, Write as _};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use synod_core::protocol::SnapshotAction;
+use synod_core::{
+    ClientId, Command, Committed, Event, NodeId, Output, ProposeError, ReadId, ReadState, Role,
+    Time,
+};
+use synod_kv::KvConfig;
+use synod_transport::{Inbound, TransportHandle};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Events taken from the queues in one round.
+pub const MAX_EVENTS_PER_ROUND: usize = 4096;
+/// Commands in one proposal.
+pub const MAX_BATCH_COMMANDS: usize = 1024;
+/// Bytes of commands in one proposal.
+pub const MAX_BATCH_BYTES: usize = 4 << 20;
+/// Largest snapshot accepted from a peer.
+pub const MAX_SNAPSHOT_BYTES: u64 = 1 << 30;
+/// Client requests waiting for the driver.
+pub const REQUEST_QUEUE_LEN: usize = 8192;
+/// Writes and reads waiting for an answer inside the driver.
+pub const MAX_PENDING: usize = 100_000;
+
+/// Why the driver did not answer a request.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// This node does not lead; `leader` is the one it knows of.
+    #[error("not the leader")]
+    NotLeader {
+        /// The leader, if known.
+        leader: Option<NodeId>,
+    },
+    /// Too much in flight; retry later.
+    #[error("etcdserver: too many requests")]
+    Busy,
+    /// The request can never be accepted.
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// The node is shutting down.
+    #[error("etcdserver: server stopped")]
+    Stopped,
+}
+
+/// The answer to a request: encoded [`synod_kv::KvResult`] bytes.
+pub type Reply = Result<Bytes, ClientError>;
+
+/// A request from the client API to the driver.
+#[derive(Debug)]
+pub enum ClientRequest {
+    /// Order an encoded [`synod_kv::KvCommand`] through the log and answer
+    /// with the result of applying it.
+    Write {
+        /// The command's bytes.
+        op: Bytes,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Reply>,
+    },
+    /// Serve an encoded [`synod_kv::KvQuery`].
+    Read {
+        /// The query's bytes.
+        query: Bytes,
+        /// Wait for a read barrier (linearizable) or answer from local state
+        /// at once (serializable).
+        linearizable: bool,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Reply>,
+    },
+}
+
+/// What the driver publishes after every round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// This node.
+    pub id: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// Term / ballot / view.
+    pub term: u64,
+    /// The leader it knows of.
+    pub leader: Option<NodeId>,
+    /// Highest position known committed.
+    pub commit_index: u64,
+    /// Highest position applied to the state machine.
+    pub applied_index: u64,
+    /// Highest position in the log.
+    pub last_index: u64,
+    /// The store's current revision.
+    pub revision: i64,
+    /// The latest snapshot's index (0: none).
+    pub snapshot_index: u64,
+}
+
+/// What the driver is built from.
+#[derive(Clone, Debug)]
+pub struct DriverConfig {
+    /// This node.
+    pub node_id: NodeId,
+    /// Every voter, including this node.
+    pub voters: Vec<NodeId>,
+    /// Protocol timing.
+    pub settings: ProtocolSettings,
+    /// Store limits.
+    pub kv: KvConfig,
+}
+
+struct PendingRead {
+    query: Bytes,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// The driver of one node. Build it with [`Driver::open`], then
+/// [`Driver::run`] it.
+pub struct Driver<P: NodeProtocol>
+where
+    P::Message: Send,
+    P::Write: Send,
+    P::Config: Send + Sync,
+{
+    core: P,
+    out: Output<P::Message, P::Write>,
+    disk: Disk,
+    hard: P::HardState,
+    machine: Machine,
+    kv_config: KvConfig,
+    transport: TransportHandle,
+    start: Instant,
+    client_id: ClientId,
+    next_seq: u64,
+    batch: Vec<Command>,
+    batch_replies: Vec<(u64, oneshot::Sender<Reply>)>,
+    batch_bytes: usize,
+    pending_writes: HashMap<u64, oneshot::Sender<Reply>>,
+    round_reads: Vec<PendingRead>,
+    pending_reads: HashMap<ReadId, Vec<PendingRead>>,
+    waiting_reads: Vec<(u64, PendingRead)>,
+    next_read_id: u64,
+    /// The snapshot being received: (index, epoch, bytes so far).
+    partial: Option<(u64, u64, Vec<u8>)>,
+    /// The latest durable snapshot's bytes, once read or written.
+    current_snapshot: Option<(u64, Bytes)>,
+    status_tx: watch::Sender<NodeStatus>,
+    metrics: Arc<Metrics>,
+    last_sweep: Instant,
+}
+
+impl<P: NodeProtocol> Driver<P>
+where
+    P::Message: Send,
+    P::Write: Send,
+    P::Config: Send + Sync,
+{
+    /// Opens the data directory, recovers the core and the state machine
+    /// from it (the snapshot the core starts from, then the log), and
+    /// returns the driver and the status it will keep publishing.
+    pub fn open(
+        config: &DriverConfig,
+        mut disk: Disk,
+        saved_hard_state: Option<Vec<u8>>,
+        transport: TransportHandle,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Driver<P>, watch::Receiver<NodeStatus>), NodeError> {
+        let core_config =
+            P::config(config.voters.clone(), &config.settings).map_err(NodeError::Config)?;
+        let (hard, durable) = P::recover_durable(&mut disk, saved_hard_state.as_deref())?;
+        let start = Instant::now();
+        let seed = rand::random::<u64>();
+        let core = P::recover(config.node_id, &core_config, &durable, seed, Time::ZERO);
+        let mut machine = Machine::new(config.kv.clone());
+        let mut current_snapshot = None;
+        if let Some(meta) = core.snapshot() {
+            let mut reader = disk.snapshots.latest()?.ok_or_else(|| {
+                NodeError::Corrupt(format!(
+                    "the hard state names snapshot {} but {} holds none",
+                    meta.index,
+                    disk.dir().join("snap").display()
+                ))
+            })?;
+            if reader.index() < meta.index {
+                return Err(NodeError::Corrupt(format!(
+                    "the hard state names snapshot {} but the newest stored is {}",
+                    meta.index,
+                    reader.index()
+                )));
+            }
+            let mut data = Vec::with_capacity(reader.data_len() as usize);
+            reader.read_to_end(&mut data).map_err(|e| {
+                NodeError::Corrupt(format!("snapshot {}: {e}", reader.path().display()))
+            })?;
+            let data = Bytes::from(data);
+            machine = Machine::restore(config.kv.clone(), &data)?;
+            tracing::info!(index = machine.applied_index(), "loaded snapshot");
+            current_snapshot = Some((reader.index(), data));
+        }
+        let status = NodeStatus {
+            id: config.node_id,
+            role: Role::Follower,
+            term: 0,
+            leader: None,
+            commit_index: 0,
+            applied_index: machine.applied_index(),
+            last_index: 0,
+            revision: machine.kv().current_revision(),
+            snapshot_index: current_snapshot.as_ref().map_or(0, |s| s.0),
+        };
+        let (status_tx, status_rx) = watch::channel(status);
+        let driver = Driver {
+            core,
+            out: Output::new(),
+            disk,
+            hard,
+            machine,
+            kv_config: config.kv.clone(),
+            transport,
+            start,
+            client_id: ClientId(rand::random::<u64>() | 1),
+            next_seq: 1,
+            batch: Vec::new(),
+            batch_replies: Vec::new(),
+            batch_bytes: 0,
+            pending_writes: HashMap::new(),
+            round_reads: Vec::new(),
+            pending_reads: HashMap::new(),
+            waiting_reads: Vec::new(),
+            next_read_id: 1,
+            partial: None,
+            current_snapshot,
+            status_tx,
+            metrics,
+            last_sweep: start,
+        };
+        Ok((driver, status_rx))
+    }
+
+    fn now(&self) -> Time {
+        Time(self.start.elapsed().as_micros() as u64)
+    }
+
+    /// Runs until `shutdown` turns true (or its sender is dropped), the
+    /// inputs close, or a fatal error. Everything acknowledged is durable
+    /// when it returns.
+    pub async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut requests: mpsc::Receiver<ClientRequest>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), NodeError> {
+        tracing::info!(node = %self.core.id(), protocol = P::NAME, "driver started");
+        loop {
+            let deadline = self.core.next_deadline();
+            let wake = if deadline == Time::MAX {
+                self.start + self.start.elapsed() + Duration::from_millis(100)
+            } else {
+                (self.start + Duration::from_micros(deadline.0))
+                    .min(Instant::now() + Duration::from_millis(100))
+            };
+            tokio::select! {
+                biased;
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                }
+                m = inbound.recv() => match m {
+                    Some(m) => self.on_peer(m),
+                    None => break,
+                },
+                r = requests.recv() => match r {
+                    Some(r) => self.on_request(r),
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
+            }
+            for _ in 0..MAX_EVENTS_PER_ROUND {
+                match inbound.try_recv() {
+                    Ok(m) => self.on_peer(m),
+                    Err(_) => break,
+                }
+            }
+            for _ in 0..MAX_EVENTS_PER_ROUND {
+                match requests.try_recv() {
+                    Ok(r) => self.on_request(r),
+                    Err(_) => break,
+                }
+            }
+            self.flush_proposals();
+            self.flush_reads();
+            let now = self.now();
+            if self.core.next_deadline() <= now {
+                self.core.tick(now, &mut self.out);
+            }
+            tokio::task::block_in_place(|| self.carry_out())?;
+            self.sweep();
+            self.publish_status();
+        }
+        tokio::task::block_in_place(|| self.disk.sync())?;
+        for (_, tx) in self.pending_writes.drain() {
+            let _ = tx.send(Err(ClientError::Stopped));
+        }
+        tracing::info!(node = %self.core.id(), "driver stopped");
+        Ok(())
+    }
+
+    fn on_peer(&mut self, m: Inbound) {
+        Metrics::add(&self.metrics.messages_in, 1);
+        match P::decode_message(&m.payload) {
+            Ok(msg) => {
+                let now = self.now();
+                self.core.step(now, m.from, msg, &mut self.out);
+            }
+            Err(e) => {
+                Metrics::add(&self.metrics.bad_messages, 1);
+                tracing::warn!(from = %m.from, error = %e, "dropped a malformed peer message");
+            }
+        }
+    }
+
+    fn on_request(&mut self, r: ClientRequest) {
+        match r {
+            ClientRequest::Write { op, reply } => {
+                if self.pending_writes.len() + self.batch.len() >= MAX_PENDING {
+                    let _ = reply.send(Err(ClientError::Busy));
+                    return;
+                }
+                if self.batch.len() >= MAX_BATCH_COMMANDS
+                    || self.batch_bytes + op.len() > MAX_BATCH_BYTES
+                {
+                    self.flush_proposals();
+                }
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.batch_bytes += op.len();
+                self.batch.push(Command::new(self.client_id, seq, op));
+                self.batch_replies.push((seq, reply));
+            }
+            ClientRequest::Read { query, linearizable: false, reply } => {
+                let _ = reply.send(Ok(self.machine.query(&query)));
+            }
+            ClientRequest::Read { query, linearizable: true, reply } => {
+                if self.round_reads.len() + self.waiting_reads.len() >= MAX_PENDING {
+                    let _ = reply.send(Err(ClientError::Busy));
+                    return;
+                }
+                self.round_reads.push(PendingRead { query, reply });
+            }
+        }
+    }
+
+    fn refusal(e: ProposeError) -> ClientError {
+        match e {
+            ProposeError::NotLeader { hint } => ClientError::NotLeader { leader: hint },
+            ProposeError::Transferring => ClientError::NotLeader { leader: None },
+            ProposeError::Busy(_) => ClientError::Busy,
+            ProposeError::Rejected(why) => ClientError::Rejected(why.to_string()),
+        }
+    }
+
+    fn flush_proposals(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let commands = std::mem::take(&mut self.batch);
+        let replies = std::mem::take(&mut self.batch_replies);
+        self.batch_bytes = 0;
+        let count = commands.len() as u64;
+        let now = self.now();
+        match self.core.propose(now, commands, &mut self.out) {
+            Ok(()) => {
+                Metrics::add(&self.metrics.proposals, count);
+                Metrics::add(&self.metrics.proposal_batches, 1);
+                self.pending_writes.extend(replies);
+            }
+            Err(e) => {
+                let err = Self::refusal(e);
+                for (_, tx) in replies {
+                    let _ = tx.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    fn flush_reads(&mut self) {
+        if self.round_reads.is_empty() {
+            return;
+        }
+        let reads = std::mem::take(&mut self.round_reads);
+        let id = ReadId(self.next_read_id);
+        self.next_read_id += 1;
+        let now = self.now();
+        match self.core.read(now, id, &mut self.out) {
+            Ok(()) => {
+                self.pending_reads.insert(id, reads);
+            }
+            Err(e) => {
+                let err = Self::refusal(e);
+                for r in reads {
+                    let _ = r.reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    /// Carries out the core's output (and whatever the calls back into the
+    /// core add), in contract order.
+    fn carry_out(&mut self) -> Result<(), NodeError> {
+        let mut rounds = 0;
+        while !self.out.is_empty() {
+            rounds += 1;
+            assert!(rounds <= 10_000, "the core keeps producing output without input");
+            let mut out = std::mem::take(&mut self.out);
+            let actions = std::mem::take(&mut out.snapshots);
+            // 0. Received snapshot chunks and installs reach the store first.
+            for a in &actions {
+                self.snapshot_receive(a)?;
+            }
+            // 1. Writes become durable: one fsync for the whole round.
+            if !out.writes.is_empty() {
+                P::persist(&mut self.disk, &mut self.hard, &out.writes)?;
+                let began = Instant::now();
+                self.disk.sync()?;
+                self.metrics.observe_fsync(began.elapsed());
+            }
+            // 2. Only then do the messages leave.
+            for (to, msg) in out.messages.drain(..) {
+                let bytes = Bytes::from(P::encode_message(&msg));
+                match self.transport.send(to, bytes) {
+                    Ok(()) => Metrics::add(&self.metrics.messages_out, 1),
+                    Err(e) => tracing::debug!(%to, error = %e, "message not sent"),
+                }
+            }
+            // 3. Committed positions, with snapshot actions at theirs.
+            let mut positioned = actions.iter().filter(|a| a.position().is_some()).peekable();
+            let mut taken = Vec::new();
+            for c in out.committed.drain(..) {
+                while let Some(a) = positioned.next_if(|a| a.position() < Some(c.index)) {
+                    taken.extend(self.snapshot_at_position(a)?);
+                }
+                self.apply(c);
+            }
+            for a in positioned {
+                taken.extend(self.snapshot_at_position(a)?);
+            }
+            // 4. Reads and events.
+            for rs in out.reads.drain(..) {
+                self.on_read_state(rs);
+            }
+            self.serve_waiting_reads();
+            for e in out.events.drain(..) {
+                self.on_event(e);
+            }
+            // Calls back into the core add to `self.out`: another pass.
+            let now = self.now();
+            for (index, size_bytes) in taken {
+                self.core.snapshot_taken(now, index, size_bytes, &mut self.out);
+            }
+            for a in actions {
+                if let SnapshotAction::Read { to, index, offset, max_bytes } = a
+                    && let Some(data) = self.snapshot_chunk(index, offset, max_bytes)?
+                {
+                    self.core.snapshot_chunk(now, to, index, offset, data, &mut self.out);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, c: Committed) {
+        if c.index <= self.machine.applied_index() {
+            // Inside the snapshot loaded at startup (newer than the one the
+            // core recovered from): already part of the state.
+            return;
+        }
+        Metrics::add(&self.metrics.commits, 1);
+        let answer = self.machine.apply(&c);
+        if let Some(cmd) = &c.command
+            && cmd.client == self.client_id
+            && let Some(tx) = self.pending_writes.remove(&cmd.seq)
+        {
+            let reply = answer.ok_or_else(|| ClientError::Rejected("superseded".into()));
+            let _ = tx.send(reply);
+        }
+    }
+
+    fn on_read_state(&mut self, rs: ReadState) {
+        let Some(reads) = self.pending_reads.remove(&rs.id) else { return };
+        for r in reads {
+            self.waiting_reads.push((rs.index, r));
+        }
+    }
+
+    fn serve_waiting_reads(&mut self) {
+        let applied = self.machine.applied_index();
+        let mut i = 0;
+        while i < self.waiting_reads.len() {
+            if self.waiting_reads[i].0 <= applied {
+                let (_, r) = self.waiting_reads.swap_remove(i);
+                let _ = r.reply.send(Ok(self.machine.query(&r.query)));
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn on_event(&mut self, e: Event) {
+        match e {
+            Event::RoleChanged { role, epoch } => {
+                tracing::info!(node = %self.core.id(), ?role, term = epoch, "role changed");
+                if role == Role::Candidate {
+                    Metrics::add(&self.metrics.elections, 1);
+                }
+            }
+            Event::LeaderChanged { leader, epoch } => {
+                tracing::info!(node = %self.core.id(), ?leader, term = epoch, "leader changed");
+                Metrics::add(&self.metrics.leader_changes, 1);
+            }
+            Event::ReadFailed { id } => {
+                if let Some(reads) = self.pending_reads.remove(&id) {
+                    let leader = self.core.status().leader;
+                    for r in reads {
+                        let _ = r.reply.send(Err(ClientError::NotLeader { leader }));
+                    }
+                }
+            }
+        }
+    }
+
+    // ----- the snapshot host ------------------------------------------------
+
+    fn snapshot_receive(&mut self, a: &SnapshotAction) -> Result<(), NodeError> {
+        match a {
+            SnapshotAction::Write { index, epoch, offset, data } => {
+                if *offset == 0 {
+                    self.partial = Some((*index, *epoch, Vec::new()));
+                }
+                match self.partial.as_mut() {
+                    Some((at, ep, bytes))
+                        if (*at, *ep, bytes.len() as u64) == (*index, *epoch, *offset)
+                            && *offset + data.len() as u64 <= MAX_SNAPSHOT_BYTES =>
+                    {
+                        bytes.extend_from_slice(data);
+                    }
+                    _ => {
+                        tracing::warn!(index, offset, "snapshot chunk out of order; dropped");
+                        self.partial = None;
+                    }
+                }
+            }
+            SnapshotAction::Install { meta } => {
+                let Some((index, epoch, bytes)) = self.partial.take() else {
+                    return Err(NodeError::Corrupt(format!(
+                        "asked to install snapshot {} without its chunks",
+                        meta.index
+                    )));
+                };
+                assert_eq!((index, epoch), (meta.index, meta.epoch), "install of another snapshot");
+                let data = Bytes::from(bytes);
+                self.store_snapshot(meta.index, &data)?;
+            }
+            SnapshotAction::Take { .. } | SnapshotAction::Read { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn store_snapshot(&mut self, index: u64, data: &Bytes) -> Result<(), NodeError> {
+        let mut writer = self.disk.snapshots.begin(index, &[])?;
+        writer.write_all(data).map_err(|e| {
+            NodeError::Storage(synod_storage::Error::InvalidArgument(format!(
+                "writing snapshot {index}: {e}"
+            )))
+        })?;
+        writer.finish()?;
+        self.current_snapshot = Some((index, data.clone()));
+        Metrics::add(&self.metrics.snapshots, 1);
+        Ok(())
+    }
+
+    fn snapshot_at_position(
+        &mut self,
+        a: &SnapshotAction,
+    ) -> Result<Option<(u64, u64)>, NodeError> {
+        match a {
+            SnapshotAction::Take { index } => {
+                if self.machine.applied_index() != *index {
+                    tracing::warn!(
+                        index,
+                        applied = self.machine.applied_index(),
+                        "cannot take a snapshot at this position; skipped"
+                    );
+                    return Ok(None);
+                }
+                let data = self.machine.snapshot();
+                self.store_snapshot(*index, &data)?;
+                tracing::info!(index, bytes = data.len(), "took a snapshot");
+                Ok(Some((*index, data.len() as u64)))
+            }
+            SnapshotAction::Install { meta } => {
+                let data = match &self.current_snapshot {
+                    Some((index, data)) if *index == meta.index => data.clone(),
+                    _ => return Err(NodeError::Corrupt("installed snapshot is gone".into())),
+                };
+                self.machine = Machine::restore(self.kv_config.clone(), &data)?;
+                if self.machine.applied_index() != meta.index {
+                    return Err(NodeError::Corrupt(format!(
+                        "snapshot {} holds the state at {}",
+                        meta.index,
+                        self.machine.applied_index()
+                    )));
+                }
+                tracing::info!(index = meta.index, "installed a snapshot from the leader");
+                Ok(None)
+            }
+            SnapshotAction::Read { .. } | SnapshotAction::Write { .. } => Ok(None),
+        }
+    }
+
+    fn snapshot_chunk(
+        &mut self,
+        index: u64,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<Option<Bytes>, NodeError> {
+        if self.current_snapshot.as_ref().is_none_or(|s| s.0 != index) {
+            let Some(mut reader) = self.disk.snapshots.latest()? else { return Ok(None) };
+            if reader.index() != index {
+                return Ok(None);
+            }
+            let mut data = Vec::new();
+            reader.read_to_end(&mut data).map_err(|e| {
+                NodeError::Corrupt(format!("snapshot {}: {e}", reader.path().display()))
+            })?;
+            self.current_snapshot = Some((index, Bytes::from(data)));
+        }
+        let (_, data) = self.current_snapshot.as_ref().expect("loaded above");
+        let len = data.len() as u64;
+        let start = offset.min(len) as usize;
+        let end = (offset.saturating_add(max_bytes as u64)).min(len) as usize;
+        Ok(Some(data.slice(start..end)))
+    }
+
+    // ----- bookkeeping ------------------------------------------------------
+
+    /// Forgets writes whose client gave up (once a second).
+    fn sweep(&mut self) {
+        if self.last_sweep.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last_sweep = Instant::now();
+        self.pending_writes.retain(|_, tx| !tx.is_closed());
+    }
+
+    fn publish_status(&mut self) {
+        let s = self.core.status();
+        let status = NodeStatus {
+            id: s.id,
+            role: s.role,
+            term: s.epoch,
+            leader: s.leader,
+            commit_index: s.commit_index,
+            applied_index: self.machine.applied_index(),
+            last_index: s.last_index,
+            revision: self.machine.kv().current_revision(),
+            snapshot_index: self.current_snapshot.as_ref().map_or(0, |x| x.0),
+        };
+        self.status_tx.send_if_modified(|old| {
+            let changed = *old != status;
+            *old = status;
+            changed
+        });
+    }
+}

@@ -1,0 +1,82 @@
+//! [`NodeProtocol`]: what the driver needs from a protocol beyond
+//! [`Protocol`] — how its messages look on the wire, how its durable writes
+//! map onto the write-ahead log and the hard-state file, and how its
+//! [`Protocol::Durable`] is rebuilt from them after a restart. Raft
+//! implements it in [`crate::raft_glue`]; Multi-Paxos and PBFT plug in the
+//! same way.
+
+use crate::disk::Disk;
+use crate::error::NodeError;
+use crate::wire::WireError;
+use bytes::Bytes;
+use std::fmt::Debug;
+use std::time::Duration;
+use synod_core::{NodeId, Protocol};
+
+/// Protocol tuning from the node's configuration, in protocol-neutral terms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProtocolSettings {
+    /// Lower bound of the randomized election (or view-change) timeout.
+    pub election_timeout_min: Duration,
+    /// Upper bound (exclusive) of the randomized election timeout.
+    pub election_timeout_max: Duration,
+    /// How often an idle leader sends heartbeats.
+    pub heartbeat_interval: Duration,
+    /// Take a snapshot (and compact the log) every this many applied
+    /// entries; 0 never.
+    pub snapshot_interval_entries: u64,
+}
+
+impl Default for ProtocolSettings {
+    fn default() -> Self {
+        ProtocolSettings {
+            election_timeout_min: Duration::from_millis(150),
+            election_timeout_max: Duration::from_millis(300),
+            heartbeat_interval: Duration::from_millis(50),
+            snapshot_interval_entries: 10_000,
+        }
+    }
+}
+
+/// The per-protocol glue between a sans-IO core and the node's disk and
+/// network. Every method is deterministic and free of I/O except through the
+/// [`Disk`] it is handed.
+pub trait NodeProtocol: Protocol + Send + 'static
+where
+    Self::Message: Send,
+    Self::Write: Send,
+    Self::Config: Send + Sync,
+{
+    /// The protocol's name in configs and on the command line (`"raft"`).
+    const NAME: &'static str;
+
+    /// What this protocol keeps in the hard-state file, as last saved.
+    type HardState: Debug + Send;
+
+    /// The core's configuration for a cluster of `voters`.
+    fn config(voters: Vec<NodeId>, settings: &ProtocolSettings) -> Result<Self::Config, String>;
+
+    /// A message's bytes for the transport.
+    fn encode_message(msg: &Self::Message) -> Vec<u8>;
+
+    /// Decodes a message from a peer (which may be buggy or hostile: never
+    /// panics).
+    fn decode_message(bytes: &Bytes) -> Result<Self::Message, WireError>;
+
+    /// Rebuilds what was durable: the hard state and the log, from `disk`
+    /// (`saved` is the hard-state file's content, if any). Finishes any
+    /// multi-step write a crash interrupted.
+    fn recover_durable(
+        disk: &mut Disk,
+        saved: Option<&[u8]>,
+    ) -> Result<(Self::HardState, Self::Durable), NodeError>;
+
+    /// Carries out `writes`, in order. Log appends may be left unsynced (the
+    /// driver calls [`Disk::sync`] once for the whole batch: group commit);
+    /// everything else is durable when this returns.
+    fn persist(
+        disk: &mut Disk,
+        hard: &mut Self::HardState,
+        writes: &[Self::Write],
+    ) -> Result<(), NodeError>;
+}

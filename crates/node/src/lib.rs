@@ -1,0 +1,43 @@
+//! # synod-node
+//!
+//! A Synod node (DESIGN.md §3): the same sans-IO protocol core the simulator
+//! runs, driven against a real disk ([`synod_storage`]), real peers
+//! ([`synod_transport`]) and real timers, replicating the etcd-style
+//! key-value store ([`synod_kv`]) and serving it over the etcd v3 gRPC API
+//! ([`synod_etcdpb`]).
+//!
+//! - [`driver`]: the loop that feeds the core and carries out its outputs
+//!   (persist with group commit before sending, apply, answer clients,
+//!   snapshots);
+//! - [`glue`]: [`NodeProtocol`], the per-protocol part (wire format, disk
+//!   mapping, recovery); [`raft_glue`] implements it for Raft;
+//! - [`machine`]: the replicated state (store + exactly-once sessions) and
+//!   its snapshots;
+//! - [`service`] and [`convert`]: the etcd `KV`, `Maintenance.Status` and
+//!   `Cluster.MemberList` services, with forwarding to the leader;
+//! - [`config`]: the `synod serve` TOML file; [`server`]: everything wired
+//!   together ([`serve`]), plus `/metrics` and `/health`;
+//! - [`disk`], [`wire`], [`metrics`], [`error`]: the pieces.
+//!
+//! It owns no protocol logic and no state-machine semantics: those belong to
+//! the protocol crates and to `synod-kv`.
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod convert;
+pub mod disk;
+pub mod driver;
+pub mod error;
+pub mod glue;
+pub mod machine;
+pub mod metrics;
+pub mod raft_glue;
+pub mod server;
+pub mod service;
+pub mod wire;
+
+pub use config::{ConfigError, NodeConfig};
+pub use driver::{ClientError, ClientRequest, Driver, DriverConfig, NodeStatus};
+pub use error::NodeError;
+pub use glue::{NodeProtocol, ProtocolSettings};
+pub use server::{serve, shutdown_signal};

@@ -1,0 +1,204 @@
+//! [`Machine`]: the replicated state a node applies committed commands to —
+//! the key-value store ([`KvStore`]) behind an exactly-once session table —
+//! and its snapshot bytes.
+//!
+//! The session table is `synod_core::Sessions`'s rule (apply each (client,
+//! seq) once, answer a retry of the latest request from a cache, ignore older
+//! ones, evict the least recently active client when full), kept here with
+//! its state in the snapshot so that every replica, including one restored
+//! from a snapshot, makes the same decisions.
+//!
+//! Snapshot layout: magic `SYNODSM1`, applied index, the session table
+//! (`count`, then `client, seq, index, response` each), then the
+//! [`KvStore::snapshot`] bytes.
+
+use crate::error::NodeError;
+use crate::wire::{Reader, Writer};
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap};
+use synod_core::{ClientId, Committed, StateMachine};
+use synod_kv::{KvConfig, KvStore};
+
+const MAGIC: &[u8; 8] = b"SYNODSM1";
+
+/// Client sessions kept; the least recently active is evicted beyond this.
+pub const MAX_SESSIONS: usize = 4096;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Session {
+    seq: u64,
+    index: u64,
+    response: Bytes,
+}
+
+/// The replicated state machine of a node.
+#[derive(Debug)]
+pub struct Machine {
+    kv: KvStore,
+    sessions: HashMap<ClientId, Session>,
+    /// Sessions by the index of their last command, oldest first.
+    by_index: BTreeMap<u64, ClientId>,
+    applied_index: u64,
+}
+
+impl Machine {
+    /// An empty machine.
+    pub fn new(config: KvConfig) -> Machine {
+        Machine {
+            kv: KvStore::new(config),
+            sessions: HashMap::new(),
+            by_index: BTreeMap::new(),
+            applied_index: 0,
+        }
+    }
+
+    /// The store.
+    pub fn kv(&self) -> &KvStore {
+        &self.kv
+    }
+
+    /// The last position applied.
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// Applies the committed position `c` and returns the answer for the
+    /// client that sent it (`None` for a no-op, or a request older than the
+    /// client's latest).
+    ///
+    /// # Panics
+    /// If `c.index` is not the next position.
+    pub fn apply(&mut self, c: &Committed) -> Option<Bytes> {
+        assert_eq!(
+            c.index,
+            self.applied_index + 1,
+            "positions are applied in order, exactly once (applied {})",
+            self.applied_index
+        );
+        self.applied_index = c.index;
+        let cmd = c.command.as_ref()?;
+        if let Some(s) = self.sessions.get(&cmd.client) {
+            if cmd.seq == s.seq {
+                return Some(s.response.clone());
+            }
+            if cmd.seq < s.seq {
+                return None;
+            }
+        }
+        let response = self.kv.apply(c.index, &cmd.op);
+        let session = Session { seq: cmd.seq, index: c.index, response: response.clone() };
+        if let Some(old) = self.sessions.insert(cmd.client, session) {
+            self.by_index.remove(&old.index);
+        }
+        self.by_index.insert(c.index, cmd.client);
+        while self.sessions.len() > MAX_SESSIONS {
+            let (_, evicted) = self.by_index.pop_first().expect("sessions and index agree");
+            self.sessions.remove(&evicted);
+        }
+        Some(response)
+    }
+
+    /// Serves an encoded [`synod_kv::KvQuery`] against the current state.
+    pub fn query(&self, op: &[u8]) -> Bytes {
+        StateMachine::query(&self.kv, op)
+    }
+
+    /// The whole state as bytes (see the module doc).
+    pub fn snapshot(&self) -> Bytes {
+        let mut w = Writer::with(MAGIC.to_vec());
+        w.u64(self.applied_index);
+        w.u32(self.by_index.len() as u32);
+        for (index, client) in &self.by_index {
+            let s = &self.sessions[client];
+            w.u64(client.0).u64(s.seq).u64(*index).bytes(&s.response);
+        }
+        let mut out = w.finish();
+        out.extend_from_slice(&self.kv.snapshot());
+        Bytes::from(out)
+    }
+
+    /// Rebuilds a machine from [`Machine::snapshot`] bytes.
+    pub fn restore(config: KvConfig, bytes: &Bytes) -> Result<Machine, NodeError> {
+        if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+            return Err(NodeError::Corrupt("snapshot: not a Synod state snapshot".into()));
+        }
+        let body = bytes.slice(MAGIC.len()..);
+        let mut r = Reader::shared("state snapshot", &body);
+        let applied_index = r.u64()?;
+        let count = r.u32()?;
+        let mut m = Machine::new(config.clone());
+        m.applied_index = applied_index;
+        for _ in 0..count {
+            let client = ClientId(r.u64()?);
+            let session = Session { seq: r.u64()?, index: r.u64()?, response: r.bytes()? };
+            if session.index > applied_index || m.by_index.insert(session.index, client).is_some() {
+                return Err(NodeError::Corrupt("snapshot: inconsistent session table".into()));
+            }
+            if m.sessions.insert(client, session).is_some() {
+                return Err(NodeError::Corrupt("snapshot: a client listed twice".into()));
+            }
+        }
+        let rest = body.len() - r.remaining();
+        m.kv = KvStore::restore(config, &body[rest..])
+            .map_err(|e| NodeError::Corrupt(format!("snapshot: {e}")))?;
+        Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synod_core::Command;
+    use synod_kv::{KvCommand, KvResponse, PutRequest, decode_result};
+
+    fn put(client: u64, seq: u64, index: u64, key: &str) -> Committed {
+        let op = KvCommand::Put(PutRequest {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: Bytes::from_static(b"v"),
+            ..PutRequest::default()
+        })
+        .encode();
+        Committed { index, command: Some(Command::new(ClientId(client), seq, op)) }
+    }
+
+    fn revision(answer: &Bytes) -> i64 {
+        match decode_result(answer).expect("decodes") {
+            Ok(KvResponse::Put(p)) => p.header.revision,
+            other => panic!("not a put answer: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_retried_request_is_applied_once() {
+        let mut m = Machine::new(KvConfig::default());
+        let first = m.apply(&put(1, 1, 1, "a")).expect("answer");
+        assert_eq!(m.apply(&Committed { index: 2, command: None }), None);
+        let retry = m.apply(&put(1, 1, 3, "a")).expect("answer");
+        assert_eq!(revision(&first), revision(&retry));
+        assert_eq!(m.kv().current_revision(), 2, "one put applied");
+        assert_eq!(m.apply(&put(1, 0, 4, "b")), None, "older than the latest: ignored");
+        assert_eq!(m.applied_index(), 4);
+    }
+
+    #[test]
+    fn a_snapshot_restores_the_store_and_the_sessions() {
+        let mut m = Machine::new(KvConfig::default());
+        m.apply(&put(1, 1, 1, "a"));
+        m.apply(&put(2, 5, 2, "b"));
+        let snap = m.snapshot();
+        let mut r = Machine::restore(KvConfig::default(), &snap).expect("restore");
+        assert_eq!(r.applied_index(), 2);
+        assert_eq!(r.snapshot(), snap, "snapshots are deterministic");
+        let retry = r.apply(&put(2, 5, 3, "b")).expect("cached");
+        assert_eq!(revision(&retry), 3, "the cached answer, not a new revision");
+        assert_eq!(r.kv().current_revision(), 3);
+    }
+
+    #[test]
+    fn garbage_is_not_a_snapshot() {
+        assert!(Machine::restore(KvConfig::default(), &Bytes::from_static(b"nope")).is_err());
+        let mut bad = MAGIC.to_vec();
+        bad.extend_from_slice(&[1, 2, 3]);
+        assert!(Machine::restore(KvConfig::default(), &Bytes::from(bad)).is_err());
+    }
+}

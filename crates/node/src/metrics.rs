@@ -1,0 +1,118 @@
+//! [`Metrics`]: the node's counters and its fsync latency histogram, and
+//! their Prometheus text rendering for `/metrics`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the fsync latency histogram buckets.
+const FSYNC_BUCKETS_S: [f64; 12] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+
+/// Counters shared by the driver (which updates them) and the HTTP endpoint
+/// (which renders them).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Client commands proposed.
+    pub proposals: AtomicU64,
+    /// Proposal batches handed to the core.
+    pub proposal_batches: AtomicU64,
+    /// Positions applied to the state machine.
+    pub commits: AtomicU64,
+    /// Protocol messages received from peers.
+    pub messages_in: AtomicU64,
+    /// Protocol messages sent to peers.
+    pub messages_out: AtomicU64,
+    /// Peer messages that did not decode.
+    pub bad_messages: AtomicU64,
+    /// Elections this node started.
+    pub elections: AtomicU64,
+    /// Times the known leader changed.
+    pub leader_changes: AtomicU64,
+    /// Snapshots taken or installed.
+    pub snapshots: AtomicU64,
+    fsync_buckets: [AtomicU64; FSYNC_BUCKETS_S.len()],
+    fsync_count: AtomicU64,
+    fsync_sum_us: AtomicU64,
+}
+
+fn inc(c: &AtomicU64, by: u64) {
+    c.fetch_add(by, Ordering::Relaxed);
+}
+
+impl Metrics {
+    /// Adds `by` to `counter`.
+    pub fn add(counter: &AtomicU64, by: u64) {
+        inc(counter, by);
+    }
+
+    /// Records one fsync that took `took`.
+    pub fn observe_fsync(&self, took: Duration) {
+        let s = took.as_secs_f64();
+        for (bucket, bound) in self.fsync_buckets.iter().zip(FSYNC_BUCKETS_S) {
+            if s <= bound {
+                inc(bucket, 1);
+            }
+        }
+        inc(&self.fsync_count, 1);
+        inc(&self.fsync_sum_us, took.as_micros() as u64);
+    }
+
+    /// Fsyncs recorded.
+    pub fn fsyncs(&self) -> u64 {
+        self.fsync_count.load(Ordering::Relaxed)
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let counters = [
+            ("synod_proposals_total", "Client commands proposed.", &self.proposals),
+            ("synod_proposal_batches_total", "Proposal batches.", &self.proposal_batches),
+            ("synod_commits_total", "Log positions applied.", &self.commits),
+            ("synod_messages_in_total", "Peer messages received.", &self.messages_in),
+            ("synod_messages_out_total", "Peer messages sent.", &self.messages_out),
+            ("synod_bad_messages_total", "Peer messages that did not decode.", &self.bad_messages),
+            ("synod_elections_total", "Elections started here.", &self.elections),
+            ("synod_leader_changes_total", "Changes of the known leader.", &self.leader_changes),
+            ("synod_snapshots_total", "Snapshots taken or installed.", &self.snapshots),
+        ];
+        for (name, help, c) in counters {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
+            let _ = writeln!(s, "{name} {}", c.load(Ordering::Relaxed));
+        }
+        let name = "synod_wal_fsync_duration_seconds";
+        let _ =
+            writeln!(s, "# HELP {name} Write-ahead log fsync latency.\n# TYPE {name} histogram");
+        for (bucket, bound) in self.fsync_buckets.iter().zip(FSYNC_BUCKETS_S) {
+            let _ =
+                writeln!(s, "{name}_bucket{{le=\"{bound}\"}} {}", bucket.load(Ordering::Relaxed));
+        }
+        let count = self.fsync_count.load(Ordering::Relaxed);
+        let _ = writeln!(s, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.fsync_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(s, "{name}_sum {sum}\n{name}_count {count}");
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fsync_histogram_buckets_are_cumulative() {
+        let m = Metrics::default();
+        m.observe_fsync(Duration::from_micros(400));
+        m.observe_fsync(Duration::from_millis(30));
+        let text = m.render();
+        assert!(
+            text.contains("synod_wal_fsync_duration_seconds_bucket{le=\"0.0005\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("synod_wal_fsync_duration_seconds_bucket{le=\"0.05\"} 2"), "{text}");
+        assert!(text.contains("synod_wal_fsync_duration_seconds_count 2"), "{text}");
+        Metrics::add(&m.proposals, 3);
+        assert!(m.render().contains("synod_proposals_total 3"));
+    }
+}

@@ -1,0 +1,556 @@
+//! Raft on a real node: the wire format of [`synod_raft::Message`], log
+//! entries as write-ahead-log records, and [`synod_raft::Write`]s carried out
+//! on the [`Disk`].
+//!
+//! - `HardState { term, voted_for }` and `Snapshot` rewrite the hard-state
+//!   file ([`RaftHardState`]: term, vote, snapshot metadata, purged index and
+//!   term), which is replaced atomically.
+//! - `Append` truncates a conflicting suffix of the log (durably) and appends
+//!   one record per entry (synced by the driver's group commit).
+//! - `Snapshot` whose entry the log holds: the hard state first, then whole
+//!   WAL segments up to the purge index go (a crash in between leaves extra
+//!   records below the purged index, which recovery skips). A `Snapshot` the
+//!   log disagrees with empties the log: the hard state records
+//!   `reset_index` first, then the WAL is emptied; if a crash interrupts,
+//!   recovery sees records at or below `reset_index` (a reset log only ever
+//!   holds records above it) and finishes the job.
+
+use crate::disk::Disk;
+use crate::error::NodeError;
+use crate::glue::{NodeProtocol, ProtocolSettings};
+use crate::wire::{Reader, WireError, Writer};
+use bytes::Bytes;
+use synod_core::protocol::SnapshotMeta;
+use synod_core::{ClientId, Command, NodeId};
+use synod_raft::{Config, Durable, Entry, Message, Payload, RaftNode, Write};
+
+const HARD_STATE_VERSION: u8 = 1;
+
+/// What the hard-state file holds for Raft.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RaftHardState {
+    /// Current term.
+    pub term: u64,
+    /// Vote in `term`.
+    pub voted_for: Option<NodeId>,
+    /// The latest snapshot (index 0: none).
+    pub snapshot: SnapshotMeta,
+    /// Entries up to here are gone from the log.
+    pub purged_index: u64,
+    /// Term of the entry at `purged_index`.
+    pub purged_term: u64,
+    /// The log was emptied after a snapshot at this index it disagreed
+    /// with; every record the log holds since is above it.
+    pub reset_index: u64,
+}
+
+impl RaftHardState {
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u8(HARD_STATE_VERSION)
+            .u64(self.term)
+            .opt_u64(self.voted_for.map(|n| n.0))
+            .u64(self.snapshot.index)
+            .u64(self.snapshot.epoch)
+            .u64(self.snapshot.size_bytes)
+            .u64(self.purged_index)
+            .u64(self.purged_term)
+            .u64(self.reset_index);
+        w.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<RaftHardState, WireError> {
+        let mut r = Reader::new("raft hard state", bytes);
+        let version = r.u8()?;
+        if version != HARD_STATE_VERSION {
+            return Err(r.invalid(format!("unsupported version {version}")));
+        }
+        let h = RaftHardState {
+            term: r.u64()?,
+            voted_for: r.opt_u64()?.map(NodeId),
+            snapshot: SnapshotMeta { index: r.u64()?, epoch: r.u64()?, size_bytes: r.u64()? },
+            purged_index: r.u64()?,
+            purged_term: r.u64()?,
+            reset_index: r.u64()?,
+        };
+        r.finish()?;
+        Ok(h)
+    }
+
+    fn save(&self, disk: &mut Disk) -> Result<(), NodeError> {
+        Ok(disk.hard_state.save(&self.encode())?)
+    }
+}
+
+fn put_entry(w: &mut Writer, e: &Entry) {
+    w.u64(e.term).u64(e.index);
+    match &e.payload {
+        Payload::Noop => {
+            w.u8(0);
+        }
+        Payload::Command(c) => {
+            w.u8(1).u64(c.client.0).u64(c.seq).bytes(&c.op);
+        }
+    }
+}
+
+fn get_entry(r: &mut Reader<'_>) -> Result<Entry, WireError> {
+    let term = r.u64()?;
+    let index = r.u64()?;
+    let payload = match r.u8()? {
+        0 => Payload::Noop,
+        1 => {
+            Payload::Command(Command { client: ClientId(r.u64()?), seq: r.u64()?, op: r.bytes()? })
+        }
+        t => return Err(r.invalid(format!("bad entry tag {t}"))),
+    };
+    Ok(Entry { term, index, payload })
+}
+
+/// An entry as one log record.
+pub fn encode_entry(e: &Entry) -> Vec<u8> {
+    let mut w = Writer::new();
+    put_entry(&mut w, e);
+    w.finish()
+}
+
+/// A log record back to an entry.
+pub fn decode_entry(bytes: &Bytes) -> Result<Entry, WireError> {
+    let mut r = Reader::shared("raft log entry", bytes);
+    let e = get_entry(&mut r)?;
+    r.finish()?;
+    Ok(e)
+}
+
+/// Most entries one AppendEntries message may carry on the wire (the core's
+/// own limit is far lower; this bounds what a hostile peer can make us
+/// allocate per message).
+const MAX_WIRE_ENTRIES: u32 = 1 << 16;
+
+fn encode(msg: &Message) -> Vec<u8> {
+    let mut w = Writer::new();
+    match msg {
+        Message::PreVote { term, last_log_index, last_log_term } => {
+            w.u8(1).u64(*term).u64(*last_log_index).u64(*last_log_term);
+        }
+        Message::PreVoteResponse { term, granted } => {
+            w.u8(2).u64(*term).bool(*granted);
+        }
+        Message::RequestVote { term, last_log_index, last_log_term, transfer } => {
+            w.u8(3).u64(*term).u64(*last_log_index).u64(*last_log_term).bool(*transfer);
+        }
+        Message::RequestVoteResponse { term, granted } => {
+            w.u8(4).u64(*term).bool(*granted);
+        }
+        Message::AppendEntries {
+            term,
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit,
+            read_round,
+        } => {
+            w.u8(5).u64(*term).u64(*prev_log_index).u64(*prev_log_term);
+            w.u64(*leader_commit).u64(*read_round);
+            w.u32(u32::try_from(entries.len()).expect("the core bounds entries per append"));
+            for e in entries {
+                put_entry(&mut w, e);
+            }
+        }
+        Message::AppendEntriesResponse {
+            term,
+            success,
+            match_index,
+            conflict_term,
+            conflict_index,
+            read_round,
+        } => {
+            w.u8(6).u64(*term).bool(*success).u64(*match_index);
+            w.u64(*conflict_term).u64(*conflict_index).u64(*read_round);
+        }
+        Message::TimeoutNow { term } => {
+            w.u8(7).u64(*term);
+        }
+        Message::InstallSnapshot { term, index, last_term, size_bytes, offset, data } => {
+            w.u8(8).u64(*term).u64(*index).u64(*last_term).u64(*size_bytes).u64(*offset);
+            w.bytes(data);
+        }
+        Message::InstallSnapshotResponse { term, index, offset, done } => {
+            w.u8(9).u64(*term).u64(*index).u64(*offset).bool(*done);
+        }
+    }
+    w.finish()
+}
+
+fn decode(bytes: &Bytes) -> Result<Message, WireError> {
+    let mut r = Reader::shared("raft message", bytes);
+    let msg = match r.u8()? {
+        1 => Message::PreVote { term: r.u64()?, last_log_index: r.u64()?, last_log_term: r.u64()? },
+        2 => Message::PreVoteResponse { term: r.u64()?, granted: r.bool()? },
+        3 => Message::RequestVote {
+            term: r.u64()?,
+            last_log_index: r.u64()?,
+            last_log_term: r.u64()?,
+            transfer: r.bool()?,
+        },
+        4 => Message::RequestVoteResponse { term: r.u64()?, granted: r.bool()? },
+        5 => {
+            let term = r.u64()?;
+            let prev_log_index = r.u64()?;
+            let prev_log_term = r.u64()?;
+            let leader_commit = r.u64()?;
+            let read_round = r.u64()?;
+            let count = r.u32()?;
+            if count > MAX_WIRE_ENTRIES {
+                return Err(r.invalid(format!("{count} entries in one append")));
+            }
+            let mut entries = Vec::with_capacity((count as usize).min(r.remaining() / 17));
+            for k in 0..u64::from(count) {
+                let e = get_entry(&mut r)?;
+                if e.index != prev_log_index.wrapping_add(1 + k) {
+                    return Err(r.invalid("entries are not consecutive after prev_log_index"));
+                }
+                entries.push(e);
+            }
+            Message::AppendEntries {
+                term,
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+                read_round,
+            }
+        }
+        6 => Message::AppendEntriesResponse {
+            term: r.u64()?,
+            success: r.bool()?,
+            match_index: r.u64()?,
+            conflict_term: r.u64()?,
+            conflict_index: r.u64()?,
+            read_round: r.u64()?,
+        },
+        7 => Message::TimeoutNow { term: r.u64()? },
+        8 => Message::InstallSnapshot {
+            term: r.u64()?,
+            index: r.u64()?,
+            last_term: r.u64()?,
+            size_bytes: r.u64()?,
+            offset: r.u64()?,
+            data: r.bytes()?,
+        },
+        9 => Message::InstallSnapshotResponse {
+            term: r.u64()?,
+            index: r.u64()?,
+            offset: r.u64()?,
+            done: r.bool()?,
+        },
+        t => return Err(r.invalid(format!("unknown message tag {t}"))),
+    };
+    r.finish()?;
+    Ok(msg)
+}
+
+/// The term of the entry at `index`, if the log (or its purged boundary)
+/// still knows it.
+fn term_at(disk: &Disk, hard: &RaftHardState, index: u64) -> Result<Option<u64>, NodeError> {
+    if index == hard.purged_index {
+        return Ok(Some(hard.purged_term));
+    }
+    let wal = &disk.wal;
+    if index < hard.purged_index
+        || wal.last_index() == 0
+        || index < wal.first_index()
+        || index > wal.last_index()
+    {
+        return Ok(None);
+    }
+    Ok(Some(decode_entry(&wal.entry(index)?)?.term))
+}
+
+impl NodeProtocol for RaftNode {
+    const NAME: &'static str = "raft";
+    type HardState = RaftHardState;
+
+    fn config(voters: Vec<NodeId>, settings: &ProtocolSettings) -> Result<Config, String> {
+        let mut c = Config::new(voters);
+        c.election_timeout_min = settings.election_timeout_min;
+        c.election_timeout_max = settings.election_timeout_max;
+        c.heartbeat_interval = settings.heartbeat_interval;
+        c.snapshot_interval_entries = settings.snapshot_interval_entries;
+        c.snapshot_trailing_entries = 1000.min(settings.snapshot_interval_entries);
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn encode_message(msg: &Message) -> Vec<u8> {
+        encode(msg)
+    }
+
+    fn decode_message(bytes: &Bytes) -> Result<Message, WireError> {
+        decode(bytes)
+    }
+
+    fn recover_durable(
+        disk: &mut Disk,
+        saved: Option<&[u8]>,
+    ) -> Result<(RaftHardState, Durable), NodeError> {
+        let hard = match saved {
+            Some(bytes) => RaftHardState::decode(bytes)?,
+            None => RaftHardState::default(),
+        };
+        let wal = &mut disk.wal;
+        if hard.reset_index > 0 && wal.last_index() > 0 && wal.first_index() <= hard.reset_index {
+            tracing::warn!(reset_index = hard.reset_index, "finishing an interrupted log reset");
+            wal.truncate_suffix(wal.first_index())?;
+        }
+        let mut durable = Durable {
+            term: hard.term,
+            voted_for: hard.voted_for,
+            snapshot: hard.snapshot,
+            purged_index: hard.purged_index,
+            purged_term: hard.purged_term,
+            log: Vec::new(),
+        };
+        let start = hard.purged_index + 1;
+        if wal.last_index() >= start {
+            if wal.first_index() > start {
+                return Err(NodeError::Corrupt(format!(
+                    "the log in {} starts at index {} but the hard state needs every entry \
+                     after {}",
+                    wal.dir().display(),
+                    wal.first_index(),
+                    hard.purged_index
+                )));
+            }
+            for item in wal.entries(start..=wal.last_index())? {
+                let (index, payload) = item?;
+                let entry = decode_entry(&payload)?;
+                if entry.index != index {
+                    return Err(NodeError::Corrupt(format!(
+                        "log record {index} holds the entry for index {}",
+                        entry.index
+                    )));
+                }
+                durable.log.push(entry);
+            }
+        }
+        Ok((hard, durable))
+    }
+
+    fn persist(
+        disk: &mut Disk,
+        hard: &mut RaftHardState,
+        writes: &[Write],
+    ) -> Result<(), NodeError> {
+        for write in writes {
+            match write {
+                Write::HardState { term, voted_for } => {
+                    hard.term = *term;
+                    hard.voted_for = *voted_for;
+                    hard.save(disk)?;
+                }
+                Write::Append { entries } => {
+                    let Some(first) = entries.first() else { continue };
+                    let wal = &mut disk.wal;
+                    if wal.last_index() >= first.index {
+                        wal.truncate_suffix(first.index)?;
+                    }
+                    let payloads: Vec<Vec<u8>> = entries.iter().map(encode_entry).collect();
+                    wal.append(first.index, &payloads)?;
+                }
+                Write::Snapshot { meta, purge_index } => {
+                    assert!(*purge_index <= meta.index, "purge beyond the snapshot");
+                    if term_at(disk, hard, meta.index)? == Some(meta.epoch) {
+                        if *purge_index > hard.purged_index {
+                            let purged_term =
+                                term_at(disk, hard, *purge_index)?.ok_or_else(|| {
+                                    NodeError::Corrupt(format!(
+                                        "entry {purge_index} to purge is not in the log"
+                                    ))
+                                })?;
+                            hard.purged_index = *purge_index;
+                            hard.purged_term = purged_term;
+                        }
+                        hard.snapshot = *meta;
+                        hard.save(disk)?;
+                        disk.wal.purge_prefix(hard.purged_index)?;
+                    } else {
+                        hard.snapshot = *meta;
+                        hard.purged_index = meta.index;
+                        hard.purged_term = meta.epoch;
+                        hard.reset_index = meta.index;
+                        hard.save(disk)?;
+                        let wal = &mut disk.wal;
+                        if wal.last_index() > 0 {
+                            wal.truncate_suffix(wal.first_index())?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use synod_core::Protocol;
+
+    fn e(term: u64, index: u64) -> Entry {
+        let payload = if index.is_multiple_of(2) {
+            Payload::Noop
+        } else {
+            Payload::Command(Command::new(ClientId(7), index, Bytes::from(vec![index as u8; 3])))
+        };
+        Entry { term, index, payload }
+    }
+
+    fn all_messages() -> Vec<Message> {
+        vec![
+            Message::PreVote { term: 3, last_log_index: 9, last_log_term: 2 },
+            Message::PreVoteResponse { term: 3, granted: true },
+            Message::RequestVote { term: 4, last_log_index: 9, last_log_term: 2, transfer: true },
+            Message::RequestVoteResponse { term: 4, granted: false },
+            Message::AppendEntries {
+                term: 4,
+                prev_log_index: 9,
+                prev_log_term: 2,
+                entries: vec![e(4, 10), e(4, 11)],
+                leader_commit: 9,
+                read_round: 5,
+            },
+            Message::AppendEntriesResponse {
+                term: 4,
+                success: false,
+                match_index: 9,
+                conflict_term: 2,
+                conflict_index: 7,
+                read_round: 5,
+            },
+            Message::TimeoutNow { term: 4 },
+            Message::InstallSnapshot {
+                term: 4,
+                index: 100,
+                last_term: 3,
+                size_bytes: 10,
+                offset: 4,
+                data: Bytes::from_static(b"abcdef"),
+            },
+            Message::InstallSnapshotResponse { term: 4, index: 100, offset: 10, done: true },
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        for m in all_messages() {
+            let bytes = Bytes::from(encode(&m));
+            assert_eq!(decode(&bytes), Ok(m));
+        }
+    }
+
+    #[test]
+    fn truncated_messages_are_errors() {
+        for m in all_messages() {
+            let bytes = encode(&m);
+            for cut in 0..bytes.len() {
+                assert!(decode(&Bytes::copy_from_slice(&bytes[..cut])).is_err(), "{m:?} at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn non_consecutive_entries_are_refused() {
+        let m = Message::AppendEntries {
+            term: 4,
+            prev_log_index: 9,
+            prev_log_term: 2,
+            entries: vec![e(4, 10), e(4, 12)],
+            leader_commit: 9,
+            read_round: 5,
+        };
+        let err = decode(&Bytes::from(encode(&m))).unwrap_err();
+        assert!(err.reason.contains("consecutive"), "{err}");
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode(&Bytes::from(data.clone()));
+            let _ = decode_entry(&Bytes::from(data.clone()));
+            let _ = RaftHardState::decode(&data);
+        }
+    }
+
+    /// Carries out `writes` on a disk and on an in-memory [`Durable`], then
+    /// reopens the disk and checks that recovery gives the same state.
+    fn check_against_model(batches: &[Vec<Write>]) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut model = Durable::default();
+        {
+            let (mut disk, saved) = Disk::open(dir.path()).expect("open");
+            let (mut hard, _) =
+                RaftNode::recover_durable(&mut disk, saved.as_deref()).expect("recover");
+            for batch in batches {
+                RaftNode::persist(&mut disk, &mut hard, batch).expect("persist");
+                disk.sync().expect("sync");
+                for w in batch {
+                    RaftNode::apply_write(&mut model, w);
+                }
+            }
+        }
+        let (mut disk, saved) = Disk::open(dir.path()).expect("reopen");
+        let (_, durable) = RaftNode::recover_durable(&mut disk, saved.as_deref()).expect("recover");
+        assert_eq!(durable, model);
+    }
+
+    #[test]
+    fn appends_conflicts_and_hard_state_recover_as_written() {
+        check_against_model(&[
+            vec![Write::HardState { term: 1, voted_for: Some(NodeId(1)) }],
+            vec![Write::Append { entries: vec![e(1, 1), e(1, 2), e(1, 3)] }],
+            vec![Write::Append { entries: vec![e(2, 2), e(2, 3), e(2, 4)] }],
+            vec![
+                Write::HardState { term: 3, voted_for: None },
+                Write::Append { entries: vec![e(3, 5)] },
+            ],
+        ]);
+    }
+
+    #[test]
+    fn a_matching_snapshot_purges_and_a_disagreeing_one_resets_the_log() {
+        let matching = SnapshotMeta { index: 3, epoch: 1, size_bytes: 10 };
+        let disagreeing = SnapshotMeta { index: 8, epoch: 5, size_bytes: 10 };
+        check_against_model(&[
+            vec![Write::Append { entries: (1..=5).map(|i| e(1, i)).collect() }],
+            vec![Write::Snapshot { meta: matching, purge_index: 2 }],
+            vec![Write::Append { entries: vec![e(2, 6)] }],
+            vec![Write::Snapshot { meta: disagreeing, purge_index: 8 }],
+            vec![Write::Append { entries: vec![e(5, 9), e(5, 10)] }],
+        ]);
+    }
+
+    #[test]
+    fn an_interrupted_reset_is_finished_on_recovery() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (mut disk, _) = Disk::open(dir.path()).expect("open");
+            let mut hard = RaftHardState::default();
+            let entries: Vec<Entry> = (1..=5).map(|i| e(1, i)).collect();
+            RaftNode::persist(&mut disk, &mut hard, &[Write::Append { entries }]).expect("append");
+            disk.sync().expect("sync");
+            // The hard state of a reset at 8 was saved, then the crash came.
+            hard.snapshot = SnapshotMeta { index: 8, epoch: 5, size_bytes: 1 };
+            hard.purged_index = 8;
+            hard.purged_term = 5;
+            hard.reset_index = 8;
+            hard.save(&mut disk).expect("save");
+        }
+        let (mut disk, saved) = Disk::open(dir.path()).expect("reopen");
+        let (_, durable) = RaftNode::recover_durable(&mut disk, saved.as_deref()).expect("recover");
+        assert!(durable.log.is_empty(), "stale entries came back: {:?}", durable.log);
+        assert_eq!((durable.purged_index, durable.last_index()), (8, 8));
+        assert_eq!(disk.wal.last_index(), 0);
+    }
+}

@@ -1,0 +1,249 @@
+//! [`serve`]: one node, wired together — the data directory, the peer
+//! transport, the driver, the etcd gRPC services and the HTTP `/metrics` and
+//! `/health` endpoint — running until a shutdown signal.
+//!
+//! Shutdown order: stop accepting client requests, let the driver finish its
+//! round (everything acknowledged is already durable), then close the
+//! transport.
+
+use crate::config::NodeConfig;
+use crate::disk::Disk;
+use crate::driver::{Driver, DriverConfig, NodeStatus, REQUEST_QUEUE_LEN};
+use crate::error::NodeError;
+use crate::glue::NodeProtocol;
+use crate::metrics::Metrics;
+use crate::service::{MemberInfo, Service, ServiceConfig};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use synod_core::NodeId;
+use synod_etcdpb::etcdserverpb::cluster_server::ClusterServer;
+use synod_etcdpb::etcdserverpb::kv_server::KvServer;
+use synod_etcdpb::etcdserverpb::maintenance_server::MaintenanceServer;
+use synod_kv::KvConfig;
+use synod_raft::RaftNode;
+use synod_transport::{Transport, TransportConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+/// The shortest cluster secret accepted.
+pub const MIN_SECRET_BYTES: usize = 16;
+
+/// Reads the cluster secret (surrounding whitespace trimmed).
+pub fn read_secret(config: &NodeConfig) -> Result<Vec<u8>, NodeError> {
+    let path = &config.secret_file;
+    let bytes = std::fs::read(path).map_err(|e| {
+        NodeError::Config(format!("secret_file: cannot read {}: {e}", path.display()))
+    })?;
+    let secret = bytes.trim_ascii().to_vec();
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(NodeError::Config(format!(
+            "secret_file: {} holds {} bytes; at least {MIN_SECRET_BYTES} are needed",
+            path.display(),
+            secret.len()
+        )));
+    }
+    Ok(secret)
+}
+
+/// Runs the node described by `config` until `shutdown` completes (or a
+/// fatal error).
+pub async fn serve(
+    config: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    match config.protocol.as_str() {
+        "raft" => serve_with::<RaftNode>(config, shutdown).await,
+        other => Err(NodeError::Config(format!("protocol: `{other}` cannot run on a node yet"))),
+    }
+}
+
+/// [`serve`] for a given protocol.
+pub async fn serve_with<P: NodeProtocol>(
+    config: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError>
+where
+    P::Message: Send,
+    P::Write: Send,
+    P::Config: Send + Sync,
+{
+    let secret = read_secret(&config)?;
+    let me = config.me().clone();
+    let node_id = NodeId(config.node_id);
+    let (disk, saved) = Disk::open(&config.data_dir)?;
+    let peers: Vec<(NodeId, SocketAddr)> = config
+        .members
+        .iter()
+        .filter(|m| m.id != config.node_id)
+        .map(|m| (NodeId(m.id), m.peer_addr))
+        .collect();
+    let transport_config =
+        TransportConfig::new(node_id, config.cluster_name.clone(), secret, me.peer_addr, peers);
+    let (transport, inbound) = Transport::start(transport_config)
+        .await
+        .map_err(|e| NodeError::Startup(format!("peer transport: {e}")))?;
+    let metrics = Arc::new(Metrics::default());
+    let kv = KvConfig::default();
+    let driver_config = DriverConfig {
+        node_id,
+        voters: config.members.iter().map(|m| NodeId(m.id)).collect(),
+        settings: config.protocol_settings(),
+        kv: kv.clone(),
+    };
+    let (driver, status) =
+        Driver::<P>::open(&driver_config, disk, saved, transport.clone(), metrics.clone())?;
+    let (requests_tx, requests_rx) = mpsc::channel(REQUEST_QUEUE_LEN);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let driver_task = tokio::spawn(driver.run(inbound, requests_rx, stop_rx));
+
+    let service = Service::new(
+        ServiceConfig {
+            node_id,
+            cluster_id: config.cluster_id(),
+            members: config
+                .members
+                .iter()
+                .map(|m| MemberInfo {
+                    id: NodeId(m.id),
+                    peer_addr: m.peer_addr.to_string(),
+                    client_addr: m.client_addr.to_string(),
+                })
+                .collect(),
+            kv,
+            request_timeout: Duration::from_millis(config.timeouts.request_ms),
+        },
+        requests_tx,
+        status.clone(),
+    );
+    let client_listener = TcpListener::bind(me.client_addr).await.map_err(|e| {
+        NodeError::Startup(format!("cannot listen for clients on {}: {e}", me.client_addr))
+    })?;
+    let max_decoding = service.max_decoding_message_size();
+    let (grpc_stop_tx, mut grpc_stop_rx) = watch::channel(false);
+    let grpc = tonic::transport::Server::builder()
+        .add_service(KvServer::new(service.clone()).max_decoding_message_size(max_decoding))
+        .add_service(MaintenanceServer::new(service.clone()))
+        .add_service(ClusterServer::new(service))
+        .serve_with_incoming_shutdown(tokio_stream_incoming(client_listener), async move {
+            let _ = grpc_stop_rx.wait_for(|stop| *stop).await;
+        });
+    let grpc_task = tokio::spawn(grpc);
+    if let Some(addr) = config.metrics_addr {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| NodeError::Startup(format!("cannot listen for metrics on {addr}: {e}")))?;
+        tokio::spawn(serve_http(listener, metrics.clone(), status.clone()));
+    }
+    tracing::info!(
+        node = %node_id, client = %me.client_addr, peer = %me.peer_addr,
+        protocol = P::NAME, "serving"
+    );
+
+    let mut driver_task = driver_task;
+    let result = tokio::select! {
+        _ = shutdown => {
+            tracing::info!(node = %node_id, "shutting down");
+            let _ = grpc_stop_tx.send(true);
+            let _ = stop_tx.send(true);
+            match (&mut driver_task).await {
+                Ok(r) => r,
+                Err(e) => Err(NodeError::Startup(format!("driver task failed: {e}"))),
+            }
+        }
+        r = &mut driver_task => {
+            let _ = grpc_stop_tx.send(true);
+            match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(NodeError::Startup(format!("driver task failed: {e}"))),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), grpc_task).await;
+    transport.shutdown().await;
+    result
+}
+
+/// The accepted connections of `listener`, as tonic wants them.
+fn tokio_stream_incoming(
+    listener: TcpListener,
+) -> impl tonic::codegen::tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+/// A minimal HTTP/1.0 responder: `GET /metrics` (Prometheus text) and
+/// `GET /health` (`{"health":"true"}` when a leader is known, as etcd
+/// answers; 503 otherwise). Requests are read up to 8 KiB, one per
+/// connection.
+async fn serve_http(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    status: watch::Receiver<NodeStatus>,
+) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let metrics = metrics.clone();
+        let status = status.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 8192];
+            let mut len = 0;
+            let read = tokio::time::timeout(Duration::from_secs(5), async {
+                while len < buf.len() {
+                    match stream.read(&mut buf[len..]).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => len += n,
+                    }
+                    if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+            });
+            if read.await.is_err() {
+                return;
+            }
+            let request = String::from_utf8_lossy(&buf[..len]);
+            let path = request.split_whitespace().nth(1).unwrap_or("");
+            let (code, content_type, body) = match path {
+                "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
+                "/health" => {
+                    if status.borrow().leader.is_some() {
+                        ("200 OK", "application/json", "{\"health\":\"true\"}\n".to_string())
+                    } else {
+                        (
+                            "503 Service Unavailable",
+                            "application/json",
+                            "{\"health\":\"false\",\"reason\":\"no leader\"}\n".to_string(),
+                        )
+                    }
+                }
+                _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
+            };
+            let response = format!(
+                "HTTP/1.0 {code}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C (SIGINT).
+pub async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
