@@ -15,5 +15,6 @@
 pub mod hash;
 pub mod ledger;
 pub mod pow;
+pub mod sim;
 pub mod tx;
 pub mod u256;

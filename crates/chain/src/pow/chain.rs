@@ -132,6 +132,7 @@ pub struct PowChain {
     /// Undo records of each active block, by height.
     undo: Vec<Vec<Undo>>,
     ledger: Ledger,
+    genesis_balances: Vec<(AccountId, u64)>,
     pool: Mempool,
     orphans: HashMap<Hash32, (Block, u64)>,
     orphan_order: VecDeque<Hash32>,
@@ -179,6 +180,7 @@ impl PowChain {
             active: vec![hash],
             undo: vec![Vec::new()],
             ledger: Ledger::with_balances(balances),
+            genesis_balances: balances.to_vec(),
             pool,
             orphans: HashMap::new(),
             orphan_order: VecDeque::new(),
@@ -219,6 +221,16 @@ impl PowChain {
     /// The ledger at the best tip.
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
+    }
+
+    /// The signature cache this node uses.
+    pub fn sigs(&self) -> &SigCache {
+        &self.sigs
+    }
+
+    /// The genesis allocation.
+    pub fn genesis_balances(&self) -> &[(AccountId, u64)] {
+        &self.genesis_balances
     }
 
     /// The transaction pool.
