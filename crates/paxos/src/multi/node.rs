@@ -11,8 +11,9 @@
 //! majority it leads: for each slot from there to the highest slot any
 //! promise reported it adopts the value of the highest-ballot acceptance
 //! reported, fills the holes with no-ops, and re-proposes them all in its
-//! ballot. From then on each proposal costs only Phase 2 (`Accept` /
-//! `Accepted`): two message delays from the leader.
+//! ballot, followed by one no-op of its own (chosen at once, it shows that
+//! the new leader commits). From then on each proposal costs only Phase 2
+//! (`Accept` / `Accepted`): two message delays from the leader.
 //!
 //! A leader sends heartbeats (empty accepts) and steps down when it has not
 //! heard from a majority for `election_timeout_min` (check-quorum);
@@ -20,6 +21,22 @@
 //! candidates' prepares, so a rejoining node does not depose a healthy
 //! leader. A leader refused by an acceptor that promised a higher ballot
 //! runs Phase 1 again at once, above it.
+//!
+//! ## Partial connectivity
+//!
+//! Two rules keep leader election live when only some servers reach a
+//! quorum (the OmniPaxos quorum-loss, constrained-election and chained
+//! topologies, `synod sim --faults quorum-loss` etc.):
+//!
+//! - promising a candidate's prepare does not restart this node's own
+//!   election timer (only a leader's accept does), so servers that can
+//!   never win — they reach only one other server — cannot keep postponing
+//!   the campaign of the quorum-connected server they reach;
+//! - a node whose campaigns fewer than a majority answer (promise or nack)
+//!   is not quorum-connected: it doubles its election timeout per such
+//!   campaign (up to 16 times), so it rarely disturbs the servers that are,
+//!   and returns to the usual pace once it hears from a majority again
+//!   within an election timeout.
 //!
 //! ## Replication, commit and catch-up
 //!
@@ -57,6 +74,10 @@ use synod_core::{
     ClientRouting, Command, Committed, Event, NodeId, Output, ProposeError, Protocol, ReadId, Role,
     Status, Time, quorum,
 };
+
+/// Most doublings of the election timeout of a node whose campaigns fewer
+/// than a majority answer (16 times the usual timeout at most).
+const MAX_BACKOFF_DOUBLINGS: u32 = 4;
 
 /// Output type of the Multi-Paxos core.
 pub type PaxosOutput = Output<Message, Write>;
@@ -136,6 +157,21 @@ pub struct PaxosNode {
 
     // Candidate state.
     phase1: Phase1,
+    /// Acceptors that answered (promise or nack) this node's latest
+    /// campaign, this node included.
+    campaign_heard: u64,
+    /// Campaigns in a row, with no leader heard in between, that fewer
+    /// than a majority answered: this node is not quorum-connected and
+    /// backs off (its election timeout doubles, up to 16 times).
+    quiet_campaigns: u32,
+    /// True from a campaign until a leader is heard (or this node leads).
+    campaigned: bool,
+    /// The ballot of this node's latest campaign.
+    campaign_ballot: Ballot,
+    /// When each peer (by position in `peers`) was last heard from, by any
+    /// message: a node that hears from a majority within an election
+    /// timeout is connected again and ends its back-off.
+    heard_at: Vec<Time>,
 
     // Leader state.
     peers: Vec<Peer>,
@@ -313,6 +349,29 @@ impl PaxosNode {
         }
     }
 
+    /// Records a message from `from`; a backed-off node that now hears
+    /// from a majority within `election_timeout_max` campaigns again at the
+    /// usual pace.
+    fn note_heard(&mut self, now: Time, from: NodeId) {
+        let Some(position) = self.peer_position(from) else { return };
+        if let Some(t) = self.heard_at.get_mut(position) {
+            *t = now;
+        }
+        if self.quiet_campaigns == 0 {
+            return;
+        }
+        let window = self.config.election_timeout_max;
+        let heard = self.heard_at.iter().filter(|&&t| now.saturating_since(t) <= window).count();
+        if quorum::is_majority(heard + 1, self.voters()) {
+            self.quiet_campaigns = 0;
+            if self.role != Role::Leader
+                && self.timer.deadline() > now + self.config.election_timeout_max
+            {
+                self.timer.reset(now);
+            }
+        }
+    }
+
     // ----- role transitions ---------------------------------------------
 
     fn become_follower(&mut self, now: Time, leader: Option<NodeId>, out: &mut PaxosOutput) {
@@ -344,7 +403,16 @@ impl PaxosNode {
         self.role = Role::Follower;
         self.set_role(Role::Candidate, out);
         self.set_leader(None, out);
-        self.timer.reset(now);
+        let answered = self.campaign_heard.count_ones() as usize;
+        if self.campaigned && !quorum::is_majority(answered, self.voters()) {
+            self.quiet_campaigns = (self.quiet_campaigns + 1).min(MAX_BACKOFF_DOUBLINGS);
+        } else {
+            self.quiet_campaigns = 0;
+        }
+        self.campaigned = true;
+        self.campaign_ballot = ballot;
+        self.campaign_heard = self.bit;
+        self.timer.reset_scaled(now, 1 << self.quiet_campaigns);
         let first_slot = self.chosen_slot + 1;
         self.phase1 = Phase1 { first_slot, promised: self.bit, adopted: Vec::new() };
         for (slot, entry) in self.log.entries_from(first_slot) {
@@ -368,7 +436,7 @@ impl PaxosNode {
         assert_eq!(first_slot, self.chosen_slot + 1, "the chosen slot moved during Phase 1");
         let ballot = self.ballot;
         let adopted = std::mem::take(&mut self.phase1.adopted);
-        let values: Vec<Value> = adopted
+        let mut values: Vec<Value> = adopted
             .into_iter()
             .map(|entry| match (entry, self.config.bug) {
                 (Some(e), InjectedBug::None) => {
@@ -378,6 +446,10 @@ impl PaxosNode {
                 _ => Value::Noop,
             })
             .collect();
+        // One no-op of this ballot after the recovered slots: its choice
+        // shows at once that the new leader commits (and fixes the read
+        // index) without waiting for a client command.
+        values.push(Value::Noop);
         self.set_role(Role::Leader, out);
         self.set_leader(Some(self.id), out);
         self.acks.reset(self.chosen_slot);
@@ -403,6 +475,8 @@ impl PaxosNode {
         self.heartbeat_deadline = now + self.config.heartbeat_interval;
         self.check_quorum_deadline = now + self.config.election_timeout_min;
         self.timer.stop();
+        self.campaigned = false;
+        self.quiet_campaigns = 0;
         for i in 0..self.peers.len() {
             let to = self.peers[i].id;
             if last_slot >= first_slot {
@@ -511,8 +585,17 @@ impl PaxosNode {
             if self.in_lease(now, from) {
                 return;
             }
+            // Promising does not restart this node's own election timer (a
+            // leader's accept does): otherwise candidates that can never
+            // win — servers that reach only this one, as in the
+            // quorum-loss and constrained-election topologies — would keep
+            // postponing the campaign of the one server that can.
+            let deadline = self.timer.deadline();
             self.promise(ballot, out);
             self.become_follower(now, None, out);
+            if deadline != Time::MAX {
+                self.timer.fire_at(deadline);
+            }
         }
         if ballot.node != from {
             return;
@@ -578,6 +661,8 @@ impl PaxosNode {
             self.timer.reset(now);
         }
         self.leader_contact = now;
+        self.campaigned = false;
+        self.quiet_campaigns = 0;
         self.timer.restart(now);
         let count = values.len() as u64;
         if count > 0 {
@@ -716,6 +801,11 @@ impl Protocol for PaxosNode {
             timer,
             leader_contact: Time::ZERO,
             phase1: Phase1::default(),
+            campaign_heard: 0,
+            quiet_campaigns: 0,
+            campaigned: false,
+            campaign_ballot: Ballot::ZERO,
+            heard_at: vec![Time::ZERO; config.voters.len().saturating_sub(1)],
             peers,
             acks: AckWindow::default(),
             recovery_slot: 0,
@@ -760,6 +850,14 @@ impl Protocol for PaxosNode {
             return;
         }
         self.max_round_seen = self.max_round_seen.max(msg.ballot().round);
+        self.note_heard(now, from);
+        if self.campaigned
+            && msg.ballot() == self.campaign_ballot
+            && matches!(msg, Message::Promise { .. } | Message::Nack { .. })
+            && let Some(p) = self.peers.iter().find(|p| p.id == from)
+        {
+            self.campaign_heard |= p.bit;
+        }
         match msg {
             Message::Prepare { ballot, first_slot } => {
                 self.on_prepare(now, from, ballot, first_slot, out)

@@ -109,6 +109,11 @@ impl Cluster {
     fn commands(&self, id: u64) -> Vec<Option<u64>> {
         self.committed[id as usize - 1].iter().map(|c| c.command.as_ref().map(|c| c.seq)).collect()
     }
+
+    /// The client commands committed at `id`, without no-ops.
+    fn client_commands(&self, id: u64) -> Vec<u64> {
+        self.commands(id).into_iter().flatten().collect()
+    }
 }
 
 #[test]
@@ -117,9 +122,13 @@ fn a_single_node_leads_and_commits_at_once() {
     c.campaign(1);
     assert_eq!(c.node(1).role(), Role::Leader);
     c.call(1, |n, now, out| n.propose(now, vec![cmd(1), cmd(2)], out)).expect("leader");
-    assert_eq!(c.commands(1), vec![Some(1), Some(2)], "a batch takes one position per command");
-    assert_eq!(c.committed[0].iter().map(|c| c.index).collect::<Vec<_>>(), vec![1, 2]);
-    assert_eq!(c.node(1).chosen_slot(), 1, "one slot");
+    assert_eq!(
+        c.commands(1),
+        vec![None, Some(1), Some(2)],
+        "the leader's own no-op, then one position per command of the batch"
+    );
+    assert_eq!(c.committed[0].iter().map(|c| c.index).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(c.node(1).chosen_slot(), 2, "the no-op's slot and the batch's");
 }
 
 #[test]
@@ -134,16 +143,16 @@ fn steady_state_costs_one_accept_and_one_accepted_per_follower() {
     c.call(1, |n, now, out| n.propose(now, vec![cmd(1)], out)).expect("leader");
     c.deliver_all();
     assert_eq!(c.sent, vec!["accept", "accept", "accepted", "accepted"]);
-    assert_eq!(c.commands(1), vec![Some(1)]);
+    assert_eq!(c.client_commands(1), vec![1]);
     // Followers learn the choice from the next message of the leader.
-    assert!(c.commands(2).is_empty());
+    assert!(c.client_commands(2).is_empty());
     c.call(1, |n, now, out| n.propose(now, vec![cmd(2)], out)).expect("leader");
     c.deliver_all();
-    assert_eq!(c.commands(2), vec![Some(1)], "chosen notification piggybacked on the accept");
+    assert_eq!(c.client_commands(2), vec![1], "chosen notification piggybacked on the accept");
     c.now = c.now + std::time::Duration::from_millis(60);
     c.call(1, |n, now, out| n.tick(now, out));
     c.deliver_all();
-    assert_eq!(c.commands(3), vec![Some(1), Some(2)], "and on the heartbeat");
+    assert_eq!(c.commands(3), vec![None, Some(1), Some(2)], "and on the heartbeat");
 }
 
 #[test]
@@ -151,24 +160,27 @@ fn a_new_leader_adopts_an_accepted_value_and_fills_holes_with_noops() {
     let mut c = Cluster::new(3);
     c.campaign(1);
     c.deliver_all();
-    // Slot 1 reaches only n2; slot 2 reaches nobody; slot 3 reaches n2.
+    // Slot 1 is n1's no-op. Slot 2 reaches only n2; slot 3 reaches
+    // nobody; slot 4 reaches n2.
     c.call(1, |n, now, out| n.propose(now, vec![cmd(1)], out)).unwrap();
     c.call(1, |n, now, out| n.propose(now, vec![cmd(2)], out)).unwrap();
     c.call(1, |n, now, out| n.propose(now, vec![cmd(3)], out)).unwrap();
     c.deliver(|from, to, msg| {
         from == NodeId(1)
             && (to == NodeId(3)
-                || matches!(msg, Message::Accept { first_slot: 2, values, .. } if !values.is_empty()))
+                || matches!(msg, Message::Accept { first_slot: 3, values, .. } if !values.is_empty()))
     });
-    assert!(c.commands(1).len() <= 1);
+    assert!(c.client_commands(1).len() <= 1);
     c.crash(1);
     c.campaign(2);
     c.deliver_all();
     assert_eq!(c.node(2).role(), Role::Leader);
     c.call(2, |n, now, out| n.propose(now, vec![cmd(4)], out)).unwrap();
     c.deliver_all();
-    assert_eq!(c.commands(2), vec![Some(1), None, Some(3), Some(4)]);
-    assert_eq!(c.node(2).entry(2).map(|e| e.value.clone()), Some(Value::Noop));
+    // n1's no-op, the adopted command, the filled hole, the adopted
+    // command, n2's own no-op, the new command.
+    assert_eq!(c.commands(2), vec![None, Some(1), None, Some(3), None, Some(4)]);
+    assert_eq!(c.node(2).entry(3).map(|e| e.value.clone()), Some(Value::Noop));
 }
 
 #[test]
@@ -180,13 +192,13 @@ fn the_broken_leader_replaces_accepted_values_with_noops() {
     c.deliver_all();
     c.call(1, |n, now, out| n.propose(now, vec![cmd(1)], out)).unwrap();
     c.deliver(|from, to, _| from == NodeId(1) && to == NodeId(3));
-    assert_eq!(c.commands(1), vec![Some(1)], "chosen by n1 and n2");
+    assert_eq!(c.client_commands(1), vec![1], "chosen by n1 and n2");
     c.crash(1);
     c.campaign(2);
     c.deliver_all();
     c.call(2, |n, now, out| n.propose(now, vec![cmd(2)], out)).unwrap();
     c.deliver_all();
-    assert_eq!(c.commands(2), vec![None, Some(2)], "the chosen command was lost");
+    assert_eq!(c.commands(2), vec![None, None, None, Some(2)], "the chosen command was lost");
 }
 
 #[test]
@@ -201,12 +213,12 @@ fn a_restarted_follower_catches_up_on_chosen_slots() {
         c.call(1, |n, now, out| n.propose(now, vec![cmd(seq)], out)).unwrap();
     }
     c.deliver_all();
-    assert_eq!(c.node(1).chosen_slot(), 5);
+    assert_eq!(c.node(1).chosen_slot(), 6, "the leader's no-op and five commands");
     c.restart(3);
     c.now = c.now + std::time::Duration::from_millis(60);
     c.call(1, |n, now, out| n.tick(now, out));
     c.deliver_all();
-    assert_eq!(c.commands(3), (1..=5).map(Some).collect::<Vec<_>>());
+    assert_eq!(c.client_commands(3), (1..=5).collect::<Vec<_>>());
 }
 
 #[test]
@@ -226,7 +238,7 @@ fn a_stale_leader_is_refused_and_the_new_one_keeps_the_chosen_prefix() {
     assert_ne!(c.node(1).role(), Role::Leader, "refused by a higher promise");
     c.call(2, |n, now, out| n.propose(now, vec![cmd(3)], out)).unwrap();
     c.deliver_all();
-    assert_eq!(c.commands(2), vec![Some(1), Some(3)]);
+    assert_eq!(c.client_commands(2), vec![1, 3]);
 }
 
 #[test]
@@ -239,7 +251,7 @@ fn a_read_waits_for_a_majority_round_in_the_leaders_ballot() {
     c.call(1, |n, now, out| n.read(now, ReadId(7), out)).unwrap();
     assert!(c.reads[0].is_empty(), "not before a majority confirmed");
     c.deliver(|_, to, _| to == NodeId(3));
-    assert_eq!(c.reads[0], vec![synod_core::ReadState { id: ReadId(7), index: 1 }]);
+    assert_eq!(c.reads[0], vec![synod_core::ReadState { id: ReadId(7), index: 2 }]);
     assert_eq!(
         c.call(2, |n, now, out| n.read(now, ReadId(8), out)),
         Err(ProposeError::NotLeader { hint: Some(NodeId(1)) })
