@@ -58,6 +58,19 @@ pub(crate) struct InFlight {
     pub hist: usize,
     pub first_call: Time,
     pub attempts: u32,
+    /// Attempts of this operation that timed out without an answer.
+    pub silent_timeouts: u32,
+}
+
+/// How long a client waits for an answer to one attempt of an operation
+/// after `silent_timeouts` of its attempts went unanswered: the full
+/// `client_timeout_ms` for the first attempt, then an eighth of it (it
+/// retransmits). A lost request or reply is the common cause of silence
+/// under message loss; waiting the full timeout for each (as clients once
+/// did) let a few losses in a row outlast a test's patience while the
+/// cluster was healthy.
+pub(crate) fn attempt_timeout_ms(client_timeout_ms: u64, silent_timeouts: u32) -> u64 {
+    if silent_timeouts == 0 { client_timeout_ms } else { (client_timeout_ms / 8).max(1) }
 }
 
 /// One simulated client.
@@ -74,6 +87,12 @@ pub(crate) struct Client {
     /// True while waiting out a backoff (the next wake-up resends to the
     /// same target instead of treating silence as a timeout).
     pub backing_off: bool,
+    /// A replica just named `target` the leader: silence from it is first
+    /// blamed on a lost request or reply, and the request is resent there
+    /// once before the client moves on (else, under message loss, every
+    /// lost message would send the client round every replica, crashed ones
+    /// included, at a full timeout each).
+    pub target_hinted: bool,
     /// The last value this client saw for each key (for compare-and-set).
     pub last_values: Vec<Option<Bytes>>,
     /// Replies collected for the current op under `ClientRouting::All`.
@@ -92,6 +111,7 @@ impl Client {
             target,
             generation: 0,
             backing_off: false,
+            target_hinted: false,
             last_values: vec![None; keys],
             replies: Vec::new(),
             is_probe: false,
@@ -142,6 +162,13 @@ pub(crate) fn random_op(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retransmissions_wait_an_eighth_of_the_client_timeout() {
+        let t: Vec<u64> = (0..4).map(|s| attempt_timeout_ms(1_600, s)).collect();
+        assert_eq!(t, vec![1_600, 200, 200, 200]);
+        assert_eq!(attempt_timeout_ms(4, 1), 1);
+    }
 
     #[test]
     fn workload_values_are_unique_and_ops_are_mixed() {

@@ -868,8 +868,18 @@ impl<P: SimProtocol> Sim<P> {
             return;
         }
         self.metrics.events += 1;
-        if cl.current.is_some() {
+        if let Some(cur) = cl.current.as_mut() {
             if !cl.backing_off {
+                cur.silent_timeouts += 1;
+            }
+            if cl.backing_off {
+                // The backoff after an answer is over: resend.
+            } else if std::mem::take(&mut cl.target_hinted) {
+                // Silence from the named leader: resend there once.
+                self.metrics.retries += 1;
+                let seq = cl.current.as_ref().map_or(0, |f| f.seq);
+                self.record(TraceKind::Retry, c as u64 + 1, 0, "timeout, same target", seq);
+            } else {
                 // Silence: try the next replica with the same request.
                 cl.target = (cl.target + 1) % self.nodes.len();
                 self.metrics.retries += 1;
@@ -903,6 +913,7 @@ impl<P: SimProtocol> Sim<P> {
                     let encoded = op.encode();
                     if let Some(t) = target {
                         cl.target = t.0 as usize - 1;
+                        cl.target_hinted = false;
                     }
                     self.history[hist].call = self.now.0;
                     cl.current = Some(InFlight {
@@ -913,6 +924,7 @@ impl<P: SimProtocol> Sim<P> {
                         hist,
                         first_call: self.now,
                         attempts: 0,
+                        silent_timeouts: 0,
                     });
                     self.client_send(c);
                     return;
@@ -932,8 +944,16 @@ impl<P: SimProtocol> Sim<P> {
         }
         let read = matches!(op, KvOp::Get { .. });
         let encoded = op.encode();
-        cl.current =
-            Some(InFlight { seq, op, encoded, read, hist, first_call: self.now, attempts: 0 });
+        cl.current = Some(InFlight {
+            seq,
+            op,
+            encoded,
+            read,
+            hist,
+            first_call: self.now,
+            attempts: 0,
+            silent_timeouts: 0,
+        });
         self.client_send(c);
     }
 
@@ -943,6 +963,8 @@ impl<P: SimProtocol> Sim<P> {
         cur.attempts += 1;
         let req =
             Request { client: c as u32, seq: cur.seq, op: cur.encoded.clone(), read: cur.read };
+        let timeout_ms =
+            client::attempt_timeout_ms(self.opts.client_timeout_ms, cur.silent_timeouts);
         match self.routing {
             ClientRouting::Leader => {
                 let t = cl.target;
@@ -954,7 +976,7 @@ impl<P: SimProtocol> Sim<P> {
                 }
             }
         }
-        let at = self.now + std::time::Duration::from_millis(self.opts.client_timeout_ms);
+        let at = self.now + std::time::Duration::from_millis(timeout_ms);
         self.wake_client_at(c, at, false);
     }
 
@@ -983,13 +1005,14 @@ impl<P: SimProtocol> Sim<P> {
                     return;
                 }
                 let n = self.nodes.len();
-                let (target, backoff_ms) = match hint {
+                let (target, backoff_ms, hinted) = match hint {
                     Some(h) if h.0 >= 1 && h.0 as usize <= n && h != from => {
-                        (h.0 as usize - 1, (1, 5))
+                        (h.0 as usize - 1, (1, 5), true)
                     }
-                    _ => ((cl.target + 1) % n, (20, 60)),
+                    _ => ((cl.target + 1) % n, (20, 60), false),
                 };
                 cl.target = target;
+                cl.target_hinted = hinted;
                 self.metrics.retries += 1;
                 self.record(TraceKind::Retry, c as u64 + 1, from.0, "not leader", seq);
                 let wait = 1000 * self.rng.between(backoff_ms.0, backoff_ms.1);
