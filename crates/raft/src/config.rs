@@ -21,8 +21,10 @@ pub enum InjectedBug {
 /// Configuration of a Raft core.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Every voter of the cluster, including this node. Fixed membership for
-    /// now; joint consensus replaces this with a configuration in the log.
+    /// The bootstrap voters: the configuration in effect until the log (or
+    /// a snapshot) holds another one (see [`crate::membership`]). Every
+    /// node of a cluster, including nodes added later, starts from the same
+    /// list.
     pub voters: Vec<NodeId>,
     /// Lower bound of the randomized election timeout.
     pub election_timeout_min: Duration,
@@ -62,6 +64,10 @@ pub struct Config {
     /// a time, so a leader holds at most `snapshot_chunk_bytes` per follower
     /// and a follower at most one chunk.
     pub snapshot_chunk_bytes: usize,
+    /// How far (in entries) a new voter's log may lag the leader's when a
+    /// membership change promotes it; further behind, the change is refused
+    /// with `ConfigChangeError::NotCaughtUp` (add it as a learner first).
+    pub max_promotion_lag_entries: u64,
     /// A bug to inject (tests only).
     pub bug: InjectedBug,
 }
@@ -70,7 +76,8 @@ impl Config {
     /// A configuration with the defaults for `voters`: election timeout
     /// 150–300 ms, heartbeats every 50 ms, pre-vote and check-quorum on, no
     /// automatic snapshots (set `snapshot_interval_entries` / `_bytes`), 100
-    /// trailing entries kept after a purge, 64 KiB snapshot chunks.
+    /// trailing entries kept after a purge, 64 KiB snapshot chunks, new voters
+    /// at most 100 entries behind.
     pub fn new(voters: Vec<NodeId>) -> Config {
         Config {
             voters,
@@ -88,6 +95,7 @@ impl Config {
             snapshot_interval_bytes: 0,
             snapshot_trailing_entries: 100,
             snapshot_chunk_bytes: 64 * 1024,
+            max_promotion_lag_entries: 100,
             bug: InjectedBug::None,
         }
     }

@@ -9,6 +9,7 @@
 //! the current one.
 
 use crate::config::InjectedBug;
+use crate::membership::Membership;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::time::Duration;
@@ -95,6 +96,21 @@ impl VoteTally {
     pub fn record(&mut self, from: NodeId, granted: bool) {
         if !self.votes.iter().any(|&(id, _)| id == from) {
             self.votes.push((from, granted));
+        }
+    }
+
+    /// The outcome in configuration `membership`: won with a quorum of
+    /// grants (majorities of both voter sets during a joint phase), lost
+    /// once refusals make that impossible. Answers from non-voters (and
+    /// any answer counted twice) do not count.
+    pub fn result_in(&self, membership: &Membership) -> VoteResult {
+        let answer = |id: NodeId| self.votes.iter().find(|&&(v, _)| v == id).map(|&(_, g)| g);
+        if membership.is_quorum(|id| answer(id) == Some(true)) {
+            VoteResult::Won
+        } else if membership.is_blocked(|id| answer(id) == Some(false)) {
+            VoteResult::Lost
+        } else {
+            VoteResult::Pending
         }
     }
 

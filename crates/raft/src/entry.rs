@@ -1,5 +1,6 @@
 //! Log entries.
 
+use crate::membership::Membership;
 use bytes::Bytes;
 use synod_core::Command;
 
@@ -12,6 +13,9 @@ pub enum Payload {
     Noop,
     /// A client command.
     Command(Command),
+    /// A cluster configuration (joint consensus, thesis §4.3): in effect
+    /// on a node as soon as it is in its log. Applied as a no-op.
+    Config(Membership),
 }
 
 /// One entry of the replicated log.
@@ -31,14 +35,23 @@ impl Entry {
         24 + match &self.payload {
             Payload::Noop => 0,
             Payload::Command(c) => c.size_bytes(),
+            Payload::Config(m) => 8 * (m.members().len() + m.outgoing.len() + m.removed.len()),
         }
     }
 
     /// The command, if this is not a no-op.
     pub fn command(&self) -> Option<&Command> {
         match &self.payload {
-            Payload::Noop => None,
+            Payload::Noop | Payload::Config(_) => None,
             Payload::Command(c) => Some(c),
+        }
+    }
+
+    /// The configuration, if this is a configuration entry.
+    pub fn membership(&self) -> Option<&Membership> {
+        match &self.payload {
+            Payload::Config(m) => Some(m),
+            Payload::Noop | Payload::Command(_) => None,
         }
     }
 

@@ -30,11 +30,18 @@
 //! - [`commit`]: the majority-match index and the §5.4.2 commit rule;
 //! - [`read_index`]: ReadIndex reads;
 //! - [`transfer`]: leadership transfer;
+//! - [`membership`]: configurations, joint quorums, the configurations in
+//!   the log;
 //! - [`config`], [`entry`], [`message`], [`storage`]: the types.
 //!
-//! Membership is fixed (`Config::voters`); a node outside it starts as a
-//! [`Role::Learner`](synod_core::Role::Learner) that never campaigns (no
-//! leader replicates to it yet).
+//! Membership changes by joint consensus ([`membership`], thesis §4.3):
+//! [`RaftNode::change_membership`] replaces any voter set with any other in
+//! one call (C_old,new, then C_new appended by the leader once the joint
+//! configuration commits), with learners that receive the log (by snapshot
+//! if needed) and are promoted only once caught up. The configuration in
+//! effect is the latest in the log; it travels in snapshot metadata. A node
+//! outside the configuration (a spare, a learner, a removed node) is a
+//! [`Role::Learner`](synod_core::Role::Learner) that never campaigns.
 //!
 //! May depend on `synod-core` only.
 #![deny(missing_docs)]
@@ -44,6 +51,7 @@ pub mod config;
 pub mod election;
 pub mod entry;
 pub mod log;
+pub mod membership;
 pub mod message;
 pub mod progress;
 pub mod read_index;
@@ -56,6 +64,7 @@ mod testing;
 
 pub use config::{Config, InjectedBug};
 pub use entry::{Entry, Payload};
+pub use membership::{ConfigChangeError, ConfigLog, Membership};
 pub use message::Message;
 pub use progress::{Progress, ProgressState};
 pub use storage::{Durable, Write};

@@ -2,6 +2,7 @@
 //! leadership transfer, §6.4 ReadIndex).
 
 use crate::entry::Entry;
+use crate::membership::Membership;
 use bytes::Bytes;
 
 /// A message between Raft peers.
@@ -104,6 +105,9 @@ pub enum Message {
         offset: u64,
         /// The chunk (the last one ends at `size_bytes`).
         data: Bytes,
+        /// The configuration in effect at `index` (thesis §5.1: the
+        /// snapshot's metadata includes the latest configuration).
+        membership: Membership,
     },
     /// Answer to [`Message::InstallSnapshot`].
     InstallSnapshotResponse {

@@ -45,6 +45,7 @@ use crate::config::{Config, InjectedBug};
 use crate::election::{self, ElectionTimer, VoteResult, VoteTally, VoterState};
 use crate::entry::{Entry, Payload};
 use crate::log::RaftLog;
+use crate::membership::{ConfigChangeError, ConfigLog, Membership};
 use crate::message::Message;
 use crate::progress::{Progress, ProgressState, SnapshotTransfer};
 use crate::read_index::ReadQueue;
@@ -52,10 +53,11 @@ use crate::replication::{self, AppendContext};
 use crate::storage::{Durable, Write};
 use crate::transfer::Transfer;
 use bytes::Bytes;
+use std::collections::BTreeSet;
 use synod_core::protocol::{SnapshotAction, SnapshotMeta};
 use synod_core::{
     ClientRouting, Command, Committed, Event, NodeId, Output, ProposeError, Protocol, ReadId, Role,
-    Status, Time, quorum,
+    Status, Time,
 };
 
 /// Output type of the Raft core.
@@ -83,9 +85,11 @@ const ENTRY_HEADER_BYTES: usize = 24;
 
 /// A snapshot being received from the leader (volatile: a crash drops it and
 /// the transfer restarts).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct IncomingSnapshot {
     meta: SnapshotMeta,
+    /// The configuration at the snapshot's index, as the leader sent it.
+    membership: Membership,
     /// Bytes received in order so far.
     received: u64,
 }
@@ -95,8 +99,13 @@ struct IncomingSnapshot {
 pub struct RaftNode {
     id: NodeId,
     config: Config,
-    /// Whether this node is one of `config.voters` (only voters campaign).
+    /// Whether this node votes in the configuration in effect (only voters
+    /// campaign).
     is_voter: bool,
+    /// The configurations in the log; the latest is in effect.
+    configs: ConfigLog,
+    /// The latest time the driver handed in.
+    now: Time,
 
     // Persistent state (Figure 2), mirrored by the writes emitted.
     term: u64,
@@ -117,7 +126,8 @@ pub struct RaftNode {
     votes: VoteTally,
 
     // Leader state.
-    /// One per voter other than this node, in `config.voters` order.
+    /// One per member (voter or learner) other than this node, ascending by
+    /// id; kept on every node (followers use it to know their peers).
     peers: Vec<Progress>,
     heartbeat_deadline: Time,
     check_quorum_deadline: Time,
@@ -199,6 +209,77 @@ impl RaftNode {
         true
     }
 
+    /// The configuration in effect (the latest in the log, committed or
+    /// not).
+    pub fn membership(&self) -> &Membership {
+        self.configs.latest()
+    }
+
+    /// The index of the entry holding the configuration in effect (0 for
+    /// the bootstrap configuration; the snapshot index when it came with a
+    /// snapshot).
+    pub fn membership_index(&self) -> u64 {
+        self.configs.latest_index()
+    }
+
+    /// The configuration in effect at `index` (for a snapshot at `index`).
+    pub fn membership_at(&self, index: u64) -> &Membership {
+        self.configs.at(index)
+    }
+
+    /// True when a membership change is in flight: the configuration in
+    /// effect is joint or not yet committed.
+    pub fn membership_change_pending(&self) -> bool {
+        self.membership().is_joint() || self.configs.latest_index() > self.commit_index
+    }
+
+    /// Replaces the voters and learners (joint consensus, thesis §4.3). The
+    /// leader appends C_old,new now and C_new by itself once C_old,new
+    /// commits (a change of learners alone skips the joint phase). A leader
+    /// that is not in C_new keeps leading until C_new commits, then steps
+    /// down.
+    ///
+    /// # Errors
+    /// [`ConfigChangeError::NotLeader`] on a non-leader;
+    /// [`ConfigChangeError::InProgress`] while another change is in flight
+    /// (or before the leader committed an entry of its term);
+    /// [`ConfigChangeError::NotCaughtUp`] when a new voter's log is more
+    /// than `max_promotion_lag_entries` behind the leader's;
+    /// [`ConfigChangeError::Removed`] for an id removed earlier;
+    /// [`ConfigChangeError::Invalid`] / [`ConfigChangeError::Transferring`].
+    pub fn change_membership(
+        &mut self,
+        now: Time,
+        voters: BTreeSet<NodeId>,
+        learners: BTreeSet<NodeId>,
+        out: &mut RaftOutput,
+    ) -> Result<(), ConfigChangeError> {
+        self.now = self.now.max(now);
+        if self.role != Role::Leader {
+            return Err(ConfigChangeError::NotLeader { hint: self.leader });
+        }
+        if self.transfer.is_some() {
+            return Err(ConfigChangeError::Transferring);
+        }
+        if self.membership_change_pending() || self.commit_index < self.term_start_index {
+            return Err(ConfigChangeError::InProgress);
+        }
+        let next = self.membership().change(&voters, &learners)?;
+        let last_index = self.log.last_index();
+        for &id in &next.voters {
+            if self.membership().is_voter(id) || id == self.id {
+                continue;
+            }
+            let match_index = self.peer_position(id).map_or(0, |p| self.peers[p].match_index);
+            if match_index + self.config.max_promotion_lag_entries < last_index {
+                return Err(ConfigChangeError::NotCaughtUp { id, match_index, last_index });
+            }
+        }
+        self.append_config(next, out);
+        self.check_invariants();
+        Ok(())
+    }
+
     /// The configuration the node runs with.
     pub fn config(&self) -> &Config {
         &self.config
@@ -239,7 +320,9 @@ impl RaftNode {
         if to == self.id {
             return Ok(());
         }
-        let Some(position) = self.peer_position(to) else {
+        let Some(position) =
+            self.peer_position(to).filter(|_| self.membership().voters.contains(&to))
+        else {
             return Err(ProposeError::Rejected("transfer target is not a voter"));
         };
         if self.transfer.is_some_and(|t| t.to == to) {
@@ -266,8 +349,110 @@ impl RaftNode {
         self.peers.iter().position(|pr| pr.id == id)
     }
 
-    fn voter_count(&self) -> usize {
-        self.config.voters.len()
+    /// The match index of voter `id` as the leader counts it (its own last
+    /// index for itself).
+    fn match_of(&self, id: NodeId) -> u64 {
+        if id == self.id {
+            return self.log.last_index();
+        }
+        self.peer_position(id).map_or(0, |p| self.peers[p].match_index)
+    }
+
+    /// The configuration in effect changed (an entry appended or truncated,
+    /// a snapshot installed, a restart): recompute whether this node votes,
+    /// its role, and its peers (a leader starts probing new members).
+    fn on_membership_changed(&mut self, out: &mut RaftOutput) {
+        let now = self.now;
+        let membership = self.configs.latest();
+        let members = membership.members();
+        let was_voter = self.is_voter;
+        self.is_voter = membership.is_voter(self.id);
+        let mut peers = Vec::with_capacity(members.len());
+        let last_index = self.log.last_index();
+        for id in members.into_iter().filter(|&id| id != self.id) {
+            match self.peer_position(id) {
+                Some(p) => peers.push(self.peers[p].clone()),
+                None => {
+                    let mut pr = Progress::new(id, self.config.max_inflight_appends);
+                    if self.role == Role::Leader {
+                        pr.reset(last_index, now);
+                    }
+                    peers.push(pr);
+                }
+            }
+        }
+        self.peers = peers;
+        if self.transfer.is_some_and(|t| !self.configs.latest().voters.contains(&t.to)) {
+            self.transfer = None;
+        }
+        match self.role {
+            Role::Leader => {}
+            Role::Learner if self.is_voter => {
+                self.set_role(Role::Follower, false, out);
+                self.timer.reset(now);
+            }
+            Role::Follower | Role::PreCandidate | Role::Candidate if !self.is_voter => {
+                self.set_role(Role::Learner, false, out);
+            }
+            _ => {
+                if self.is_voter && !was_voter {
+                    self.timer.reset(now);
+                }
+            }
+        }
+    }
+
+    /// The leader appends configuration `next` to its log and starts
+    /// replicating it.
+    fn append_config(&mut self, next: Membership, out: &mut RaftOutput) {
+        assert_eq!(self.role, Role::Leader, "only a leader appends configurations");
+        let entry = Entry {
+            term: self.term,
+            index: self.log.last_index() + 1,
+            payload: Payload::Config(next.clone()),
+        };
+        self.configs.push(entry.index, next);
+        self.log.push(entry.clone());
+        out.writes.push(Write::Append { entries: vec![entry] });
+        self.on_membership_changed(out);
+        self.broadcast_appends(out);
+        self.maybe_commit(out);
+    }
+
+    /// A leader that is not a voter of the committed configuration in
+    /// effect (it removed itself) steps down (thesis §4.2.2).
+    fn maybe_step_down_removed(&mut self, out: &mut RaftOutput) {
+        if self.role == Role::Leader
+            && !self.is_voter
+            && self.configs.latest_index() <= self.commit_index
+        {
+            self.become_follower(self.now, self.term, None, out);
+        }
+    }
+
+    /// `out.writes[from..]` holds what a follower's AppendEntries changed:
+    /// the configurations follow its log.
+    fn track_appended_configs(&mut self, from: usize, out: &mut RaftOutput) {
+        let mut changed = false;
+        for w in &out.writes[from..] {
+            if let Write::Append { entries } = w
+                && let Some(first) = entries.first()
+            {
+                if self.configs.latest_index() >= first.index {
+                    self.configs.truncate_from(first.index);
+                    changed = true;
+                }
+                for e in entries {
+                    if let Some(m) = e.membership() {
+                        self.configs.push(e.index, m.clone());
+                        changed = true;
+                    }
+                }
+            }
+        }
+        if changed {
+            self.on_membership_changed(out);
+        }
     }
 
     fn in_lease(&self, now: Time) -> bool {
@@ -374,21 +559,37 @@ impl RaftNode {
     /// Adopts the snapshot `meta` (taken here or installed from the leader):
     /// records it, purges the log up to `purge_index` (or replaces a log that
     /// disagrees with it) and persists that.
-    fn adopt_snapshot(&mut self, meta: SnapshotMeta, purge_index: u64, out: &mut RaftOutput) {
+    fn adopt_snapshot(
+        &mut self,
+        meta: SnapshotMeta,
+        purge_index: u64,
+        membership: Membership,
+        out: &mut RaftOutput,
+    ) {
         assert!(meta.index > self.snapshot.index, "snapshots only move forward");
         self.snapshot = meta;
         self.applied_bytes_since_snapshot = 0;
+        let keep_tail = self.log.matches(meta.index, meta.epoch);
         self.log.apply_snapshot(meta.index, meta.epoch, purge_index);
-        out.writes.push(Write::Snapshot { meta, purge_index });
+        self.configs.rebase(meta.index, membership.clone(), keep_tail);
+        out.writes.push(Write::Snapshot { meta, purge_index, membership });
+        if !keep_tail {
+            self.on_membership_changed(out);
+        }
     }
 
     /// The last chunk of the leader's snapshot arrived: install it.
-    fn install_snapshot(&mut self, meta: SnapshotMeta, out: &mut RaftOutput) {
+    fn install_snapshot(
+        &mut self,
+        meta: SnapshotMeta,
+        membership: Membership,
+        out: &mut RaftOutput,
+    ) {
         assert!(meta.index > self.commit_index, "installing a snapshot of committed entries");
         self.incoming = None;
         self.snapshot_requested = None;
         out.snapshots.push(SnapshotAction::Install { meta });
-        self.adopt_snapshot(meta, meta.index, out);
+        self.adopt_snapshot(meta, meta.index, membership, out);
         self.commit_index = meta.index;
         self.applied_index = meta.index;
     }
@@ -441,7 +642,7 @@ impl RaftNode {
         self.votes.clear();
         self.votes.record(self.id, true);
         self.timer.reset(now);
-        if self.votes.result(self.voter_count()) == VoteResult::Won {
+        if self.votes.result_in(self.configs.latest()) == VoteResult::Won {
             self.become_candidate(now, false, out);
             return;
         }
@@ -450,8 +651,8 @@ impl RaftNode {
             last_log_index: self.log.last_index(),
             last_log_term: self.log.last_term(),
         };
-        for pr in &self.peers {
-            out.send(pr.id, msg.clone());
+        for id in self.configs.latest().all_voters().filter(|&id| id != self.id) {
+            out.send(id, msg.clone());
         }
     }
 
@@ -467,7 +668,7 @@ impl RaftNode {
         self.votes.clear();
         self.votes.record(self.id, true);
         self.timer.reset(now);
-        if self.votes.result(self.voter_count()) == VoteResult::Won {
+        if self.votes.result_in(self.configs.latest()) == VoteResult::Won {
             self.become_leader(now, out);
             return;
         }
@@ -477,8 +678,8 @@ impl RaftNode {
             last_log_term: self.log.last_term(),
             transfer,
         };
-        for pr in &self.peers {
-            out.send(pr.id, msg.clone());
+        for id in self.configs.latest().all_voters().filter(|&id| id != self.id) {
+            out.send(id, msg.clone());
         }
     }
 
@@ -529,8 +730,10 @@ impl RaftNode {
     }
 
     fn maybe_commit(&mut self, out: &mut RaftOutput) {
-        let quorum_index =
-            commit::quorum_match_index(self.log.last_index(), &self.peers, &mut self.scratch);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let quorum_index = self.configs.latest().quorum_value(|id| self.match_of(id), &mut scratch);
+        self.scratch = scratch;
+        let quorum_index = quorum_index.min(self.log.last_index());
         let new_commit = commit::advance_commit(
             &self.log,
             self.term,
@@ -545,6 +748,14 @@ impl RaftNode {
                 self.reads.assign_index(self.commit_index);
             }
             self.release_reads(out);
+            // Joint consensus: once C_old,new is committed, C_new follows.
+            if self.role == Role::Leader
+                && self.membership().is_joint()
+                && self.configs.latest_index() <= self.commit_index
+            {
+                let next = self.membership().leave_joint();
+                self.append_config(next, out);
+            }
         }
     }
 
@@ -552,10 +763,17 @@ impl RaftNode {
         if self.reads.is_empty() {
             return;
         }
-        self.scratch.clear();
-        self.scratch.push(self.reads.round());
-        self.scratch.extend(self.peers.iter().map(|pr| pr.read_round_acked));
-        let confirmed_round = quorum::majority_index(&mut self.scratch);
+        let round = self.reads.round();
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let acked = |id: NodeId| {
+            if id == self.id {
+                round
+            } else {
+                self.peer_position(id).map_or(0, |p| self.peers[p].read_round_acked)
+            }
+        };
+        let confirmed_round = self.configs.latest().quorum_value(acked, &mut scratch).min(round);
+        self.scratch = scratch;
         self.reads.release(confirmed_round, &mut out.reads);
     }
 
@@ -574,9 +792,13 @@ impl RaftNode {
 
     fn quorum_active(&self, now: Time) -> bool {
         let window = self.config.election_timeout_min;
-        let heard =
-            self.peers.iter().filter(|pr| now.saturating_since(pr.last_heard) <= window).count();
-        quorum::is_majority(heard + 1, self.voter_count())
+        let heard = |id: NodeId| {
+            id == self.id
+                || self
+                    .peer_position(id)
+                    .is_some_and(|p| now.saturating_since(self.peers[p].last_heard) <= window)
+        };
+        self.configs.latest().is_quorum(heard)
     }
 
     fn leader_tick(&mut self, now: Time, out: &mut RaftOutput) {
@@ -658,7 +880,7 @@ impl RaftNode {
             return;
         }
         self.votes.record(from, granted);
-        match self.votes.result(self.voter_count()) {
+        match self.votes.result_in(self.configs.latest()) {
             VoteResult::Won => self.become_candidate(now, false, out),
             VoteResult::Lost => self.become_follower(now, self.term, None, out),
             VoteResult::Pending => {}
@@ -692,7 +914,7 @@ impl RaftNode {
             return;
         }
         self.votes.record(from, granted);
-        match self.votes.result(self.voter_count()) {
+        match self.votes.result_in(self.configs.latest()) {
             VoteResult::Won => self.become_leader(now, out),
             VoteResult::Lost => self.become_follower(now, self.term, None, out),
             VoteResult::Pending => {}
@@ -714,6 +936,7 @@ impl RaftNode {
         if !self.accept_leader(now, from, out) {
             return;
         }
+        let writes_before = out.writes.len();
         let result = replication::accept_append(
             &mut self.log,
             self.term,
@@ -728,6 +951,7 @@ impl RaftNode {
         );
         self.commit_index = result.commit_index;
         out.send(from, result.response);
+        self.track_appended_configs(writes_before, out);
         self.apply(out);
     }
 
@@ -778,6 +1002,7 @@ impl RaftNode {
         meta: SnapshotMeta,
         offset: u64,
         data: Bytes,
+        membership: Membership,
         out: &mut RaftOutput,
     ) {
         if !self.accept_leader(now, from, out) {
@@ -796,7 +1021,7 @@ impl RaftNode {
             return;
         }
         if offset == 0 {
-            self.incoming = Some(IncomingSnapshot { meta, received: 0 });
+            self.incoming = Some(IncomingSnapshot { meta, membership, received: 0 });
         }
         let Some(incoming) = self.incoming.as_mut().filter(|i| i.meta == meta) else {
             respond(0, false, out);
@@ -817,7 +1042,8 @@ impl RaftNode {
             incoming.received += len;
         }
         if incoming.received == meta.size_bytes {
-            self.install_snapshot(meta, out);
+            let membership = incoming.membership.clone();
+            self.install_snapshot(meta, membership, out);
             respond(meta.size_bytes, true, out);
         } else {
             let received = incoming.received;
@@ -847,6 +1073,7 @@ impl RaftNode {
         if done {
             pr.snapshot_done(index);
             self.maybe_commit(out);
+            let Some(position) = self.peer_position(from) else { return };
             let match_index = self.peers[position].match_index;
             if !self.maybe_hand_over(from, match_index, out) {
                 let ctx = append_context!(self);
@@ -891,6 +1118,12 @@ impl RaftNode {
             if advanced {
                 self.maybe_commit(out);
             }
+            // Committing may have appended a configuration (and so rebuilt
+            // the peers, or dropped `from`).
+            let Some(position) = self.peer_position(from) else {
+                self.release_reads(out);
+                return;
+            };
             if !self.maybe_hand_over(from, match_index, out) {
                 let ctx = append_context!(self);
                 replication::send_appends(&ctx, &mut self.peers[position], out);
@@ -942,22 +1175,30 @@ impl Protocol for RaftNode {
             log.last_term(),
             durable.term
         );
-        let is_voter = config.voters.contains(&id);
+        let base = durable
+            .snapshot_membership
+            .clone()
+            .unwrap_or_else(|| Membership::initial(config.voters.iter().copied()));
+        let mut configs = ConfigLog::new(snapshot.index, base);
+        for e in log.entries().iter().filter(|e| e.index > snapshot.index) {
+            if let Some(m) = e.membership() {
+                configs.push(e.index, m.clone());
+            }
+        }
+        let membership = configs.latest();
+        let is_voter = membership.is_voter(id);
         let seed = seed ^ id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let mut timer =
             ElectionTimer::new(seed, config.election_timeout_min, config.election_timeout_max, now);
-        if is_voter && config.voters.len() == 1 {
+        if is_voter && !membership.is_joint() && membership.voters.len() == 1 {
             timer.fire_at(now);
         }
-        let peers = config
-            .voters
-            .iter()
-            .filter(|&&v| v != id)
-            .map(|&v| Progress::new(v, config.max_inflight_appends))
-            .collect::<Vec<_>>();
-        let node = RaftNode {
+        let peers = Vec::new();
+        let mut node = RaftNode {
             id,
             is_voter,
+            configs,
+            now,
             term: durable.term,
             voted_for: durable.voted_for,
             log,
@@ -981,6 +1222,7 @@ impl Protocol for RaftNode {
             applied_bytes_since_snapshot: 0,
             incoming: None,
         };
+        node.on_membership_changed(&mut RaftOutput::new());
         node.check_invariants();
         node
     }
@@ -994,6 +1236,7 @@ impl Protocol for RaftNode {
     }
 
     fn tick(&mut self, now: Time, out: &mut RaftOutput) {
+        self.now = self.now.max(now);
         if self.role == Role::Leader {
             self.leader_tick(now, out);
         } else if self.is_voter && now >= self.timer.deadline() {
@@ -1016,7 +1259,10 @@ impl Protocol for RaftNode {
     }
 
     fn step(&mut self, now: Time, from: NodeId, msg: Message, out: &mut RaftOutput) {
-        if from == self.id || self.peer_position(from).is_none() {
+        self.now = self.now.max(now);
+        if from == self.id || from.0 == 0 || self.membership().is_removed(from) {
+            // Removed ids are never members again (a wiped node re-added
+            // under one could vote twice in a term).
             return;
         }
         let msg_term = msg.term();
@@ -1083,23 +1329,33 @@ impl Protocol for RaftNode {
                 out,
             ),
             Message::TimeoutNow { .. } => self.on_timeout_now(now, out),
-            Message::InstallSnapshot { index, last_term, size_bytes, offset, data, .. } => {
+            Message::InstallSnapshot {
+                index,
+                last_term,
+                size_bytes,
+                offset,
+                data,
+                membership,
+                ..
+            } => {
                 let meta = SnapshotMeta { index, epoch: last_term, size_bytes };
-                self.on_install_snapshot(now, from, meta, offset, data, out)
+                self.on_install_snapshot(now, from, meta, offset, data, membership, out)
             }
             Message::InstallSnapshotResponse { index, offset, done, .. } => {
                 self.on_install_snapshot_response(now, from, index, offset, done, out)
             }
         }
+        self.maybe_step_down_removed(out);
         self.check_invariants();
     }
 
     fn propose(
         &mut self,
-        _now: Time,
+        now: Time,
         commands: Vec<Command>,
         out: &mut RaftOutput,
     ) -> Result<(), ProposeError> {
+        self.now = self.now.max(now);
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader { hint: self.leader });
         }
@@ -1173,7 +1429,8 @@ impl Protocol for RaftNode {
         ClientRouting::Leader
     }
 
-    fn snapshot_taken(&mut self, _now: Time, index: u64, size_bytes: u64, out: &mut RaftOutput) {
+    fn snapshot_taken(&mut self, now: Time, index: u64, size_bytes: u64, out: &mut RaftOutput) {
+        self.now = self.now.max(now);
         if self.snapshot_requested == Some(index) {
             self.snapshot_requested = None;
         }
@@ -1185,7 +1442,8 @@ impl Protocol for RaftNode {
         let purge_index = index
             .saturating_sub(self.config.snapshot_trailing_entries)
             .max(self.log.purged_index());
-        self.adopt_snapshot(meta, purge_index, out);
+        let membership = self.configs.at(index).clone();
+        self.adopt_snapshot(meta, purge_index, membership, out);
         self.check_invariants();
     }
 
@@ -1224,6 +1482,7 @@ impl Protocol for RaftNode {
                 size_bytes: t.meta.size_bytes,
                 offset,
                 data,
+                membership: self.configs.at(index).clone(),
             },
         );
     }
@@ -1240,3 +1499,7 @@ pub(crate) mod tests;
 #[cfg(test)]
 #[path = "snapshot_tests.rs"]
 mod snapshot_tests;
+
+#[cfg(test)]
+#[path = "membership_tests.rs"]
+mod membership_tests;

@@ -10,6 +10,7 @@
 //! a [`Durable`] gives exactly what a restarted node recovers from.
 
 use crate::entry::Entry;
+use crate::membership::Membership;
 use synod_core::NodeId;
 use synod_core::protocol::SnapshotMeta;
 
@@ -40,6 +41,9 @@ pub enum Write {
         meta: SnapshotMeta,
         /// The last entry to delete from the log's head.
         purge_index: u64,
+        /// The configuration in effect at `meta.index` (configuration
+        /// entries in the purged prefix are gone; this one is kept).
+        membership: Membership,
     },
 }
 
@@ -52,6 +56,9 @@ pub struct Durable {
     pub voted_for: Option<NodeId>,
     /// The latest snapshot (index 0: none).
     pub snapshot: SnapshotMeta,
+    /// The configuration in effect at `snapshot.index` (`None`: no
+    /// snapshot yet, the bootstrap configuration `Config::voters` applies).
+    pub snapshot_membership: Option<Membership>,
     /// The last purged index (0: nothing purged).
     pub purged_index: u64,
     /// The term of the entry at `purged_index`.
@@ -86,9 +93,10 @@ impl Durable {
                 self.log.truncate((first.index - self.purged_index) as usize - 1);
                 self.log.extend_from_slice(entries);
             }
-            Write::Snapshot { meta, purge_index } => {
+            Write::Snapshot { meta, purge_index, membership } => {
                 assert!(*purge_index <= meta.index, "purge beyond the snapshot");
                 self.snapshot = *meta;
+                self.snapshot_membership = Some(membership.clone());
                 if self.term_at(meta.index) == Some(meta.epoch) {
                     if *purge_index > self.purged_index {
                         let purged_term = self.term_at(*purge_index).expect("held: below index");
@@ -146,13 +154,13 @@ mod tests {
         let mut d = Durable::default();
         d.apply(&Write::Append { entries: vec![e(1, 1), e(1, 2), e(2, 3)] });
         let meta = SnapshotMeta { index: 2, epoch: 1, size_bytes: 10 };
-        d.apply(&Write::Snapshot { meta, purge_index: 1 });
+        d.apply(&Write::Snapshot { meta, purge_index: 1, membership: Membership::default() });
         assert_eq!((d.purged_index, d.purged_term, d.log.clone()), (1, 1, vec![e(1, 2), e(2, 3)]));
         assert_eq!(d.snapshot, meta);
         d.apply(&Write::Append { entries: vec![e(3, 3)] });
         assert_eq!(d.log, vec![e(1, 2), e(3, 3)]);
         let meta = SnapshotMeta { index: 5, epoch: 4, size_bytes: 10 };
-        d.apply(&Write::Snapshot { meta, purge_index: 5 });
+        d.apply(&Write::Snapshot { meta, purge_index: 5, membership: Membership::default() });
         assert_eq!((d.purged_index, d.purged_term, d.last_index()), (5, 4, 5));
         assert!(d.log.is_empty());
         d.apply(&Write::Append { entries: vec![e(4, 6)] });

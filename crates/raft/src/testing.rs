@@ -468,6 +468,22 @@ impl Cluster {
         result
     }
 
+    /// Asks leader `id` to change the membership.
+    pub fn change_membership(
+        &mut self,
+        id: NodeId,
+        voters: &[u64],
+        learners: &[u64],
+    ) -> Result<(), crate::ConfigChangeError> {
+        let mut out = RaftOutput::new();
+        let now = self.now;
+        let voters = voters.iter().map(|&v| NodeId(v)).collect();
+        let learners = learners.iter().map(|&v| NodeId(v)).collect();
+        let result = self.nodes[Self::idx(id)].change_membership(now, voters, learners, &mut out);
+        self.handle_output(id, out);
+        result
+    }
+
     /// Asks leader `id` to transfer leadership to `to`.
     pub fn transfer(&mut self, id: NodeId, to: NodeId) -> Result<(), ProposeError> {
         let mut out = RaftOutput::new();

@@ -62,10 +62,11 @@ impl Hasher for WordHasher {
 }
 
 /// The fingerprint of a Raft entry's payload; equal to the
-/// [`command_digest`] of the `Committed` it becomes.
+/// [`command_digest`] of the `Committed` it becomes (a configuration entry
+/// is applied as a no-op).
 pub(crate) fn payload_digest(payload: &Payload) -> u64 {
     match payload {
-        Payload::Noop => command_digest(None),
+        Payload::Noop | Payload::Config(_) => command_digest(None),
         Payload::Command(command) => command_digest(Some(command)),
     }
 }
