@@ -8,7 +8,10 @@
 //! nonsense such as zero nodes, an unreadable or malformed scenario file).
 
 mod seeds;
+mod serve;
 mod sim;
+mod status;
+mod up;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -27,11 +30,22 @@ enum Command {
     /// Run a protocol in the deterministic simulator under faults and check
     /// safety, linearizability and liveness.
     Sim(sim::SimArgs),
+    /// Run one node of a cluster (etcd v3 API for clients) from a TOML
+    /// config file.
+    Serve(serve::ServeArgs),
+    /// Start a local cluster of `synod serve` processes on 127.0.0.1 and keep
+    /// it running until Ctrl-C; run it again to resume from its data.
+    Up(up::UpArgs),
+    /// Show each node's id, role, term, commit and applied index, and leader.
+    Status(status::StatusArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Sim(args) => sim::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Up(args) => up::run(args),
+        Command::Status(args) => status::run(args),
     }
 }
