@@ -14,6 +14,7 @@
 
 pub mod hash;
 pub mod ledger;
+pub mod pos;
 pub mod pow;
 pub mod sim;
 pub mod tx;

@@ -7,5 +7,6 @@
 
 pub mod events;
 pub mod net;
+pub mod pos;
 pub mod pow;
 pub mod race;
