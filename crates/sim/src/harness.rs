@@ -207,6 +207,21 @@ impl<P: SimProtocol> Sim<P> {
         }
     }
 
+    /// Asks the current leader to change the membership to `voters` and
+    /// `learners` (ids of this simulation's nodes, spares included).
+    pub fn change_membership(&mut self, voters: &[u64], learners: &[u64]) -> Result<(), String> {
+        let leader = self.current_leader().ok_or("no leader")?;
+        let i = self.index(leader);
+        let voters = voters.iter().map(|&v| NodeId(v)).collect();
+        let learners = learners.iter().map(|&v| NodeId(v)).collect();
+        let n = &mut self.nodes[i];
+        let local = n.local_time(self.now);
+        let core = n.core.as_mut().ok_or("leader down")?;
+        let r = core.change_membership(local, &voters, &learners, &mut self.out);
+        self.after_call(i);
+        r
+    }
+
     /// The live node that is leader with the highest epoch, if any.
     pub fn leader(&self) -> Option<NodeId> {
         self.current_leader()

@@ -46,6 +46,19 @@ pub trait SimProtocol: Protocol + 'static {
         false
     }
 
+    /// Asks this node, if it leads, to change the cluster membership to
+    /// `voters` and `learners`. Protocols without membership changes refuse.
+    fn change_membership(
+        &mut self,
+        now: Time,
+        voters: &std::collections::BTreeSet<NodeId>,
+        learners: &std::collections::BTreeSet<NodeId>,
+        out: &mut Output<Self::Message, Self::Write>,
+    ) -> Result<(), String> {
+        let _ = (now, voters, learners, out);
+        Err(format!("{} does not change its membership", Self::name()))
+    }
+
     /// Asks this node's core to take a snapshot now (the `snapshot` fault).
     /// Returns whether one was requested. Protocols without snapshots
     /// return false.

@@ -107,6 +107,13 @@ impl<P: SimProtocol> Sim<P> {
     /// harness test then issues operations itself with
     /// [`submit`](Sim::submit)).
     pub fn new(opts: &SimOptions, seed: u64) -> Result<Sim<P>, String> {
+        Sim::with_spares(opts, seed, 0)
+    }
+
+    /// Like [`new`](Sim::new), plus `spares` nodes (ids `nodes + 1 ..=
+    /// nodes + spares`) that run but are not in the bootstrap configuration:
+    /// membership changes can add them.
+    pub fn with_spares(opts: &SimOptions, seed: u64, spares: usize) -> Result<Sim<P>, String> {
         let mut check = opts.clone();
         check.clients = check.clients.max(1);
         check.validate()?;
@@ -116,8 +123,8 @@ impl<P: SimProtocol> Sim<P> {
             P::inject_bug(&mut config, bug)?;
         }
         let mut rng = SimRng::new(seed);
-        let nodes =
-            voters.iter().map(|&id| SimNode::new(id, rng.below(1_000_000) as i64)).collect();
+        let ids = (1..=(opts.nodes + spares) as u64).map(NodeId);
+        let nodes = ids.map(|id| SimNode::new(id, rng.below(1_000_000) as i64)).collect();
         let keys = client::key_names(opts.keys);
         let mut sim = Sim {
             opts: opts.clone(),
@@ -128,7 +135,7 @@ impl<P: SimProtocol> Sim<P> {
             now: Time::ZERO,
             queue: EventQueue::new(),
             nodes,
-            net: Network::new(opts.nodes, opts.net.clone()),
+            net: Network::new(opts.nodes + spares, opts.net.clone()),
             clients: Vec::new(),
             keys,
             history: Vec::new(),
@@ -142,7 +149,7 @@ impl<P: SimProtocol> Sim<P> {
             snapshot_registry: HashMap::new(),
             snapshot_states: HashMap::new(),
             next_snapshot_uid: 1,
-            byzantine: vec![false; opts.nodes],
+            byzantine: vec![false; opts.nodes + spares],
             adversary: None,
             fault_window_end: Time::from_millis(if opts.faults == FaultProfile::None {
                 0

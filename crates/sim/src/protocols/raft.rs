@@ -3,6 +3,7 @@
 
 use crate::invariant::Invariant;
 use crate::protocol::SimProtocol;
+use std::collections::BTreeSet;
 use std::time::Duration;
 use synod_core::{NodeId, Time};
 use synod_raft::{Config, InjectedBug, RaftNode, RaftOutput};
@@ -62,6 +63,17 @@ impl SimProtocol for RaftNode {
 
     fn transfer_leadership(&mut self, now: Time, to: NodeId, out: &mut RaftOutput) -> bool {
         RaftNode::transfer_leadership(self, now, to, out).is_ok()
+    }
+
+    fn change_membership(
+        &mut self,
+        now: Time,
+        voters: &BTreeSet<NodeId>,
+        learners: &BTreeSet<NodeId>,
+        out: &mut RaftOutput,
+    ) -> Result<(), String> {
+        RaftNode::change_membership(self, now, voters.clone(), learners.clone(), out)
+            .map_err(|e| e.to_string())
     }
 
     fn trigger_snapshot(&mut self, out: &mut RaftOutput) -> bool {
