@@ -892,12 +892,16 @@ impl PbftNode {
 
     /// OSDI'99 §4.5.2: the timer for giving up on view `v` starts only once
     /// quorum-many replicas asked for `v`, so that a replica cut off from
-    /// the others does not race through views alone.
+    /// the others does not race through views alone. A replica that asked
+    /// for a higher view has left `v` too and counts: otherwise, with a
+    /// silent replica, two correct ones waiting in `v` and one that already
+    /// moved to `v+1` would each wait forever (fewer than f+1 ask for
+    /// `v+1`, fewer than quorum-many for `v`).
     fn maybe_start_vc_timer(&mut self, now: Time) {
         if self.active || self.vc_deadline != Time::MAX {
             return;
         }
-        let asking = self.view_changes.values().filter(|vc| vc.view == self.view).count();
+        let asking = self.view_changes.values().filter(|vc| vc.view >= self.view).count();
         if asking >= self.q {
             self.vc_deadline = now + self.vc_timeout;
         }
@@ -1031,6 +1035,7 @@ impl PbftNode {
         self.view = view;
         self.active = true;
         out.writes.push(Write::View { view, changing: false });
+        out.writes.push(Write::NewView(nv.clone()));
         self.last_new_view = Some(nv);
         self.my_view_change = None;
         self.view_changes.retain(|_, vc| vc.view > view);
@@ -1320,7 +1325,7 @@ impl Protocol for PbftNode {
             vc_deadline: Time::MAX,
             view_changes: BTreeMap::new(),
             my_view_change: None,
-            last_new_view: None,
+            last_new_view: durable.new_view.clone().filter(|nv| nv.view == durable.view),
             announce_view_change: false,
             status_deadline: now,
             peer_executed: vec![u64::MAX; n],

@@ -63,6 +63,10 @@ pub enum Write {
     },
     /// A stable checkpoint with its proof.
     Stable(StableCheckpoint),
+    /// The NEW-VIEW the replica entered its view with: kept so that after a
+    /// restart it can still hand it to replicas that missed it (else they
+    /// wait in the view change while it works in the view).
+    NewView(std::sync::Arc<crate::message::NewView>),
 }
 
 /// What a replica persisted about one sequence number above the low
@@ -112,6 +116,8 @@ pub struct Durable {
     pub slots: BTreeMap<u64, DurableSlot>,
     /// `executed[i]` is the batch executed at sequence number `i + 1`.
     pub executed: Vec<Batch>,
+    /// The latest NEW-VIEW accepted (or sent).
+    pub new_view: Option<std::sync::Arc<crate::message::NewView>>,
 }
 
 impl Durable {
@@ -151,6 +157,11 @@ impl Durable {
             Write::Executed { seq, batch } => {
                 if *seq == self.executed.len() as u64 + 1 {
                     self.executed.push(batch.clone());
+                }
+            }
+            Write::NewView(nv) => {
+                if self.new_view.as_ref().is_none_or(|old| old.view <= nv.view) {
+                    self.new_view = Some(nv.clone());
                 }
             }
             Write::Stable(s) => {

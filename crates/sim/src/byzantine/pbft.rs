@@ -354,7 +354,10 @@ impl PbftAdversary {
         }
         let v = victims[self.rng.index(victims.len())];
         let (victim, view) = (self.id(v), self.view_hint);
-        let (kind, commit) = (self.rng.below(4), self.rng.chance(0.5));
+        let (mut kind, commit) = (self.rng.below(4), self.rng.chance(0.5));
+        if kind == 1 && self.byz[(view % n as u64) as usize] {
+            kind = 0; // a PRE-PREPARE of its own view would not be a forgery
+        }
         let invented = self.invented_request();
         let keys = self.keys(b);
         let forged = match kind {
