@@ -619,6 +619,13 @@ where
     ) -> Result<Option<(u64, u64)>, NodeError> {
         match a {
             SnapshotAction::Take { index } => {
+                let stored = self.current_snapshot.as_ref().map_or(0, |s| s.0);
+                if *index <= stored {
+                    // A newer snapshot (installed in this same output) is
+                    // already the durable one; storing this older one would
+                    // replace it.
+                    return Ok(None);
+                }
                 if self.machine.applied_index() != *index {
                     tracing::warn!(
                         index,

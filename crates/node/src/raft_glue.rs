@@ -20,14 +20,16 @@ use crate::error::NodeError;
 use crate::glue::{NodeProtocol, ProtocolSettings};
 use crate::wire::{Reader, WireError, Writer};
 use bytes::Bytes;
+use std::collections::BTreeSet;
 use synod_core::protocol::SnapshotMeta;
 use synod_core::{ClientId, Command, NodeId};
+use synod_raft::membership::Membership;
 use synod_raft::{Config, Durable, Entry, Message, Payload, RaftNode, Write};
 
 const HARD_STATE_VERSION: u8 = 1;
 
 /// What the hard-state file holds for Raft.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RaftHardState {
     /// Current term.
     pub term: u64,
@@ -39,6 +41,8 @@ pub struct RaftHardState {
     pub purged_index: u64,
     /// Term of the entry at `purged_index`.
     pub purged_term: u64,
+    /// The configuration in effect at the snapshot (`None`: no snapshot).
+    pub snapshot_membership: Option<Membership>,
     /// The log was emptied after a snapshot at this index it disagreed
     /// with; every record the log holds since is above it.
     pub reset_index: u64,
@@ -56,6 +60,15 @@ impl RaftHardState {
             .u64(self.purged_index)
             .u64(self.purged_term)
             .u64(self.reset_index);
+        match &self.snapshot_membership {
+            None => {
+                w.u8(0);
+            }
+            Some(m) => {
+                w.u8(1);
+                put_membership(&mut w, m);
+            }
+        }
         w.finish()
     }
 
@@ -72,6 +85,11 @@ impl RaftHardState {
             purged_index: r.u64()?,
             purged_term: r.u64()?,
             reset_index: r.u64()?,
+            snapshot_membership: match r.u8()? {
+                0 => None,
+                1 => Some(get_membership(&mut r)?),
+                t => return Err(r.invalid(format!("bad membership tag {t}"))),
+            },
         };
         r.finish()?;
         Ok(h)
@@ -82,6 +100,44 @@ impl RaftHardState {
     }
 }
 
+/// Most ids in one membership set on disk or the wire.
+const MAX_MEMBERS: u32 = 1 << 16;
+
+fn put_ids(w: &mut Writer, ids: &BTreeSet<NodeId>) {
+    w.u32(ids.len() as u32);
+    for id in ids {
+        w.u64(id.0);
+    }
+}
+
+fn get_ids(r: &mut Reader<'_>) -> Result<BTreeSet<NodeId>, WireError> {
+    let count = r.u32()?;
+    if count > MAX_MEMBERS {
+        return Err(r.invalid(format!("{count} ids in a membership")));
+    }
+    let mut ids = BTreeSet::new();
+    for _ in 0..count {
+        ids.insert(NodeId(r.u64()?));
+    }
+    Ok(ids)
+}
+
+fn put_membership(w: &mut Writer, m: &Membership) {
+    put_ids(w, &m.voters);
+    put_ids(w, &m.outgoing);
+    put_ids(w, &m.learners);
+    put_ids(w, &m.removed);
+}
+
+fn get_membership(r: &mut Reader<'_>) -> Result<Membership, WireError> {
+    Ok(Membership {
+        voters: get_ids(r)?,
+        outgoing: get_ids(r)?,
+        learners: get_ids(r)?,
+        removed: get_ids(r)?,
+    })
+}
+
 fn put_entry(w: &mut Writer, e: &Entry) {
     w.u64(e.term).u64(e.index);
     match &e.payload {
@@ -90,6 +146,10 @@ fn put_entry(w: &mut Writer, e: &Entry) {
         }
         Payload::Command(c) => {
             w.u8(1).u64(c.client.0).u64(c.seq).bytes(&c.op);
+        }
+        Payload::Config(m) => {
+            w.u8(2);
+            put_membership(w, m);
         }
     }
 }
@@ -102,6 +162,7 @@ fn get_entry(r: &mut Reader<'_>) -> Result<Entry, WireError> {
         1 => {
             Payload::Command(Command { client: ClientId(r.u64()?), seq: r.u64()?, op: r.bytes()? })
         }
+        2 => Payload::Config(get_membership(r)?),
         t => return Err(r.invalid(format!("bad entry tag {t}"))),
     };
     Ok(Entry { term, index, payload })
@@ -171,9 +232,18 @@ fn encode(msg: &Message) -> Vec<u8> {
         Message::TimeoutNow { term } => {
             w.u8(7).u64(*term);
         }
-        Message::InstallSnapshot { term, index, last_term, size_bytes, offset, data } => {
+        Message::InstallSnapshot {
+            term,
+            index,
+            last_term,
+            size_bytes,
+            offset,
+            data,
+            membership,
+        } => {
             w.u8(8).u64(*term).u64(*index).u64(*last_term).u64(*size_bytes).u64(*offset);
             w.bytes(data);
+            put_membership(&mut w, membership);
         }
         Message::InstallSnapshotResponse { term, index, offset, done } => {
             w.u8(9).u64(*term).u64(*index).u64(*offset).bool(*done);
@@ -237,6 +307,7 @@ fn decode(bytes: &Bytes) -> Result<Message, WireError> {
             size_bytes: r.u64()?,
             offset: r.u64()?,
             data: r.bytes()?,
+            membership: get_membership(&mut r)?,
         },
         9 => Message::InstallSnapshotResponse {
             term: r.u64()?,
@@ -307,6 +378,7 @@ impl NodeProtocol for RaftNode {
             term: hard.term,
             voted_for: hard.voted_for,
             snapshot: hard.snapshot,
+            snapshot_membership: hard.snapshot_membership.clone(),
             purged_index: hard.purged_index,
             purged_term: hard.purged_term,
             log: Vec::new(),
@@ -358,7 +430,8 @@ impl NodeProtocol for RaftNode {
                     let payloads: Vec<Vec<u8>> = entries.iter().map(encode_entry).collect();
                     wal.append(first.index, &payloads)?;
                 }
-                Write::Snapshot { meta, purge_index } => {
+                Write::Snapshot { meta, purge_index, membership } => {
+                    hard.snapshot_membership = Some(membership.clone());
                     assert!(*purge_index <= meta.index, "purge beyond the snapshot");
                     if term_at(disk, hard, meta.index)? == Some(meta.epoch) {
                         if *purge_index > hard.purged_index {
@@ -407,6 +480,16 @@ mod tests {
         Entry { term, index, payload }
     }
 
+    fn members() -> Membership {
+        let ids = |v: &[u64]| v.iter().map(|&i| NodeId(i)).collect::<BTreeSet<_>>();
+        Membership {
+            voters: ids(&[1, 2, 3]),
+            outgoing: ids(&[1, 2]),
+            learners: ids(&[4]),
+            removed: ids(&[9]),
+        }
+    }
+
     fn all_messages() -> Vec<Message> {
         vec![
             Message::PreVote { term: 3, last_log_index: 9, last_log_term: 2 },
@@ -417,7 +500,11 @@ mod tests {
                 term: 4,
                 prev_log_index: 9,
                 prev_log_term: 2,
-                entries: vec![e(4, 10), e(4, 11)],
+                entries: vec![
+                    e(4, 10),
+                    e(4, 11),
+                    Entry { term: 4, index: 12, payload: Payload::Config(members()) },
+                ],
                 leader_commit: 9,
                 read_round: 5,
             },
@@ -437,6 +524,7 @@ mod tests {
                 size_bytes: 10,
                 offset: 4,
                 data: Bytes::from_static(b"abcdef"),
+                membership: members(),
             },
             Message::InstallSnapshotResponse { term: 4, index: 100, offset: 10, done: true },
         ]
@@ -524,9 +612,9 @@ mod tests {
         let disagreeing = SnapshotMeta { index: 8, epoch: 5, size_bytes: 10 };
         check_against_model(&[
             vec![Write::Append { entries: (1..=5).map(|i| e(1, i)).collect() }],
-            vec![Write::Snapshot { meta: matching, purge_index: 2 }],
+            vec![Write::Snapshot { meta: matching, purge_index: 2, membership: members() }],
             vec![Write::Append { entries: vec![e(2, 6)] }],
-            vec![Write::Snapshot { meta: disagreeing, purge_index: 8 }],
+            vec![Write::Snapshot { meta: disagreeing, purge_index: 8, membership: members() }],
             vec![Write::Append { entries: vec![e(5, 9), e(5, 10)] }],
         ]);
     }
