@@ -274,6 +274,12 @@ impl ConfigLog {
         self.entries.iter().rev().find(|(i, _)| *i <= index).map_or(&self.entries[0].1, |(_, m)| m)
     }
 
+    /// The index of the configuration entry in effect at `index` (the
+    /// base's index for anything before the base).
+    pub fn index_at(&self, index: u64) -> u64 {
+        self.entries.iter().rev().find(|(i, _)| *i <= index).map_or(self.entries[0].0, |(i, _)| *i)
+    }
+
     /// A configuration entry was appended at `index`.
     ///
     /// # Panics

@@ -227,6 +227,14 @@ impl RaftNode {
         self.configs.at(index)
     }
 
+    /// The index of the configuration entry in effect at `index` (0 for
+    /// the bootstrap configuration; the snapshot index for one that came
+    /// with the snapshot). At the commit index this is the latest
+    /// committed configuration.
+    pub fn membership_index_at(&self, index: u64) -> u64 {
+        self.configs.index_at(index)
+    }
+
     /// True when a membership change is in flight: the configuration in
     /// effect is joint or not yet committed.
     pub fn membership_change_pending(&self) -> bool {

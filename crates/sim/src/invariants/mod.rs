@@ -22,7 +22,10 @@
 //! - [`durability`]: no message promises a term, vote or entry the node has
 //!   not written; a restart keeps the synced term and vote (Figure 2);
 //! - [`compaction`]: `purged <= snapshot <= applied <= committed <= last`
-//!   (thesis §5.1).
+//!   (thesis §5.1);
+//! - [`config_safety`]: configurations that can still decide have
+//!   intersecting quorums; one membership change in flight per leader
+//!   (thesis §4.1, §4.3).
 //!
 //! Every checker's logic is a method over plain values (a [`Status`], a
 //! [`RaftView`], an [`Output`]), which its `Invariant` impl calls and its
@@ -46,6 +49,7 @@ mod testing;
 pub mod apply_order;
 pub mod commit_rule;
 pub mod compaction;
+pub mod config_safety;
 pub mod durability;
 pub mod election_safety;
 pub mod leader_completeness;
@@ -60,6 +64,7 @@ pub mod state_machine_safety;
 pub use apply_order::ApplyOrder;
 pub use commit_rule::CommitRule;
 pub use compaction::Compaction;
+pub use config_safety::ConfigSafety;
 pub use durability::Durability;
 pub use election_safety::ElectionSafety;
 pub use leader_completeness::LeaderCompleteness;
@@ -89,6 +94,7 @@ pub fn raft_invariants() -> Vec<Box<dyn Invariant<RaftNode>>> {
     invariants.push(Box::new(CommitRule::new()));
     invariants.push(Box::new(Durability::new()));
     invariants.push(Box::new(Compaction::new()));
+    invariants.push(Box::new(ConfigSafety::new()));
     invariants
 }
 
@@ -130,6 +136,7 @@ mod tests {
                 commit_rule::PROPERTY,
                 durability::PROPERTY,
                 compaction::PROPERTY,
+                config_safety::PROPERTY,
             ]
         );
     }

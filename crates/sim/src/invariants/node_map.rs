@@ -43,6 +43,11 @@ impl<T> NodeMap<T> {
         Some(self.slots.swap_remove(position).1)
     }
 
+    /// Every node's state, in no particular order.
+    pub(crate) fn values(&self) -> impl Iterator<Item = &T> {
+        self.slots.iter().map(|(_, state)| state)
+    }
+
     /// Replaces `node`'s state.
     pub(crate) fn insert(&mut self, node: NodeId, state: T) {
         match self.slots.iter_mut().find(|(id, _)| *id == node) {
