@@ -11,7 +11,9 @@
 //! pins a whole log entry or snapshot in memory.
 
 use crate::api::*;
-use crate::command::{KvCommand, KvQuery, KvResponse, LeaseExpireResponse, MAX_TXN_DEPTH};
+use crate::command::{
+    EventsResponse, KvCommand, KvQuery, KvResponse, LeaseExpireResponse, MAX_TXN_DEPTH,
+};
 use crate::error::KvError;
 use bytes::{BufMut, Bytes, BytesMut};
 use synod_core::Time;
@@ -265,6 +267,7 @@ wire_struct!(LeaseLeasesRequest {});
 wire_struct!(LeaseStatus { id });
 wire_struct!(LeaseLeasesResponse { header, leases });
 wire_struct!(LeaseExpireResponse { header, revoked });
+wire_struct!(EventsResponse { header, compact_revision, events, next_revision });
 
 impl Wire for CompareTargetUnion {
     fn put(&self, out: &mut BytesMut) {
@@ -403,6 +406,16 @@ impl Wire for KvQuery {
                 now.put(out);
             }
             KvQuery::LeaseLeases(r) => (2u8, r).put_tagged(out),
+            KvQuery::Events { key, range_end, start_revision, max_events } => {
+                (3u8, key).put_tagged(out);
+                range_end.put(out);
+                start_revision.put(out);
+                max_events.put(out);
+            }
+            KvQuery::ExpiredLeases { now, max } => {
+                (4u8, now).put_tagged(out);
+                max.put(out);
+            }
         }
     }
     fn get(d: &mut Decoder<'_>) -> Result<Self, KvError> {
@@ -410,6 +423,13 @@ impl Wire for KvQuery {
             0 => KvQuery::Range(Wire::get(d)?),
             1 => KvQuery::LeaseTimeToLive { request: Wire::get(d)?, now: Wire::get(d)? },
             2 => KvQuery::LeaseLeases(Wire::get(d)?),
+            3 => KvQuery::Events {
+                key: Wire::get(d)?,
+                range_end: Wire::get(d)?,
+                start_revision: Wire::get(d)?,
+                max_events: Wire::get(d)?,
+            },
+            4 => KvQuery::ExpiredLeases { now: Wire::get(d)?, max: Wire::get(d)? },
             _ => return Err(malformed("bad query")),
         })
     }
@@ -430,6 +450,8 @@ impl Wire for KvResponse {
             KvResponse::LeasePromote(r) => (9u8, r).put_tagged(out),
             KvResponse::LeaseTimeToLive(r) => (10u8, r).put_tagged(out),
             KvResponse::LeaseLeases(r) => (11u8, r).put_tagged(out),
+            KvResponse::Events(r) => (12u8, r).put_tagged(out),
+            KvResponse::ExpiredLeases(r) => (13u8, r).put_tagged(out),
         }
     }
     fn get(d: &mut Decoder<'_>) -> Result<Self, KvError> {
@@ -446,6 +468,8 @@ impl Wire for KvResponse {
             9 => KvResponse::LeasePromote(Wire::get(d)?),
             10 => KvResponse::LeaseTimeToLive(Wire::get(d)?),
             11 => KvResponse::LeaseLeases(Wire::get(d)?),
+            12 => KvResponse::Events(Wire::get(d)?),
+            13 => KvResponse::ExpiredLeases(Wire::get(d)?),
             _ => return Err(malformed("bad response")),
         })
     }
@@ -633,6 +657,13 @@ mod tests {
         let q =
             KvQuery::LeaseTimeToLive { request: LeaseTimeToLiveRequest { id: 1, keys: true }, now };
         assert_eq!(KvQuery::decode(&q.encode()), Ok(q));
+        let queries = [
+            KvQuery::Events { key: b("a"), range_end: b("b"), start_revision: 7, max_events: 100 },
+            KvQuery::ExpiredLeases { now, max: 9 },
+        ];
+        for q in queries {
+            assert_eq!(KvQuery::decode(&q.encode()), Ok(q));
+        }
     }
 
     #[test]

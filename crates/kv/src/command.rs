@@ -100,6 +100,41 @@ pub enum KvQuery {
     },
     /// `Lease.LeaseLeases`.
     LeaseLeases(LeaseLeasesRequest),
+    /// The changes on `(key, range_end)` from `start_revision` on, at most
+    /// about `max_events` ([`crate::KvStore::events_since`]): what a watch
+    /// hub feeds watchers from.
+    Events {
+        /// First key.
+        key: Bytes,
+        /// Exclusive end (etcd's conventions).
+        range_end: Bytes,
+        /// First revision wanted.
+        start_revision: i64,
+        /// About this many events at most (a revision is never split).
+        max_events: u64,
+    },
+    /// The leases expired at `now`, earliest first, at most `max`
+    /// ([`crate::KvStore::expired_leases`]).
+    ExpiredLeases {
+        /// The leader's clock.
+        now: Time,
+        /// Most ids answered.
+        max: u64,
+    },
+}
+
+/// The answer to [`KvQuery::Events`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventsResponse {
+    /// `revision` is the current store revision.
+    pub header: ResponseHeader,
+    /// The store's compaction revision; when it is above the requested
+    /// start revision the history is gone and `events` is empty.
+    pub compact_revision: i64,
+    /// The events, in revision order.
+    pub events: Vec<Event>,
+    /// The revision to ask from next.
+    pub next_revision: i64,
 }
 
 /// What the leader learns from a [`KvCommand::LeaseExpire`].
@@ -138,6 +173,10 @@ pub enum KvResponse {
     LeaseTimeToLive(LeaseTimeToLiveResponse),
     /// To `LeaseLeases`.
     LeaseLeases(LeaseLeasesResponse),
+    /// To [`KvQuery::Events`].
+    Events(EventsResponse),
+    /// To [`KvQuery::ExpiredLeases`]: the lease ids.
+    ExpiredLeases(Vec<i64>),
 }
 
 /// etcd's `checkRangeRequest`.

@@ -34,7 +34,9 @@ pub mod store;
 
 pub use api::*;
 pub use codec::{KvResult, decode_result, encode_result};
-pub use command::{KvCommand, KvConfig, KvQuery, KvResponse, LeaseExpireResponse, MAX_TXN_DEPTH};
+pub use command::{
+    EventsResponse, KvCommand, KvConfig, KvQuery, KvResponse, LeaseExpireResponse, MAX_TXN_DEPTH,
+};
 pub use error::{GrpcCode, KvError};
 pub use lease::MAX_LEASE_TTL_SECS;
 pub use mvcc::EventBatch;

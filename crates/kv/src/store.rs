@@ -15,7 +15,9 @@
 //! does.
 
 use crate::api::*;
-use crate::command::{KvCommand, KvConfig, KvQuery, KvResponse, LeaseExpireResponse};
+use crate::command::{
+    EventsResponse, KvCommand, KvConfig, KvQuery, KvResponse, LeaseExpireResponse,
+};
 use crate::error::KvError;
 use crate::lease::{Leases, MAX_LEASE_TTL_SECS};
 use crate::mvcc::{EventBatch, Mvcc};
@@ -209,6 +211,23 @@ impl KvStore {
                 self.lease_time_to_live(request, *now).map(KvResponse::LeaseTimeToLive)
             }
             KvQuery::LeaseLeases(_) => Ok(KvResponse::LeaseLeases(self.lease_leases())),
+            KvQuery::Events { key, range_end, start_revision, max_events } => {
+                let max = usize::try_from(*max_events).unwrap_or(usize::MAX);
+                let batch = match self.events_since(key, range_end, *start_revision, max) {
+                    Ok(batch) => batch,
+                    Err(_) => EventBatch { events: Vec::new(), next_revision: *start_revision },
+                };
+                Ok(KvResponse::Events(EventsResponse {
+                    header: self.header(),
+                    compact_revision: self.compact_revision(),
+                    events: batch.events,
+                    next_revision: batch.next_revision,
+                }))
+            }
+            KvQuery::ExpiredLeases { now, max } => {
+                let max = usize::try_from(*max).unwrap_or(usize::MAX);
+                Ok(KvResponse::ExpiredLeases(self.expired_leases(*now, max)))
+            }
         }
     }
 

@@ -569,3 +569,36 @@ fn a_snapshot_restores_an_identical_store() {
     bad[8] ^= 0x40; // the current revision
     assert!(KvStore::restore(KvConfig::default(), &bad).is_err());
 }
+
+#[test]
+fn the_events_query_serves_history_and_reports_compaction() {
+    let mut t = T::new();
+    t.put("a", "1"); // 2
+    t.put("b", "1"); // 3
+    t.put("a", "2"); // 4
+    let q = |start| KvQuery::Events {
+        key: b("a"),
+        range_end: Bytes::new(),
+        start_revision: start,
+        max_events: 100,
+    };
+    let KvResponse::Events(e) = t.s.query(&q(3)).unwrap() else { panic!("not events") };
+    assert_eq!(e.events.len(), 1);
+    assert_eq!(e.events[0].kv.mod_revision, 4);
+    assert_eq!((e.next_revision, e.header.revision, e.compact_revision), (5, 4, -1));
+    t.ok(KvCommand::Compact(CompactionRequest { revision: 4, physical: false }));
+    let KvResponse::Events(e) = t.s.query(&q(3)).unwrap() else { panic!("not events") };
+    assert!(e.events.is_empty(), "history below the compaction point is gone");
+    assert_eq!((e.compact_revision, e.next_revision), (4, 3));
+    let KvResponse::Events(e) = t.s.query(&q(4)).unwrap() else { panic!("not events") };
+    assert_eq!(e.events.len(), 1, "the compaction revision itself is still served");
+}
+
+#[test]
+fn the_expired_leases_query_answers_what_the_leader_proposes() {
+    let mut t = T::new();
+    let g = t.grant(7, 5, 1_000_000).unwrap();
+    let q = |ms| KvQuery::ExpiredLeases { now: Time::from_millis(ms), max: 10 };
+    assert_eq!(t.s.query(&q(1_004_999)).unwrap(), KvResponse::ExpiredLeases(vec![]));
+    assert_eq!(t.s.query(&q(1_005_000)).unwrap(), KvResponse::ExpiredLeases(vec![g.id]));
+}
