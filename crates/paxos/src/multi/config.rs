@@ -42,13 +42,29 @@ pub struct Config {
     pub max_inflight_slots: usize,
     /// Most read barriers waiting at once.
     pub max_pending_reads: usize,
+    /// Most accepted values one `Promise` carries; an acceptor holding more
+    /// after the candidate's first unchosen slot answers in parts, each
+    /// asked for by the candidate (one in flight).
+    pub max_values_per_promise: usize,
+    /// Take a snapshot once this many slots were chosen since the last one
+    /// (0: never by count). The log up to the snapshot's slot minus
+    /// `snapshot_trailing_slots` is then purged.
+    pub snapshot_interval_slots: u64,
+    /// Chosen slots kept before a new snapshot's slot when purging, so that
+    /// a follower slightly behind catches up with accepts, not a snapshot.
+    pub snapshot_trailing_slots: u64,
+    /// Largest snapshot chunk. One chunk per peer is in flight at a time,
+    /// so a sender holds at most `snapshot_chunk_bytes` per peer.
+    pub snapshot_chunk_bytes: usize,
     /// A bug to inject (tests only).
     pub bug: InjectedBug,
 }
 
 impl Config {
     /// A configuration with the defaults for `voters`: election timeout
-    /// 150–300 ms, heartbeats every 50 ms, check-quorum on.
+    /// 150–300 ms, heartbeats every 50 ms, check-quorum on, 256 values per
+    /// promise, no automatic snapshots (set `snapshot_interval_slots`), 100
+    /// trailing slots kept after a purge, 64 KiB snapshot chunks.
     pub fn new(voters: Vec<NodeId>) -> Config {
         Config {
             voters,
@@ -61,6 +77,10 @@ impl Config {
             max_bytes_per_slot: 1 << 20,
             max_inflight_slots: 1024,
             max_pending_reads: 4096,
+            max_values_per_promise: 256,
+            snapshot_interval_slots: 0,
+            snapshot_trailing_slots: 100,
+            snapshot_chunk_bytes: 64 * 1024,
             bug: InjectedBug::None,
         }
     }
@@ -93,6 +113,8 @@ impl Config {
             || self.max_bytes_per_slot == 0
             || self.max_inflight_slots == 0
             || self.max_pending_reads == 0
+            || self.max_values_per_promise == 0
+            || self.snapshot_chunk_bytes == 0
         {
             return Err("batch and window limits must be positive".into());
         }

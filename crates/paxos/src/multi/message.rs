@@ -1,12 +1,16 @@
 //! Multi-Paxos values and messages.
 //!
 //! Phase 1 runs once per leadership for every slot from the candidate's
-//! first unchosen slot (`Prepare` / `Promise`); Phase 2 runs per slot
-//! (`Accept` / `Accepted`). An `Accept` with no values is the leader's
-//! heartbeat; every `Accept` carries the leader's chosen slot (commit
-//! notifications ride on later accepts and heartbeats) and its read round.
+//! first unchosen slot (`Prepare` / `Promise`, the promise in bounded parts);
+//! Phase 2 runs per slot (`Accept` / `Accepted`). An `Accept` with no values
+//! is the leader's heartbeat; every `Accept` carries the leader's chosen
+//! slot (commit notifications ride on later accepts and heartbeats) and its
+//! read round. `Snapshot` / `SnapshotAck` move a snapshot, one chunk at a
+//! time, to a peer behind the sender's purged prefix.
 
 use crate::ballot::Ballot;
+use crate::multi::snapshot::SnapshotPoint;
+use bytes::Bytes;
 use std::sync::Arc;
 use synod_core::Command;
 
@@ -52,22 +56,33 @@ pub struct SlotEntry {
 /// A message between Multi-Paxos replicas.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
-    /// Phase 1a for every slot from `first_slot` on.
+    /// Phase 1a for every slot from `first_slot` on. `from_slot` is
+    /// `first_slot`, or, asking for the next part of a promise, the slot
+    /// after the previous part.
     Prepare {
         /// The candidate's ballot.
         ballot: Ballot,
         /// The candidate's first unchosen slot.
         first_slot: u64,
+        /// Report accepted proposals from this slot on.
+        from_slot: u64,
     },
-    /// Phase 1b: the promise, with every proposal the acceptor accepted at
-    /// `first_slot` or later, as `(slot, entry)` in slot order.
+    /// Phase 1b: the promise (or one part of it), with the proposals the
+    /// acceptor accepted from `from_slot` on, as `(slot, entry)` in slot
+    /// order, at most `max_values_per_promise` of them. With `more` the
+    /// acceptor holds further ones after the last reported, and the
+    /// candidate asks for them (the promise counts once the last part is in).
     Promise {
         /// The ballot promised.
         ballot: Ballot,
         /// The `first_slot` of the prepare answered.
         first_slot: u64,
-        /// Accepted proposals at or after `first_slot`.
+        /// The `from_slot` of the prepare answered.
+        from_slot: u64,
+        /// Accepted proposals at or after `from_slot`.
         accepted: Vec<(u64, SlotEntry)>,
+        /// More accepted proposals follow the last one in `accepted`.
+        more: bool,
     },
     /// Phase 2a for the slots `first_slot ..` (one per value); with no values
     /// a heartbeat.
@@ -108,6 +123,32 @@ pub enum Message {
         /// What the acceptor promised.
         promised: Ballot,
     },
+    /// One chunk of the sender's snapshot: from a leader (in its ballot) to
+    /// a follower behind its purged prefix, or from an acceptor to a
+    /// candidate (in the candidate's ballot) whose Phase 1 starts inside
+    /// the acceptor's purged prefix.
+    Snapshot {
+        /// The ballot the transfer belongs to.
+        ballot: Ballot,
+        /// The snapshot.
+        point: SnapshotPoint,
+        /// Where `data` starts in the snapshot.
+        offset: u64,
+        /// The chunk.
+        data: Bytes,
+    },
+    /// Answer to [`Message::Snapshot`]: the offset wanted next, or `done`
+    /// once the snapshot is installed (or not needed).
+    SnapshotAck {
+        /// The ballot of the chunk answered.
+        ballot: Ballot,
+        /// The snapshot's position (`point.meta.index`).
+        index: u64,
+        /// The offset wanted next.
+        offset: u64,
+        /// The receiver holds everything up to the snapshot.
+        done: bool,
+    },
 }
 
 impl Message {
@@ -118,7 +159,9 @@ impl Message {
             | Message::Promise { ballot, .. }
             | Message::Accept { ballot, .. }
             | Message::Accepted { ballot, .. }
-            | Message::Nack { ballot, .. } => *ballot,
+            | Message::Nack { ballot, .. }
+            | Message::Snapshot { ballot, .. }
+            | Message::SnapshotAck { ballot, .. } => *ballot,
         }
     }
 }
@@ -132,6 +175,8 @@ impl synod_core::Message for Message {
             Message::Accept { .. } => "accept",
             Message::Accepted { .. } => "accepted",
             Message::Nack { .. } => "nack",
+            Message::Snapshot { .. } => "snapshot",
+            Message::SnapshotAck { .. } => "snapshot_ack",
         }
     }
 
@@ -144,6 +189,7 @@ impl synod_core::Message for Message {
             Message::Accept { values, .. } => {
                 HEADER + values.iter().map(Value::size_bytes).sum::<usize>()
             }
+            Message::Snapshot { data, .. } => HEADER + 24 + data.len(),
             _ => HEADER,
         }
     }

@@ -10,7 +10,8 @@
 //!   Phase 2, commit notifications, catch-up, reads;
 //! - [`window`]: the leader's per-slot acceptance tally;
 //! - [`reads`]: linearizable read barriers;
-//! - [`log`]: the acceptor's slot log;
+//! - [`log`]: the acceptor's slot log, after the compacted prefix;
+//! - [`snapshot`]: snapshot bookkeeping (taken, received, sent);
 //! - [`config`], [`message`], [`storage`]: the types.
 
 pub mod config;
@@ -18,10 +19,12 @@ pub mod log;
 pub mod message;
 pub mod node;
 pub mod reads;
+pub mod snapshot;
 pub mod storage;
 pub mod window;
 
 pub use config::{Config, InjectedBug};
 pub use message::{Message, SlotEntry, Value};
 pub use node::{PaxosNode, PaxosOutput, Peer};
+pub use snapshot::{SnapshotPoint, Transfer};
 pub use storage::{Durable, Write};

@@ -51,6 +51,50 @@
 //! Unchosen slots a follower has not acknowledged are sent again with each
 //! heartbeat.
 //!
+//! ## Phase 1 promises are bounded
+//!
+//! A promise reports only the acceptances at or after the candidate's
+//! first unchosen slot, and at most `max_values_per_promise` of them per
+//! message: an acceptor holding more answers with the first part and
+//! `more`, and the candidate asks for the next part with a `Prepare` from
+//! the slot after it (one part in flight per acceptor; a lost part costs
+//! the campaign, like a lost promise). The promise counts once its last
+//! part is in. Compaction bounds what an acceptor holds after the
+//! candidate's first unchosen slot — unless that slot lies inside the
+//! acceptor's purged prefix, where it can no longer report what it
+//! accepted. Then the candidate is behind a snapshot: the acceptor sends
+//! it its snapshot instead of a promise (below), and the candidate, once it
+//! installed it, campaigns again from its new first unchosen slot. (We
+//! chose this over reporting the purged slots as "chosen" because the
+//! values are gone; and over letting the candidate give up, because under
+//! partial connectivity the lagging node may be the only one that can
+//! reach a majority.)
+//!
+//! ## Snapshots and compaction
+//!
+//! Once `snapshot_interval_slots` slots were chosen since the last snapshot
+//! the core emits [`SnapshotAction::Take`] at the position ending its
+//! chosen slot (a snapshot covers whole slots: a slot's batch is one
+//! decision); once the host calls [`snapshot_taken`](Protocol::snapshot_taken)
+//! the core records the snapshot and purges every slot up to the
+//! snapshot's minus `snapshot_trailing_slots` ([`Write::Snapshot`]). Purged
+//! slots are chosen, so nobody needs their acceptances again — except a
+//! peer that has not learned them: a follower whose chosen slot lies in
+//! the leader's purged prefix, or a candidate whose Phase 1 starts in an
+//! acceptor's. That peer is sent the sender's snapshot in chunks of
+//! `snapshot_chunk_bytes`, one in flight ([`SnapshotAction::Read`], then
+//! [`Message::Snapshot`]); it stores each in-order chunk
+//! ([`SnapshotAction::Write`]) and answers with the offset it wants next
+//! ([`Message::SnapshotAck`]), so a lost chunk is resent from there (by the
+//! leader with its next heartbeat, by an acceptor when the candidate
+//! prepares again). After the last chunk it installs the snapshot
+//! ([`SnapshotAction::Install`] plus [`Write::Snapshot`]): every slot up to
+//! the snapshot's is chosen, the acceptances after it are kept (they are
+//! still votes). Its partial snapshot is volatile: a crash restarts the
+//! transfer. After a restart the chosen slot starts at the durable
+//! snapshot's. Between calls `purged <= snapshot <= chosen <= last` slot
+//! holds.
+//!
 //! ## Output order and durability
 //!
 //! Promises and acceptances are pushed to `out.writes` before any message
@@ -59,17 +103,23 @@
 //! [`Output::committed`] in order, one position per command of the slot's
 //! batch (one for a no-op), so positions are consecutive from 1 on every
 //! node. After a restart ([`recover`](Protocol::recover)) the chosen slot
-//! starts at 0 and the node learns it again from the leader.
+//! starts at the durable snapshot's (0 without one) and the node learns the
+//! rest again from the leader.
 
 use crate::ballot::Ballot;
 use crate::multi::config::{Config, InjectedBug};
 use crate::multi::log::SlotLog;
 use crate::multi::message::{Message, SlotEntry, Value};
 use crate::multi::reads::ReadQueue;
+use crate::multi::snapshot::{Incoming, SnapshotPoint, Transfer};
 use crate::multi::storage::{Durable, Write};
 use crate::multi::window::AckWindow;
 use crate::timer::RandomTimer;
+use bytes::Bytes;
 use std::sync::Arc;
+#[cfg(doc)]
+use synod_core::protocol::SnapshotAction;
+use synod_core::protocol::SnapshotMeta;
 use synod_core::{
     ClientRouting, Command, Committed, Event, NodeId, Output, ProposeError, Protocol, ReadId, Role,
     Status, Time, quorum,
@@ -99,6 +149,8 @@ pub struct Peer {
     pub last_heard: Time,
     /// The newest read round it echoed.
     pub read_round_acked: u64,
+    /// The snapshot being sent to it, if any.
+    pub transfer: Option<Transfer>,
 }
 
 /// Phase 1 in progress.
@@ -110,6 +162,9 @@ struct Phase1 {
     promised: u64,
     /// Per slot from `first_slot`, the highest-ballot acceptance reported.
     adopted: Vec<Option<SlotEntry>>,
+    /// Per peer (by position in `peers`), the `from_slot` of the promise
+    /// part wanted next.
+    next_from: Vec<u64>,
 }
 
 impl Phase1 {
@@ -138,6 +193,8 @@ pub struct PaxosNode {
     // Durable acceptor state, mirrored by the writes emitted.
     promised: Ballot,
     log: SlotLog,
+    /// The snapshot the state starts from (slot 0: none).
+    snapshot: SnapshotPoint,
 
     // Volatile state.
     role: Role,
@@ -181,6 +238,13 @@ pub struct PaxosNode {
     heartbeat_deadline: Time,
     check_quorum_deadline: Time,
     reads: ReadQueue,
+
+    // Snapshot state.
+    /// The (position, slot) of the [`SnapshotAction::Take`] the host is
+    /// working on.
+    snapshot_requested: Option<(u64, u64)>,
+    /// The snapshot being received, if any.
+    incoming: Option<Incoming>,
 }
 
 impl PaxosNode {
@@ -204,9 +268,31 @@ impl PaxosNode {
     pub fn chosen_slot(&self) -> u64 {
         self.chosen_slot
     }
-    /// The highest slot holding an accepted value.
+    /// The highest slot holding an accepted value (or the purged slot).
     pub fn last_slot(&self) -> u64 {
         self.log.last_slot()
+    }
+    /// Every slot up to this one is compacted into the snapshot.
+    pub fn purged_slot(&self) -> u64 {
+        self.log.purged_slot()
+    }
+    /// Slots held in memory after the purged prefix (holes included).
+    pub fn log_len(&self) -> usize {
+        self.log.len()
+    }
+    /// The latest snapshot taken or installed (slot 0 when none).
+    pub fn snapshot_point(&self) -> SnapshotPoint {
+        self.snapshot
+    }
+    /// Asks the host for a snapshot at the chosen slot now, whatever the
+    /// policy says. Returns false when one is already being taken or
+    /// nothing was chosen since the last.
+    pub fn trigger_snapshot(&mut self, out: &mut PaxosOutput) -> bool {
+        if self.snapshot_requested.is_some() || self.chosen_slot <= self.snapshot.slot {
+            return false;
+        }
+        self.request_snapshot(out);
+        true
     }
     /// What this acceptor accepted at `slot`.
     pub fn entry(&self, slot: u64) -> Option<&SlotEntry> {
@@ -278,6 +364,14 @@ impl PaxosNode {
 
     fn check_invariants(&self) {
         assert!(self.chosen_slot <= self.log.last_slot(), "chosen beyond the log");
+        assert!(
+            self.log.purged_slot() <= self.snapshot.slot && self.snapshot.slot <= self.chosen_slot,
+            "compaction invariant: purged {} <= snapshot {} <= chosen {}",
+            self.log.purged_slot(),
+            self.snapshot.slot,
+            self.chosen_slot
+        );
+        assert!(self.snapshot.meta.index <= self.applied_position, "snapshot beyond applied");
         match self.role {
             Role::Leader => {
                 assert_eq!(self.leader, Some(self.id), "a leader knows it leads");
@@ -317,6 +411,20 @@ impl PaxosNode {
             }
             self.chosen_slot = slot;
         }
+        self.maybe_request_snapshot(out);
+    }
+
+    /// A follower: marks chosen every slot up to the leader's chosen slot
+    /// that holds a value accepted in the leader's ballot (that value is
+    /// the leader's, hence the chosen one).
+    fn choose_held(&mut self, out: &mut PaxosOutput) {
+        let mut upto = self.chosen_slot;
+        while upto < self.leader_chosen_slot
+            && self.log.get(upto + 1).is_some_and(|e| e.ballot == self.promised)
+        {
+            upto += 1;
+        }
+        self.choose_up_to(upto, out);
     }
 
     /// An accept of `values` from `first_slot` in this leader's ballot.
@@ -377,6 +485,7 @@ impl PaxosNode {
     fn become_follower(&mut self, now: Time, leader: Option<NodeId>, out: &mut PaxosOutput) {
         if self.role == Role::Leader {
             self.reads.fail_all(&mut out.events);
+            self.peers.iter_mut().for_each(|p| p.transfer = None);
         }
         self.ballot = Ballot::ZERO;
         self.phase1 = Phase1::default();
@@ -414,7 +523,8 @@ impl PaxosNode {
         self.campaign_heard = self.bit;
         self.timer.reset_scaled(now, 1 << self.quiet_campaigns);
         let first_slot = self.chosen_slot + 1;
-        self.phase1 = Phase1 { first_slot, promised: self.bit, adopted: Vec::new() };
+        let next_from = vec![first_slot; self.peers.len()];
+        self.phase1 = Phase1 { first_slot, promised: self.bit, adopted: Vec::new(), next_from };
         for (slot, entry) in self.log.entries_from(first_slot) {
             self.phase1.merge(slot, entry);
         }
@@ -423,7 +533,7 @@ impl PaxosNode {
             return;
         }
         for p in &self.peers {
-            out.send(p.id, Message::Prepare { ballot, first_slot });
+            out.send(p.id, Message::Prepare { ballot, first_slot, from_slot: first_slot });
         }
     }
 
@@ -471,6 +581,7 @@ impl PaxosNode {
             p.catch_up_slot = 0;
             p.last_heard = now;
             p.read_round_acked = 0;
+            p.transfer = None;
         }
         self.heartbeat_deadline = now + self.config.heartbeat_interval;
         self.check_quorum_deadline = now + self.config.election_timeout_min;
@@ -552,12 +663,23 @@ impl PaxosNode {
                 None => out.send(to, self.accept_message(last_slot + 1, Vec::new())),
             }
         }
+        self.resend_snapshot_chunks(out);
     }
 
     /// Sends `peer` the next chosen values it misses, one accept at a time.
     fn maybe_catch_up(&mut self, position: usize, out: &mut PaxosOutput) {
         let p = &self.peers[position];
-        if !p.behind || p.chosen_slot >= self.chosen_slot || p.catch_up_slot > p.chosen_slot {
+        if !p.behind || p.chosen_slot >= self.chosen_slot {
+            return;
+        }
+        if p.chosen_slot < self.log.purged_slot() {
+            // The slots it misses are only in our snapshot.
+            if p.transfer.is_none() {
+                self.send_snapshot(position, self.ballot, out);
+            }
+            return;
+        }
+        if p.catch_up_slot > p.chosen_slot {
             return;
         }
         let first = p.chosen_slot + 1;
@@ -574,9 +696,12 @@ impl PaxosNode {
         now: Time,
         from: NodeId,
         ballot: Ballot,
-        first_slot: u64,
+        (first_slot, from_slot): (u64, u64),
         out: &mut PaxosOutput,
     ) {
+        if first_slot == 0 || from_slot < first_slot {
+            return; // malformed
+        }
         if ballot < self.promised {
             out.send(from, Message::Nack { ballot, promised: self.promised });
             return;
@@ -600,8 +725,17 @@ impl PaxosNode {
         if ballot.node != from {
             return;
         }
-        let accepted = self.log.entries_from(first_slot);
-        out.send(from, Message::Promise { ballot, first_slot, accepted });
+        let Some(position) = self.peer_position(from) else { return };
+        if first_slot <= self.log.purged_slot() {
+            // The candidate asks about slots this acceptor compacted away:
+            // they are chosen, and only in its snapshot. Send that instead
+            // of a promise; the candidate campaigns again once installed.
+            self.send_snapshot(position, ballot, out);
+            return;
+        }
+        let max = self.config.max_values_per_promise;
+        let (accepted, more) = self.log.entries_bounded(from_slot, max);
+        out.send(from, Message::Promise { ballot, first_slot, from_slot, accepted, more });
     }
 
     fn on_promise(
@@ -609,8 +743,8 @@ impl PaxosNode {
         now: Time,
         from: NodeId,
         ballot: Ballot,
-        first_slot: u64,
-        accepted: Vec<(u64, SlotEntry)>,
+        (first_slot, from_slot): (u64, u64),
+        (accepted, more): (Vec<(u64, SlotEntry)>, bool),
         out: &mut PaxosOutput,
     ) {
         if self.role != Role::Candidate
@@ -620,31 +754,37 @@ impl PaxosNode {
             return;
         }
         let Some(position) = self.peer_position(from) else { return };
-        self.phase1.promised |= self.peers[position].bit;
+        let bit = self.peers[position].bit;
+        if self.phase1.promised & bit != 0 || self.phase1.next_from[position] != from_slot {
+            return; // a duplicate, or a part we did not ask for
+        }
+        let mut last_reported = from_slot;
         for (slot, entry) in accepted {
             assert!(entry.ballot < ballot, "{from} reports an acceptance at or above its promise");
+            assert!(slot >= from_slot && slot >= last_reported, "{from} reports out of order");
+            last_reported = slot;
             self.phase1.merge(slot, entry);
         }
+        if more {
+            // Ask for the next part, from the slot after this one's last.
+            let next = last_reported + 1;
+            self.phase1.next_from[position] = next;
+            out.send(from, Message::Prepare { ballot, first_slot, from_slot: next });
+            return;
+        }
+        self.phase1.promised |= bit;
         if quorum::is_majority(self.phase1.promised.count_ones() as usize, self.voters()) {
             self.become_leader(now, out);
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn on_accept(
-        &mut self,
-        now: Time,
-        from: NodeId,
-        ballot: Ballot,
-        first_slot: u64,
-        values: Vec<Value>,
-        chosen_slot: u64,
-        read_round: u64,
-        out: &mut PaxosOutput,
-    ) {
+    /// `from` leads in `ballot` (it sent an accept or a snapshot chunk):
+    /// promise it and follow it, or refuse it when we promised higher.
+    /// Returns whether we follow it.
+    fn follow(&mut self, now: Time, from: NodeId, ballot: Ballot, out: &mut PaxosOutput) -> bool {
         if ballot < self.promised || ballot.node != from {
             out.send(from, Message::Nack { ballot, promised: self.promised });
-            return;
+            return false;
         }
         if ballot > self.promised {
             self.promise(ballot, out);
@@ -664,21 +804,41 @@ impl PaxosNode {
         self.campaigned = false;
         self.quiet_campaigns = 0;
         self.timer.restart(now);
+        true
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_accept(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        ballot: Ballot,
+        first_slot: u64,
+        values: Vec<Value>,
+        chosen_slot: u64,
+        read_round: u64,
+        out: &mut PaxosOutput,
+    ) {
+        if first_slot == 0 && !values.is_empty() {
+            return; // malformed
+        }
+        if !self.follow(now, from, ballot, out) {
+            return;
+        }
         let count = values.len() as u64;
-        if count > 0 {
+        // Slots inside the purged prefix are chosen and in our snapshot:
+        // nothing to store there (the leader's value is the chosen one).
+        let skip = self.log.purged_slot().saturating_sub(first_slot - 1).min(count);
+        if skip < count {
+            let first = first_slot + skip;
+            let values: Vec<Value> = values.into_iter().skip(skip as usize).collect();
             for (i, value) in values.iter().enumerate() {
-                self.log.set(first_slot + i as u64, SlotEntry { ballot, value: value.clone() });
+                self.log.set(first + i as u64, SlotEntry { ballot, value: value.clone() });
             }
-            out.writes.push(Write::Accept { ballot, first_slot, values });
+            out.writes.push(Write::Accept { ballot, first_slot: first, values });
         }
         self.leader_chosen_slot = self.leader_chosen_slot.max(chosen_slot);
-        let mut upto = self.chosen_slot;
-        while upto < self.leader_chosen_slot
-            && self.log.get(upto + 1).is_some_and(|e| e.ballot == ballot)
-        {
-            upto += 1;
-        }
-        self.choose_up_to(upto, out);
+        self.choose_held(out);
         out.send(
             from,
             Message::Accepted {
@@ -746,7 +906,7 @@ impl Protocol for PaxosNode {
     type Durable = Durable;
 
     /// Rebuilds node `id` from exactly `durable`; the chosen slot starts at
-    /// 0. `seed` is mixed with `id`, so a driver handing every node the
+    /// the durable snapshot's (0 without one). `seed` is mixed with `id`, so a driver handing every node the
     /// same seed still gets different timeouts.
     ///
     /// # Panics
@@ -760,6 +920,13 @@ impl Protocol for PaxosNode {
             durable.log.iter().flatten().all(|e| e.ballot <= durable.promised),
             "durable log holds an acceptance above the durable promise {}",
             durable.promised
+        );
+        let snapshot = durable.snapshot;
+        assert!(
+            durable.purged_slot <= snapshot.slot && snapshot.slot <= durable.last_slot(),
+            "durable snapshot {snapshot:?} outside the durable log {}..={}",
+            durable.purged_slot,
+            durable.last_slot()
         );
         let position = config.voters.iter().position(|&v| v == id);
         let bit = position.map_or(0, |p| 1u64 << p);
@@ -784,19 +951,21 @@ impl Protocol for PaxosNode {
                 catch_up_slot: 0,
                 last_heard: Time::ZERO,
                 read_round_acked: 0,
+                transfer: None,
             })
             .collect();
         let node = PaxosNode {
             id,
             bit,
             promised: durable.promised,
-            log: SlotLog::from_entries(durable.log.clone()),
+            log: SlotLog::from_parts(durable.purged_slot, durable.log.clone()),
+            snapshot,
             role: if bit != 0 { Role::Follower } else { Role::Learner },
             leader: None,
             ballot: Ballot::ZERO,
             max_round_seen: durable.promised.round,
-            chosen_slot: 0,
-            applied_position: 0,
+            chosen_slot: snapshot.slot,
+            applied_position: snapshot.meta.index,
             leader_chosen_slot: 0,
             timer,
             leader_contact: Time::ZERO,
@@ -812,6 +981,8 @@ impl Protocol for PaxosNode {
             heartbeat_deadline: Time::MAX,
             check_quorum_deadline: Time::MAX,
             reads: ReadQueue::new(config.max_pending_reads),
+            snapshot_requested: None,
+            incoming: None,
             config: config.clone(),
         };
         node.check_invariants();
@@ -853,17 +1024,20 @@ impl Protocol for PaxosNode {
         self.note_heard(now, from);
         if self.campaigned
             && msg.ballot() == self.campaign_ballot
-            && matches!(msg, Message::Promise { .. } | Message::Nack { .. })
+            && matches!(
+                msg,
+                Message::Promise { .. } | Message::Nack { .. } | Message::Snapshot { .. }
+            )
             && let Some(p) = self.peers.iter().find(|p| p.id == from)
         {
             self.campaign_heard |= p.bit;
         }
         match msg {
-            Message::Prepare { ballot, first_slot } => {
-                self.on_prepare(now, from, ballot, first_slot, out)
+            Message::Prepare { ballot, first_slot, from_slot } => {
+                self.on_prepare(now, from, ballot, (first_slot, from_slot), out)
             }
-            Message::Promise { ballot, first_slot, accepted } => {
-                self.on_promise(now, from, ballot, first_slot, accepted, out)
+            Message::Promise { ballot, first_slot, from_slot, accepted, more } => {
+                self.on_promise(now, from, ballot, (first_slot, from_slot), (accepted, more), out)
             }
             Message::Accept { ballot, first_slot, values, chosen_slot, read_round } => {
                 self.on_accept(now, from, ballot, first_slot, values, chosen_slot, read_round, out)
@@ -886,6 +1060,12 @@ impl Protocol for PaxosNode {
                 out,
             ),
             Message::Nack { ballot, promised } => self.on_nack(now, ballot, promised, out),
+            Message::Snapshot { ballot, point, offset, data } => {
+                self.on_snapshot(now, from, ballot, point, (offset, data), out)
+            }
+            Message::SnapshotAck { ballot, index, offset, done } => {
+                self.on_snapshot_ack(now, from, ballot, index, offset, done, out)
+            }
         }
         self.check_invariants();
     }
@@ -964,8 +1144,36 @@ impl Protocol for PaxosNode {
     fn client_routing(_config: &Config) -> ClientRouting {
         ClientRouting::Leader
     }
+
+    fn snapshot_taken(&mut self, _now: Time, index: u64, size_bytes: u64, out: &mut PaxosOutput) {
+        self.on_snapshot_taken(index, size_bytes, out);
+        self.check_invariants();
+    }
+
+    fn snapshot_chunk(
+        &mut self,
+        _now: Time,
+        to: NodeId,
+        index: u64,
+        offset: u64,
+        data: Bytes,
+        out: &mut PaxosOutput,
+    ) {
+        self.on_snapshot_chunk(to, index, offset, data, out);
+    }
+
+    fn snapshot(&self) -> Option<SnapshotMeta> {
+        self.snapshot.exists().then_some(self.snapshot.meta)
+    }
 }
+
+#[path = "node_snapshots.rs"]
+mod snapshots;
 
 #[cfg(test)]
 #[path = "node_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "node_snapshot_tests.rs"]
+mod snapshot_tests;

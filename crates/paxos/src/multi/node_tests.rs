@@ -1,33 +1,65 @@
 //! Tests of the Multi-Paxos node over a tiny deterministic cluster: calls
-//! in, exact messages and commits out.
+//! in, exact messages and commits out. The cluster is also a snapshot host:
+//! a node's "state machine" is the list of positions it applied, and a
+//! snapshot's bytes are that list encoded, so a transfer that loses,
+//! repeats or reorders bytes shows up as a wrong state after install.
 
 use super::*;
 use crate::multi::message::Value;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use synod_core::ClientId;
+use synod_core::protocol::SnapshotAction;
 
-struct Cluster {
-    config: Config,
-    nodes: Vec<Option<PaxosNode>>,
-    disks: Vec<Durable>,
-    queue: VecDeque<(NodeId, NodeId, Message)>,
-    committed: Vec<Vec<Committed>>,
-    reads: Vec<Vec<synod_core::ReadState>>,
-    now: Time,
-    sent: Vec<&'static str>,
+pub(super) struct Cluster {
+    pub(super) config: Config,
+    pub(super) nodes: Vec<Option<PaxosNode>>,
+    pub(super) disks: Vec<Durable>,
+    pub(super) queue: VecDeque<(NodeId, NodeId, Message)>,
+    /// Per node, every position applied (the state machine).
+    pub(super) committed: Vec<Vec<Committed>>,
+    pub(super) reads: Vec<Vec<synod_core::ReadState>>,
+    pub(super) now: Time,
+    pub(super) sent: Vec<&'static str>,
+    /// Per node, the durable snapshot store: (position, bytes).
+    pub(super) snapshots: Vec<Vec<(u64, Bytes)>>,
+    /// Per node, the partial snapshot being received (volatile).
+    pub(super) partial: Vec<Option<(u64, Vec<u8>)>>,
 }
 
-fn cmd(seq: u64) -> Command {
+/// A state's bytes: per position 8 bytes, the command's seq (or all ones
+/// for a no-op).
+pub(super) fn encode(state: &[Committed]) -> Bytes {
+    state
+        .iter()
+        .flat_map(|c| c.command.as_ref().map_or(u64::MAX, |c| c.seq).to_le_bytes())
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+fn decode(bytes: &[u8]) -> Vec<Committed> {
+    bytes
+        .chunks(8)
+        .enumerate()
+        .map(|(i, b)| {
+            let seq = u64::from_le_bytes(b.try_into().expect("8 bytes"));
+            let command = (seq != u64::MAX).then(|| cmd(seq));
+            Committed { index: i as u64 + 1, command }
+        })
+        .collect()
+}
+
+pub(super) fn cmd(seq: u64) -> Command {
     Command::new(ClientId(1), seq, Bytes::from(format!("op{seq}")))
 }
 
+#[allow(dead_code)]
 impl Cluster {
-    fn new(n: u64) -> Cluster {
+    pub(super) fn new(n: u64) -> Cluster {
         Cluster::with_config(Config::new((1..=n).map(NodeId).collect()))
     }
 
-    fn with_config(config: Config) -> Cluster {
+    pub(super) fn with_config(config: Config) -> Cluster {
         let n = config.voters.len();
         let nodes = config
             .voters
@@ -43,15 +75,18 @@ impl Cluster {
             reads: vec![Vec::new(); n],
             now: Time::ZERO,
             sent: Vec::new(),
+            snapshots: vec![Vec::new(); n],
+            partial: vec![None; n],
         }
     }
 
-    fn node(&self, id: u64) -> &PaxosNode {
+    pub(super) fn node(&self, id: u64) -> &PaxosNode {
         self.nodes[id as usize - 1].as_ref().expect("live")
     }
 
-    /// Calls into node `id` and carries out the output.
-    fn call<R>(
+    /// Calls into node `id` and carries out the output (with the snapshot
+    /// contract of `synod_core::protocol`).
+    pub(super) fn call<R>(
         &mut self,
         id: u64,
         f: impl FnOnce(&mut PaxosNode, Time, &mut PaxosOutput) -> R,
@@ -60,6 +95,33 @@ impl Cluster {
         let mut out = PaxosOutput::new();
         let now = self.now;
         let r = f(self.nodes[i].as_mut().expect("live"), now, &mut out);
+        self.carry_out(id, out);
+        r
+    }
+
+    fn carry_out(&mut self, id: u64, out: PaxosOutput) {
+        let i = id as usize - 1;
+        let now = self.now;
+        // 0. Received chunks and installs reach the snapshot store first.
+        for a in &out.snapshots {
+            match a {
+                SnapshotAction::Write { index, offset, data, .. } => {
+                    if *offset == 0 {
+                        self.partial[i] = Some((*index, Vec::new()));
+                    }
+                    let (at, bytes) = self.partial[i].as_mut().expect("a partial snapshot");
+                    assert_eq!((*at, bytes.len() as u64), (*index, *offset), "chunk out of order");
+                    bytes.extend_from_slice(data);
+                }
+                SnapshotAction::Install { meta } => {
+                    let (at, bytes) = self.partial[i].take().expect("chunks before install");
+                    assert_eq!((at, bytes.len() as u64), (meta.index, meta.size_bytes));
+                    self.snapshots[i].push((meta.index, bytes.into()));
+                }
+                _ => {}
+            }
+        }
+        // 1. Writes (durable at once here), 2. messages.
         for w in &out.writes {
             self.disks[i].apply(w);
         }
@@ -67,12 +129,64 @@ impl Cluster {
             self.sent.push(synod_core::Message::kind(&msg));
             self.queue.push_back((NodeId(id), to, msg));
         }
-        self.committed[i].extend(out.committed);
+        // 3. Committed positions, snapshot actions at theirs.
+        let mut taken = Vec::new();
+        let mut positioned = out.snapshots.iter().filter(|a| a.position().is_some()).peekable();
+        for c in out.committed {
+            while let Some(a) = positioned.next_if(|a| a.position() < Some(c.index)) {
+                taken.extend(self.at_position(i, a));
+            }
+            assert_eq!(c.index, self.committed[i].len() as u64 + 1, "positions are consecutive");
+            self.committed[i].push(c);
+        }
+        for a in positioned {
+            taken.extend(self.at_position(i, a));
+        }
         self.reads[i].extend(out.reads);
-        r
+        // Calls back into the core.
+        for (index, size) in taken {
+            let mut out = PaxosOutput::new();
+            self.nodes[i].as_mut().expect("live").snapshot_taken(now, index, size, &mut out);
+            self.carry_out(id, out);
+        }
+        for a in out.snapshots {
+            if let SnapshotAction::Read { to, index, offset, max_bytes } = a {
+                let Some((_, bytes)) = self.snapshots[i].iter().rev().find(|s| s.0 == index) else {
+                    continue;
+                };
+                let end = (offset as usize + max_bytes).min(bytes.len());
+                let data = bytes.slice(offset as usize..end);
+                let mut out = PaxosOutput::new();
+                let node = self.nodes[i].as_mut().expect("live");
+                node.snapshot_chunk(now, to, index, offset, data, &mut out);
+                self.carry_out(id, out);
+            }
+        }
     }
 
-    fn campaign(&mut self, id: u64) {
+    /// A `Take` or `Install` at its position: returns a snapshot taken.
+    fn at_position(&mut self, i: usize, a: &SnapshotAction) -> Option<(u64, u64)> {
+        match a {
+            SnapshotAction::Take { index } => {
+                assert_eq!(*index, self.committed[i].len() as u64, "take at the applied position");
+                let bytes = encode(&self.committed[i]);
+                let size = bytes.len() as u64;
+                self.snapshots[i].push((*index, bytes));
+                Some((*index, size))
+            }
+            SnapshotAction::Install { meta } => {
+                let (_, bytes) = self.snapshots[i].iter().rev().find(|s| s.0 == meta.index)?;
+                let state = decode(bytes);
+                assert!(state.len() >= self.committed[i].len(), "an install never goes back");
+                assert_eq!(&state[..self.committed[i].len()], &self.committed[i][..]);
+                self.committed[i] = state;
+                None
+            }
+            _ => None,
+        }
+    }
+
+    pub(super) fn campaign(&mut self, id: u64) {
         let deadline = self.node(id).next_deadline();
         self.now = self.now.max(deadline);
         self.call(id, |n, now, out| n.tick(now, out));
@@ -80,7 +194,7 @@ impl Cluster {
 
     /// Delivers queued messages (dropping those `drop` selects) until none
     /// is left.
-    fn deliver(&mut self, drop: impl Fn(NodeId, NodeId, &Message) -> bool) {
+    pub(super) fn deliver(&mut self, drop: impl Fn(NodeId, NodeId, &Message) -> bool) {
         for _ in 0..10_000 {
             let Some((from, to, msg)) = self.queue.pop_front() else { return };
             if drop(from, to, &msg) || self.nodes[to.0 as usize - 1].is_none() {
@@ -91,27 +205,47 @@ impl Cluster {
         panic!("messages do not quiesce");
     }
 
-    fn deliver_all(&mut self) {
+    pub(super) fn deliver_all(&mut self) {
         self.deliver(|_, _, _| false);
     }
 
-    fn crash(&mut self, id: u64) {
+    pub(super) fn crash(&mut self, id: u64) {
         self.nodes[id as usize - 1] = None;
         self.committed[id as usize - 1].clear();
+        self.partial[id as usize - 1] = None;
     }
 
-    fn restart(&mut self, id: u64) {
+    /// Restarts `id` from its disk, loading the snapshot its core names.
+    pub(super) fn restart(&mut self, id: u64) {
         let i = id as usize - 1;
-        self.nodes[i] =
-            Some(PaxosNode::recover(NodeId(id), &self.config, &self.disks[i], 9, self.now));
+        let node = PaxosNode::recover(NodeId(id), &self.config, &self.disks[i], 9, self.now);
+        if let Some(meta) = node.snapshot() {
+            let (_, bytes) = self.snapshots[i]
+                .iter()
+                .rev()
+                .find(|s| s.0 == meta.index)
+                .expect("the snapshot the core recovers from is stored");
+            self.committed[i] = decode(bytes);
+        }
+        self.nodes[i] = Some(node);
     }
 
-    fn commands(&self, id: u64) -> Vec<Option<u64>> {
+    /// Time passes by `ms`; every live node ticks (once).
+    pub(super) fn advance(&mut self, ms: u64) {
+        self.now = self.now + std::time::Duration::from_millis(ms);
+        for id in 1..=self.nodes.len() as u64 {
+            if self.nodes[id as usize - 1].is_some() {
+                self.call(id, |n, now, out| n.tick(now, out));
+            }
+        }
+    }
+
+    pub(super) fn commands(&self, id: u64) -> Vec<Option<u64>> {
         self.committed[id as usize - 1].iter().map(|c| c.command.as_ref().map(|c| c.seq)).collect()
     }
 
     /// The client commands committed at `id`, without no-ops.
-    fn client_commands(&self, id: u64) -> Vec<u64> {
+    pub(super) fn client_commands(&self, id: u64) -> Vec<u64> {
         self.commands(id).into_iter().flatten().collect()
     }
 }

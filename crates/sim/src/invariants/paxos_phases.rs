@@ -93,7 +93,14 @@ mod tests {
 
     fn promise(ballot: Ballot) -> PaxosOutput {
         let mut out = PaxosOutput::new();
-        out.send(ballot.node, Message::Promise { ballot, first_slot: 1, accepted: Vec::new() });
+        let promise = Message::Promise {
+            ballot,
+            first_slot: 1,
+            from_slot: 1,
+            accepted: Vec::new(),
+            more: false,
+        };
+        out.send(ballot.node, promise);
         out
     }
 

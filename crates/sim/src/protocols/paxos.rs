@@ -5,7 +5,7 @@ use crate::invariant::Invariant;
 use crate::protocol::SimProtocol;
 use std::time::Duration;
 use synod_core::NodeId;
-use synod_paxos::{Config, InjectedBug, PaxosNode};
+use synod_paxos::{Config, InjectedBug, PaxosNode, PaxosOutput};
 
 /// Bug names accepted by `--bug` for Paxos, and what they break.
 pub const PAXOS_BUGS: &[(&str, InjectedBug)] =
@@ -17,12 +17,18 @@ impl SimProtocol for PaxosNode {
     }
 
     /// `Config::new(voters)` with timeouts for a ~1 ms network: elections
-    /// after 150–300 ms of silence, heartbeats every 50 ms.
+    /// after 150–300 ms of silence, heartbeats every 50 ms; a snapshot every
+    /// 64 chosen slots with 16 trailing slots kept, sent in 128-byte chunks
+    /// (as for Raft: even short runs compact, and transfers take several
+    /// chunks).
     fn sim_config(voters: &[NodeId]) -> Config {
         let mut c = Config::new(voters.to_vec());
         c.election_timeout_min = Duration::from_millis(150);
         c.election_timeout_max = Duration::from_millis(300);
         c.heartbeat_interval = Duration::from_millis(50);
+        c.snapshot_interval_slots = 64;
+        c.snapshot_trailing_slots = 16;
+        c.snapshot_chunk_bytes = 128;
         c
     }
 
@@ -45,6 +51,10 @@ impl SimProtocol for PaxosNode {
 
     fn invariants() -> Vec<Box<dyn Invariant<Self>>> {
         crate::invariants::paxos_invariants()
+    }
+
+    fn trigger_snapshot(&mut self, out: &mut PaxosOutput) -> bool {
+        PaxosNode::trigger_snapshot(self, out)
     }
 }
 
@@ -83,7 +93,9 @@ mod tests {
 
     #[test]
     fn paxos_passes_under_every_fault() {
-        for faults in [FaultProfile::Net, FaultProfile::Crash, FaultProfile::All] {
+        for faults in
+            [FaultProfile::Net, FaultProfile::Crash, FaultProfile::Snapshot, FaultProfile::All]
+        {
             for seed in 1..=3 {
                 let r = run_seed(&opts(faults), seed);
                 if let Some(v) = &r.violation {

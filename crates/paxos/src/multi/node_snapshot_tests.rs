@@ -1,0 +1,265 @@
+//! Snapshot, compaction and bounded-promise tests of the Multi-Paxos node,
+//! over the snapshot-hosting test cluster of `node_tests`.
+
+use super::tests::{Cluster, cmd};
+use super::*;
+use crate::multi::message::Value;
+use std::cell::RefCell;
+use synod_core::protocol::SnapshotAction;
+
+/// A snapshot every 4 chosen slots, 2 trailing slots kept, chunks of 16
+/// bytes (two positions of the test state machine).
+fn config(n: u64) -> Config {
+    let mut c = Config::new((1..=n).map(NodeId).collect());
+    c.snapshot_interval_slots = 4;
+    c.snapshot_trailing_slots = 2;
+    c.snapshot_chunk_bytes = 16;
+    c
+}
+
+/// A cluster of `n` where n1 leads.
+fn led_by_1(config: Config) -> Cluster {
+    let mut c = Cluster::with_config(config);
+    c.campaign(1);
+    c.deliver_all();
+    assert_eq!(c.node(1).role(), Role::Leader);
+    c
+}
+
+/// n1 proposes commands `seqs`, one slot each, delivering after each.
+fn commit(c: &mut Cluster, seqs: std::ops::RangeInclusive<u64>) {
+    for seq in seqs {
+        c.call(1, |n, now, out| n.propose(now, vec![cmd(seq)], out)).expect("n1 leads");
+        c.deliver_all();
+    }
+}
+
+fn kinds(c: &Cluster, kind: &str) -> usize {
+    c.sent.iter().filter(|k| **k == kind).count()
+}
+
+#[test]
+fn every_node_snapshots_every_n_slots_and_keeps_only_the_trailing_ones() {
+    let mut c = led_by_1(config(3));
+    let mut max_log = 0;
+    for seq in 1..=40 {
+        commit(&mut c, seq..=seq);
+        for id in 1..=3 {
+            max_log = max_log.max(c.node(id).log_len());
+        }
+    }
+    c.advance(60);
+    c.deliver_all();
+    for id in 1..=3 {
+        let n = c.node(id);
+        let snap = n.snapshot_point();
+        assert!(snap.slot >= 36 && snap.slot % 4 <= 1, "n{id} snapshot at {}", snap.slot);
+        assert_eq!(n.purged_slot(), snap.slot - 2, "n{id} keeps two trailing slots");
+        assert_eq!(c.disks[id as usize - 1].purged_slot, n.purged_slot(), "n{id} disk");
+        assert_eq!(c.disks[id as usize - 1].snapshot, snap);
+        assert_eq!(
+            snap.meta.index,
+            c.committed[id as usize - 1][..snap.meta.index as usize].len() as u64
+        );
+    }
+    // 4 between snapshots, 2 trailing, one in flight.
+    assert!(max_log <= 4 + 2 + 1, "a log held {max_log} slots");
+    assert_eq!(c.client_commands(3), (1..=40).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_restart_starts_from_the_snapshot_and_the_log_tail() {
+    let mut c = led_by_1(config(3));
+    commit(&mut c, 1..=10);
+    let before = c.commands(2);
+    let snap = c.node(2).snapshot_point();
+    assert!(snap.exists());
+    c.crash(2);
+    c.restart(2);
+    let n = c.node(2);
+    assert_eq!(n.chosen_slot(), snap.slot);
+    assert_eq!(n.status().applied_index, snap.meta.index);
+    assert_eq!(n.purged_slot(), snap.slot - 2);
+    assert!(n.entry(snap.slot + 1).is_some(), "the tail after the snapshot is kept");
+    assert_eq!(c.commands(2), before[..snap.meta.index as usize].to_vec());
+    // The rest is learned again from the leader.
+    commit(&mut c, 11..=11);
+    c.advance(60);
+    c.deliver_all();
+    assert_eq!(c.client_commands(2), (1..=11).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_crashed_follower_behind_the_purged_prefix_catches_up_by_chunked_snapshot() {
+    let mut c = led_by_1(config(3));
+    c.crash(3);
+    commit(&mut c, 1..=20);
+    let leader_snapshot = c.node(1).snapshot_point();
+    assert!(c.node(1).purged_slot() > 1, "the leader purged what n3 misses");
+    c.restart(3);
+    c.sent.clear();
+    c.advance(60);
+    c.deliver_all();
+    let n3 = c.node(3);
+    assert_eq!(n3.snapshot_point(), leader_snapshot, "n3 installed the leader's snapshot");
+    assert_eq!(n3.chosen_slot(), c.node(1).chosen_slot(), "and caught up on the rest");
+    assert_eq!(c.commands(3), c.commands(1));
+    let chunks = leader_snapshot.meta.size_bytes.div_ceil(16) as usize;
+    assert_eq!(kinds(&c, "snapshot"), chunks, "one message per chunk");
+    assert_eq!(kinds(&c, "snapshot_ack"), chunks);
+    // The installed snapshot is durable: a restart keeps it.
+    c.crash(3);
+    c.restart(3);
+    assert_eq!(c.node(3).snapshot_point(), leader_snapshot);
+    assert_eq!(c.disks[2].purged_slot, leader_snapshot.slot);
+}
+
+#[test]
+fn a_lost_chunk_is_resent_from_where_the_follower_stopped() {
+    let mut c = led_by_1(config(3));
+    c.crash(3);
+    commit(&mut c, 1..=20);
+    c.restart(3);
+    c.advance(60);
+    // Lose the third chunk.
+    let seen = RefCell::new(0);
+    c.deliver(|_, _, m| {
+        matches!(m, Message::Snapshot { .. }) && {
+            *seen.borrow_mut() += 1;
+            *seen.borrow() == 3
+        }
+    });
+    assert!(c.node(3).snapshot_point().slot == 0, "stalled on the lost chunk");
+    c.sent.clear();
+    c.advance(60);
+    c.deliver_all();
+    let snap = c.node(1).snapshot_point();
+    assert_eq!(c.node(3).snapshot_point(), snap);
+    assert_eq!(c.commands(3), c.commands(1));
+    let chunks = snap.meta.size_bytes.div_ceil(16) as usize;
+    assert_eq!(kinds(&c, "snapshot"), chunks - 2, "resumed at the third chunk");
+}
+
+#[test]
+fn a_crash_mid_install_restarts_the_transfer() {
+    let mut c = led_by_1(config(3));
+    c.crash(3);
+    commit(&mut c, 1..=20);
+    c.restart(3);
+    c.advance(60);
+    // Deliver two chunks to n3, then crash it.
+    let seen = RefCell::new(0);
+    c.deliver(|_, to, m| {
+        to == NodeId(3) && matches!(m, Message::Snapshot { .. }) && {
+            *seen.borrow_mut() += 1;
+            *seen.borrow() > 2
+        }
+    });
+    assert!(c.partial[2].is_some(), "n3 holds a partial snapshot");
+    c.crash(3);
+    c.restart(3);
+    assert_eq!(c.node(3).snapshot_point().slot, 0, "a partial snapshot is not recovered");
+    for _ in 0..3 {
+        c.advance(60);
+        c.deliver_all();
+    }
+    assert_eq!(c.node(3).snapshot_point(), c.node(1).snapshot_point());
+    assert_eq!(c.commands(3), c.commands(1));
+}
+
+#[test]
+fn a_candidate_behind_an_acceptors_purged_prefix_gets_its_snapshot_and_wins() {
+    let mut c = led_by_1(config(3));
+    c.crash(3);
+    commit(&mut c, 1..=20);
+    let chosen = c.commands(1);
+    let n2_snapshot = c.node(2).snapshot_point();
+    assert!(c.node(2).purged_slot() > 0);
+    c.crash(1);
+    c.restart(3);
+    c.sent.clear();
+    c.campaign(3);
+    c.deliver_all();
+    assert_eq!(kinds(&c, "promise"), 1, "only the campaign after the install is promised");
+    assert!(kinds(&c, "snapshot") > 1, "n2 sent its snapshot in chunks");
+    assert_eq!(c.node(3).role(), Role::Leader);
+    assert_eq!(c.node(3).snapshot_point(), n2_snapshot);
+    c.call(3, |n, now, out| n.propose(now, vec![cmd(99)], out)).expect("n3 leads");
+    c.deliver_all();
+    c.advance(60);
+    c.deliver_all();
+    let mut expected: Vec<u64> = chosen.iter().flatten().copied().collect();
+    expected.push(99);
+    assert_eq!(c.client_commands(3), expected, "every chosen command kept");
+    assert_eq!(c.client_commands(2), expected);
+}
+
+#[test]
+fn a_promise_comes_in_bounded_parts_and_every_part_is_adopted() {
+    let mut config = Config::new((1..=3).map(NodeId).collect());
+    config.max_values_per_promise = 2;
+    let mut c = led_by_1(config);
+    // Slots 2..=6 reach only n2.
+    for seq in 1..=5 {
+        c.call(1, |n, now, out| n.propose(now, vec![cmd(seq)], out)).expect("n1 leads");
+    }
+    c.deliver(|_, to, _| to == NodeId(3));
+    c.crash(1);
+    let parts = RefCell::new(Vec::new());
+    c.campaign(3);
+    c.deliver(|from, _, m| {
+        if let Message::Promise { accepted, more, .. } = m
+            && from == NodeId(2)
+        {
+            parts.borrow_mut().push((accepted.len(), *more));
+        }
+        false
+    });
+    assert_eq!(
+        parts.into_inner(),
+        vec![(2, true), (2, true), (2, false)],
+        "n2's six slots in parts of at most two"
+    );
+    assert_eq!(c.node(3).role(), Role::Leader);
+    assert_eq!(c.client_commands(3), vec![1, 2, 3, 4, 5], "adopted from every part");
+}
+
+#[test]
+fn accepts_into_the_purged_prefix_are_acknowledged_but_not_stored() {
+    let mut c = led_by_1(config(3));
+    commit(&mut c, 1..=10);
+    let purged = c.node(2).purged_slot();
+    assert!(purged >= 3);
+    let ballot = c.node(1).ballot();
+    let disk_before = c.disks[1].clone();
+    let accept = Message::Accept {
+        ballot,
+        first_slot: 1,
+        values: vec![Value::Noop; purged as usize + 1],
+        chosen_slot: 0,
+        read_round: 0,
+    };
+    let count = c.queue.len();
+    c.call(2, |n, now, out| n.step(now, NodeId(1), accept, out));
+    assert_eq!(c.disks[1].purged_slot, disk_before.purged_slot);
+    assert_eq!(c.disks[1].log.len(), disk_before.log.len(), "only slot {} rewritten", purged + 1);
+    let answer = c.queue.get(count).map(|(_, _, m)| m.clone());
+    assert!(
+        matches!(answer, Some(Message::Accepted { first_slot: 1, last_slot, .. }) if last_slot == purged + 1),
+        "{answer:?}"
+    );
+}
+
+#[test]
+fn trigger_snapshot_asks_once_and_only_with_something_new() {
+    let mut c = led_by_1(Config::new((1..=3).map(NodeId).collect()));
+    commit(&mut c, 1..=3);
+    let mut out = PaxosOutput::new();
+    let n = c.nodes[0].as_mut().expect("live");
+    assert!(n.trigger_snapshot(&mut out));
+    assert!(!n.trigger_snapshot(&mut out), "one at a time");
+    assert_eq!(out.snapshots, vec![SnapshotAction::Take { index: 4 }]);
+    n.snapshot_taken(Time::ZERO, 4, 32, &mut out);
+    assert_eq!(n.snapshot_point().slot, 4);
+    assert!(!n.trigger_snapshot(&mut out), "nothing chosen since");
+}
