@@ -275,6 +275,8 @@ impl<'a> Sim<'a> {
             return;
         }
         let chain = match (&self.attacker, self.attacker_index()) {
+            // Once published, the attack is over: the attacker stops.
+            (Some(a), Some(ai)) if ai == node && a.published => return,
             (Some(a), Some(ai)) if ai == node => &a.private,
             _ => &self.miners[node].chain,
         };
