@@ -8,7 +8,6 @@
 //! nonsense such as zero nodes, an unreadable or malformed scenario file).
 
 mod chain;
-mod kv;
 mod seeds;
 mod serve;
 mod sim;
@@ -40,8 +39,6 @@ enum Command {
     Up(up::UpArgs),
     /// Show each node's id, role, term, commit and applied index, and leader.
     Status(status::StatusArgs),
-    /// Put, get and delete keys over the etcd v3 API (etcdctl-like).
-    Kv(kv::KvArgs),
     /// Blockchain consensus (proof of work, proof of stake) in the chain
     /// simulator: `synod chain sim`.
     Chain(chain::ChainArgs),
@@ -54,7 +51,6 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Up(args) => up::run(args),
         Command::Status(args) => status::run(args),
-        Command::Kv(args) => kv::run(args),
         Command::Chain(args) => chain::run(args),
     }
 }
