@@ -264,7 +264,7 @@ impl RaftNode {
     ) -> Result<(), ConfigChangeError> {
         self.now = self.now.max(now);
         if self.role != Role::Leader {
-            return Err(ConfigChangeError::NotLeader { hint: self.leader });
+            return Err(ConfigChangeError::NotLeader { hint: self.leader_hint() });
         }
         if self.transfer.is_some() {
             return Err(ConfigChangeError::Transferring);
@@ -323,7 +323,7 @@ impl RaftNode {
         out: &mut RaftOutput,
     ) -> Result<(), ProposeError> {
         if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader { hint: self.leader });
+            return Err(ProposeError::NotLeader { hint: self.leader_hint() });
         }
         if to == self.id {
             return Ok(());
@@ -352,6 +352,17 @@ impl RaftNode {
     }
 
     // ----- helpers -------------------------------------------------------
+
+    /// The leader to name in a `NotLeader` answer: the known leader, but
+    /// only while it was heard from within the longest election timeout.
+    /// A node cut off from the cluster (a learner never campaigns, so its
+    /// term never moves on; a removed node is never contacted again) would
+    /// otherwise keep pointing clients at a leader that is long gone.
+    fn leader_hint(&self) -> Option<NodeId> {
+        let fresh =
+            self.now.saturating_since(self.leader_contact) <= self.config.election_timeout_max;
+        self.leader.filter(|&l| l == self.id || fresh)
+    }
 
     fn peer_position(&self, id: NodeId) -> Option<usize> {
         self.peers.iter().position(|pr| pr.id == id)
@@ -1365,7 +1376,7 @@ impl Protocol for RaftNode {
     ) -> Result<(), ProposeError> {
         self.now = self.now.max(now);
         if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader { hint: self.leader });
+            return Err(ProposeError::NotLeader { hint: self.leader_hint() });
         }
         if self.transfer.is_some() {
             return Err(ProposeError::Transferring);
@@ -1403,9 +1414,10 @@ impl Protocol for RaftNode {
         Ok(())
     }
 
-    fn read(&mut self, _now: Time, id: ReadId, out: &mut RaftOutput) -> Result<(), ProposeError> {
+    fn read(&mut self, now: Time, id: ReadId, out: &mut RaftOutput) -> Result<(), ProposeError> {
+        self.now = self.now.max(now);
         if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader { hint: self.leader });
+            return Err(ProposeError::NotLeader { hint: self.leader_hint() });
         }
         if self.reads.is_full() {
             return Err(ProposeError::Busy("too many pending reads"));

@@ -7,6 +7,7 @@
 //! its own; the simulator carries the actions out.
 
 use crate::rng::SimRng;
+use std::collections::BTreeSet;
 use synod_core::NodeId;
 
 /// Which random faults a run injects during its fault window.
@@ -25,7 +26,7 @@ pub enum FaultProfile {
     /// one node (so it must catch up by InstallSnapshot), crashes (also in
     /// the middle of an install).
     Snapshot,
-    /// Everything above, plus clock drift.
+    /// Everything above, plus clock drift and membership churn.
     All,
     /// Partial connectivity: the leader loses its quorum, only one server
     /// stays quorum-connected (see [`crate::partial`]).
@@ -36,6 +37,11 @@ pub enum FaultProfile {
     /// Partial connectivity: the servers form a line (see
     /// [`crate::partial`]).
     Chained,
+    /// Membership churn: learners added and promoted, voters removed (the
+    /// leader too) between [`MIN_VOTERS`] and [`MAX_VOTERS`], leadership
+    /// transfers; the run gets spare node ids to add (see
+    /// [`SimProtocol::membership_spares`](crate::SimProtocol::membership_spares)).
+    Membership,
 }
 
 impl FaultProfile {
@@ -50,11 +56,12 @@ impl FaultProfile {
             FaultProfile::QuorumLoss => "quorum-loss",
             FaultProfile::ConstrainedElection => "constrained-election",
             FaultProfile::Chained => "chained",
+            FaultProfile::Membership => "membership",
         }
     }
 
-    /// Parses `none | net | crash | snapshot | all | quorum-loss |
-    /// constrained-election | chained`.
+    /// Parses `none | net | crash | snapshot | membership | all |
+    /// quorum-loss | constrained-election | chained`.
     pub fn parse(s: &str) -> Result<FaultProfile, String> {
         match s {
             "none" => Ok(FaultProfile::None),
@@ -65,9 +72,10 @@ impl FaultProfile {
             "quorum-loss" => Ok(FaultProfile::QuorumLoss),
             "constrained-election" => Ok(FaultProfile::ConstrainedElection),
             "chained" => Ok(FaultProfile::Chained),
+            "membership" => Ok(FaultProfile::Membership),
             _ => Err(format!(
-                "unknown fault profile `{s}` (expected none, net, crash, snapshot, all, \
-                 quorum-loss, constrained-election or chained)"
+                "unknown fault profile `{s}` (expected none, net, crash, snapshot, membership, \
+                 all, quorum-loss, constrained-election or chained)"
             )),
         }
     }
@@ -83,6 +91,101 @@ impl FaultProfile {
     fn snapshots(self) -> bool {
         matches!(self, FaultProfile::Snapshot | FaultProfile::All)
     }
+
+    /// True when the profile changes the membership (the run then needs
+    /// spare node ids).
+    pub fn includes_membership(self) -> bool {
+        matches!(self, FaultProfile::Membership | FaultProfile::All)
+    }
+}
+
+/// Fewest voters membership churn leaves.
+pub const MIN_VOTERS: usize = 3;
+/// Most voters membership churn creates.
+pub const MAX_VOTERS: usize = 7;
+
+/// A random membership change, resolved against the leader's configuration
+/// when it strikes (see [`plan_membership_change`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// Add a spare that was never a member as a learner.
+    AddLearner,
+    /// Promote a learner to voter (refused while it is not caught up).
+    Promote,
+    /// Remove a voter other than the leader.
+    RemoveVoter,
+    /// Remove the leader (replaced by a learner at [`MIN_VOTERS`]).
+    RemoveLeader,
+    /// Remove a learner.
+    RemoveLearner,
+}
+
+/// The configuration a membership fault sees.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SimMembership {
+    /// The voters (C_new during a joint phase).
+    pub voters: BTreeSet<NodeId>,
+    /// The outgoing voters during a joint phase.
+    pub outgoing: BTreeSet<NodeId>,
+    /// The learners.
+    pub learners: BTreeSet<NodeId>,
+    /// Ids removed for good.
+    pub removed: BTreeSet<NodeId>,
+}
+
+/// The voters and learners `change` asks for, from configuration `m` led
+/// by `leader`, among node ids `1..=ids`; `pick` chooses which node.
+/// `None` when the change does not apply (bounds, nobody to pick).
+pub fn plan_membership_change(
+    change: MembershipChange,
+    m: &SimMembership,
+    leader: NodeId,
+    ids: usize,
+    pick: u64,
+) -> Option<(BTreeSet<NodeId>, BTreeSet<NodeId>)> {
+    let choose = |from: Vec<NodeId>| (!from.is_empty()).then(|| from[pick as usize % from.len()]);
+    let (mut voters, mut learners) = (m.voters.clone(), m.learners.clone());
+    match change {
+        MembershipChange::AddLearner => {
+            if voters.len() + learners.len() >= MAX_VOTERS {
+                return None;
+            }
+            let fresh = (1..=ids as u64)
+                .map(NodeId)
+                .filter(|id| !m.voters.contains(id) && !m.outgoing.contains(id))
+                .filter(|id| !m.learners.contains(id) && !m.removed.contains(id))
+                .collect();
+            learners.insert(choose(fresh)?);
+        }
+        MembershipChange::Promote => {
+            if voters.len() >= MAX_VOTERS {
+                return None;
+            }
+            let id = choose(learners.iter().copied().collect())?;
+            learners.remove(&id);
+            voters.insert(id);
+        }
+        MembershipChange::RemoveVoter => {
+            if voters.len() <= MIN_VOTERS {
+                return None;
+            }
+            voters.remove(&choose(voters.iter().copied().filter(|&v| v != leader).collect())?);
+        }
+        MembershipChange::RemoveLeader => {
+            if !voters.remove(&leader) {
+                return None;
+            }
+            if voters.len() < MIN_VOTERS {
+                let id = choose(learners.iter().copied().collect())?;
+                learners.remove(&id);
+                voters.insert(id);
+            }
+        }
+        MembershipChange::RemoveLearner => {
+            learners.remove(&choose(learners.iter().copied().collect())?);
+        }
+    }
+    Some((voters, learners))
 }
 
 /// One fault or repair.
@@ -138,6 +241,14 @@ pub enum FaultAction {
     Snapshot(NodeId),
     /// Set a partial-connectivity topology (see [`crate::partial`]).
     Partial(crate::partial::PartialStep),
+    /// Ask the leader for a membership change (see
+    /// [`plan_membership_change`]).
+    ChangeMembership {
+        /// What to change.
+        change: MembershipChange,
+        /// Chooses the node it concerns.
+        pick: u64,
+    },
 }
 
 impl FaultAction {
@@ -162,6 +273,7 @@ impl FaultAction {
             FaultAction::TransferLeader { .. } => "transfer_leader",
             FaultAction::Snapshot(_) => "snapshot",
             FaultAction::Partial(_) => "partial",
+            FaultAction::ChangeMembership { .. } => "change_membership",
         }
     }
 }
@@ -210,16 +322,28 @@ pub struct ClusterView {
     pub paused: Vec<bool>,
     /// The current leader, if any.
     pub leader: Option<NodeId>,
+    /// The voters in effect (C_old ∪ C_new during a joint phase); empty
+    /// when every replica votes. Node faults keep a majority of them up.
+    pub voters: Vec<NodeId>,
 }
 
 impl ClusterView {
-    fn unavailable(&self) -> usize {
-        self.down.iter().zip(&self.paused).filter(|(d, p)| **d || **p).count()
+    fn is_voter(&self, i: usize) -> bool {
+        self.voters.is_empty() || self.voters.contains(&NodeId(i as u64 + 1))
     }
 
+    fn voter_count(&self) -> usize {
+        if self.voters.is_empty() { self.nodes } else { self.voters.len() }
+    }
+
+    fn unavailable(&self) -> usize {
+        (0..self.nodes).filter(|&i| self.is_voter(i) && (self.down[i] || self.paused[i])).count()
+    }
+
+    /// The voters that are up.
     fn available(&self) -> Vec<NodeId> {
         (0..self.nodes)
-            .filter(|&i| !self.down[i] && !self.paused[i])
+            .filter(|&i| self.is_voter(i) && !self.down[i] && !self.paused[i])
             .map(|i| NodeId(i as u64 + 1))
             .collect()
     }
@@ -254,6 +378,9 @@ pub fn next_fault(
     }
     if profile.snapshots() {
         menu.extend_from_slice(&[10, 10, 11, 12]);
+    }
+    if profile.includes_membership() {
+        menu.extend_from_slice(&[13, 13, 13, 14]);
     }
     if menu.is_empty() || view.nodes == 0 {
         return None;
@@ -307,7 +434,7 @@ pub fn next_fault(
             }
         }
         k @ 6..=8 => {
-            let minority = (n - 1) / 2;
+            let minority = (view.voter_count().max(1) - 1) / 2;
             if view.unavailable() >= minority && !rng.chance(config.majority_down_probability) {
                 return None;
             }
@@ -349,7 +476,7 @@ pub fn next_fault(
         12 => {
             // A crash soon after a heal: often in the middle of an install.
             let up = view.available();
-            let minority = (n - 1) / 2;
+            let minority = (view.voter_count().max(1) - 1) / 2;
             if up.is_empty() || view.unavailable() >= minority {
                 return None;
             }
@@ -358,6 +485,31 @@ pub fn next_fault(
                 action: FaultAction::Crash(target),
                 undo: Some((duration(rng) / 4, FaultAction::Restart(target))),
             }
+        }
+        13 => {
+            const CHANGES: [MembershipChange; 7] = [
+                MembershipChange::AddLearner,
+                MembershipChange::AddLearner,
+                MembershipChange::Promote,
+                MembershipChange::Promote,
+                MembershipChange::RemoveVoter,
+                MembershipChange::RemoveLeader,
+                MembershipChange::RemoveLearner,
+            ];
+            let change = CHANGES[rng.index(CHANGES.len())];
+            PlannedFault {
+                action: FaultAction::ChangeMembership { change, pick: rng.next_u64() },
+                undo: None,
+            }
+        }
+        14 => {
+            let others: Vec<NodeId> =
+                view.available().into_iter().filter(|&id| Some(id) != view.leader).collect();
+            if others.is_empty() {
+                return None;
+            }
+            let to = Some(others[rng.index(others.len())]);
+            PlannedFault { action: FaultAction::TransferLeader { to }, undo: None }
         }
         _ => {
             let max = config.max_drift_ppm.max(0);
@@ -378,6 +530,7 @@ mod tests {
             down: vec![false; n],
             paused: vec![false; n],
             leader: Some(NodeId(1)),
+            voters: Vec::new(),
         }
     }
 
@@ -441,9 +594,80 @@ mod tests {
             FaultProfile::QuorumLoss,
             FaultProfile::ConstrainedElection,
             FaultProfile::Chained,
+            FaultProfile::Membership,
         ] {
             assert_eq!(FaultProfile::parse(p.name()), Ok(p));
         }
+        assert!(FaultProfile::All.includes_membership());
+        assert!(!FaultProfile::Net.includes_membership());
         assert!(FaultProfile::parse("chaos").unwrap_err().contains("chaos"));
+    }
+
+    fn ids(v: &[u64]) -> BTreeSet<NodeId> {
+        v.iter().map(|&x| NodeId(x)).collect()
+    }
+
+    #[test]
+    fn membership_changes_stay_between_three_and_seven_voters() {
+        use MembershipChange::*;
+        let m = |voters: &[u64], learners: &[u64], removed: &[u64]| SimMembership {
+            voters: ids(voters),
+            learners: ids(learners),
+            removed: ids(removed),
+            ..SimMembership::default()
+        };
+        let l = NodeId(1);
+        let three = m(&[1, 2, 3], &[], &[4]);
+        // A fresh id, never a removed one.
+        assert_eq!(
+            plan_membership_change(AddLearner, &three, l, 6, 0),
+            Some((ids(&[1, 2, 3]), ids(&[5])))
+        );
+        assert_eq!(plan_membership_change(RemoveVoter, &three, l, 6, 0), None, "at the minimum");
+        assert_eq!(
+            plan_membership_change(RemoveLeader, &three, l, 6, 0),
+            None,
+            "nobody to promote"
+        );
+        let with_learner = m(&[1, 2, 3], &[5], &[]);
+        assert_eq!(
+            plan_membership_change(RemoveLeader, &with_learner, l, 6, 0),
+            Some((ids(&[2, 3, 5]), ids(&[]))),
+            "the leader is replaced by a learner"
+        );
+        assert_eq!(
+            plan_membership_change(Promote, &with_learner, l, 6, 3),
+            Some((ids(&[1, 2, 3, 5]), ids(&[])))
+        );
+        let seven = m(&[1, 2, 3, 4, 5, 6, 7], &[], &[]);
+        assert_eq!(plan_membership_change(AddLearner, &seven, l, 9, 0), None, "at the maximum");
+        let (voters, _) = plan_membership_change(RemoveVoter, &seven, l, 9, 0).expect("applies");
+        assert_eq!(voters.len(), 6);
+        assert!(voters.contains(&l), "RemoveVoter spares the leader");
+        assert_eq!(plan_membership_change(RemoveLearner, &seven, l, 9, 0), None);
+    }
+
+    #[test]
+    fn node_faults_count_only_voters_when_spares_run() {
+        let cfg = FaultConfig { majority_down_probability: 0.0, ..FaultConfig::default() };
+        let mut rng = SimRng::new(3);
+        let mut v = view(8);
+        v.voters = ids(&[1, 2, 3]).into_iter().collect();
+        v.down[1] = true;
+        for _ in 0..200 {
+            assert_eq!(next_fault(&mut rng, FaultProfile::Crash, &cfg, &v), None);
+        }
+        v.down[1] = false;
+        v.down[6] = true;
+        let mut crashed = 0;
+        for _ in 0..200 {
+            if let Some(PlannedFault { action: FaultAction::Crash(id), .. }) =
+                next_fault(&mut rng, FaultProfile::Crash, &cfg, &v)
+            {
+                assert!(id.0 <= 3, "only voters are targeted");
+                crashed += 1;
+            }
+        }
+        assert!(crashed > 0);
     }
 }

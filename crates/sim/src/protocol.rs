@@ -59,6 +59,21 @@ pub trait SimProtocol: Protocol + 'static {
         Err(format!("{} does not change its membership", Self::name()))
     }
 
+    /// Spare node ids (outside the bootstrap configuration) a run of
+    /// `nodes` replicas gets when its fault profile changes the membership
+    /// (see [`FaultProfile::includes_membership`](crate::FaultProfile::includes_membership)).
+    /// Protocols without membership changes get none.
+    fn membership_spares(nodes: usize) -> usize {
+        let _ = nodes;
+        0
+    }
+
+    /// The configuration this node has in effect, for membership faults.
+    /// Protocols without membership changes return `None`.
+    fn membership(&self) -> Option<crate::faults::SimMembership> {
+        None
+    }
+
     /// Asks this node's core to take a snapshot now (the `snapshot` fault).
     /// Returns whether one was requested. Protocols without snapshots
     /// return false.

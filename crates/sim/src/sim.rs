@@ -106,8 +106,12 @@ impl<P: SimProtocol> Sim<P> {
     /// Unlike [`SimOptions::validate`], zero clients is allowed here (a
     /// harness test then issues operations itself with
     /// [`submit`](Sim::submit)).
+    /// With a fault profile that changes the membership, the protocol's
+    /// [`membership_spares`](SimProtocol::membership_spares) are added.
     pub fn new(opts: &SimOptions, seed: u64) -> Result<Sim<P>, String> {
-        Sim::with_spares(opts, seed, 0)
+        let spares =
+            if opts.faults.includes_membership() { P::membership_spares(opts.nodes) } else { 0 };
+        Sim::with_spares(opts, seed, spares)
     }
 
     /// Like [`new`](Sim::new), plus `spares` nodes (ids `nodes + 1 ..=
@@ -1182,6 +1186,7 @@ impl<P: SimProtocol> Sim<P> {
             down: self.nodes.iter().map(|n| n.core.is_none()).collect(),
             paused: self.nodes.iter().map(|n| n.paused).collect(),
             leader: self.current_leader(),
+            voters: self.voters_in_effect(),
         };
         if let Some(p) =
             faults::next_fault(&mut self.rng, self.opts.faults, &self.opts.fault_config, &view)
@@ -1192,6 +1197,43 @@ impl<P: SimProtocol> Sim<P> {
             }
         }
         self.schedule_fault_tick();
+    }
+
+    /// The voters in effect (C_old ∪ C_new) on the live node that knows
+    /// the most committed entries; every bootstrap node for protocols
+    /// without membership changes.
+    fn voters_in_effect(&self) -> Vec<NodeId> {
+        let best = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.core.as_ref())
+            .max_by_key(|c| (c.status().commit_index, c.status().id))
+            .and_then(|c| c.membership());
+        match best {
+            Some(m) => m.voters.union(&m.outgoing).copied().collect(),
+            None => (1..=self.opts.nodes as u64).map(NodeId).collect(),
+        }
+    }
+
+    /// Asks leader `l` for the random membership `change`.
+    fn churn_membership(&mut self, l: NodeId, change: faults::MembershipChange, pick: u64) {
+        let i = l.0 as usize - 1;
+        let ids = self.nodes.len();
+        let n = &mut self.nodes[i];
+        if n.paused {
+            return;
+        }
+        let local = n.local_time(self.now);
+        let Some(core) = n.core.as_mut() else { return };
+        let Some(m) = core.membership() else { return };
+        let Some((voters, learners)) = faults::plan_membership_change(change, &m, l, ids, pick)
+        else {
+            return;
+        };
+        let result = core.change_membership(local, &voters, &learners, &mut self.out);
+        self.after_call(i);
+        let label = if result.is_ok() { "membership change" } else { "membership refused" };
+        self.record(TraceKind::Fault, l.0, voters.len() as u64, label, learners.len() as u64);
     }
 
     /// The live node that is leader in the highest epoch.
@@ -1301,6 +1343,12 @@ impl<P: SimProtocol> Sim<P> {
                     self.net.unblock(y, x);
                 }
                 self.record(TraceKind::Fault, 0, 0, step.name(), 0);
+            }
+            FaultAction::ChangeMembership { change, pick } => {
+                if let Some(l) = self.current_leader() {
+                    a = l.0;
+                    self.churn_membership(l, *change, *pick);
+                }
             }
         }
         self.record(TraceKind::Fault, a, b, action.name(), 0);

@@ -45,3 +45,27 @@ fn grow_from_three_to_five_then_remove_the_leader() {
         assert!(sim.check_linearizable().is_ok());
     }
 }
+
+#[test]
+fn random_membership_churn_changes_the_configuration_and_stays_safe() {
+    use synod_core::Protocol;
+    use synod_sim::FaultProfile;
+    let mut changed = 0;
+    for seed in 1..=4 {
+        let o = SimOptions { faults: FaultProfile::Membership, ..SimOptions::default() };
+        let mut sim = Sim::<RaftNode>::new(&o, seed).expect("valid");
+        assert_eq!(sim.nodes(), 5 + 4, "spares to grow to seven and replace removed ids");
+        let verdict = sim.run_to_verdict();
+        assert!(verdict.is_none(), "seed {seed}: {verdict:?}");
+        let leader = sim.leader().expect("a leader after the run");
+        let core = sim.core(leader).expect("up");
+        let m = core.membership();
+        assert!((3..=7).contains(&m.voters.len()), "seed {seed}: {m:?}");
+        let bootstrap: std::collections::BTreeSet<NodeId> = (1..=5).map(NodeId).collect();
+        if m.voters != bootstrap || !m.learners.is_empty() {
+            changed += 1;
+        }
+        assert!(core.status().commit_index > 0);
+    }
+    assert!(changed >= 3, "churn changed the configuration in {changed} of 4 seeds");
+}

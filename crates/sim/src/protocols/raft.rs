@@ -1,6 +1,7 @@
 //! Raft in the simulator: cluster configuration, injectable bugs and the
 //! Raft checkers.
 
+use crate::faults::{MAX_VOTERS, SimMembership};
 use crate::invariant::Invariant;
 use crate::protocol::SimProtocol;
 use std::collections::BTreeSet;
@@ -79,6 +80,22 @@ impl SimProtocol for RaftNode {
     fn trigger_snapshot(&mut self, out: &mut RaftOutput) -> bool {
         RaftNode::trigger_snapshot(self, out)
     }
+
+    /// Enough spares to grow to seven voters and replace a few removed
+    /// ones (removed ids never come back).
+    fn membership_spares(nodes: usize) -> usize {
+        MAX_VOTERS.saturating_sub(nodes) + 2
+    }
+
+    fn membership(&self) -> Option<SimMembership> {
+        let m = RaftNode::membership(self);
+        Some(SimMembership {
+            voters: m.voters.clone(),
+            outgoing: m.outgoing.clone(),
+            learners: m.learners.clone(),
+            removed: m.removed.clone(),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -115,9 +132,13 @@ mod integration {
 
     #[test]
     fn raft_passes_under_every_fault() {
-        for faults in
-            [FaultProfile::Net, FaultProfile::Crash, FaultProfile::Snapshot, FaultProfile::All]
-        {
+        for faults in [
+            FaultProfile::Net,
+            FaultProfile::Crash,
+            FaultProfile::Snapshot,
+            FaultProfile::Membership,
+            FaultProfile::All,
+        ] {
             for seed in 1..=3 {
                 let r = run_seed(&opts(faults), seed);
                 eprintln!(
@@ -142,16 +163,28 @@ mod sweep {
     use crate::{FaultProfile, SimOptions, run_seeds};
 
     /// `SWEEP_SEEDS=200 cargo test --release -p synod-sim sweep -- --ignored --nocapture`
+    /// (`SWEEP_FAULTS=membership` for one profile, `SWEEP_FIRST=101` to
+    /// start elsewhere).
     #[test]
     #[ignore]
     fn sweep_many_seeds() {
         let n: u64 = std::env::var("SWEEP_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(50);
+        let first: u64 =
+            std::env::var("SWEEP_FIRST").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+        let only = std::env::var("SWEEP_FAULTS").ok();
         let bug = std::env::var("SWEEP_BUG").ok();
-        for faults in
-            [FaultProfile::Net, FaultProfile::Crash, FaultProfile::Snapshot, FaultProfile::All]
-        {
+        for faults in [
+            FaultProfile::Net,
+            FaultProfile::Crash,
+            FaultProfile::Snapshot,
+            FaultProfile::Membership,
+            FaultProfile::All,
+        ] {
+            if only.as_deref().is_some_and(|f| f != faults.name()) {
+                continue;
+            }
             let o = SimOptions { faults, bug: bug.clone(), ..SimOptions::default() };
-            let s = run_seeds(&o, 1..n + 1, 2);
+            let s = run_seeds(&o, first..first + n, 2);
             eprintln!("{faults:?}\n{}", s.render());
         }
     }
