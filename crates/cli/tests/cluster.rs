@@ -347,3 +347,59 @@ fn serve_refuses_a_bad_config_with_exit_2_naming_the_field() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("election_timeout"), "{stderr}");
 }
+
+/// Runs `synod kv ARGS` against `endpoints` and returns (exit code, stdout,
+/// stderr).
+fn synod_kv(endpoints: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(synod())
+        .arg("kv")
+        .arg("--endpoints")
+        .arg(endpoints)
+        .args(args)
+        .output()
+        .expect("synod kv runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synod_kv_puts_gets_and_deletes_through_any_member() {
+    let mut cluster = Cluster::new();
+    for i in 0..NODES {
+        cluster.start(i);
+    }
+    let leader = wait_for_leader(&cluster).await;
+    let follower = cluster.endpoint((leader + 1) % NODES);
+    let all: Vec<String> = (0..NODES).map(|i| cluster.endpoint(i)).collect();
+    let all = all.join(",");
+
+    assert_eq!(synod_kv(&follower, &["put", "app/a", "1"]).1, "OK\n");
+    assert_eq!(synod_kv(&all, &["put", "app/b", "2"]).1, "OK\n");
+    assert_eq!(synod_kv(&follower, &["put", "apple", "3"]).1, "OK\n");
+    assert_eq!(synod_kv(&follower, &["get", "app/a"]).1, "app/a\n1\n");
+    assert_eq!(synod_kv(&all, &["get", "app/", "--prefix"]).1, "app/a\n1\napp/b\n2\n");
+    assert_eq!(synod_kv(&all, &["get", "app/", "--prefix", "--keys-only"]).1, "app/a\napp/b\n");
+    assert_eq!(
+        synod_kv(&follower, &["get", "app", "--prefix", "--limit", "1", "--consistency", "s"])
+            .1
+            .lines()
+            .count(),
+        2
+    );
+    assert_eq!(synod_kv(&all, &["put", "app/a", "9", "--prev-kv"]).1, "OK\napp/a\n1\n");
+    assert_eq!(synod_kv(&follower, &["del", "app/", "--prefix"]).1, "2\n");
+    assert_eq!(synod_kv(&all, &["get", "app/", "--prefix"]).1, "");
+    assert_eq!(synod_kv(&all, &["get", "apple"]).1, "apple\n3\n");
+
+    // Errors: the server's message and exit 1; bad usage exits 2.
+    let (code, _, err) = synod_kv(&all, &["put", "", "x"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("etcdserver: key is not provided"), "{err}");
+    let (code, _, err) = synod_kv("127.0.0.1:1", &["get", "x", "--timeout-ms", "500"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("cannot connect"), "{err}");
+    assert_eq!(synod_kv(&all, &["get", "x", "--consistency", "q"]).0, Some(2));
+}
