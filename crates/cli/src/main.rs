@@ -7,6 +7,7 @@
 //! history, a liveness failure), 2 on bad usage (unknown flags or values,
 //! nonsense such as zero nodes, an unreadable or malformed scenario file).
 
+mod chain;
 mod kv;
 mod seeds;
 mod serve;
@@ -39,6 +40,9 @@ enum Command {
     Up(up::UpArgs),
     /// Show each node's id, role, term, commit and applied index, and leader.
     Status(status::StatusArgs),
+    /// Blockchain consensus (proof of work, proof of stake) in the chain
+    /// simulator: `synod chain sim`.
+    Chain(chain::ChainArgs),
     /// Put, get and delete keys over the etcd v3 API (etcdctl-like).
     Kv(kv::KvArgs),
 }
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Up(args) => up::run(args),
         Command::Status(args) => status::run(args),
+        Command::Chain(args) => chain::run(args),
         Command::Kv(args) => kv::run(args),
     }
 }
