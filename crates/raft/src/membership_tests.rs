@@ -145,3 +145,37 @@ fn the_configuration_survives_snapshots_and_restarts() {
         assert!(n.snapshot().is_some());
     }
 }
+
+#[test]
+fn a_wiped_node_re_added_under_a_removed_id_is_told_and_stops_campaigning() {
+    let mut c = Cluster::new(3, |_| {});
+    let leader = c.elect();
+    let victim = c.ids().into_iter().find(|&id| id != leader).expect("a follower");
+    let rest: Vec<u64> = c.ids().into_iter().filter(|&id| id != victim).map(|id| id.0).collect();
+    c.change_membership(leader, &rest, &[]).expect("remove the victim");
+    settle(&mut c);
+    assert!(c.node(leader).membership().is_removed(victim));
+    // The victim's disk is wiped: it restarts with the bootstrap
+    // configuration, in which it is a voter, and campaigns.
+    let i = victim.0 as usize - 1;
+    c.durables[i] = crate::Durable::default();
+    c.restart(victim, 99);
+    assert_eq!(c.node(victim).role(), Role::Follower);
+    assert_eq!(c.node(victim).removed_from_cluster(), None);
+    let term = c.node(leader).term();
+    c.run_for(Duration::from_secs(2));
+    let told = c.node(victim).removed_from_cluster();
+    assert!(told.is_some_and(|by| by != victim), "told by a member: {told:?}");
+    assert_eq!(c.node(victim).role(), Role::Learner, "it reports itself out of the cluster");
+    assert_eq!(c.node(victim).next_deadline(), synod_core::Time::MAX, "no election timer");
+    assert_eq!(c.leader(), Some(leader), "the cluster was not disturbed");
+    assert_eq!(c.node(leader).term(), term);
+    assert!(c.sent_by_kind.get("removed").is_some_and(|&n| n >= 1));
+    assert_eq!(
+        c.change_membership(leader, &[1, 2, 3], &[]),
+        Err(ConfigChangeError::Removed { id: victim }),
+        "and its id cannot be re-added"
+    );
+    // The leader's own log says who is out.
+    assert_eq!(c.node(leader).removed_from_cluster(), None);
+}

@@ -109,6 +109,15 @@ pub enum Message {
         /// snapshot's metadata includes the latest configuration).
         membership: Membership,
     },
+    /// "You were removed from the cluster": the answer to any message from
+    /// an id the responder's configuration lists as removed (a node wiped
+    /// and restarted under a removed id would otherwise campaign forever
+    /// against a cluster that ignores it). The receiver stops campaigning
+    /// and reports it ([`RaftNode::removed_from_cluster`](crate::RaftNode::removed_from_cluster)).
+    Removed {
+        /// The responder's current term.
+        term: u64,
+    },
     /// Answer to [`Message::InstallSnapshot`].
     InstallSnapshotResponse {
         /// The responder's current term.
@@ -134,6 +143,7 @@ impl Message {
             | Message::AppendEntries { term, .. }
             | Message::AppendEntriesResponse { term, .. }
             | Message::TimeoutNow { term }
+            | Message::Removed { term }
             | Message::InstallSnapshot { term, .. }
             | Message::InstallSnapshotResponse { term, .. } => *term,
         }
@@ -151,6 +161,7 @@ impl synod_core::Message for Message {
             Message::AppendEntries { .. } => "append_entries",
             Message::AppendEntriesResponse { .. } => "append_entries_response",
             Message::TimeoutNow { .. } => "timeout_now",
+            Message::Removed { .. } => "removed",
             Message::InstallSnapshot { .. } => "install_snapshot",
             Message::InstallSnapshotResponse { .. } => "install_snapshot_response",
         }

@@ -146,6 +146,10 @@ pub struct RaftNode {
     applied_bytes_since_snapshot: u64,
     /// The snapshot being received, if any.
     incoming: Option<IncomingSnapshot>,
+    /// A member told this node it was removed from the cluster
+    /// ([`Message::Removed`]): it stops campaigning until a leader
+    /// replicates to it again. Volatile: after a restart it learns again.
+    told_removed: Option<NodeId>,
 }
 
 impl RaftNode {
@@ -207,6 +211,16 @@ impl RaftNode {
         }
         self.request_snapshot(out);
         true
+    }
+
+    /// Whether this node is out of the cluster, and who said so: `Some(id)`
+    /// when member `id` answered it with [`Message::Removed`] (a node
+    /// wiped and re-added under a removed id ends up here instead of
+    /// campaigning), `Some(self)` when its own log removes it. Such a node
+    /// is a [`Role::Learner`]: it never campaigns, and a membership change
+    /// cannot bring its id back ([`ConfigChangeError::Removed`]).
+    pub fn removed_from_cluster(&self) -> Option<NodeId> {
+        self.told_removed.or_else(|| self.membership().is_removed(self.id).then_some(self.id))
     }
 
     /// The configuration in effect (the latest in the log, committed or
@@ -385,7 +399,7 @@ impl RaftNode {
         let membership = self.configs.latest();
         let members = membership.members();
         let was_voter = self.is_voter;
-        self.is_voter = membership.is_voter(self.id);
+        self.is_voter = membership.is_voter(self.id) && self.told_removed.is_none();
         let mut peers = Vec::with_capacity(members.len());
         let last_index = self.log.last_index();
         for id in members.into_iter().filter(|&id| id != self.id) {
@@ -1005,6 +1019,10 @@ impl RaftNode {
             }
         }
         assert_ne!(self.role, Role::Leader, "a leader never truncates or overwrites its own log");
+        if self.told_removed.take().is_some() {
+            // A leader replicates to it: it is a member after all.
+            self.on_membership_changed(out);
+        }
         self.leader_contact = now;
         self.timer.restart(now);
         true
@@ -1154,6 +1172,19 @@ impl RaftNode {
         self.release_reads(out);
     }
 
+    /// Member `from` says this node's id was removed from the cluster: stop
+    /// campaigning (as a learner) until a leader replicates to it again.
+    fn on_told_removed(&mut self, now: Time, from: NodeId, out: &mut RaftOutput) {
+        if self.told_removed.is_some() {
+            return;
+        }
+        self.told_removed = Some(from);
+        if self.role == Role::Leader {
+            self.become_follower(now, self.term, None, out);
+        }
+        self.on_membership_changed(out);
+    }
+
     fn on_timeout_now(&mut self, now: Time, out: &mut RaftOutput) {
         if self.role != Role::Leader && self.is_voter {
             self.become_candidate(now, true, out);
@@ -1240,6 +1271,7 @@ impl Protocol for RaftNode {
             snapshot_requested: None,
             applied_bytes_since_snapshot: 0,
             incoming: None,
+            told_removed: None,
         };
         node.on_membership_changed(&mut RaftOutput::new());
         node.check_invariants();
@@ -1279,9 +1311,21 @@ impl Protocol for RaftNode {
 
     fn step(&mut self, now: Time, from: NodeId, msg: Message, out: &mut RaftOutput) {
         self.now = self.now.max(now);
-        if from == self.id || from.0 == 0 || self.membership().is_removed(from) {
+        if from == self.id || from.0 == 0 {
+            return;
+        }
+        if self.membership().is_removed(from) {
             // Removed ids are never members again (a wiped node re-added
-            // under one could vote twice in a term).
+            // under one could vote twice in a term): tell it, and ignore
+            // what it says.
+            if !matches!(msg, Message::Removed { .. }) {
+                out.send(from, Message::Removed { term: self.term });
+            }
+            return;
+        }
+        if let Message::Removed { .. } = msg {
+            self.on_told_removed(now, from, out);
+            self.check_invariants();
             return;
         }
         let msg_term = msg.term();
@@ -1348,6 +1392,7 @@ impl Protocol for RaftNode {
                 out,
             ),
             Message::TimeoutNow { .. } => self.on_timeout_now(now, out),
+            Message::Removed { .. } => unreachable!("handled before the term rules"),
             Message::InstallSnapshot {
                 index,
                 last_term,
