@@ -56,6 +56,7 @@ pub mod leader_completeness;
 pub mod log_matching;
 pub mod monotonic;
 pub mod paxos_chosen;
+pub mod paxos_compaction;
 pub mod paxos_phases;
 pub mod pbft_agreement;
 pub mod raft_view;
@@ -108,12 +109,14 @@ pub fn pbft_invariants() -> Vec<Box<dyn Invariant<synod_pbft::PbftNode>>> {
 
 /// Every checker for a Multi-Paxos cluster: the [`generic_invariants`]
 /// followed by [`paxos_chosen::ChosenValues`] (one value chosen per slot,
-/// chosen values never change) and [`paxos_phases::PhaseOrder`] (Phase 2
-/// only after a Phase 1 majority).
+/// chosen values never change), [`paxos_phases::PhaseOrder`] (Phase 2
+/// only after a Phase 1 majority) and [`paxos_compaction::PaxosCompaction`]
+/// (`purged <= snapshot <= chosen <= last` slot).
 pub fn paxos_invariants() -> Vec<Box<dyn Invariant<synod_paxos::PaxosNode>>> {
     let mut invariants = generic_invariants::<synod_paxos::PaxosNode>();
     invariants.push(Box::new(paxos_chosen::ChosenValues::new()));
     invariants.push(Box::new(paxos_phases::PhaseOrder::new()));
+    invariants.push(Box::new(paxos_compaction::PaxosCompaction::new()));
     invariants
 }
 
