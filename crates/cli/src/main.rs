@@ -7,6 +7,7 @@
 //! history, a liveness failure), 2 on bad usage (unknown flags or values,
 //! nonsense such as zero nodes, an unreadable or malformed scenario file).
 
+mod bench;
 mod chain;
 mod kv;
 mod seeds;
@@ -40,6 +41,9 @@ enum Command {
     Up(up::UpArgs),
     /// Show each node's id, role, term, commit and applied index, and leader.
     Status(status::StatusArgs),
+    /// Closed-loop load over the etcd v3 KV API (Synod or etcd): throughput
+    /// and latency percentiles.
+    Bench(bench::BenchArgs),
     /// Blockchain consensus (proof of work, proof of stake) in the chain
     /// simulator: `synod chain sim`.
     Chain(chain::ChainArgs),
@@ -54,6 +58,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Up(args) => up::run(args),
         Command::Status(args) => status::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Chain(args) => chain::run(args),
         Command::Kv(args) => kv::run(args),
     }

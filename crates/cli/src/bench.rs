@@ -1,0 +1,736 @@
+//! `synod bench put|get|mixed`: a closed-loop load generator over the etcd
+//! v3 gRPC `KV` API, so the same load runs against a Synod cluster and a
+//! real etcd alike.
+//!
+//! `--clients` tasks each send one request, wait for its answer and send the
+//! next (optionally paced so that all of them together send `--rate`
+//! requests per second), over `--conns` HTTP/2 connections spread round-robin
+//! over `--endpoints`. The run stops after `--total` requests or after
+//! `--duration` seconds; every request has a timeout, so the run is bounded.
+//! At the end it prints the throughput (answered requests per second of
+//! wall time), the latency percentiles of the answered requests
+//! (p50/p90/p99/p99.9/max, from an HDR histogram in microseconds) and every
+//! kind of error with its count; `--json` prints the same as one JSON
+//! object and `--plot` writes an SVG with the latency histogram and the
+//! throughput of each second. A progress bar goes to stderr when it is a
+//! terminal.
+//!
+//! Exit codes: 0 when at least one request was answered, 1 when none was
+//! (or no endpoint could be reached), 2 on bad usage.
+
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use synod_etcdpb::etcdserverpb::kv_client::KvClient;
+use synod_etcdpb::etcdserverpb::{PutRequest, RangeRequest};
+use tonic::transport::{Channel, Endpoint};
+
+/// Largest latency the histogram holds (longer ones are clamped): 1 hour.
+const MAX_LATENCY_US: u64 = 3_600_000_000;
+/// Client tasks at most.
+const MAX_CLIENTS: u32 = 100_000;
+/// Bars of the SVG latency histogram.
+const PLOT_BUCKETS: usize = 60;
+/// Distinct error messages kept (the rest are counted under "other").
+const MAX_ERROR_KINDS: usize = 32;
+
+/// What each request does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Workload {
+    /// `Put` a value under a random key of the key space.
+    Put,
+    /// `Range` one random key of the key space.
+    Get,
+    /// Gets and puts, `--read-percent` of them gets.
+    Mixed,
+}
+
+/// How gets are served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Consistency {
+    /// Linearizable: through the leader's read barrier.
+    L,
+    /// Serializable: from the local state of the member asked.
+    S,
+}
+
+/// Arguments of `synod bench`.
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// The load: put, get or mixed.
+    #[arg(value_enum)]
+    pub workload: Workload,
+    /// Client endpoints (`host:port`, comma-separated); connections are
+    /// spread over them round-robin.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:2379")]
+    pub endpoints: Vec<String>,
+    /// Concurrent clients, each with one request outstanding.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=MAX_CLIENTS as i64))]
+    pub clients: u32,
+    /// gRPC connections shared by the clients.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub conns: u32,
+    /// Bytes of each key.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub key_size: u32,
+    /// Bytes of each put value.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(0..=1_500_000))]
+    pub value_size: u32,
+    /// Distinct keys the requests pick from at random.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub key_space: u64,
+    /// Stop after this many requests.
+    #[arg(long, conflicts_with = "duration", required_unless_present = "duration")]
+    pub total: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<f64>,
+    /// Send at most this many requests per second (all clients together).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Gets are linearizable (l) or serializable (s).
+    #[arg(long, value_enum, default_value = "l")]
+    pub consistency: Consistency,
+    /// Percentage of gets in the mixed load.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub read_percent: u8,
+    /// Give up on a request (and on connecting) after this long.
+    #[arg(long, default_value_t = 5000)]
+    pub timeout_ms: u64,
+    /// Print the result as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Write an SVG latency histogram and throughput plot to this file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+}
+
+/// Checks what clap cannot; the message names the flag.
+fn validate(args: &BenchArgs) -> Result<(), String> {
+    if args.total == Some(0) {
+        return Err("--total must be at least 1".into());
+    }
+    if let Some(d) = args.duration
+        && !(d.is_finite() && d > 0.0 && d <= 86_400.0)
+    {
+        return Err(format!("--duration {d}: must be a number of seconds in (0, 86400]"));
+    }
+    if let Some(r) = args.rate
+        && !(r.is_finite() && r > 0.0)
+    {
+        return Err(format!("--rate {r}: must be a positive number of requests per second"));
+    }
+    if args.timeout_ms == 0 {
+        return Err("--timeout-ms must be at least 1".into());
+    }
+    if args.endpoints.is_empty() || args.endpoints.iter().any(|e| e.trim().is_empty()) {
+        return Err("--endpoints: give at least one host:port".into());
+    }
+    let fits = 10u64.checked_pow(args.key_size).is_none_or(|n| args.key_space <= n);
+    if !fits {
+        return Err(format!(
+            "--key-space {} does not fit in keys of --key-size {}",
+            args.key_space, args.key_size
+        ));
+    }
+    Ok(())
+}
+
+/// Key number `index` as exactly `key_size` bytes: its decimal digits,
+/// left-padded with zeros (`validate` checked that it fits).
+pub fn key(index: u64, key_size: usize) -> Vec<u8> {
+    let digits = index.to_string();
+    let mut k = vec![b'0'; key_size.saturating_sub(digits.len())];
+    k.extend_from_slice(&digits.as_bytes()[digits.len().saturating_sub(key_size)..]);
+    k
+}
+
+/// What one client task saw.
+struct Tally {
+    latency_us: Histogram<u64>,
+    errors: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            latency_us: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid bounds"),
+            errors: BTreeMap::new(),
+        }
+    }
+
+    fn error(&mut self, kind: String) {
+        if self.errors.len() < MAX_ERROR_KINDS || self.errors.contains_key(&kind) {
+            *self.errors.entry(kind).or_default() += 1;
+        } else {
+            *self.errors.entry("other".into()).or_default() += 1;
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.latency_us.add(&other.latency_us).expect("same bounds");
+        for (kind, n) in other.errors {
+            *self.errors.entry(kind).or_default() += n;
+        }
+    }
+}
+
+/// The shared state of a run.
+struct Shared {
+    args: BenchArgs,
+    /// Requests started (in `--total` mode: claimed).
+    issued: AtomicU64,
+    /// Requests finished, answered or not.
+    finished: AtomicU64,
+    /// Set when the clients must stop starting requests.
+    stop: AtomicBool,
+    value: Vec<u8>,
+    started: Instant,
+    deadline: Option<Instant>,
+}
+
+impl Shared {
+    /// Claims the next request, or `None` when the run is over.
+    fn claim(&self) -> Option<u64> {
+        if self.stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            self.stop.store(true, Ordering::Relaxed);
+            return None;
+        }
+        let n = self.issued.fetch_add(1, Ordering::Relaxed);
+        if self.args.total.is_some_and(|t| n >= t) {
+            return None;
+        }
+        Some(n)
+    }
+}
+
+/// One closed-loop client: request, wait, repeat.
+async fn client(shared: Arc<Shared>, channel: Channel, index: u32) -> Tally {
+    let args = &shared.args;
+    let mut kv = KvClient::new(channel);
+    let mut rng = StdRng::seed_from_u64(rand::random::<u64>() ^ u64::from(index));
+    let mut tally = Tally::new();
+    let timeout = Duration::from_millis(args.timeout_ms);
+    // Pacing: this client's share of the rate, offset so that clients do
+    // not all fire together.
+    let period = args.rate.map(|r| Duration::from_secs_f64(f64::from(args.clients) / r));
+    let mut next_send =
+        period.map(|p| shared.started + p.mul_f64(f64::from(index) / f64::from(args.clients)));
+    while shared.claim().is_some() {
+        if let (Some(p), Some(at)) = (period, next_send.as_mut()) {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(*at)).await;
+            *at += p;
+        }
+        let k = key(rng.random_range(0..args.key_space), args.key_size as usize);
+        let read = match args.workload {
+            Workload::Put => false,
+            Workload::Get => true,
+            Workload::Mixed => rng.random_range(0..100u8) < args.read_percent,
+        };
+        let began = Instant::now();
+        let answer = if read {
+            let req = RangeRequest {
+                key: k,
+                serializable: args.consistency == Consistency::S,
+                ..RangeRequest::default()
+            };
+            tokio::time::timeout(timeout, kv.range(req)).await.map(|r| r.map(drop))
+        } else {
+            let req = PutRequest { key: k, value: shared.value.clone(), ..PutRequest::default() };
+            tokio::time::timeout(timeout, kv.put(req)).await.map(|r| r.map(drop))
+        };
+        let took_us = (began.elapsed().as_micros() as u64).clamp(1, MAX_LATENCY_US);
+        match answer {
+            Ok(Ok(())) => tally.latency_us.saturating_record(took_us),
+            Ok(Err(status)) => {
+                tally.error(format!("{:?}: {}", status.code(), status.message()));
+            }
+            Err(_) => tally.error(format!("timeout after {} ms", args.timeout_ms)),
+        }
+        shared.finished.fetch_add(1, Ordering::Relaxed);
+    }
+    tally
+}
+
+async fn connect(endpoint: &str, timeout: Duration) -> Result<Channel, String> {
+    let url =
+        if endpoint.contains("://") { endpoint.to_string() } else { format!("http://{endpoint}") };
+    Endpoint::from_shared(url)
+        .map_err(|e| format!("bad endpoint {endpoint}: {e}"))?
+        .connect_timeout(timeout)
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to {endpoint}: {e}"))
+}
+
+/// The outcome of a run.
+pub struct Report {
+    /// The arguments it ran with.
+    pub args: BenchArgs,
+    /// Wall time from the first request to the last answer.
+    pub elapsed: Duration,
+    /// Latency of the answered requests, microseconds.
+    pub latency_us: Histogram<u64>,
+    /// Errors by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// Requests finished in each second of the run (answered or not).
+    pub per_second: Vec<u64>,
+}
+
+impl Report {
+    /// Answered requests.
+    pub fn ok(&self) -> u64 {
+        self.latency_us.len()
+    }
+
+    /// Failed requests.
+    pub fn failed(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    /// Answered requests per second of wall time.
+    pub fn throughput(&self) -> f64 {
+        self.ok() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The `q` quantile (0..=1) of the latency in milliseconds.
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        if self.ok() == 0 {
+            return 0.0;
+        }
+        self.latency_us.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    fn percentiles(&self) -> [(&'static str, f64); 7] {
+        let mean = if self.ok() == 0 { 0.0 } else { self.latency_us.mean() / 1000.0 };
+        [
+            ("p50", self.quantile_ms(0.5)),
+            ("p90", self.quantile_ms(0.9)),
+            ("p99", self.quantile_ms(0.99)),
+            ("p99.9", self.quantile_ms(0.999)),
+            ("max", if self.ok() == 0 { 0.0 } else { self.latency_us.max() as f64 / 1000.0 }),
+            ("min", if self.ok() == 0 { 0.0 } else { self.latency_us.min() as f64 / 1000.0 }),
+            ("mean", mean),
+        ]
+    }
+
+    /// The report as one JSON object.
+    pub fn to_json(&self) -> serde_json::Value {
+        let a = &self.args;
+        let latency: serde_json::Map<String, serde_json::Value> =
+            self.percentiles().iter().map(|(name, v)| (name.to_string(), json!(v))).collect();
+        json!({
+            "workload": format!("{:?}", a.workload).to_lowercase(),
+            "endpoints": a.endpoints,
+            "clients": a.clients,
+            "conns": a.conns,
+            "key_size": a.key_size,
+            "value_size": a.value_size,
+            "key_space": a.key_space,
+            "consistency": format!("{:?}", a.consistency).to_lowercase(),
+            "rate": a.rate,
+            "requests": self.ok() + self.failed(),
+            "ok": self.ok(),
+            "errors": self.failed(),
+            "error_kinds": self.errors,
+            "elapsed_s": self.elapsed.as_secs_f64(),
+            "throughput_rps": self.throughput(),
+            "latency_ms": latency,
+            "per_second": self.per_second,
+        })
+    }
+
+    /// The report as text.
+    pub fn to_text(&self) -> String {
+        let a = &self.args;
+        let mut s = format!(
+            "synod bench {}: {} client(s) over {} connection(s) to {}; key {} B, value {} B\n",
+            format!("{:?}", a.workload).to_lowercase(),
+            a.clients,
+            a.conns,
+            a.endpoints.join(","),
+            a.key_size,
+            a.value_size
+        );
+        s.push_str(&format!(
+            "requests    {} ok, {} failed in {:.3} s\nthroughput  {:.1} req/s\nlatency ms ",
+            self.ok(),
+            self.failed(),
+            self.elapsed.as_secs_f64(),
+            self.throughput()
+        ));
+        for (name, v) in self.percentiles() {
+            s.push_str(&format!(" {name} {v:.3}"));
+        }
+        s.push('\n');
+        for (kind, n) in &self.errors {
+            s.push_str(&format!("error       {n} × {kind}\n"));
+        }
+        s
+    }
+}
+
+/// Runs the load; `Err` when no endpoint could be reached.
+async fn run_load(args: BenchArgs) -> Result<Report, String> {
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let mut channels = Vec::with_capacity(args.conns as usize);
+    for i in 0..args.conns as usize {
+        channels.push(connect(&args.endpoints[i % args.endpoints.len()], timeout).await?);
+    }
+    let value: Vec<u8> = (0..args.value_size).map(|i| b'a' + (i % 26) as u8).collect();
+    let started = Instant::now();
+    let shared = Arc::new(Shared {
+        deadline: args.duration.map(|d| started + Duration::from_secs_f64(d)),
+        args: args.clone(),
+        issued: AtomicU64::new(0),
+        finished: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+        value,
+        started,
+    });
+    let tasks: Vec<_> = (0..args.clients)
+        .map(|i| {
+            let channel = channels[i as usize % channels.len()].clone();
+            tokio::spawn(client(shared.clone(), channel, i))
+        })
+        .collect();
+
+    // Progress and the per-second counts, until every client is done.
+    let bar = progress_bar(&args);
+    let sampler = {
+        let shared = shared.clone();
+        let bar = bar.clone();
+        tokio::spawn(async move {
+            let mut per_second = Vec::new();
+            let mut last = 0;
+            let step = Duration::from_millis(100);
+            let mut tick = tokio::time::interval_at(
+                tokio::time::Instant::from_std(shared.started) + step,
+                step,
+            );
+            for n in 1u64.. {
+                tick.tick().await;
+                let finished = shared.finished.load(Ordering::Relaxed);
+                if args.total.is_some() {
+                    bar.set_position(finished);
+                } else {
+                    bar.set_position(shared.started.elapsed().as_millis() as u64);
+                }
+                bar.set_message(format!("{finished} requests"));
+                if n % 10 == 0 {
+                    per_second.push(finished - last);
+                    last = finished;
+                }
+                if shared.stop.load(Ordering::Relaxed) {
+                    // The rest (a partial second) is added by the caller.
+                    return (per_second, last);
+                }
+            }
+            (per_second, last)
+        })
+    };
+    let mut tally = Tally::new();
+    for t in tasks {
+        match t.await {
+            Ok(t) => tally.merge(t),
+            Err(e) => tally.error(format!("client task failed: {e}")),
+        }
+    }
+    let elapsed = started.elapsed();
+    shared.stop.store(true, Ordering::Relaxed);
+    let (mut per_second, counted) =
+        sampler.await.map_err(|e| format!("progress task failed: {e}"))?;
+    let rest = shared.finished.load(Ordering::Relaxed).saturating_sub(counted);
+    if rest > 0 {
+        per_second.push(rest);
+    }
+    bar.finish_and_clear();
+    Ok(Report { args, elapsed, latency_us: tally.latency_us, errors: tally.errors, per_second })
+}
+
+fn progress_bar(args: &BenchArgs) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let (len, template) = match (args.total, args.duration) {
+        (Some(t), _) => (t, "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec})"),
+        (None, Some(d)) => ((d * 1000.0) as u64, "{spinner} [{elapsed_precise}] {wide_bar} {msg}"),
+        (None, None) => (0, "{spinner} {msg}"),
+    };
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// An SVG with the latency histogram (log-spaced buckets between the
+/// fastest and the slowest answer, p50 and p99 marked) above the
+/// throughput of each second.
+pub fn svg(report: &Report) -> String {
+    const W: f64 = 800.0;
+    const H: f64 = 260.0;
+    const LEFT: f64 = 70.0;
+    const PLOT_W: f64 = W - LEFT - 20.0;
+    const PLOT_H: f64 = H - 80.0;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{}\" \
+         font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" \
+         fill=\"white\"/>\n",
+        2.0 * H
+    );
+    let a = &report.args;
+    s.push_str(&format!(
+        "<text x=\"{LEFT}\" y=\"20\" font-size=\"14\">synod bench {} — {} clients, {} conns, \
+         {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms</text>\n",
+        format!("{:?}", a.workload).to_lowercase(),
+        a.clients,
+        a.conns,
+        report.throughput(),
+        report.quantile_ms(0.5),
+        report.quantile_ms(0.99)
+    ));
+    // Latency histogram.
+    let top = 40.0;
+    let bottom = top + PLOT_H;
+    axes(&mut s, top, bottom, "latency (ms, log scale)", "requests");
+    if report.ok() > 0 {
+        let h = &report.latency_us;
+        let (lo, hi) = (h.min().max(1) as f64, (h.max().max(h.min() + 1)) as f64);
+        let ratio = (hi / lo).powf(1.0 / PLOT_BUCKETS as f64);
+        let edges: Vec<u64> =
+            (0..=PLOT_BUCKETS).map(|i| (lo * ratio.powi(i as i32)).round() as u64).collect();
+        let counts: Vec<u64> = edges
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| {
+                let upper = if i + 1 == PLOT_BUCKETS { w[1] } else { w[1].saturating_sub(1) };
+                if upper < w[0] { 0 } else { h.count_between(w[0], upper) }
+            })
+            .collect();
+        let most = counts.iter().copied().max().unwrap_or(1).max(1) as f64;
+        let bar_w = PLOT_W / PLOT_BUCKETS as f64;
+        for (i, c) in counts.iter().enumerate() {
+            let bh = *c as f64 / most * PLOT_H;
+            s.push_str(&format!(
+                "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{bh:.1}\" fill=\"#4878a8\"/>\n",
+                LEFT + i as f64 * bar_w,
+                bottom - bh,
+                (bar_w - 1.0).max(0.5)
+            ));
+        }
+        let x_of = |us: f64| LEFT + (us / lo).ln() / (hi / lo).ln().max(1e-9) * PLOT_W;
+        for (name, q) in [("p50", 0.5), ("p99", 0.99)] {
+            let x = x_of(h.value_at_quantile(q).max(1) as f64);
+            s.push_str(&format!(
+                "<line x1=\"{x:.1}\" y1=\"{top}\" x2=\"{x:.1}\" y2=\"{bottom}\" stroke=\"#c03030\" \
+                 stroke-dasharray=\"4 3\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" fill=\"#c03030\">{name}</text>\n",
+                x + 3.0,
+                top + 12.0
+            ));
+        }
+        for i in 0..=4 {
+            let us = lo * (hi / lo).powf(i as f64 / 4.0);
+            s.push_str(&format!(
+                "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{:.3}</text>\n",
+                x_of(us),
+                bottom + 15.0,
+                us / 1000.0
+            ));
+        }
+        s.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
+            LEFT - 5.0,
+            top + 10.0,
+            most as u64
+        ));
+    }
+    // Throughput per second.
+    let top = H + 40.0;
+    let bottom = top + PLOT_H;
+    axes(&mut s, top, bottom, "second of the run", "requests / s");
+    let most = report.per_second.iter().copied().max().unwrap_or(0).max(1) as f64;
+    let n = report.per_second.len().max(2) as f64 - 1.0;
+    let points: Vec<String> = report
+        .per_second
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            format!("{:.1},{:.1}", LEFT + i as f64 / n * PLOT_W, bottom - *c as f64 / most * PLOT_H)
+        })
+        .collect();
+    s.push_str(&format!(
+        "<polyline fill=\"none\" stroke=\"#4878a8\" stroke-width=\"2\" points=\"{}\"/>\n",
+        points.join(" ")
+    ));
+    s.push_str(&format!(
+        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n<text x=\"{:.1}\" \
+         y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
+        LEFT - 5.0,
+        top + 10.0,
+        most as u64,
+        LEFT + PLOT_W,
+        bottom + 15.0,
+        report.per_second.len()
+    ));
+    s.push_str("</svg>\n");
+    s
+}
+
+fn axes(s: &mut String, top: f64, bottom: f64, x_label: &str, y_label: &str) {
+    let left = 70.0;
+    let right = 780.0;
+    s.push_str(&format!(
+        "<line x1=\"{left}\" y1=\"{bottom}\" x2=\"{right}\" y2=\"{bottom}\" stroke=\"black\"/>\n\
+         <line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{bottom}\" stroke=\"black\"/>\n\
+         <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{x_label}</text>\n\
+         <text x=\"15\" y=\"{:.1}\" transform=\"rotate(-90 15 {:.1})\" \
+         text-anchor=\"middle\">{y_label}</text>\n",
+        (left + right) / 2.0,
+        bottom + 32.0,
+        (top + bottom) / 2.0,
+        (top + bottom) / 2.0
+    ));
+}
+
+/// Runs `synod bench`.
+pub fn run(args: BenchArgs) -> ExitCode {
+    if let Err(e) = validate(&args) {
+        eprintln!("synod bench: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("synod bench: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let plot = args.plot.clone();
+    let json = args.json;
+    let report = match runtime.block_on(run_load(args)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("synod bench: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_text());
+    }
+    if let Some(path) = plot
+        && let Err(e) = std::fs::write(&path, svg(&report))
+    {
+        eprintln!("synod bench: cannot write {}: {e}", path.display());
+        return ExitCode::from(1);
+    }
+    if report.ok() == 0 {
+        eprintln!("synod bench: no request was answered");
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn parse(line: &str) -> Result<BenchArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("bench").chain(line.split_whitespace()))
+            .map(|c| c.bench)
+    }
+
+    #[test]
+    fn keys_have_the_asked_size_and_stay_distinct() {
+        assert_eq!(key(42, 8), b"00000042".to_vec());
+        assert_eq!(key(0, 1), b"0".to_vec());
+        assert_eq!(key(123, 3), b"123".to_vec());
+        let ks: std::collections::BTreeSet<_> = (0..1000).map(|i| key(i, 3)).collect();
+        assert_eq!(ks.len(), 1000);
+    }
+
+    #[test]
+    fn usage_errors_name_the_flag() {
+        assert!(parse("put --total 5 --duration 3").is_err(), "total and duration conflict");
+        assert!(parse("put").is_err(), "one of total or duration is required");
+        assert!(parse("put --total 5 --clients 0").is_err());
+        let a = parse("put --total 5 --key-size 2 --key-space 101").expect("parses");
+        assert!(validate(&a).expect_err("does not fit").contains("--key-space"));
+        let a = parse("get --duration 0 --consistency s").expect("parses");
+        assert!(validate(&a).expect_err("zero duration").contains("--duration"));
+        let a = parse("mixed --total 0").expect("parses");
+        assert!(validate(&a).expect_err("zero total").contains("--total"));
+        let a = parse("put --total 5 --rate=-1").expect("parses");
+        assert!(validate(&a).expect_err("negative rate").contains("--rate"));
+        let a = parse("put --endpoints a:1,b:2 --total 5 --clients 16 --conns 4").expect("parses");
+        assert_eq!(validate(&a), Ok(()));
+        assert_eq!(a.endpoints, vec!["a:1", "b:2"]);
+    }
+
+    fn report() -> Report {
+        let mut latency_us = Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("bounds");
+        for us in 1..=1000u64 {
+            latency_us.record(us * 10).expect("in range");
+        }
+        let mut errors = BTreeMap::new();
+        errors.insert("Unavailable: etcdserver: no leader".to_string(), 3);
+        Report {
+            args: parse("put --total 1003 --clients 4").expect("parses"),
+            elapsed: Duration::from_secs(2),
+            latency_us,
+            errors,
+            per_second: vec![600, 403],
+        }
+    }
+
+    #[test]
+    fn the_report_counts_and_ranks_latencies() {
+        let r = report();
+        assert_eq!((r.ok(), r.failed()), (1000, 3));
+        assert!((r.throughput() - 500.0).abs() < 1e-9);
+        let p50 = r.quantile_ms(0.5);
+        assert!((4.9..=5.1).contains(&p50), "p50 {p50}");
+        assert!(r.quantile_ms(0.99) <= r.quantile_ms(0.999));
+        let j = r.to_json();
+        assert_eq!(j["ok"], 1000);
+        assert_eq!(j["errors"], 3);
+        assert_eq!(j["workload"], "put");
+        assert!(j["latency_ms"]["max"].as_f64().expect("max") >= 9.99);
+        let text = r.to_text();
+        assert!(text.contains("3 × Unavailable: etcdserver: no leader"), "{text}");
+    }
+
+    #[test]
+    fn the_svg_is_one_document_with_every_bar() {
+        let r = report();
+        let s = svg(&r);
+        assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
+        assert_eq!(s.matches("fill=\"#4878a8\"/>").count(), PLOT_BUCKETS);
+        assert!(s.contains("p50") && s.contains("polyline"));
+        let empty = Report { latency_us: Histogram::new(3).expect("hist"), ..report() };
+        assert!(svg(&empty).ends_with("</svg>\n"));
+    }
+}
