@@ -12,7 +12,9 @@
 //! - [`timer`]: the seeded randomized timer (election timeouts, back-off);
 //! - [`single`]: single-decree Paxos — acceptor, proposer with randomized
 //!   back-off, learner — and its deterministic mini-simulation in tests;
-//! - [`multi`]: Multi-Paxos, [`PaxosNode`], on the common interface.
+//! - [`multi`]: Multi-Paxos, [`PaxosNode`], on the common interface, with
+//!   log compaction by snapshots, chunked snapshot catch-up and bounded
+//!   Phase 1 promises.
 //!
 //! May depend on `synod-core` only.
 #![deny(missing_docs)]

@@ -831,7 +831,8 @@ impl PaxosNode {
         let skip = self.log.purged_slot().saturating_sub(first_slot - 1).min(count);
         if skip < count {
             let first = first_slot + skip;
-            let values: Vec<Value> = values.into_iter().skip(skip as usize).collect();
+            let mut values = values;
+            values.drain(..skip as usize);
             for (i, value) in values.iter().enumerate() {
                 self.log.set(first + i as u64, SlotEntry { ballot, value: value.clone() });
             }
