@@ -81,6 +81,11 @@ impl BodyHasher {
         self.0.update(v.to_le_bytes());
         self
     }
+    /// Adds bytes (the caller adds their length first where it matters).
+    pub fn bytes(&mut self, b: &[u8]) -> &mut Self {
+        self.0.update(b);
+        self
+    }
     /// Adds a digest.
     pub fn digest(&mut self, d: &Digest) -> &mut Self {
         self.0.update(d.0);

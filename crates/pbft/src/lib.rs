@@ -8,6 +8,7 @@
 //!   MAC authenticators, signatures, and the counters of rejected messages;
 //! - [`digest`]: SHA-256 batch digests and the state hash chain;
 //! - [`message`]: the messages and what each is authenticated over;
+//! - [`request`]: signed client requests (envelopes) and their checker;
 //! - [`config`]: cluster and knobs (K = 128, L = 256 by default);
 //! - [`storage`]: what a replica persists and why;
 //! - [`view_change`]: the NEW-VIEW decision (checkpoint and O) from a set
@@ -22,6 +23,7 @@ pub mod config;
 pub mod digest;
 pub mod message;
 pub mod node;
+pub mod request;
 pub mod storage;
 pub mod view_change;
 

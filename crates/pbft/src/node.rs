@@ -35,6 +35,12 @@
 //! and in flight is not ordered again; a retry of a client's latest executed
 //! request is ordered again, so that the session layer answers it from its
 //! reply cache (the core itself has no reply path); an older one is refused.
+//!
+//! Client requests are signed envelopes ([`crate::request`]): a replica
+//! refuses a badly signed request from a client and rejects whole any
+//! PRE-PREPARE, FORWARD or VIEW-CHANGE that carries one; each envelope is
+//! verified once. Ordering, digests and checkpoints cover envelopes; the
+//! state machine receives the inner op.
 
 use crate::auth::{AuthStats, Keyring};
 use crate::config::Config;
@@ -43,6 +49,7 @@ use crate::message::{
     Batch, Checkpoint, Message, NewView, PrePrepare, PreparedEntry, StableCheckpoint, ViewChange,
     Vote,
 };
+use crate::request::{ClientKeys, RequestCheck, inner_op};
 use crate::storage::{Durable, Write, note_q};
 use crate::view_change;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -180,6 +187,7 @@ pub struct PbftNode {
 
     stats: AuthStats,
     verified: HashSet<(usize, Digest)>,
+    requests: RequestCheck,
     role: Role,
 }
 
@@ -335,8 +343,8 @@ impl PbftNode {
         }
         for c in batch.iter() {
             self.applied_positions += 1;
-            out.committed
-                .push(Committed { index: self.applied_positions, command: Some(c.clone()) });
+            let command = Command { client: c.client, seq: c.seq, op: inner_op(&c.op) };
+            out.committed.push(Committed { index: self.applied_positions, command: Some(command) });
         }
     }
 
@@ -461,6 +469,10 @@ impl PbftNode {
         }
         if batch_digest(&pp.batch) != pp.digest {
             self.stats.bad_digest += 1;
+            return;
+        }
+        if !self.requests.check_all(&pp.batch) {
+            self.stats.bad_signature += 1;
             return;
         }
         let view = self.view;
@@ -829,6 +841,10 @@ impl PbftNode {
             last = p.seq;
             if batch_digest(&p.batch) != p.digest {
                 self.stats.bad_digest += 1;
+                return None;
+            }
+            if !self.requests.check_all(&p.batch) {
+                self.stats.bad_signature += 1;
                 return None;
             }
         }
@@ -1339,6 +1355,7 @@ impl Protocol for PbftNode {
             next_nonce: 1,
             stats: AuthStats::default(),
             verified: HashSet::new(),
+            requests: RequestCheck::new(ClientKeys::Derived { seed: config.key_seed }),
             role: Role::Follower,
             config: config.clone(),
         };
@@ -1448,6 +1465,8 @@ impl Protocol for PbftNode {
                 let d = batch_digest(&requests);
                 if !self.keys.check_mac(pos, Message::forward_header(&d).as_bytes(), &auth) {
                     self.stats.bad_mac += 1;
+                } else if !self.requests.check_all(&requests) {
+                    self.stats.bad_signature += 1;
                 } else if self.active && self.is_primary() {
                     for c in requests.iter().take(self.config.max_batch) {
                         let _ = self.accept_request(now, c.clone(), false, out);
@@ -1507,6 +1526,11 @@ impl Protocol for PbftNode {
         }
         let mut result = Ok(());
         for c in commands {
+            if !self.requests.check(&c) {
+                self.stats.bad_signature += 1;
+                result = Err(ProposeError::Rejected("bad client signature"));
+                continue;
+            }
             if let Err(e) = self.accept_request(now, c, true, out) {
                 result = Err(e);
             }

@@ -287,6 +287,7 @@ impl<P: SimProtocol> Sim<P> {
         let Some(core) = n.core.as_mut() else {
             return Err(ProposeError::NotLeader { hint: None });
         };
+        let command = P::wrap_request(&self.config, command);
         let r = core.propose(local, vec![command], &mut self.out);
         self.after_call(i);
         r

@@ -2,7 +2,7 @@
 //! [`Protocol`].
 
 use crate::invariant::Invariant;
-use synod_core::{NodeId, Output, Protocol, Time};
+use synod_core::{Command, NodeId, Output, Protocol, Time};
 
 /// A protocol the simulator can run: how to configure a cluster of it, which
 /// bugs can be injected into it, and which protocol-specific checkers watch
@@ -72,6 +72,14 @@ pub trait SimProtocol: Protocol + 'static {
     /// Protocols without membership changes return `None`.
     fn membership(&self) -> Option<crate::faults::SimMembership> {
         None
+    }
+
+    /// What a client sends for `command` (once per operation, before any
+    /// attempt): protocols whose clients sign requests (PBFT) seal the op;
+    /// by default the command as is.
+    fn wrap_request(config: &Self::Config, command: Command) -> Command {
+        let _ = config;
+        command
     }
 
     /// Asks this node's core to take a snapshot now (the `snapshot` fault).

@@ -918,10 +918,10 @@ impl<P: SimProtocol> Sim<P> {
             }
             Workload::Manual(q) => match q.pop_front() {
                 Some((op, target, hist)) => {
+                    let encoded = self.request_op(c, seq, &op);
                     let cl = &mut self.clients[c];
                     cl.seq = seq;
                     let read = matches!(op, KvOp::Get { .. });
-                    let encoded = op.encode();
                     if let Some(t) = target {
                         cl.target = t.0 as usize - 1;
                         cl.target_hinted = false;
@@ -943,6 +943,7 @@ impl<P: SimProtocol> Sim<P> {
                 None => return,
             },
         };
+        let encoded = self.request_op(c, seq, &op);
         let cl = &mut self.clients[c];
         cl.seq = seq;
         if let Some(t) = target {
@@ -954,7 +955,6 @@ impl<P: SimProtocol> Sim<P> {
             self.metrics.issued_ops += 1;
         }
         let read = matches!(op, KvOp::Get { .. });
-        let encoded = op.encode();
         cl.current = Some(InFlight {
             seq,
             op,
@@ -966,6 +966,17 @@ impl<P: SimProtocol> Sim<P> {
             silent_timeouts: 0,
         });
         self.client_send(c);
+    }
+
+    /// The op client `c` sends as request `seq`: sealed by the protocol
+    /// ([`SimProtocol::wrap_request`]) unless it is a get answered by a
+    /// read barrier, which never reaches the log.
+    fn request_op(&self, c: usize, seq: u64, op: &KvOp) -> Bytes {
+        let encoded = op.encode();
+        if matches!(op, KvOp::Get { .. }) && !self.opts.reads_through_log {
+            return encoded;
+        }
+        P::wrap_request(&self.config, Command::new(self.clients[c].id, seq, encoded)).op
     }
 
     fn client_send(&mut self, c: usize) {

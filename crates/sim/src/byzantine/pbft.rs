@@ -19,7 +19,7 @@
 //! | `vc-flood` | signed VIEW-CHANGEs for ever higher views, one with most messages |
 //! | `lying-checkpoint` | signed CHECKPOINTs with wrong state digests, also for sequence numbers not reached |
 //! | `lying-new-view` | NEW-VIEWs whose O or checkpoint is not what V decides (re-signed), NEW-VIEWs with too few VIEW-CHANGEs, VIEW-CHANGEs claiming a prepared certificate for an invented batch |
-//! | `bad-client-auth` | a Byzantine primary adds requests no client made to its batches |
+//! | `bad-client-auth` | a Byzantine primary adds requests no client made to its batches: invented clients' requests sealed with the wrong key, or a real client's signature over another operation and sequence number |
 //! | `lying-replies` | every client reply says the same wrong value |
 //! | `twins` | node 1 runs twice with one identity and one key set: the original talks to X, a second correct core (the twin) to Y |
 //! | `random` | mutates about half of what they send: fields bumped, digests flipped, stale or fresh authenticators, duplicates, drops, old messages |
@@ -33,10 +33,12 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use synod_core::kv::{KvOp, KvResult};
 use synod_core::{ClientId, Command, NodeId, Output, Protocol, Time};
+use synod_pbft::auth::client_signing_key;
 use synod_pbft::digest::batch_digest;
 use synod_pbft::message::{
     Checkpoint, NewView, PrePrepare, PreparedEntry, Signature, StableCheckpoint, ViewChange, Vote,
 };
+use synod_pbft::request::{SIGNATURE_BYTES, seal};
 use synod_pbft::{Batch, Config, Digest, Keyring, Message, PbftNode, PbftOutput};
 
 /// Old messages kept for replays.
@@ -242,11 +244,27 @@ impl PbftAdversary {
         Message::ViewChange(Arc::new(vc))
     }
 
-    /// A request nobody made: a put of a value no client writes.
+    /// The operation of requests no client made: a put of a value no
+    /// client writes.
+    fn forged_op(&self) -> Bytes {
+        KvOp::Put { key: self.key.clone(), value: Bytes::from_static(b"forged;") }.encode()
+    }
+
+    /// A request nobody made, sealed with a key that is not its client's
+    /// (the adversary holds no client keys).
     fn invented_request(&mut self) -> Command {
         self.forged_seq += 1;
-        let op = KvOp::Put { key: self.key.clone(), value: Bytes::from_static(b"forged;") };
-        Command::new(ClientId(FORGED_CLIENT + self.forged_seq), 1, op.encode())
+        let client = ClientId(FORGED_CLIENT + self.forged_seq);
+        let key = client_signing_key(!self.config.key_seed, client.0);
+        Command { client, seq: 1, op: seal(&key, client, 1, &self.forged_op()) }
+    }
+
+    /// A real client's request `c` moved to the client's next sequence
+    /// number with another operation, under `c`'s signature.
+    fn tampered_request(&self, c: &Command) -> Command {
+        let mut op = c.op[..SIGNATURE_BYTES.min(c.op.len())].to_vec();
+        op.extend_from_slice(&self.forged_op());
+        Command { client: c.client, seq: c.seq + 1, op: Bytes::from(op) }
     }
 
     /// The other story for a batch: reversed, or the null request.
@@ -583,7 +601,12 @@ impl PbftAdversary {
                     Some(x) => x.clone(),
                     None => {
                         let mut v = pp.batch.to_vec();
-                        v.push(self.invented_request());
+                        let bad = if pp.seq % 2 == 0 {
+                            self.tampered_request(&pp.batch[0])
+                        } else {
+                            self.invented_request()
+                        };
+                        v.push(bad);
                         let batch: Batch = Arc::from(v);
                         let x = (batch_digest(&batch), batch);
                         if self.alt.len() >= MAX_ALT {

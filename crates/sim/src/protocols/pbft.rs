@@ -3,7 +3,9 @@
 use crate::invariant::Invariant;
 use crate::protocol::SimProtocol;
 use std::time::Duration;
-use synod_core::NodeId;
+use synod_core::{Command, NodeId};
+use synod_pbft::auth::client_signing_key;
+use synod_pbft::request::sign_command;
 use synod_pbft::{Config, PbftNode};
 
 impl SimProtocol for PbftNode {
@@ -23,6 +25,13 @@ impl SimProtocol for PbftNode {
         c.max_view_change_timeout = Duration::from_secs(2);
         c.status_interval = Duration::from_millis(50);
         c
+    }
+
+    /// Seals the request with its client's key (derived from the cluster
+    /// key seed, as the replicas derive the verifying key).
+    fn wrap_request(config: &Config, command: Command) -> Command {
+        let key = client_signing_key(config.key_seed, command.client.0);
+        sign_command(&key, command)
     }
 
     fn invariants() -> Vec<Box<dyn Invariant<Self>>> {
