@@ -15,6 +15,9 @@
 //!   its snapshots;
 //! - [`service`] and [`convert`]: the etcd `KV`, `Maintenance.Status` and
 //!   `Cluster.MemberList` services, with forwarding to the leader;
+//!   [`watch`] (the `Watch` service and the node's watch hub) and [`lease`]
+//!   (the `Lease` service and the leader's lease expiry); [`lock`] and
+//!   [`election`] (etcd's server-side Lock and Election recipes);
 //! - [`config`]: the `synod serve` TOML file; [`server`]: everything wired
 //!   together ([`serve`]), plus `/metrics` and `/health`;
 //! - [`disk`], [`wire`], [`metrics`], [`error`]: the pieces.
@@ -27,13 +30,17 @@ pub mod config;
 pub mod convert;
 pub mod disk;
 pub mod driver;
+pub mod election;
 pub mod error;
 pub mod glue;
+pub mod lease;
+pub mod lock;
 pub mod machine;
 pub mod metrics;
 pub mod raft_glue;
 pub mod server;
 pub mod service;
+pub mod watch;
 pub mod wire;
 
 pub use config::{ConfigError, NodeConfig};

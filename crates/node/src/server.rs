@@ -20,7 +20,11 @@ use std::time::Duration;
 use synod_core::NodeId;
 use synod_etcdpb::etcdserverpb::cluster_server::ClusterServer;
 use synod_etcdpb::etcdserverpb::kv_server::KvServer;
+use synod_etcdpb::etcdserverpb::lease_server::LeaseServer;
 use synod_etcdpb::etcdserverpb::maintenance_server::MaintenanceServer;
+use synod_etcdpb::etcdserverpb::watch_server::WatchServer;
+use synod_etcdpb::v3electionpb::election_server::ElectionServer;
+use synod_etcdpb::v3lockpb::lock_server::LockServer;
 use synod_kv::KvConfig;
 use synod_raft::RaftNode;
 use synod_transport::{Transport, TransportConfig};
@@ -126,6 +130,10 @@ where
     let grpc = tonic::transport::Server::builder()
         .add_service(KvServer::new(service.clone()).max_decoding_message_size(max_decoding))
         .add_service(MaintenanceServer::new(service.clone()))
+        .add_service(WatchServer::new(service.clone()))
+        .add_service(LeaseServer::new(service.clone()))
+        .add_service(LockServer::new(service.clone()))
+        .add_service(ElectionServer::new(service.clone()))
         .add_service(ClusterServer::new(service))
         .serve_with_incoming_shutdown(tokio_stream_incoming(client_listener), async move {
             let _ = grpc_stop_rx.wait_for(|stop| *stop).await;

@@ -24,12 +24,13 @@ use crate::driver::{ClientError, ClientRequest, NodeStatus};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use synod_core::{NodeId, Role};
+use std::time::{Duration, Instant};
+use synod_core::{NodeId, Role, Time};
 use synod_etcdpb::etcdserverpb as pb;
 use synod_etcdpb::etcdserverpb::cluster_server::Cluster;
 use synod_etcdpb::etcdserverpb::kv_client::KvClient;
 use synod_etcdpb::etcdserverpb::kv_server::Kv;
+use synod_etcdpb::etcdserverpb::lease_client::LeaseClient;
 use synod_etcdpb::etcdserverpb::maintenance_server::Maintenance;
 use synod_kv::{KvCommand, KvConfig, KvError, KvQuery, KvResponse, decode_result};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -81,38 +82,52 @@ pub struct Service {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    config: ServiceConfig,
+pub(crate) struct Inner {
+    pub(crate) config: ServiceConfig,
     requests: mpsc::Sender<ClientRequest>,
-    status: watch::Receiver<NodeStatus>,
+    pub(crate) status: watch::Receiver<NodeStatus>,
     channels: Mutex<HashMap<NodeId, Channel>>,
+    /// The origin of the clock this node stamps lease commands with.
+    clock: Instant,
+    /// The node's watch hub.
+    pub(crate) hub: Arc<crate::watch::WatchHub>,
 }
 
 /// A request, in the two forms it may travel in.
-enum Op {
+pub(crate) enum Op {
     Write(KvCommand),
     Read(KvQuery),
 }
 
 /// The same request as etcd's protobuf, for forwarding.
 #[derive(Clone)]
-enum PbRequest {
+pub(crate) enum PbRequest {
     Range(pb::RangeRequest),
     Put(pb::PutRequest),
     Delete(pb::DeleteRangeRequest),
     Txn(pb::TxnRequest),
     Compact(pb::CompactionRequest),
+    LeaseGrant(pb::LeaseGrantRequest),
+    LeaseRevoke(pb::LeaseRevokeRequest),
+    LeaseKeepAlive(pb::LeaseKeepAliveRequest),
+    LeaseTimeToLive(pb::LeaseTimeToLiveRequest),
+    LeaseLeases(pb::LeaseLeasesRequest),
 }
 
-enum PbResponse {
+pub(crate) enum PbResponse {
     Range(pb::RangeResponse),
     Put(pb::PutResponse),
     Delete(pb::DeleteRangeResponse),
     Txn(pb::TxnResponse),
     Compact(pb::CompactionResponse),
+    LeaseGrant(pb::LeaseGrantResponse),
+    LeaseRevoke(pb::LeaseRevokeResponse),
+    LeaseKeepAlive(pb::LeaseKeepAliveResponse),
+    LeaseTimeToLive(pb::LeaseTimeToLiveResponse),
+    LeaseLeases(pb::LeaseLeasesResponse),
 }
 
-enum Answer {
+pub(crate) enum Answer {
     Local(KvResponse, HeaderStamp),
     Remote(PbResponse),
 }
@@ -122,34 +137,55 @@ enum Route {
     Forward(NodeId),
 }
 
-fn kv_status(e: KvError) -> Status {
+pub(crate) fn kv_status(e: KvError) -> Status {
     Status::new(tonic::Code::from_i32(e.grpc_code().as_i32()), e.message())
 }
 
-fn unexpected(what: &str) -> Status {
+pub(crate) fn unexpected(what: &str) -> Status {
     Status::internal(format!("synod: unexpected answer to {what}"))
 }
 
-fn is_forwarded<T>(req: &Request<T>) -> bool {
+pub(crate) fn is_forwarded<T>(req: &Request<T>) -> bool {
     req.metadata().contains_key(FORWARDED)
 }
 
 impl Service {
     /// A service sending work to the driver through `requests` and reading
-    /// its published `status`.
+    /// its published `status`. Inside a tokio runtime it also starts its
+    /// background tasks: the watch hub's feeder ([`crate::watch`]) and the
+    /// leader's lease expiry ([`crate::lease`]); they stop when the driver
+    /// does (its status channel closes).
     pub fn new(
         config: ServiceConfig,
         requests: mpsc::Sender<ClientRequest>,
         status: watch::Receiver<NodeStatus>,
     ) -> Service {
-        Service {
+        let hub = Arc::new(crate::watch::WatchHub::new(status.borrow().revision + 1));
+        let service = Service {
             inner: Arc::new(Inner {
                 config,
                 requests,
                 status,
                 channels: Mutex::new(HashMap::new()),
+                clock: Instant::now(),
+                hub,
             }),
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::spawn(crate::watch::feed(service.clone()));
+            tokio::spawn(crate::lease::run_expiry(service.clone()));
         }
+        service
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
+    /// This node's clock for lease commands (meaningful on the leader; a new
+    /// leader restarts every lease from its own clock with `LeasePromote`).
+    pub(crate) fn now(&self) -> Time {
+        Time(self.inner.clock.elapsed().as_micros() as u64)
     }
 
     /// The largest gRPC message the KV service decodes (etcd's request limit
@@ -158,7 +194,7 @@ impl Service {
         self.inner.config.kv.max_request_bytes + GRPC_OVERHEAD_BYTES
     }
 
-    fn stamp(&self) -> HeaderStamp {
+    pub(crate) fn stamp(&self) -> HeaderStamp {
         let st = *self.inner.status.borrow();
         HeaderStamp {
             cluster_id: self.inner.config.cluster_id,
@@ -208,9 +244,11 @@ impl Service {
 
     async fn forward(&self, to: NodeId, req: PbRequest) -> Result<PbResponse, Status> {
         let max = self.max_decoding_message_size();
-        let mut client = KvClient::new(self.channel(to)?)
+        let channel = self.channel(to)?;
+        let mut client = KvClient::new(channel.clone())
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(max);
+        let mut lease = LeaseClient::new(channel);
         fn mark<T>(t: T, timeout: Duration) -> Request<T> {
             let mut r = Request::new(t);
             r.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
@@ -227,6 +265,26 @@ impl Service {
             PbRequest::Txn(r) => PbResponse::Txn(client.txn(mark(r, t)).await?.into_inner()),
             PbRequest::Compact(r) => {
                 PbResponse::Compact(client.compact(mark(r, t)).await?.into_inner())
+            }
+            PbRequest::LeaseGrant(r) => {
+                PbResponse::LeaseGrant(lease.lease_grant(mark(r, t)).await?.into_inner())
+            }
+            PbRequest::LeaseRevoke(r) => {
+                PbResponse::LeaseRevoke(lease.lease_revoke(mark(r, t)).await?.into_inner())
+            }
+            PbRequest::LeaseTimeToLive(r) => PbResponse::LeaseTimeToLive(
+                lease.lease_time_to_live(mark(r, t)).await?.into_inner(),
+            ),
+            PbRequest::LeaseLeases(r) => {
+                PbResponse::LeaseLeases(lease.lease_leases(mark(r, t)).await?.into_inner())
+            }
+            PbRequest::LeaseKeepAlive(r) => {
+                let once = tonic::codegen::tokio_stream::once(r);
+                let mut replies = lease.lease_keep_alive(mark(once, t)).await?.into_inner();
+                match replies.message().await? {
+                    Some(r) => PbResponse::LeaseKeepAlive(r),
+                    None => return Err(Status::unavailable(LEADER_CHANGED)),
+                }
             }
         })
     }
@@ -260,7 +318,26 @@ impl Service {
     }
 
     /// Runs `op` where it belongs (locally or on the leader).
-    async fn execute(&self, forwarded: bool, op: Op, pb: PbRequest) -> Result<Answer, Status> {
+    pub(crate) async fn execute(
+        &self,
+        forwarded: bool,
+        op: Op,
+        pb: PbRequest,
+    ) -> Result<Answer, Status> {
+        self.execute_at(forwarded, move |_| op, pb).await
+    }
+
+    /// [`Service::execute`] for a request the leader stamps with its clock:
+    /// `op(now)` is built on the node that runs it.
+    pub(crate) async fn execute_at(
+        &self,
+        forwarded: bool,
+        op: impl FnOnce(Time) -> Op,
+        pb: PbRequest,
+    ) -> Result<Answer, Status> {
+        // Stamped (and checked) once, before routing: a stamp taken early
+        // only makes a lease expire sooner, never later.
+        let op = op(self.now());
         let encoded: Bytes = match &op {
             Op::Write(cmd) => cmd.encode_checked(&self.inner.config.kv).map_err(kv_status)?,
             Op::Read(q) => q.encode(),
@@ -299,8 +376,19 @@ impl Service {
         Err(Status::unavailable(LEADER_CHANGED))
     }
 
+    /// A write proposed by this node itself (lease promotion and expiry):
+    /// `Ok(None)` when it is not the leader.
+    pub(crate) async fn local_write(&self, cmd: &KvCommand) -> Result<Option<KvResponse>, Status> {
+        let op = cmd.encode_checked(&self.inner.config.kv).map_err(kv_status)?;
+        let (tx, rx) = oneshot::channel();
+        self.local(ClientRequest::Write { op, reply: tx }, rx).await
+    }
+
     /// A serializable read from the local state.
-    async fn serializable(&self, q: KvQuery) -> Result<(KvResponse, HeaderStamp), Status> {
+    pub(crate) async fn serializable(
+        &self,
+        q: KvQuery,
+    ) -> Result<(KvResponse, HeaderStamp), Status> {
         let (tx, rx) = oneshot::channel();
         let req = ClientRequest::Read { query: q.encode(), linearizable: false, reply: tx };
         match self.local(req, rx).await? {
