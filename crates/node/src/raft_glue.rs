@@ -248,6 +248,9 @@ fn encode(msg: &Message) -> Vec<u8> {
         Message::InstallSnapshotResponse { term, index, offset, done } => {
             w.u8(9).u64(*term).u64(*index).u64(*offset).bool(*done);
         }
+        Message::Removed { term } => {
+            w.u8(10).u64(*term);
+        }
     }
     w.finish()
 }
@@ -315,6 +318,7 @@ fn decode(bytes: &Bytes) -> Result<Message, WireError> {
             offset: r.u64()?,
             done: r.bool()?,
         },
+        10 => Message::Removed { term: r.u64()? },
         t => return Err(r.invalid(format!("unknown message tag {t}"))),
     };
     r.finish()?;
@@ -527,6 +531,7 @@ mod tests {
                 membership: members(),
             },
             Message::InstallSnapshotResponse { term: 4, index: 100, offset: 10, done: true },
+            Message::Removed { term: 9 },
         ]
     }
 
