@@ -14,7 +14,8 @@
 //! 2. the core's accumulated output is carried out: received snapshot
 //!    chunks are stored, every write is persisted and the log is synced with
 //!    **one fsync for the round** (group commit), and only then are the
-//!    messages sent; committed positions are applied (snapshots taken or
+//!    messages sent (a Raft leader's replication excepted: it leaves before
+//!    the fsync, so that leader and followers sync in parallel); committed positions are applied (snapshots taken or
 //!    installed at their positions), waiting clients answered, read barriers
 //!    served once applied far enough;
 //! 3. the status (role, term, leader, indexes) is published for the gRPC
@@ -105,6 +106,25 @@ pub enum ClientRequest {
         /// Where the answer goes.
         reply: oneshot::Sender<Reply>,
     },
+}
+
+/// Whether `msg` may leave before this round's log appends are synced.
+///
+/// Raft lets a leader write its log in parallel with replicating it (thesis
+/// §10.2.1): its AppendEntries (and heartbeats) promise nothing about its
+/// own disk, so the followers' fsyncs can run while the leader's does. It
+/// is safe here because the answers to those messages are stepped only in a
+/// later round, after this round's fsync completed, so the leader's own log
+/// (which the Raft core counts towards the commit quorum) is durable before
+/// any commit counts it. Votes, acknowledgements and every other protocol's
+/// messages wait for the sync, as the persistence contract says.
+fn leaves_before_sync<P: NodeProtocol>(msg: &P::Message) -> bool
+where
+    P::Message: Send,
+    P::Write: Send,
+    P::Config: Send + Sync,
+{
+    P::NAME == "raft" && matches!(synod_core::Message::kind(msg), "append_entries" | "heartbeat")
 }
 
 /// What the driver publishes after every round.
@@ -452,21 +472,22 @@ where
             for a in &actions {
                 self.snapshot_receive(a)?;
             }
-            // 1. Writes become durable: one fsync for the whole round.
+            // 1. Writes become durable: one fsync for the whole round. A
+            //    leader's replication leaves first (see `leaves_before_sync`)
+            //    so that the followers' fsyncs run alongside this one.
             if !out.writes.is_empty() {
                 P::persist(&mut self.disk, &mut self.hard, &out.writes)?;
+                let (early, late): (Vec<_>, Vec<_>) =
+                    out.messages.drain(..).partition(|(_, m)| leaves_before_sync::<P>(m));
+                out.messages = late;
+                self.send(early);
                 let began = Instant::now();
                 self.disk.sync()?;
                 self.metrics.observe_fsync(began.elapsed());
             }
-            // 2. Only then do the messages leave.
-            for (to, msg) in out.messages.drain(..) {
-                let bytes = Bytes::from(P::encode_message(&msg));
-                match self.transport.send(to, bytes) {
-                    Ok(()) => Metrics::add(&self.metrics.messages_out, 1),
-                    Err(e) => tracing::debug!(%to, error = %e, "message not sent"),
-                }
-            }
+            // 2. Only then does everything else leave.
+            let messages = std::mem::take(&mut out.messages);
+            self.send(messages);
             // 3. Committed positions, with snapshot actions at theirs.
             let mut positioned = actions.iter().filter(|a| a.position().is_some()).peekable();
             let mut taken = Vec::new();
@@ -501,6 +522,16 @@ where
             }
         }
         Ok(())
+    }
+
+    fn send(&mut self, messages: Vec<(NodeId, P::Message)>) {
+        for (to, msg) in messages {
+            let bytes = Bytes::from(P::encode_message(&msg));
+            match self.transport.send(to, bytes) {
+                Ok(()) => Metrics::add(&self.metrics.messages_out, 1),
+                Err(e) => tracing::debug!(%to, error = %e, "message not sent"),
+            }
+        }
     }
 
     fn apply(&mut self, c: Committed) {
