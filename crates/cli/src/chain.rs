@@ -1,12 +1,13 @@
-//! `synod chain sim`: runs the proof-of-work or proof-of-stake chain
+//! `synod chain sim`: runs the proof-of-work, proof-of-stake or PBFT chain
 //! simulator (`synod_chain::sim`) for one seed and prints its metrics and
-//! checker verdict, or (`--compare pow,pos`) one table of both under the
-//! same network. Exit codes as for `synod sim`: 0 ok, 1 a checker
+//! checker verdict, or (`--compare pow,pos,pbft`) one table of them under
+//! the same network. Exit codes as for `synod sim`: 0 ok, 1 a checker
 //! violation, 2 bad usage.
 
 use clap::{Args, Subcommand};
 use std::io::Write;
 use std::process::ExitCode;
+use synod_chain::sim::pbft::{PbftReport, PbftSimConfig};
 use synod_chain::sim::pos::{PosReport, PosScenario, PosSimConfig};
 use synod_chain::sim::pow::{PowReport, PowSimConfig, PrivateChainAttack};
 
@@ -19,18 +20,19 @@ pub struct ChainArgs {
 
 #[derive(Subcommand, Debug)]
 enum ChainCommand {
-    /// Simulate a PoW or PoS chain over a simulated network, with attacks
-    /// and checkers.
+    /// Simulate a PoW, PoS or PBFT chain over a simulated network, with
+    /// attacks and checkers.
     Sim(ChainSimArgs),
 }
 
 /// Flags of `synod chain sim`.
 #[derive(Args, Debug)]
 pub struct ChainSimArgs {
-    /// `pow` or `pos`.
+    /// `pow`, `pos` or `pbft`.
     #[arg(long, default_value = "pow")]
     consensus: String,
-    /// Miners (PoW) or nodes hosting the validators (PoS).
+    /// Miners (PoW), nodes hosting the validators (PoS) or replicas (PBFT,
+    /// tolerating f = (n-1)/3 faulty).
     #[arg(long, default_value_t = 10)]
     nodes: usize,
     /// The seed (a run replays exactly).
@@ -49,7 +51,7 @@ pub struct ChainSimArgs {
     #[arg(long, default_value_t = 100)]
     latency_ms: u64,
     /// `private-chain` (PoW, with --hashpower), `double-vote` (PoS) or
-    /// `partition` (both).
+    /// `partition` (all; PBFT: the primary of view 0 is cut off).
     #[arg(long)]
     attack: Option<String>,
     /// The private-chain attacker's share of hash power.
@@ -62,8 +64,8 @@ pub struct ChainSimArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
-    /// Run each consensus of a list (`pow,pos`) under the same network and
-    /// print one table.
+    /// Run each consensus of a list (`pow,pos,pbft`) under the same network
+    /// and print one table.
     #[arg(long, value_name = "LIST", conflicts_with = "attack")]
     compare: Option<String>,
 }
@@ -90,6 +92,7 @@ pub fn run(args: ChainArgs) -> ExitCode {
 enum Report {
     Pow(PowReport),
     Pos(PosReport),
+    Pbft(PbftReport),
 }
 
 impl Report {
@@ -97,6 +100,7 @@ impl Report {
         match self {
             Report::Pow(r) => &r.violations,
             Report::Pos(r) => &r.violations,
+            Report::Pbft(r) => &r.violations,
         }
     }
 }
@@ -107,8 +111,8 @@ fn sim(a: &ChainSimArgs) -> Result<ExitCode, String> {
     }
     if let Some(list) = &a.compare {
         let kinds: Vec<&str> = list.split(',').map(str::trim).collect();
-        if kinds.is_empty() || kinds.iter().any(|k| !matches!(*k, "pow" | "pos")) {
-            return Err(format!("--compare {list}: expected a list of pow, pos (pbft: not yet)"));
+        if kinds.is_empty() || kinds.iter().any(|k| !matches!(*k, "pow" | "pos" | "pbft")) {
+            return Err(format!("--compare {list}: expected a list of pow, pos, pbft"));
         }
         let mut rows = Vec::new();
         for k in kinds {
@@ -124,8 +128,10 @@ fn sim(a: &ChainSimArgs) -> Result<ExitCode, String> {
     let out = match (&r, a.json) {
         (Report::Pow(p), true) => json_line("pow", p),
         (Report::Pos(p), true) => json_line("pos", p),
+        (Report::Pbft(p), true) => json_line("pbft", p),
         (Report::Pow(p), false) => pow_text(a, p),
         (Report::Pos(p), false) => pos_text(a, p),
+        (Report::Pbft(p), false) => pbft_text(a, p),
     };
     let _ = std::io::stdout().lock().write_all(out.as_bytes());
     Ok(if r.violations().is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_VIOLATION) })
@@ -135,7 +141,8 @@ fn run_one(kind: &str, a: &ChainSimArgs) -> Result<Report, String> {
     match kind {
         "pow" => Ok(Report::Pow(synod_chain::sim::pow::run(&pow_config(a)?))),
         "pos" => Ok(Report::Pos(synod_chain::sim::pos::run(&pos_config(a)?))),
-        other => Err(format!("--consensus {other}: expected pow or pos (pbft: not yet)")),
+        "pbft" => Ok(Report::Pbft(synod_chain::sim::pbft::run(&pbft_config(a)?))),
+        other => Err(format!("--consensus {other}: expected pow, pos or pbft")),
     }
 }
 
@@ -206,6 +213,37 @@ fn pos_config(a: &ChainSimArgs) -> Result<PosSimConfig, String> {
         scenario,
         ..PosSimConfig::default()
     })
+}
+
+fn pbft_config(a: &ChainSimArgs) -> Result<PbftSimConfig, String> {
+    if a.nodes > 64 {
+        return Err("--nodes: PBFT runs at most 64 replicas".into());
+    }
+    let mut c = PbftSimConfig {
+        nodes: a.nodes,
+        seed: a.seed,
+        latency_ms: a.latency_ms,
+        ..PbftSimConfig::default()
+    };
+    match (a.blocks, a.time_ms) {
+        (Some(b), _) => c.blocks = b,
+        (None, Some(t)) => {
+            c.blocks = u64::MAX;
+            c.max_time_ms = t;
+        }
+        (None, None) => c.blocks = 200,
+    }
+    match a.attack.as_deref() {
+        None => {}
+        Some("partition") => {
+            // The primary of view 0, cut off for the middle third of the
+            // run (in expected time: about one block per transfer).
+            let span = c.max_time_ms.min(c.blocks.saturating_mul(1_000));
+            c.partition = Some((vec![0], span / 3, 2 * span / 3));
+        }
+        Some(other) => return Err(format!("--attack {other}: PBFT knows partition")),
+    }
+    Ok(c)
 }
 
 fn json_line<T: serde::Serialize>(kind: &str, r: &T) -> String {
@@ -316,6 +354,42 @@ fn pos_text(a: &ChainSimArgs, r: &PosReport) -> String {
     s
 }
 
+fn pbft_text(a: &ChainSimArgs, r: &PbftReport) -> String {
+    let mut s = format!(
+        "synod chain sim: pbft with {} replicas (f = {}), seed {}{}\n",
+        a.nodes,
+        (a.nodes - 1) / 3,
+        a.seed,
+        a.attack.as_ref().map(|x| format!(", attack {x}")).unwrap_or_default()
+    );
+    s.push_str(&format!(
+        "height {} in {:.0} s virtual: {:.2} blocks/min, stale rate 0.00% (no forks); heights by replica {:?}; max view {}\n",
+        r.height,
+        r.sim_time_ms as f64 / 1000.0,
+        r.blocks_per_min,
+        r.height_by_replica,
+        r.max_view
+    ));
+    s.push_str(&format!(
+        "finality (commit at f+1 replicas): mean {:.2} s after submission; {:.2} tx/s final\n",
+        r.finality_ms_mean / 1000.0,
+        r.tx_per_sec
+    ));
+    s.push_str(&format!(
+        "double spends submitted {}, transfers dropped by the block rule {}\n",
+        r.double_spends_submitted, r.txs_dropped
+    ));
+    s.push_str(&format!(
+        "messages: {} ({:.1} per block), {} bytes\n",
+        r.messages, r.messages_per_block, r.bytes
+    ));
+    s.push_str(&verdict(
+        &r.violations,
+        "all replicas' chains prefix-consistent at every append, every chain valid, no double spend",
+    ));
+    s
+}
+
 struct Row {
     blocks_per_min: f64,
     tx_per_sec: f64,
@@ -346,12 +420,21 @@ fn row(r: &Report) -> Row {
             kb_per_block: p.bytes as f64 / 1024.0 / p.canonical_blocks.max(1) as f64,
             checks: if p.violations.is_empty() { "ok" } else { "FAIL" },
         },
+        Report::Pbft(p) => Row {
+            blocks_per_min: p.blocks_per_min,
+            tx_per_sec: p.tx_per_sec,
+            finality_s: p.finality_ms_mean / 1000.0,
+            stale_pct: 100.0 * p.stale_rate,
+            messages_per_block: p.messages_per_block,
+            kb_per_block: p.bytes as f64 / 1024.0 / p.height.max(1) as f64,
+            checks: if p.violations.is_empty() { "ok" } else { "FAIL" },
+        },
     }
 }
 
 fn compare_table(a: &ChainSimArgs, rows: &[(&str, Report)]) -> String {
     let mut s = format!(
-        "synod chain sim --compare: {} nodes, latency {} ms, seed {} (PoW: 10 s target spacing, final at {} deep; PoS: 12 s slots, {} validators, final = FFG finalized)\n",
+        "synod chain sim --compare: {} nodes, latency {} ms, seed {} (PoW: 10 s target spacing, final at {} deep; PoS: 12 s slots, {} validators, final = FFG finalized; PBFT: a block per agreed batch, final = committed at f+1 replicas)\n",
         a.nodes, a.latency_ms, a.seed, a.confirmations, a.validators
     );
     s.push_str(&format!(

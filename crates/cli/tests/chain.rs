@@ -51,12 +51,36 @@ fn pos_double_vote_slashes_and_passes() {
 
 #[test]
 fn compare_prints_one_row_per_consensus() {
-    let o = synod("chain sim --compare pow,pos --nodes 4 --validators 32 --time-ms 1200000");
+    let o = synod("chain sim --compare pow,pos,pbft --nodes 4 --validators 32 --time-ms 1200000");
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     let out = stdout(&o);
     assert!(out.contains("finality s") && out.contains("msgs/block"), "{out}");
     assert!(out.lines().any(|l| l.starts_with("pow ")), "{out}");
     assert!(out.lines().any(|l| l.starts_with("pos ")), "{out}");
+    let pbft = out.lines().find(|l| l.starts_with("pbft ")).unwrap_or_else(|| panic!("{out}"));
+    // consensus, blocks/min, tx/s, finality s, ...: PBFT finalizes in about
+    // a second, PoW and PoS in minutes.
+    let finality: f64 = pbft.split_whitespace().nth(3).and_then(|x| x.parse().ok()).unwrap_or(-1.0);
+    assert!((0.1..5.0).contains(&finality), "{pbft}");
+    assert!(pbft.trim_end().ends_with("ok"), "{pbft}");
+}
+
+#[test]
+fn pbft_sim_survives_a_partitioned_primary_with_agreeing_chains() {
+    let o = synod(
+        "chain sim --consensus pbft --nodes 4 --seed 2 --blocks 120 --attack partition --json",
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    assert_eq!(v["consensus"], "pbft");
+    assert_eq!(v["height"], 120, "{v}");
+    assert!(
+        v["max_view"].as_u64().is_some_and(|x| x >= 1),
+        "a view change replaced the primary: {v}"
+    );
+    assert_eq!(v["violations"], serde_json::json!([]), "{v}");
+    let text = stdout(&synod("chain sim --consensus pbft --nodes 4 --blocks 30"));
+    assert!(text.contains("height 30") && text.contains("checks: passed"), "{text}");
 }
 
 #[test]
@@ -67,6 +91,8 @@ fn bad_usage_exits_2() {
         "chain sim --consensus pos --attack private-chain",
         "chain sim --attack private-chain --hashpower 1.5",
         "chain sim --compare pow,paxos",
+        "chain sim --consensus pbft --attack double-vote",
+        "chain sim --consensus pbft --nodes 65",
     ] {
         let o = synod(args);
         assert_eq!(o.status.code(), Some(2), "{args}: {}", stdout(&o));
