@@ -553,3 +553,68 @@ fn etcdctl_session_matches_etcd() {
     );
     assert!(out.status.success(), "etcdctl differential failed:\n{text}");
 }
+
+/// POSTs `body` to `path` on the client port (HTTP/1.1, one request per
+/// connection); answers (status code, body).
+fn http_post(endpoint: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(endpoint).expect("connect");
+    s.set_read_timeout(Some(ANSWER_WAIT)).expect("timeout");
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {endpoint}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    let code = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status");
+    let body = out.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    (code, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_json_gateway_serves_curl_on_the_client_port() {
+    let cluster = Cluster::start();
+    let leader = cluster.leader().await;
+    let ep = cluster.endpoint((leader + 1) % NODES);
+    let e = ep.clone();
+    let (code, put) = tokio::task::spawn_blocking(move || {
+        http_post(&e, "/v3/kv/put", r#"{"key": "Zm9v", "value": "YmFy"}"#)
+    })
+    .await
+    .expect("task");
+    assert_eq!(code, 200, "{put}");
+    let put: serde_json::Value = serde_json::from_str(&put).expect("json");
+    assert_eq!(put["header"]["revision"], "2", "64-bit integers are strings");
+    let e = ep.clone();
+    let (code, range) =
+        tokio::task::spawn_blocking(move || http_post(&e, "/v3/kv/range", r#"{"key": "Zm9v"}"#))
+            .await
+            .expect("task");
+    assert_eq!(code, 200);
+    let range: serde_json::Value = serde_json::from_str(&range).expect("json");
+    assert_eq!(range["kvs"][0]["value"], "YmFy", "values are base64");
+    assert_eq!(range["count"], "1");
+    let e = ep.clone();
+    let (code, err) = tokio::task::spawn_blocking(move || {
+        http_post(&e, "/v3/kv/range", r#"{"key": "Zm9v", "revision": "99"}"#)
+    })
+    .await
+    .expect("task");
+    assert_eq!(code, 400);
+    let err: serde_json::Value = serde_json::from_str(&err).expect("json");
+    assert_eq!(err["error"], "etcdserver: mvcc: required revision is a future revision");
+    assert_eq!(err["code"], 11);
+    let e = ep.clone();
+    let (code, grant) =
+        tokio::task::spawn_blocking(move || http_post(&e, "/v3/lease/grant", r#"{"TTL": 30}"#))
+            .await
+            .expect("task");
+    assert_eq!(code, 200);
+    let grant: serde_json::Value = serde_json::from_str(&grant).expect("json");
+    assert_eq!(grant["TTL"], "30");
+    // gRPC still works on the same port.
+    assert_eq!(get(&channel(&ep), "foo").await.expect("foo").value, b"bar");
+}

@@ -95,7 +95,7 @@ pub async fn run_expiry(service: Service) {
 
 impl Service {
     /// One keep-alive, routed to the leader.
-    async fn keep_alive_once(
+    pub(crate) async fn keep_alive_once(
         &self,
         forwarded: bool,
         r: pb::LeaseKeepAliveRequest,

@@ -18,6 +18,7 @@
 //!   [`watch`] (the `Watch` service and the node's watch hub) and [`lease`]
 //!   (the `Lease` service and the leader's lease expiry); [`lock`] and
 //!   [`election`] (etcd's server-side Lock and Election recipes);
+//!   [`gateway`] (etcd's JSON gateway, sharing the client port with gRPC);
 //! - [`config`]: the `synod serve` TOML file; [`server`]: everything wired
 //!   together ([`serve`]), plus `/metrics` and `/health`;
 //! - [`disk`], [`wire`], [`metrics`], [`error`]: the pieces.
@@ -32,6 +33,7 @@ pub mod disk;
 pub mod driver;
 pub mod election;
 pub mod error;
+pub mod gateway;
 pub mod glue;
 pub mod lease;
 pub mod lock;

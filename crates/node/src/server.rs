@@ -127,6 +127,7 @@ where
     })?;
     let max_decoding = service.max_decoding_message_size();
     let (grpc_stop_tx, mut grpc_stop_rx) = watch::channel(false);
+    let incoming = crate::gateway::split_incoming(client_listener, service.clone());
     let grpc = tonic::transport::Server::builder()
         .add_service(KvServer::new(service.clone()).max_decoding_message_size(max_decoding))
         .add_service(MaintenanceServer::new(service.clone()))
@@ -135,7 +136,7 @@ where
         .add_service(LockServer::new(service.clone()))
         .add_service(ElectionServer::new(service.clone()))
         .add_service(ClusterServer::new(service))
-        .serve_with_incoming_shutdown(tokio_stream_incoming(client_listener), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             let _ = grpc_stop_rx.wait_for(|stop| *stop).await;
         });
     let grpc_task = tokio::spawn(grpc);
@@ -173,13 +174,6 @@ where
     let _ = tokio::time::timeout(Duration::from_secs(2), grpc_task).await;
     transport.shutdown().await;
     result
-}
-
-/// The accepted connections of `listener`, as tonic wants them.
-fn tokio_stream_incoming(
-    listener: TcpListener,
-) -> impl tonic::codegen::tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// A minimal HTTP/1.0 responder: `GET /metrics` (Prometheus text) and

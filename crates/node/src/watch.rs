@@ -495,21 +495,27 @@ impl StreamState {
     }
 }
 
-async fn run_stream(mut state: StreamState, mut inbound: Streaming<pb::WatchRequest>) {
+/// Where a watch stream's requests come from: the gRPC stream, or the JSON
+/// gateway's parsed body.
+pub(crate) type Inbound =
+    Pin<Box<dyn Stream<Item = Result<pb::WatchRequest, Status>> + Send + 'static>>;
+
+async fn run_stream(mut state: StreamState, mut inbound: Inbound) {
     use pb::watch_request::RequestUnion;
+    use tonic::codegen::tokio_stream::StreamExt;
     loop {
         let msg = tokio::select! {
-            m = inbound.message() => m,
+            m = inbound.next() => m,
             _ = state.out.closed() => break,
         };
         let ok = match msg {
-            Ok(Some(pb::WatchRequest { request_union: Some(r) })) => match r {
+            Some(Ok(pb::WatchRequest { request_union: Some(r) })) => match r {
                 RequestUnion::CreateRequest(c) => state.create(c).await,
                 RequestUnion::CancelRequest(c) => state.cancel(c.watch_id).await,
                 RequestUnion::ProgressRequest(_) => state.progress().await,
             },
-            Ok(Some(pb::WatchRequest { request_union: None })) => true,
-            Ok(None) | Err(_) => false,
+            Some(Ok(pb::WatchRequest { request_union: None })) => true,
+            None | Some(Err(_)) => false,
         };
         if !ok {
             break;
@@ -524,19 +530,28 @@ impl Watch for Service {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<tonic::codegen::BoxStream<pb::WatchResponse>>, Status> {
-        let inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let live = Arc::new(Mutex::new(HashSet::new()));
-        let state = StreamState {
-            service: self.clone(),
-            out: tx,
-            live: live.clone(),
-            watchers: HashMap::new(),
-            next_id: 0,
-        };
-        tokio::spawn(run_stream(state, inbound));
-        Ok(Response::new(Box::pin(OutStream { rx, live })))
+        let inbound: Streaming<pb::WatchRequest> = request.into_inner();
+        Ok(Response::new(Box::pin(open_stream(self, Box::pin(inbound)))))
     }
+}
+
+/// Serves one watch stream: requests from `inbound`, responses from the
+/// returned stream (dropping it ends the watch stream).
+pub(crate) fn open_stream(
+    service: &Service,
+    inbound: Inbound,
+) -> impl Stream<Item = Result<pb::WatchResponse, Status>> + Send + Unpin + 'static {
+    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    let live = Arc::new(Mutex::new(HashSet::new()));
+    let state = StreamState {
+        service: service.clone(),
+        out: tx,
+        live: live.clone(),
+        watchers: HashMap::new(),
+        next_id: 0,
+    };
+    tokio::spawn(run_stream(state, inbound));
+    OutStream { rx, live }
 }
 
 /// A watcher on this node's hub outside any client stream (for the lock and
