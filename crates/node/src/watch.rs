@@ -135,6 +135,18 @@ impl WatchHub {
         st.next_revision = st.next_revision.max(next_revision);
     }
 
+    /// With no subscriber, moves past `through` without reading anything
+    /// (a later watcher catches up from history to wherever the hub is);
+    /// false if someone is subscribed. Atomic with [`WatchHub::subscribe`].
+    pub fn skip_if_idle(&self, through: i64) -> bool {
+        let mut st = self.lock();
+        if !st.subscribers.is_empty() {
+            return false;
+        }
+        st.next_revision = st.next_revision.max(through + 1);
+        true
+    }
+
     /// Number of subscribed watchers.
     pub fn subscribers(&self) -> usize {
         self.lock().subscribers.len()
@@ -167,7 +179,8 @@ pub async fn feed(service: Service) {
     let mut status = service.inner().status.clone();
     loop {
         let next = hub.next_revision();
-        if status.borrow_and_update().revision < next {
+        let revision = status.borrow_and_update().revision;
+        if revision < next || hub.skip_if_idle(revision) {
             if status.changed().await.is_err() {
                 return;
             }
@@ -646,6 +659,17 @@ mod tests {
         assert_eq!(hub.subscribers(), 1);
         hub.restart_at(50);
         assert_eq!((hub.subscribers(), hub.next_revision()), (0, 50));
+    }
+
+    #[test]
+    fn an_idle_hub_skips_ahead_and_a_busy_one_does_not() {
+        let hub = WatchHub::new(2);
+        assert!(hub.skip_if_idle(9));
+        assert_eq!(hub.next_revision(), 10);
+        assert_eq!(hub.subscribe(5).err(), Some(10), "a late watcher catches up from history");
+        let _rx = hub.subscribe(10).expect("subscribe");
+        assert!(!hub.skip_if_idle(20), "a subscriber must get every revision");
+        assert_eq!(hub.next_revision(), 10);
     }
 
     #[test]
