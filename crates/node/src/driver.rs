@@ -27,8 +27,9 @@
 //! across leadership changes (a new leader may still commit it) until it is
 //! applied or the client gives up (its reply channel closes).
 //!
-//! Disk work runs inside `tokio::task::block_in_place`, so the driver needs
-//! the multi-threaded runtime.
+//! The loop runs on a thread of its own (with a single-threaded runtime for
+//! its timers and channels), so its fsyncs block only the driver, never the
+//! runtime that serves clients, and cost no hand-off of a runtime worker.
 
 use crate::disk::Disk;
 use crate::error::NodeError;
@@ -297,8 +298,32 @@ where
 
     /// Runs until `shutdown` turns true (or its sender is dropped), the
     /// inputs close, or a fatal error. Everything acknowledged is durable
-    /// when it returns.
+    /// when it returns. The loop runs on a dedicated thread; this future
+    /// waits for it (a panic there comes back as an error).
     pub async fn run(
+        self,
+        inbound: mpsc::Receiver<Inbound>,
+        requests: mpsc::Receiver<ClientRequest>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(), NodeError> {
+        let (done_tx, done_rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("synod-driver-{}", self.core.id()))
+            .spawn(move || {
+                let result =
+                    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                        Ok(rt) => rt.block_on(self.run_loop(inbound, requests, shutdown)),
+                        Err(e) => Err(NodeError::Startup(format!(
+                            "cannot start the driver's runtime: {e}"
+                        ))),
+                    };
+                let _ = done_tx.send(result);
+            })
+            .map_err(|e| NodeError::Startup(format!("cannot start the driver thread: {e}")))?;
+        done_rx.await.unwrap_or_else(|_| Err(NodeError::Startup("the driver panicked".into())))
+    }
+
+    async fn run_loop(
         mut self,
         mut inbound: mpsc::Receiver<Inbound>,
         mut requests: mpsc::Receiver<ClientRequest>,
@@ -348,11 +373,11 @@ where
             if self.core.next_deadline() <= now {
                 self.core.tick(now, &mut self.out);
             }
-            tokio::task::block_in_place(|| self.carry_out())?;
+            self.carry_out()?;
             self.sweep();
             self.publish_status();
         }
-        tokio::task::block_in_place(|| self.disk.sync())?;
+        self.disk.sync()?;
         for (_, tx) in self.pending_writes.drain() {
             let _ = tx.send(Err(ClientError::Stopped));
         }
