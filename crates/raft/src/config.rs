@@ -18,6 +18,21 @@ pub enum InjectedBug {
     VoteTwiceInTerm,
 }
 
+/// How a leader confirms it still leads before answering a read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ReadMode {
+    /// ReadIndex (thesis §6.4): every read waits for a heartbeat round
+    /// acknowledged by a quorum. Safe whatever the clocks do.
+    #[default]
+    ReadIndex,
+    /// Lease reads (thesis §6.4.1, see [`crate::lease`]): while the lease
+    /// from the last quorum-acknowledged heartbeat round lasts, the leader
+    /// answers at once. **Assumes** clock rates differ by at most
+    /// [`Config::max_clock_drift`]; needs `check_quorum`. Falls back to
+    /// ReadIndex when the lease has lapsed.
+    Lease,
+}
+
 /// Configuration of a Raft core.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -68,6 +83,20 @@ pub struct Config {
     /// membership change promotes it; further behind, the change is refused
     /// with `ConfigChangeError::NotCaughtUp` (add it as a learner first).
     pub max_promotion_lag_entries: u64,
+    /// How the leader confirms leadership for reads.
+    pub read_mode: ReadMode,
+    /// The clock assumption of [`ReadMode::Lease`]: any two nodes' clocks
+    /// advance at rates that differ by at most this fraction (0.1: while
+    /// the leader's clock measures 1 s, a follower's measures at least
+    /// 0.9 s). A lease lasts `election_timeout_min × (1 −
+    /// max_clock_drift)` from the send time of the last heartbeat round a
+    /// quorum acknowledged. In `[0, 1)`.
+    pub max_clock_drift: f64,
+    /// Followers (and learners) serve reads: they ask the leader for a read
+    /// index ([`Message::ReadIndex`](crate::Message::ReadIndex)), and the
+    /// read is released once they applied up to it. Off: they answer
+    /// `NotLeader`.
+    pub follower_reads: bool,
     /// A bug to inject (tests only).
     pub bug: InjectedBug,
 }
@@ -77,7 +106,8 @@ impl Config {
     /// 150–300 ms, heartbeats every 50 ms, pre-vote and check-quorum on, no
     /// automatic snapshots (set `snapshot_interval_entries` / `_bytes`), 100
     /// trailing entries kept after a purge, 64 KiB snapshot chunks, new voters
-    /// at most 100 entries behind.
+    /// at most 100 entries behind, ReadIndex reads (lease reads assume a
+    /// clock drift of at most 0.1), no follower reads.
     pub fn new(voters: Vec<NodeId>) -> Config {
         Config {
             voters,
@@ -96,6 +126,9 @@ impl Config {
             snapshot_trailing_entries: 100,
             snapshot_chunk_bytes: 64 * 1024,
             max_promotion_lag_entries: 100,
+            read_mode: ReadMode::ReadIndex,
+            max_clock_drift: 0.1,
+            follower_reads: false,
             bug: InjectedBug::None,
         }
     }
@@ -128,6 +161,12 @@ impl Config {
             || self.snapshot_chunk_bytes == 0
         {
             return Err("batch and window limits must be positive".into());
+        }
+        if !(0.0..1.0).contains(&self.max_clock_drift) {
+            return Err("max_clock_drift must be in [0, 1)".into());
+        }
+        if self.read_mode == ReadMode::Lease && !self.check_quorum {
+            return Err("lease reads need check_quorum".into());
         }
         Ok(())
     }

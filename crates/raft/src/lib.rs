@@ -28,7 +28,8 @@
 //! - [`progress`]: per-follower Probe/Replicate flow control and in-flight
 //!   window;
 //! - [`commit`]: the majority-match index and the §5.4.2 commit rule;
-//! - [`read_index`]: ReadIndex reads;
+//! - [`read_index`]: ReadIndex reads (also for followers' reads);
+//! - [`lease`]: the leader lease for lease reads and its clock assumption;
 //! - [`transfer`]: leadership transfer;
 //! - [`membership`]: configurations, joint quorums, the configurations in
 //!   the log;
@@ -50,6 +51,7 @@ pub mod commit;
 pub mod config;
 pub mod election;
 pub mod entry;
+pub mod lease;
 pub mod log;
 pub mod membership;
 pub mod message;
@@ -62,7 +64,7 @@ pub mod transfer;
 #[cfg(test)]
 mod testing;
 
-pub use config::{Config, InjectedBug};
+pub use config::{Config, InjectedBug, ReadMode};
 pub use entry::{Entry, Payload};
 pub use membership::{ConfigChangeError, ConfigLog, Membership};
 pub use message::Message;

@@ -118,6 +118,25 @@ pub enum Message {
         /// The responder's current term.
         term: u64,
     },
+    /// Follower read (thesis §6.4): a follower asks the leader for a read
+    /// index for its read `id`.
+    ReadIndex {
+        /// The follower's term.
+        term: u64,
+        /// The follower's read id (echoed).
+        id: u64,
+    },
+    /// Answer to [`Message::ReadIndex`].
+    ReadIndexResponse {
+        /// The leader's term.
+        term: u64,
+        /// The read.
+        id: u64,
+        /// The index to apply up to before serving the read; `None` when
+        /// the responder cannot give one (not the leader, or leadership
+        /// lost): the read fails.
+        index: Option<u64>,
+    },
     /// Answer to [`Message::InstallSnapshot`].
     InstallSnapshotResponse {
         /// The responder's current term.
@@ -144,6 +163,8 @@ impl Message {
             | Message::AppendEntriesResponse { term, .. }
             | Message::TimeoutNow { term }
             | Message::Removed { term }
+            | Message::ReadIndex { term, .. }
+            | Message::ReadIndexResponse { term, .. }
             | Message::InstallSnapshot { term, .. }
             | Message::InstallSnapshotResponse { term, .. } => *term,
         }
@@ -162,6 +183,8 @@ impl synod_core::Message for Message {
             Message::AppendEntriesResponse { .. } => "append_entries_response",
             Message::TimeoutNow { .. } => "timeout_now",
             Message::Removed { .. } => "removed",
+            Message::ReadIndex { .. } => "read_index",
+            Message::ReadIndexResponse { .. } => "read_index_response",
             Message::InstallSnapshot { .. } => "install_snapshot",
             Message::InstallSnapshotResponse { .. } => "install_snapshot_response",
         }

@@ -41,9 +41,10 @@
 //! term (so a stale leader or candidate steps down) or dropped.
 
 use crate::commit;
-use crate::config::{Config, InjectedBug};
+use crate::config::{Config, InjectedBug, ReadMode};
 use crate::election::{self, ElectionTimer, VoteResult, VoteTally, VoterState};
 use crate::entry::{Entry, Payload};
+use crate::lease::Lease;
 use crate::log::RaftLog;
 use crate::membership::{ConfigChangeError, ConfigLog, Membership};
 use crate::message::Message;
@@ -56,8 +57,8 @@ use bytes::Bytes;
 use std::collections::BTreeSet;
 use synod_core::protocol::{SnapshotAction, SnapshotMeta};
 use synod_core::{
-    ClientRouting, Command, Committed, Event, NodeId, Output, ProposeError, Protocol, ReadId, Role,
-    Status, Time,
+    ClientRouting, Command, Committed, Event, NodeId, Output, ProposeError, Protocol, ReadId,
+    ReadState, Role, Status, Time,
 };
 
 /// Output type of the Raft core.
@@ -150,6 +151,18 @@ pub struct RaftNode {
     /// ([`Message::Removed`]): it stops campaigning until a leader
     /// replicates to it again. Volatile: after a restart it learns again.
     told_removed: Option<NodeId>,
+
+    // Lease and follower reads.
+    /// Send times of this term's read rounds (leader, lease mode).
+    lease: Lease,
+    /// This leader sent `TimeoutNow` in its term: the target may be elected
+    /// past the followers' leases, so no lease reads for the rest of it.
+    timeout_now_sent: bool,
+    /// In lease mode a node refuses votes until then after it boots: it
+    /// forgot when it last heard from a leader whose lease it backs.
+    boot_lease_until: Time,
+    /// Reads this follower forwarded to its leader, with when to give up.
+    forwarded_reads: Vec<(ReadId, Time)>,
 }
 
 impl RaftNode {
@@ -489,14 +502,15 @@ impl RaftNode {
     }
 
     fn in_lease(&self, now: Time) -> bool {
-        election::in_lease(
-            self.config.check_quorum,
-            self.role == Role::Leader,
-            self.leader,
-            self.leader_contact,
-            self.config.election_timeout_min,
-            now,
-        )
+        now < self.boot_lease_until
+            || election::in_lease(
+                self.config.check_quorum,
+                self.role == Role::Leader,
+                self.leader,
+                self.leader_contact,
+                self.config.election_timeout_min,
+                now,
+            )
     }
 
     fn persist_hard_state(&self, out: &mut RaftOutput) {
@@ -506,6 +520,7 @@ impl RaftNode {
     fn set_leader(&mut self, leader: Option<NodeId>, out: &mut RaftOutput) {
         if self.leader != leader {
             self.leader = leader;
+            self.fail_forwarded_reads(Time::MAX, out);
             out.events.push(Event::LeaderChanged { leader, epoch: self.term });
         }
     }
@@ -646,7 +661,10 @@ impl RaftNode {
             self.persist_hard_state(out);
         }
         if self.role == Role::Leader {
-            self.reads.fail_all(&mut out.events);
+            let term = self.term;
+            for (to, id) in self.reads.fail_all(&mut out.events) {
+                out.send(to, Message::ReadIndexResponse { term, id: id.0, index: None });
+            }
             self.transfer = None;
         }
         let role = if self.is_voter { Role::Follower } else { Role::Learner };
@@ -730,6 +748,8 @@ impl RaftNode {
         self.heartbeat_deadline = now + self.config.heartbeat_interval;
         self.check_quorum_deadline = now + self.config.election_timeout_min;
         self.incoming = None;
+        self.lease.clear();
+        self.timeout_now_sent = false;
         let noop = Entry { term: self.term, index: last_index + 1, payload: Payload::Noop };
         self.term_start_index = noop.index;
         self.log.push(noop.clone());
@@ -751,6 +771,10 @@ impl RaftNode {
     /// (it may have been lost); one in Replicate mode an empty AppendEntries
     /// at its `next_index - 1`, which it rejects if an append was lost.
     fn broadcast_heartbeats(&mut self, out: &mut RaftOutput) {
+        if self.config.read_mode == ReadMode::Lease {
+            let round = self.reads.start_round();
+            self.lease.record(round, self.now);
+        }
         let ctx = append_context!(self);
         for pr in &mut self.peers {
             match pr.state {
@@ -796,6 +820,18 @@ impl RaftNode {
         if self.reads.is_empty() {
             return;
         }
+        let confirmed_round = self.confirmed_round();
+        let mut remote = Vec::new();
+        self.reads.release(confirmed_round, &mut out.reads, &mut remote);
+        let term = self.term;
+        for (to, rs) in remote {
+            out.send(to, Message::ReadIndexResponse { term, id: rs.id.0, index: Some(rs.index) });
+        }
+    }
+
+    /// The newest read round a quorum acknowledged (this leader counts as
+    /// acknowledging every round).
+    fn confirmed_round(&mut self) -> u64 {
         let round = self.reads.round();
         let mut scratch = std::mem::take(&mut self.scratch);
         let acked = |id: NodeId| {
@@ -807,7 +843,85 @@ impl RaftNode {
         };
         let confirmed_round = self.configs.latest().quorum_value(acked, &mut scratch).min(round);
         self.scratch = scratch;
-        self.reads.release(confirmed_round, &mut out.reads);
+        confirmed_round
+    }
+
+    /// True when this leader may answer a read at its commit index without
+    /// a round trip (see [`crate::lease`]).
+    fn lease_valid(&mut self, now: Time) -> bool {
+        if self.config.read_mode != ReadMode::Lease
+            || self.role != Role::Leader
+            || self.transfer.is_some()
+            || self.timeout_now_sent
+            || self.commit_index < self.term_start_index
+        {
+            return false;
+        }
+        let confirmed_round = self.confirmed_round();
+        self.lease.expiry(confirmed_round).is_some_and(|end| now < end)
+    }
+
+    /// When this leader's lease ends, if it holds one at `now` (lease
+    /// mode).
+    pub fn lease_expiry(&mut self, now: Time) -> Option<Time> {
+        if !self.lease_valid(now) {
+            return None;
+        }
+        let confirmed_round = self.confirmed_round();
+        self.lease.expiry(confirmed_round)
+    }
+
+    /// Leader: queues read `id` (of follower `from`, if set) under a new
+    /// read round and sends the heartbeats carrying it.
+    fn queue_read(&mut self, from: Option<NodeId>, id: ReadId, out: &mut RaftOutput) {
+        let index = (self.commit_index >= self.term_start_index).then_some(self.commit_index);
+        let round = self.reads.push_from(from, id, index);
+        if self.config.read_mode == ReadMode::Lease {
+            self.lease.record(round, self.now);
+        }
+        let ctx = append_context!(self);
+        for pr in &mut self.peers {
+            replication::send_heartbeat(&ctx, pr, out);
+        }
+        self.release_reads(out);
+    }
+
+    /// Fails every forwarded read whose deadline is at or before `now`
+    /// (`Time::MAX`: all of them).
+    fn fail_forwarded_reads(&mut self, now: Time, out: &mut RaftOutput) {
+        self.forwarded_reads.retain(|&(id, deadline)| {
+            let keep = deadline > now;
+            if !keep {
+                out.events.push(Event::ReadFailed { id });
+            }
+            keep
+        });
+    }
+
+    /// Leader: follower `from` asks for a read index for its read `id`.
+    fn on_read_index(&mut self, now: Time, from: NodeId, id: u64, out: &mut RaftOutput) {
+        let term = self.term;
+        if self.role != Role::Leader || self.reads.is_full() {
+            out.send(from, Message::ReadIndexResponse { term, id, index: None });
+        } else if self.lease_valid(now) {
+            let index = Some(self.commit_index);
+            out.send(from, Message::ReadIndexResponse { term, id, index });
+        } else {
+            self.queue_read(Some(from), ReadId(id), out);
+        }
+    }
+
+    /// Follower: the leader answered a forwarded read.
+    fn on_read_index_response(&mut self, id: u64, index: Option<u64>, out: &mut RaftOutput) {
+        let id = ReadId(id);
+        let Some(position) = self.forwarded_reads.iter().position(|&(r, _)| r == id) else {
+            return;
+        };
+        self.forwarded_reads.remove(position);
+        match index {
+            Some(index) => out.reads.push(ReadState { id, index }),
+            None => out.events.push(Event::ReadFailed { id }),
+        }
     }
 
     /// Sends `TimeoutNow` if a transfer to `peer` waits and `peer` caught up.
@@ -818,6 +932,7 @@ impl RaftNode {
             .as_mut()
             .is_some_and(|t| t.ready_to_hand_over(peer, match_index, last_index));
         if ready {
+            self.timeout_now_sent = true;
             out.send(peer, Message::TimeoutNow { term: self.term });
         }
         ready
@@ -873,6 +988,9 @@ impl RaftNode {
                 Message::InstallSnapshotResponse { term, index: *index, offset: 0, done: false }
             }
             Message::PreVote { .. } => Message::PreVoteResponse { term, granted: false },
+            Message::ReadIndex { id, .. } => {
+                Message::ReadIndexResponse { term, id: *id, index: None }
+            }
             _ => return,
         };
         out.send(from, reply);
@@ -1172,6 +1290,25 @@ impl RaftNode {
         self.release_reads(out);
     }
 
+    /// Follower read: asks the leader for a read index.
+    fn forward_read(
+        &mut self,
+        now: Time,
+        id: ReadId,
+        out: &mut RaftOutput,
+    ) -> Result<(), ProposeError> {
+        let hint = self.leader_hint();
+        let Some(leader) = hint.filter(|_| self.config.follower_reads) else {
+            return Err(ProposeError::NotLeader { hint });
+        };
+        if self.forwarded_reads.len() >= self.config.max_pending_reads {
+            return Err(ProposeError::Busy("too many pending reads"));
+        }
+        self.forwarded_reads.push((id, now + self.config.election_timeout_max));
+        out.send(leader, Message::ReadIndex { term: self.term, id: id.0 });
+        Ok(())
+    }
+
     /// Member `from` says this node's id was removed from the cluster: stop
     /// campaigning (as a learner) until a leader replicates to it again.
     fn on_told_removed(&mut self, now: Time, from: NodeId, out: &mut RaftOutput) {
@@ -1272,6 +1409,14 @@ impl Protocol for RaftNode {
             applied_bytes_since_snapshot: 0,
             incoming: None,
             told_removed: None,
+            lease: Lease::new(config.election_timeout_min, config.max_clock_drift),
+            timeout_now_sent: false,
+            boot_lease_until: if config.read_mode == ReadMode::Lease {
+                now + config.election_timeout_min
+            } else {
+                Time::ZERO
+            },
+            forwarded_reads: Vec::new(),
         };
         node.on_membership_changed(&mut RaftOutput::new());
         node.check_invariants();
@@ -1290,8 +1435,11 @@ impl Protocol for RaftNode {
         self.now = self.now.max(now);
         if self.role == Role::Leader {
             self.leader_tick(now, out);
-        } else if self.is_voter && now >= self.timer.deadline() {
-            self.campaign(now, out);
+        } else {
+            self.fail_forwarded_reads(now, out);
+            if self.is_voter && now >= self.timer.deadline() {
+                self.campaign(now, out);
+            }
         }
         self.check_invariants();
     }
@@ -1302,10 +1450,10 @@ impl Protocol for RaftNode {
                 if self.config.check_quorum { self.check_quorum_deadline } else { Time::MAX };
             let transfer = self.transfer.map_or(Time::MAX, |t| t.deadline);
             self.heartbeat_deadline.min(check_quorum).min(transfer)
-        } else if self.is_voter {
-            self.timer.deadline()
         } else {
-            Time::MAX
+            let forwarded = self.forwarded_reads.iter().map(|&(_, d)| d).min();
+            let timer = if self.is_voter { self.timer.deadline() } else { Time::MAX };
+            forwarded.map_or(timer, |d| timer.min(d))
         }
     }
 
@@ -1393,6 +1541,10 @@ impl Protocol for RaftNode {
             ),
             Message::TimeoutNow { .. } => self.on_timeout_now(now, out),
             Message::Removed { .. } => unreachable!("handled before the term rules"),
+            Message::ReadIndex { id, .. } => self.on_read_index(now, from, id, out),
+            Message::ReadIndexResponse { id, index, .. } => {
+                self.on_read_index_response(id, index, out)
+            }
             Message::InstallSnapshot {
                 index,
                 last_term,
@@ -1459,21 +1611,22 @@ impl Protocol for RaftNode {
         Ok(())
     }
 
+    /// Leader: answered at once while its lease holds (lease mode), else
+    /// by ReadIndex. Follower with `follower_reads`: forwarded to the
+    /// leader, which returns a read index.
     fn read(&mut self, now: Time, id: ReadId, out: &mut RaftOutput) -> Result<(), ProposeError> {
         self.now = self.now.max(now);
         if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader { hint: self.leader_hint() });
+            return self.forward_read(now, id, out);
         }
         if self.reads.is_full() {
             return Err(ProposeError::Busy("too many pending reads"));
         }
-        let index = (self.commit_index >= self.term_start_index).then_some(self.commit_index);
-        self.reads.push(id, index);
-        let ctx = append_context!(self);
-        for pr in &mut self.peers {
-            replication::send_heartbeat(&ctx, pr, out);
+        if self.lease_valid(now) {
+            out.reads.push(ReadState { id, index: self.commit_index });
+            return Ok(());
         }
-        self.release_reads(out);
+        self.queue_read(None, id, out);
         self.check_invariants();
         Ok(())
     }
@@ -1568,3 +1721,7 @@ mod snapshot_tests;
 #[cfg(test)]
 #[path = "membership_tests.rs"]
 mod membership_tests;
+
+#[cfg(test)]
+#[path = "read_tests.rs"]
+mod read_tests;

@@ -86,6 +86,11 @@ pub struct SimOptions {
     /// Serve gets through the log instead of through read barriers
     /// (ReadIndex).
     pub reads_through_log: bool,
+    /// Leaders answer reads from a lease instead of a ReadIndex round
+    /// trip (Raft's `ReadMode::Lease`; see [`crate::SimProtocol::configure_reads`]).
+    pub lease_reads: bool,
+    /// Followers answer reads after asking the leader for a read index.
+    pub follower_reads: bool,
     /// Check linearizability of the client history at the end.
     pub check_linearizability: bool,
     /// Search steps the linearizability checker may take before giving up
@@ -120,6 +125,8 @@ impl Default for SimOptions {
             client_timeout_ms: 1_500,
             keys: 8,
             reads_through_log: false,
+            lease_reads: false,
+            follower_reads: false,
             check_linearizability: true,
             lincheck_max_steps: 20_000_000,
             byzantine: 0,
@@ -213,6 +220,12 @@ impl SimOptions {
         }
         if self.reads_through_log {
             s.push_str(" --reads-through-log");
+        }
+        if self.lease_reads {
+            s.push_str(" --lease-reads");
+        }
+        if self.follower_reads {
+            s.push_str(" --follower-reads");
         }
         if self.byzantine > 0 {
             s.push_str(&format!(" --byzantine {}", self.byzantine));

@@ -59,6 +59,19 @@ pub trait SimProtocol: Protocol + 'static {
         Err(format!("{} does not change its membership", Self::name()))
     }
 
+    /// Turns on lease reads and/or follower reads
+    /// ([`SimOptions::lease_reads`](crate::SimOptions::lease_reads),
+    /// [`SimOptions::follower_reads`](crate::SimOptions::follower_reads)).
+    /// Protocols without them refuse.
+    fn configure_reads(
+        config: &mut Self::Config,
+        lease: bool,
+        follower: bool,
+    ) -> Result<(), String> {
+        let _ = (config, lease, follower);
+        Err(format!("{} has no lease or follower reads", Self::name()))
+    }
+
     /// Spare node ids (outside the bootstrap configuration) a run of
     /// `nodes` replicas gets when its fault profile changes the membership
     /// (see [`FaultProfile::includes_membership`](crate::FaultProfile::includes_membership)).

@@ -7,7 +7,7 @@ use crate::protocol::SimProtocol;
 use std::collections::BTreeSet;
 use std::time::Duration;
 use synod_core::{NodeId, Time};
-use synod_raft::{Config, InjectedBug, RaftNode, RaftOutput};
+use synod_raft::{Config, InjectedBug, RaftNode, RaftOutput, ReadMode};
 
 /// Bug names accepted by `--bug` for Raft, and what they break.
 pub const RAFT_BUGS: &[(&str, InjectedBug)] = &[
@@ -79,6 +79,16 @@ impl SimProtocol for RaftNode {
 
     fn trigger_snapshot(&mut self, out: &mut RaftOutput) -> bool {
         RaftNode::trigger_snapshot(self, out)
+    }
+
+    /// `ReadMode::Lease` (with the default clock assumption, far above the
+    /// simulated drift) and `follower_reads`.
+    fn configure_reads(config: &mut Config, lease: bool, follower: bool) -> Result<(), String> {
+        if lease {
+            config.read_mode = ReadMode::Lease;
+        }
+        config.follower_reads = follower;
+        config.validate()
     }
 
     /// Enough spares to grow to seven voters and replace a few removed
@@ -164,7 +174,8 @@ mod sweep {
 
     /// `SWEEP_SEEDS=200 cargo test --release -p synod-sim sweep -- --ignored --nocapture`
     /// (`SWEEP_FAULTS=membership` for one profile, `SWEEP_FIRST=101` to
-    /// start elsewhere).
+    /// start elsewhere, `SWEEP_LEASE=1` / `SWEEP_FOLLOWER=1` for lease /
+    /// follower reads).
     #[test]
     #[ignore]
     fn sweep_many_seeds() {
@@ -183,7 +194,13 @@ mod sweep {
             if only.as_deref().is_some_and(|f| f != faults.name()) {
                 continue;
             }
-            let o = SimOptions { faults, bug: bug.clone(), ..SimOptions::default() };
+            let o = SimOptions {
+                faults,
+                bug: bug.clone(),
+                lease_reads: std::env::var("SWEEP_LEASE").is_ok(),
+                follower_reads: std::env::var("SWEEP_FOLLOWER").is_ok(),
+                ..SimOptions::default()
+            };
             let s = run_seeds(&o, first..first + n, 2);
             eprintln!("{faults:?}\n{}", s.render());
         }
