@@ -10,6 +10,11 @@
 //! VIEW-CHANGE and NEW-VIEW — are signed with Ed25519 (`verify_strict`; no
 //! batch verification, so every replica applies one acceptance rule).
 //!
+//! [`NormalCaseAuth::Signatures`] signs the normal-case messages too
+//! (an [`Auth::Signed`] instead of an [`Auth::Macs`]), to measure what MAC
+//! authenticators save; point-to-point messages (STATUS, FETCH, FORWARD,
+//! read queries) keep their MACs in both modes.
+//!
 //! For the simulator every key is derived deterministically from one
 //! cluster seed ([`Keyring::derive`]); a real deployment hands real keys to
 //! [`Keyring::new`]. Client key pairs are derived the same way
@@ -33,6 +38,35 @@ pub type Mac = [u8; MAC_BYTES];
 /// A MAC authenticator: entry `j` authenticates the message to replica `j`
 /// (by position in the replica list). Cheap to clone.
 pub type Authenticator = Arc<[Mac]>;
+
+/// How PRE-PREPARE, PREPARE and COMMIT are authenticated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NormalCaseAuth {
+    /// MAC authenticators (OSDI'99 §5.2; the default).
+    #[default]
+    Macs,
+    /// Ed25519 signatures (the OSDI'99 §4 baseline).
+    Signatures,
+}
+
+/// The authentication a normal-case message carries.
+#[derive(Clone, Debug)]
+pub enum Auth {
+    /// One MAC per receiver.
+    Macs(Authenticator),
+    /// The sender's signature over the header.
+    Signed(Signature),
+}
+
+impl Auth {
+    /// Bytes on the wire.
+    pub fn size_bytes(&self) -> usize {
+        match self {
+            Auth::Macs(a) => a.len() * MAC_BYTES,
+            Auth::Signed(_) => 64,
+        }
+    }
+}
 
 /// Counters of messages dropped because a check failed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -95,6 +129,7 @@ pub struct Keyring {
     /// HMAC states already keyed with the pairwise key to each replica
     /// (cloned per MAC: the key schedule is paid once).
     macs: Vec<Hmac<Sha256>>,
+    normal_case: NormalCaseAuth,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -119,7 +154,43 @@ impl Keyring {
             .iter()
             .map(|k| Hmac::<Sha256>::new_from_slice(k).expect("HMAC takes any key length"))
             .collect();
-        Keyring { position, signing, verifying, macs }
+        Keyring { position, signing, verifying, macs, normal_case: NormalCaseAuth::Macs }
+    }
+
+    /// This keyring authenticating normal-case messages with `mode`.
+    pub fn with_normal_case(mut self, mode: NormalCaseAuth) -> Keyring {
+        self.normal_case = mode;
+        self
+    }
+
+    /// The authentication of a normal-case message with `header`, for
+    /// every receiver.
+    pub fn auth(&self, header: &[u8]) -> Auth {
+        match self.normal_case {
+            NormalCaseAuth::Macs => Auth::Macs(self.authenticator(header)),
+            NormalCaseAuth::Signatures => Auth::Signed(self.signing.sign(header)),
+        }
+    }
+
+    /// The authentication of a normal-case message with `header` for
+    /// replica `to` only (a retransmission).
+    pub fn auth_for(&self, to: usize, header: &[u8]) -> Auth {
+        match self.normal_case {
+            NormalCaseAuth::Macs => Auth::Macs(self.authenticator_for(to, header)),
+            NormalCaseAuth::Signatures => Auth::Signed(self.signing.sign(header)),
+        }
+    }
+
+    /// Checks a normal-case message's authentication by replica `from`
+    /// (of the kind this keyring's mode expects).
+    pub fn check_auth(&self, from: usize, header: &[u8], auth: &Auth) -> bool {
+        match (self.normal_case, auth) {
+            (NormalCaseAuth::Macs, Auth::Macs(a)) => self.check_authenticator(from, header, a),
+            (NormalCaseAuth::Signatures, Auth::Signed(sig)) => {
+                self.verifying.get(from).is_some_and(|k| k.verify_strict(header, sig).is_ok())
+            }
+            _ => false,
+        }
     }
 
     /// The keyring of replica `position` of `n`, every key derived from

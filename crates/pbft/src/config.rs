@@ -1,7 +1,45 @@
 //! [`Config`]: the cluster and the knobs of one PBFT replica.
 
+use crate::auth::{Keyring, NormalCaseAuth, client_signing_key};
+use ed25519_dalek::SigningKey;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use synod_core::NodeId;
+
+/// Client signing keys a [`KeyCache`] keeps before it is cleared.
+const MAX_CACHED_CLIENT_KEYS: usize = 4096;
+
+/// Keys derived from a [`Config`]'s `key_seed`, derived once and shared by
+/// every clone of the configuration: a replica that restarts (or the
+/// simulator's clients signing requests) does not derive them again.
+/// Always compares equal (it is a cache, not configuration).
+#[derive(Clone, Default)]
+pub struct KeyCache(Arc<Mutex<CachedKeys>>);
+
+#[derive(Default)]
+struct CachedKeys {
+    /// What the keyrings were derived for: seed, replicas, mode.
+    derived_for: Option<(u64, usize, NormalCaseAuth)>,
+    replicas: Vec<Option<Arc<Keyring>>>,
+    /// The seed the client keys were derived from.
+    clients_seed: Option<u64>,
+    clients: HashMap<u64, SigningKey>,
+}
+
+impl std::fmt::Debug for KeyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyCache")
+    }
+}
+
+impl PartialEq for KeyCache {
+    fn eq(&self, _: &KeyCache) -> bool {
+        true
+    }
+}
+
+impl Eq for KeyCache {}
 
 /// How a PBFT replica runs. [`Config::new`] gives the published defaults
 /// (K = 128, L = 256) and timeouts for a LAN.
@@ -14,6 +52,11 @@ pub struct Config {
     /// The seed every key is derived from ([`crate::Keyring::derive`]).
     /// Simulator and tests only: a deployment would load real keys.
     pub key_seed: u64,
+    /// Keys derived from `key_seed`, cached.
+    pub keys: KeyCache,
+    /// How PRE-PREPARE, PREPARE and COMMIT are authenticated (MAC
+    /// authenticators by default).
+    pub normal_case_auth: NormalCaseAuth,
     /// K: a checkpoint every this many sequence numbers.
     pub checkpoint_interval: u64,
     /// L: the log window above the low watermark (`H = h + L`). A multiple
@@ -51,6 +94,8 @@ impl Config {
         Config {
             replicas,
             key_seed: 0,
+            keys: KeyCache::default(),
+            normal_case_auth: NormalCaseAuth::Macs,
             checkpoint_interval: 128,
             log_window: 256,
             max_batch: 64,
@@ -100,6 +145,41 @@ impl Config {
         Ok(())
     }
 
+    /// The keyring of the replica at `position`, derived from `key_seed`
+    /// on first use and cached.
+    pub fn keyring(&self, position: usize) -> Arc<Keyring> {
+        let n = self.replicas.len();
+        let id = (self.key_seed, n, self.normal_case_auth);
+        let mut cache = self.keys.0.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.derived_for != Some(id) {
+            cache.derived_for = Some(id);
+            cache.replicas = vec![None; n];
+        }
+        let mode = self.normal_case_auth;
+        cache.replicas[position]
+            .get_or_insert_with(|| {
+                Arc::new(Keyring::derive(self.key_seed, position, n).with_normal_case(mode))
+            })
+            .clone()
+    }
+
+    /// The signing key of client `client`, derived from `key_seed` and
+    /// cached (simulator and tests: a real client holds its own key).
+    pub fn client_key(&self, client: u64) -> SigningKey {
+        let mut cache = self.keys.0.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.clients_seed != Some(self.key_seed)
+            || cache.clients.len() >= MAX_CACHED_CLIENT_KEYS
+        {
+            cache.clients_seed = Some(self.key_seed);
+            cache.clients.clear();
+        }
+        cache
+            .clients
+            .entry(client)
+            .or_insert_with(|| client_signing_key(self.key_seed, client))
+            .clone()
+    }
+
     /// The position of `id` in [`replicas`](Config::replicas).
     pub fn position(&self, id: NodeId) -> Option<usize> {
         self.replicas.iter().position(|&r| r == id)
@@ -121,5 +201,17 @@ mod tests {
         let mut bad = c.clone();
         bad.replicas.push(NodeId(1));
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn keys_are_derived_once_per_seed_and_shared_by_clones() {
+        let mut c = Config::new((1..=4).map(NodeId).collect());
+        let a = c.keyring(2);
+        assert!(Arc::ptr_eq(&a, &c.clone().keyring(2)), "a clone shares the cache");
+        assert_eq!(c.client_key(5).verifying_key(), client_signing_key(0, 5).verifying_key());
+        c.key_seed = 9;
+        assert!(!Arc::ptr_eq(&a, &c.keyring(2)), "another seed derives again");
+        assert_eq!(c.client_key(5).verifying_key(), client_signing_key(9, 5).verifying_key());
+        assert_eq!(c.clone(), c, "the cache is not configuration");
     }
 }

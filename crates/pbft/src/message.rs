@@ -7,7 +7,7 @@
 //! Large parts (batches, view-change sets) are reference-counted, so a
 //! multicast clones pointers, not payloads.
 
-use crate::auth::{Authenticator, Header, Mac};
+use crate::auth::{Auth, Header, Mac};
 use crate::digest::{BodyHasher, Digest};
 pub use ed25519_dalek::Signature;
 use std::sync::Arc;
@@ -39,8 +39,9 @@ pub struct PrePrepare {
     pub digest: Digest,
     /// The requests.
     pub batch: Batch,
-    /// The primary's authenticator (kept, so any replica can relay it).
-    pub auth: Authenticator,
+    /// The primary's authenticator or signature (kept, so any replica can
+    /// relay it).
+    pub auth: Auth,
 }
 
 impl PrePrepare {
@@ -61,8 +62,8 @@ pub struct Vote {
     pub digest: Digest,
     /// The voter i.
     pub replica: NodeId,
-    /// i's authenticator.
-    pub auth: Authenticator,
+    /// i's authenticator or signature.
+    pub auth: Auth,
 }
 
 impl Vote {
@@ -319,8 +320,8 @@ impl synod_core::Message for Message {
     fn size_bytes(&self) -> usize {
         const SIG: usize = 64;
         match self {
-            Message::PrePrepare(p) => 48 + p.auth.len() * 16 + batch_bytes(&p.batch),
-            Message::Prepare(v) | Message::Commit(v) => 56 + v.auth.len() * 16,
+            Message::PrePrepare(p) => 48 + p.auth.size_bytes() + batch_bytes(&p.batch),
+            Message::Prepare(v) | Message::Commit(v) => 56 + v.auth.size_bytes(),
             Message::Checkpoint(_) => 56 + SIG,
             Message::ViewChange(vc) => view_change_bytes(vc),
             Message::NewView(nv) => {

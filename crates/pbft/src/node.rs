@@ -72,7 +72,7 @@ struct Slot {
     view: u64,
     /// The accepted pre-prepare of `view`: digest, batch, and the primary's
     /// authenticator when it came in a PRE-PREPARE (for relaying).
-    pre_prepare: Option<(Digest, Batch, Option<crate::Authenticator>)>,
+    pre_prepare: Option<(Digest, Batch, Option<crate::auth::Auth>)>,
     /// PREPARE votes of `view`: digest and a bitmask of voters.
     prepares: Vec<(Digest, u64)>,
     /// COMMIT votes of `view`.
@@ -137,7 +137,7 @@ pub struct PbftNode {
     n: usize,
     q: usize,
     config: Config,
-    keys: Keyring,
+    keys: std::sync::Arc<Keyring>,
 
     view: u64,
     active: bool,
@@ -152,6 +152,8 @@ pub struct PbftNode {
     executed: u64,
     state: Digest,
     history: Vec<Batch>,
+    /// `history_digests[i]` is the digest of `history[i]`.
+    history_digests: Vec<Digest>,
     /// History entries already emitted in this incarnation.
     emitted: u64,
     applied_positions: u64,
@@ -188,7 +190,9 @@ pub struct PbftNode {
     stats: AuthStats,
     verified: HashSet<(usize, Digest)>,
     requests: RequestCheck,
-    role: Role,
+    /// Role, view and primary last reported in events (`None` until the
+    /// first call of this incarnation).
+    announced: Option<(Role, u64, Option<NodeId>)>,
 }
 
 impl PbftNode {
@@ -211,6 +215,10 @@ impl PbftNode {
     /// The batch executed at `seq`, if executed.
     pub fn executed_batch(&self, seq: u64) -> Option<&Batch> {
         seq.checked_sub(1).and_then(|i| self.history.get(i as usize))
+    }
+    /// The digest of the batch executed at `seq`, if executed.
+    pub fn executed_digest(&self, seq: u64) -> Option<Digest> {
+        seq.checked_sub(1).and_then(|i| self.history_digests.get(i as usize)).copied()
     }
     /// The low watermark h (the last stable checkpoint).
     pub fn low_watermark(&self) -> u64 {
@@ -304,15 +312,21 @@ impl PbftNode {
         }
     }
 
-    /// Emits role and leader events when they changed; called at the end of
-    /// every entry point.
+    /// Emits role and leader events when they changed (and on the first
+    /// call of an incarnation, so a driver learns who is primary of view
+    /// 0); called at the end of every entry point.
     fn finish(&mut self, out: &mut PbftOutput) {
-        let role = self.current_role();
-        if role != self.role {
-            self.role = role;
-            out.events.push(Event::RoleChanged { role, epoch: self.view });
-            let leader = self.active.then(|| self.primary());
-            out.events.push(Event::LeaderChanged { leader, epoch: self.view });
+        let (role, view) = (self.current_role(), self.view);
+        let leader = self.active.then(|| self.primary());
+        let now = (role, view, leader);
+        if self.announced != Some(now) {
+            let before = self.announced.replace(now);
+            if before.is_none_or(|(r, v, _)| r != role || v != view) {
+                out.events.push(Event::RoleChanged { role, epoch: view });
+            }
+            if before.is_none_or(|(_, v, l)| l != leader || v != view) {
+                out.events.push(Event::LeaderChanged { leader, epoch: view });
+            }
         }
         debug_assert!(self.executed >= self.emitted || self.emitted == 0);
         assert!(self.executed <= self.history.len() as u64, "executed beyond the recorded history");
@@ -427,8 +441,7 @@ impl PbftNode {
             self.next_seq += 1;
             let batch: Batch = Arc::from(batch);
             let digest = batch_digest(&batch);
-            let auth =
-                self.keys.authenticator(PrePrepare::header(self.view, seq, &digest).as_bytes());
+            let auth = self.keys.auth(PrePrepare::header(self.view, seq, &digest).as_bytes());
             let view = self.view;
             let slot = self.slots.entry(seq).or_default();
             slot.enter_view(view);
@@ -451,7 +464,7 @@ impl PbftNode {
             return; // our own pre-prepare, relayed back
         }
         let header = PrePrepare::header(pp.view, pp.seq, &pp.digest);
-        if !self.keys.check_authenticator(p, header.as_bytes(), &pp.auth) {
+        if !self.keys.check_auth(p, header.as_bytes(), &pp.auth) {
             self.stats.bad_mac += 1;
             return;
         }
@@ -508,7 +521,7 @@ impl PbftNode {
         }
         slot.sent_prepare = true;
         add_vote(&mut slot.prepares, digest, me);
-        let auth = self.keys.authenticator(Vote::header(false, view, seq, &digest, id).as_bytes());
+        let auth = self.keys.auth(Vote::header(false, view, seq, &digest, id).as_bytes());
         self.broadcast(Message::Prepare(Vote { view, seq, digest, replica: id, auth }), out);
     }
 
@@ -519,7 +532,7 @@ impl PbftNode {
             return None;
         };
         let header = Vote::header(commit, v.view, v.seq, &v.digest, v.replica);
-        if !self.keys.check_authenticator(pos, header.as_bytes(), &v.auth) {
+        if !self.keys.check_auth(pos, header.as_bytes(), &v.auth) {
             self.stats.bad_mac += 1;
             return None;
         }
@@ -569,7 +582,7 @@ impl PbftNode {
         slot.sent_commit = true;
         add_vote(&mut slot.commits, digest, me);
         out.writes.push(Write::Prepared { seq, view, digest });
-        let auth = self.keys.authenticator(Vote::header(true, view, seq, &digest, id).as_bytes());
+        let auth = self.keys.auth(Vote::header(true, view, seq, &digest, id).as_bytes());
         self.broadcast(Message::Commit(Vote { view, seq, digest, replica: id, auth }), out);
         self.check_committed(seq, out);
     }
@@ -597,21 +610,31 @@ impl PbftNode {
             if !slot.committed {
                 break;
             }
-            let (_, batch, _) = slot.pre_prepare.clone().expect("committed slots are pre-prepared");
-            self.execute(seq, batch, true, out);
+            let (digest, batch, _) =
+                slot.pre_prepare.clone().expect("committed slots are pre-prepared");
+            self.execute(seq, batch, digest, true, out);
         }
         if self.executed > before {
             self.on_progress(out);
         }
     }
 
-    /// Executes `batch` at `seq` (the next sequence number).
-    fn execute(&mut self, seq: u64, batch: Batch, checkpoint: bool, out: &mut PbftOutput) {
+    /// Executes `batch`, whose digest is `digest` (checked when it was
+    /// accepted), at `seq` (the next sequence number).
+    fn execute(
+        &mut self,
+        seq: u64,
+        batch: Batch,
+        digest: Digest,
+        checkpoint: bool,
+        out: &mut PbftOutput,
+    ) {
         assert_eq!(seq, self.executed + 1, "execution is strictly in sequence order");
-        let digest = batch_digest(&batch);
+        debug_assert_eq!(digest, batch_digest(&batch));
         self.state = chain(&self.state, seq, &digest);
         self.executed = seq;
         self.history.push(batch.clone());
+        self.history_digests.push(digest);
         out.writes.push(Write::Executed { seq, batch: batch.clone() });
         for c in batch.iter() {
             let last = self.last_executed.entry(c.client).or_insert(0);
@@ -761,15 +784,17 @@ impl PbftNode {
             return;
         }
         let mut state = self.state;
-        for (i, b) in batches.iter().take((target - first + 1) as usize).enumerate() {
-            state = chain(&state, first + i as u64, &batch_digest(b));
+        let count = (target - first + 1) as usize;
+        let digests: Vec<Digest> = batches[..count].iter().map(|b| batch_digest(b)).collect();
+        for (i, d) in digests.iter().enumerate() {
+            state = chain(&state, first + i as u64, d);
         }
         if state != self.stable.state {
             self.stats.bad_digest += 1;
             return;
         }
-        for (i, b) in batches.iter().take((target - first + 1) as usize).enumerate() {
-            self.execute(first + i as u64, b.clone(), false, out);
+        for (i, (b, d)) in batches.iter().zip(digests).enumerate() {
+            self.execute(first + i as u64, b.clone(), d, false, out);
         }
         self.fetch_deadline = Time::MAX;
         // Continue with whatever already committed above the checkpoint.
@@ -1180,9 +1205,8 @@ impl PbftNode {
                 msgs.push(Message::PrePrepare(pp));
             }
             if slot.sent_prepare {
-                let auth = self
-                    .keys
-                    .authenticator_for(pos, Vote::header(false, v, seq, digest, id).as_bytes());
+                let auth =
+                    self.keys.auth_for(pos, Vote::header(false, v, seq, digest, id).as_bytes());
                 msgs.push(Message::Prepare(Vote {
                     view: v,
                     seq,
@@ -1192,9 +1216,8 @@ impl PbftNode {
                 }));
             }
             if slot.sent_commit {
-                let auth = self
-                    .keys
-                    .authenticator_for(pos, Vote::header(true, v, seq, digest, id).as_bytes());
+                let auth =
+                    self.keys.auth_for(pos, Vote::header(true, v, seq, digest, id).as_bytes());
                 msgs.push(Message::Commit(Vote {
                     view: v,
                     seq,
@@ -1319,7 +1342,7 @@ impl Protocol for PbftNode {
             me,
             n,
             q: quorum::byzantine_quorum(n),
-            keys: Keyring::derive(config.key_seed, me, n),
+            keys: config.keyring(me),
             view: durable.view,
             active: !durable.changing,
             slots: BTreeMap::new(),
@@ -1329,6 +1352,7 @@ impl Protocol for PbftNode {
             executed: 0,
             state: Digest::ZERO,
             history: Vec::with_capacity(durable.executed.len()),
+            history_digests: Vec::with_capacity(durable.executed.len()),
             emitted: 0,
             applied_positions: 0,
             last_executed: HashMap::new(),
@@ -1356,14 +1380,16 @@ impl Protocol for PbftNode {
             stats: AuthStats::default(),
             verified: HashSet::new(),
             requests: RequestCheck::new(ClientKeys::Derived { seed: config.key_seed }),
-            role: Role::Follower,
+            announced: None,
             config: config.clone(),
         };
         for batch in &durable.executed {
             let seq = node.executed + 1;
-            node.state = chain(&node.state, seq, &batch_digest(batch));
+            let digest = batch_digest(batch);
+            node.state = chain(&node.state, seq, &digest);
             node.executed = seq;
             node.history.push(batch.clone());
+            node.history_digests.push(digest);
             for c in batch.iter() {
                 let last = node.last_executed.entry(c.client).or_insert(0);
                 *last = (*last).max(c.seq);
@@ -1411,7 +1437,6 @@ impl Protocol for PbftNode {
             node.my_view_change = Some(vc);
             node.announce_view_change = true;
         }
-        node.role = node.current_role();
         node
     }
 
@@ -1582,5 +1607,62 @@ impl Protocol for PbftNode {
 
     fn client_routing(config: &Config) -> ClientRouting {
         ClientRouting::All { replies: quorum::byzantine_reply_quorum(config.replicas.len()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster() -> (Config, Vec<PbftNode>) {
+        let config = Config::new((1..=4).map(NodeId).collect());
+        let nodes = (1..=4)
+            .map(|i| PbftNode::recover(NodeId(i), &config, &Durable::default(), 0, Time::ZERO))
+            .collect();
+        (config, nodes)
+    }
+
+    #[test]
+    fn the_view_0_primary_announces_itself_on_its_first_call() {
+        let (_, mut nodes) = cluster();
+        let mut out = PbftOutput::new();
+        nodes[0].tick(Time::ZERO, &mut out);
+        let leader = Some(NodeId(1));
+        assert_eq!(
+            out.events,
+            [
+                Event::RoleChanged { role: Role::Leader, epoch: 0 },
+                Event::LeaderChanged { leader, epoch: 0 }
+            ]
+        );
+        let mut out = PbftOutput::new();
+        nodes[1].tick(Time::ZERO, &mut out);
+        assert_eq!(
+            out.events,
+            [
+                Event::RoleChanged { role: Role::Follower, epoch: 0 },
+                Event::LeaderChanged { leader, epoch: 0 }
+            ]
+        );
+        let mut out = PbftOutput::new();
+        nodes[0].tick(Time::ZERO, &mut out);
+        assert!(out.events.is_empty(), "announced once: {:?}", out.events);
+    }
+
+    #[test]
+    fn a_view_change_is_announced_as_candidate_then_the_new_primary() {
+        let (_, mut nodes) = cluster();
+        let mut out = PbftOutput::new();
+        nodes[1].tick(Time::ZERO, &mut out);
+        out.clear();
+        nodes[1].start_view_change(Time::ZERO, 1, &mut out);
+        nodes[1].finish(&mut out);
+        assert_eq!(
+            out.events,
+            [
+                Event::RoleChanged { role: Role::Candidate, epoch: 1 },
+                Event::LeaderChanged { leader: None, epoch: 1 }
+            ]
+        );
     }
 }

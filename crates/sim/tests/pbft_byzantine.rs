@@ -128,18 +128,24 @@ fn inspect() {
 
 /// What `synod sim --protocol pbft --nodes 4 --seeds 1..N --faults all
 /// --byzantine 1 --attack all` runs:
-/// `ATTACK_SEEDS=100 cargo test --release -p synod-sim --test pbft_byzantine attack_sweep -- --ignored --nocapture`
+/// `ATTACK_SEEDS=100 [ATTACK_CLIENTS=3 ATTACK_OPS=50] cargo test --release -p synod-sim --test pbft_byzantine attack_sweep -- --ignored --nocapture`
 #[test]
 #[ignore]
 fn attack_sweep() {
-    let n: u64 = std::env::var("ATTACK_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let env = |name: &str, default: u64| {
+        std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+    };
+    let n = env("ATTACK_SEEDS", 20);
+    let d = SimOptions::default();
     let o = SimOptions {
         protocol: ProtocolKind::Pbft,
         nodes: 4,
         faults: FaultProfile::All,
         byzantine: 1,
         attack: Some("all".into()),
-        ..SimOptions::default()
+        clients: env("ATTACK_CLIENTS", d.clients as u64) as usize,
+        ops_per_client: env("ATTACK_OPS", d.ops_per_client as u64) as usize,
+        ..d
     };
     let s = synod_sim::run_seeds(&o, 1..n + 1, 2);
     eprintln!("{}", s.render());

@@ -106,3 +106,25 @@ fn pbft_inspect() {
         }
     }
 }
+
+/// What `synod sim --protocol pbft --nodes 4 --seeds 1..N --faults all
+/// --threads 1 --json` measures (events per second per core):
+/// `SPEED_SEEDS=50 cargo test --release -p synod-sim --test pbft_sim pbft_speed -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn pbft_speed() {
+    let n: u64 = std::env::var("SPEED_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(50);
+    let o = SimOptions {
+        protocol: ProtocolKind::Pbft,
+        nodes: 4,
+        faults: FaultProfile::All,
+        ..SimOptions::default()
+    };
+    let s = run_seeds(&o, 1..n + 1, 1);
+    let j = s.to_json();
+    eprintln!(
+        "events {} events_per_sec {:.0} elections {} leaderless_ms {} messages_per_op {:.1}",
+        j["events"], j["events_per_sec"], j["elections"], j["leaderless_ms"], j["messages_per_op"]
+    );
+    assert!(s.all_passed());
+}

@@ -142,7 +142,7 @@ pub struct PbftAdversary {
     /// By position: Byzantine.
     byz: Vec<bool>,
     /// By position: the Byzantine nodes' keys.
-    keys: Vec<Option<Keyring>>,
+    keys: Vec<Option<Arc<Keyring>>>,
     /// By position: a correct replica of group Y.
     group_y: Vec<bool>,
     rng: SimRng,
@@ -166,11 +166,11 @@ impl PbftAdversary {
     pub fn new(attack: Attack, config: &Config, ids: &[NodeId], seed: u64, key: Bytes) -> Self {
         let n = config.replicas.len();
         let mut byz = vec![false; n];
-        let mut keys: Vec<Option<Keyring>> = (0..n).map(|_| None).collect();
+        let mut keys: Vec<Option<Arc<Keyring>>> = (0..n).map(|_| None).collect();
         for id in ids {
             if let Some(p) = config.position(*id) {
                 byz[p] = true;
-                keys[p] = Some(Keyring::derive(config.key_seed, p, n));
+                keys[p] = Some(config.keyring(p));
             }
         }
         let correct: Vec<usize> = (0..n).filter(|&p| !byz[p]).collect();
@@ -213,14 +213,14 @@ impl PbftAdversary {
     }
 
     fn pre_prepare(&self, b: usize, view: u64, seq: u64, digest: Digest, batch: Batch) -> Message {
-        let auth = self.keys(b).authenticator(PrePrepare::header(view, seq, &digest).as_bytes());
+        let auth = self.keys(b).auth(PrePrepare::header(view, seq, &digest).as_bytes());
         Message::PrePrepare(PrePrepare { view, seq, digest, batch, auth })
     }
 
     fn vote(&self, b: usize, commit: bool, view: u64, seq: u64, digest: Digest) -> Message {
         let replica = self.id(b);
         let header = Vote::header(commit, view, seq, &digest, replica);
-        let auth = self.keys(b).authenticator(header.as_bytes());
+        let auth = self.keys(b).auth(header.as_bytes());
         let v = Vote { view, seq, digest, replica, auth };
         if commit { Message::Commit(v) } else { Message::Prepare(v) }
     }
@@ -382,7 +382,7 @@ impl PbftAdversary {
             0 => {
                 let d = Digest::of(b"forged vote");
                 let header = Vote::header(commit, view, 1, &d, victim);
-                let auth = keys.authenticator(header.as_bytes());
+                let auth = keys.auth(header.as_bytes());
                 let vote = Vote { view, seq: 1, digest: d, replica: victim, auth };
                 if commit { Message::Commit(vote) } else { Message::Prepare(vote) }
             }

@@ -11,7 +11,7 @@
 use super::node_map::NodeMap;
 use crate::invariant::{Invariant, StepView, Violation};
 use synod_core::NodeId;
-use synod_pbft::{Digest, PbftNode, digest::batch_digest};
+use synod_pbft::{Digest, PbftNode};
 
 /// The property's name in violations.
 pub const PROPERTY: &str = "pbft agreement";
@@ -73,8 +73,8 @@ impl Invariant<PbftNode> for PbftAgreement {
         let executed = core.executed_seq();
         let from = *self.checked.entry(step.node);
         for seq in from + 1..=executed {
-            let Some(batch) = core.executed_batch(seq) else { break };
-            self.check(step.node, seq, batch_digest(batch))?;
+            let Some(digest) = core.executed_digest(seq) else { break };
+            self.check(step.node, seq, digest)?;
         }
         *self.checked.entry(step.node) = executed.max(from);
         Ok(())

@@ -4,7 +4,6 @@ use crate::invariant::Invariant;
 use crate::protocol::SimProtocol;
 use std::time::Duration;
 use synod_core::{Command, NodeId};
-use synod_pbft::auth::client_signing_key;
 use synod_pbft::request::sign_command;
 use synod_pbft::{Config, PbftNode};
 
@@ -28,10 +27,10 @@ impl SimProtocol for PbftNode {
     }
 
     /// Seals the request with its client's key (derived from the cluster
-    /// key seed, as the replicas derive the verifying key).
+    /// key seed, as the replicas derive the verifying key; cached in the
+    /// configuration).
     fn wrap_request(config: &Config, command: Command) -> Command {
-        let key = client_signing_key(config.key_seed, command.client.0);
-        sign_command(&key, command)
+        sign_command(&config.client_key(command.client.0), command)
     }
 
     fn invariants() -> Vec<Box<dyn Invariant<Self>>> {
