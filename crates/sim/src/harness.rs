@@ -192,6 +192,16 @@ impl<P: SimProtocol> Sim<P> {
         self.apply_fault(&FaultAction::Resume(node));
     }
 
+    /// Stalls `node`'s disk for `d`: every write it issues from now on
+    /// becomes durable no sooner than `d` from now (and so do the messages
+    /// queued behind it); fsyncs already under way finish as planned.
+    pub fn stall_disk(&mut self, node: NodeId, d: Duration) {
+        let i = self.index(node);
+        let until = self.now + d;
+        let n = &mut self.nodes[i];
+        n.last_sync_at = n.last_sync_at.max(until);
+    }
+
     /// Sets `node`'s clock rate to `1 + ppm / 1e6`.
     pub fn set_drift(&mut self, node: NodeId, ppm: i64) {
         let _ = self.index(node);
