@@ -91,6 +91,10 @@ pub struct SimOptions {
     pub lease_reads: bool,
     /// Followers answer reads after asking the leader for a read index.
     pub follower_reads: bool,
+    /// Take a snapshot every this many applied entries instead of the
+    /// protocol's simulator default (see
+    /// [`crate::SimProtocol::configure_snapshots`]).
+    pub snapshot_interval_entries: Option<u64>,
     /// Check linearizability of the client history at the end.
     pub check_linearizability: bool,
     /// Search steps the linearizability checker may take before giving up
@@ -127,6 +131,7 @@ impl Default for SimOptions {
             reads_through_log: false,
             lease_reads: false,
             follower_reads: false,
+            snapshot_interval_entries: None,
             check_linearizability: true,
             lincheck_max_steps: 20_000_000,
             byzantine: 0,

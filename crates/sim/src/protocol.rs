@@ -72,6 +72,14 @@ pub trait SimProtocol: Protocol + 'static {
         Err(format!("{} has no lease or follower reads", Self::name()))
     }
 
+    /// Takes a snapshot every `every_entries` applied entries
+    /// ([`SimOptions::snapshot_interval_entries`](crate::SimOptions::snapshot_interval_entries)).
+    /// Protocols without a snapshot policy refuse.
+    fn configure_snapshots(config: &mut Self::Config, every_entries: u64) -> Result<(), String> {
+        let _ = (config, every_entries);
+        Err(format!("{} has no configurable snapshot interval", Self::name()))
+    }
+
     /// Spare node ids (outside the bootstrap configuration) a run of
     /// `nodes` replicas gets when its fault profile changes the membership
     /// (see [`FaultProfile::includes_membership`](crate::FaultProfile::includes_membership)).

@@ -129,6 +129,9 @@ impl<P: SimProtocol> Sim<P> {
         if opts.lease_reads || opts.follower_reads {
             P::configure_reads(&mut config, opts.lease_reads, opts.follower_reads)?;
         }
+        if let Some(every) = opts.snapshot_interval_entries {
+            P::configure_snapshots(&mut config, every)?;
+        }
         let mut rng = SimRng::new(seed);
         let ids = (1..=(opts.nodes + spares) as u64).map(NodeId);
         let nodes = ids.map(|id| SimNode::new(id, rng.below(1_000_000) as i64)).collect();

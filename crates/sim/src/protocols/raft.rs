@@ -91,6 +91,14 @@ impl SimProtocol for RaftNode {
         config.validate()
     }
 
+    /// `snapshot_interval_entries`, keeping a tenth of it (at most 100) as
+    /// trailing entries.
+    fn configure_snapshots(config: &mut Config, every_entries: u64) -> Result<(), String> {
+        config.snapshot_interval_entries = every_entries;
+        config.snapshot_trailing_entries = (every_entries / 10).min(100);
+        config.validate()
+    }
+
     /// Enough spares to grow to seven voters and replace a few removed
     /// ones (removed ids never come back).
     fn membership_spares(nodes: usize) -> usize {
