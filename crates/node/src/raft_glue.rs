@@ -251,6 +251,12 @@ fn encode(msg: &Message) -> Vec<u8> {
         Message::Removed { term } => {
             w.u8(10).u64(*term);
         }
+        Message::ReadIndex { term, id } => {
+            w.u8(11).u64(*term).u64(*id);
+        }
+        Message::ReadIndexResponse { term, id, index } => {
+            w.u8(12).u64(*term).u64(*id).bool(index.is_some()).u64(index.unwrap_or(0));
+        }
     }
     w.finish()
 }
@@ -319,6 +325,14 @@ fn decode(bytes: &Bytes) -> Result<Message, WireError> {
             done: r.bool()?,
         },
         10 => Message::Removed { term: r.u64()? },
+        11 => Message::ReadIndex { term: r.u64()?, id: r.u64()? },
+        12 => {
+            let term = r.u64()?;
+            let id = r.u64()?;
+            let known = r.bool()?;
+            let index = r.u64()?;
+            Message::ReadIndexResponse { term, id, index: known.then_some(index) }
+        }
         t => return Err(r.invalid(format!("unknown message tag {t}"))),
     };
     r.finish()?;
@@ -532,6 +546,9 @@ mod tests {
             },
             Message::InstallSnapshotResponse { term: 4, index: 100, offset: 10, done: true },
             Message::Removed { term: 9 },
+            Message::ReadIndex { term: 9, id: 77 },
+            Message::ReadIndexResponse { term: 9, id: 77, index: Some(120) },
+            Message::ReadIndexResponse { term: 9, id: 78, index: None },
         ]
     }
 
