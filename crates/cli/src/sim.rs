@@ -53,6 +53,13 @@ pub struct SimArgs {
     /// Serve reads through the log instead of through ReadIndex barriers.
     #[arg(long)]
     reads_through_log: bool,
+    /// Raft: serve linearizable reads from the leader's lease (requires
+    /// check-quorum; assumes bounded clock drift) instead of ReadIndex.
+    #[arg(long)]
+    lease_reads: bool,
+    /// Raft: followers serve reads after asking the leader for a read index.
+    #[arg(long)]
+    follower_reads: bool,
     /// Replicas an adversary controls (nodes 1..=N; PBFT only).
     #[arg(long, default_value_t = 0)]
     byzantine: usize,
@@ -141,6 +148,8 @@ fn options(args: &SimArgs) -> Result<(SimOptions, Range<u64>), String> {
         ops_per_client: args.ops,
         bug: args.bug.clone(),
         reads_through_log: args.reads_through_log,
+        lease_reads: args.lease_reads,
+        follower_reads: args.follower_reads,
         byzantine: args.byzantine,
         attack: args.attack.clone(),
         ..SimOptions::default()
@@ -277,6 +286,8 @@ mod tests {
             faults: FaultProfile::All,
             bug: Some("vote-twice-in-term".into()),
             reads_through_log: true,
+            lease_reads: true,
+            follower_reads: true,
             max_time_ms: 90_000,
             fault_window_ms: 5_000,
             ..SimOptions::default()
