@@ -107,6 +107,10 @@ pub struct BenchArgs {
     /// Give up on a request (and on connecting) after this long.
     #[arg(long, default_value_t = 5000)]
     pub timeout_ms: u64,
+    /// Runtime threads of the load generator (1: a single-threaded runtime,
+    /// the cheapest per request when it is not the bottleneck).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
     /// Print the result as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -343,6 +347,7 @@ impl Report {
             "key_space": a.key_space,
             "consistency": format!("{:?}", a.consistency).to_lowercase(),
             "rate": a.rate,
+            "threads": a.threads,
             "requests": self.ok() + self.failed(),
             "ok": self.ok(),
             "errors": self.failed(),
@@ -613,7 +618,15 @@ pub fn run(args: BenchArgs) -> ExitCode {
         eprintln!("synod bench: {e}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = if args.threads == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(usize::from(args.threads))
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("synod bench: cannot start the runtime: {e}");
