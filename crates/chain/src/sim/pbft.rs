@@ -334,6 +334,9 @@ pub fn run(cfg: &PbftSimConfig) -> PbftReport {
     Sim::new(cfg).run()
 }
 
+/// Virtual time allowed per block of the target before a run counts as stalled.
+const STALL_MS_PER_BLOCK: u64 = 60_000;
+
 struct Sim<'a> {
     cfg: &'a PbftSimConfig,
     pbft: Config,
@@ -447,8 +450,12 @@ impl<'a> Sim<'a> {
             self.queue.push(s, Event::Crash(n));
             self.queue.push(e, Event::Restart(n));
         }
+        // A run with a block target stops by itself even if the replicas
+        // stall: a block takes about a second at the default rate, so a
+        // minute of virtual time per block is far beyond any healthy run.
+        let deadline = self.cfg.max_time_ms.min(self.cfg.blocks.saturating_mul(STALL_MS_PER_BLOCK));
         while let Some((t, ev)) = self.queue.pop() {
-            if t > self.cfg.max_time_ms || self.height() >= self.cfg.blocks {
+            if t > deadline || self.height() >= self.cfg.blocks {
                 break;
             }
             self.now_ms = t;
@@ -544,7 +551,16 @@ impl<'a> Sim<'a> {
             if seq > node.executed_seq() {
                 return;
             }
-            let batch = node.executed_batch(seq).cloned().unwrap_or_else(|| Vec::new().into());
+            // Executed batches hold the clients' signed envelopes; a block
+            // carries the transactions inside them.
+            let batch: Vec<Command> = node
+                .executed_batch(seq)
+                .map(|b| {
+                    b.iter()
+                        .map(|c| Command { op: synod_pbft::request::inner_op(&c.op), ..c.clone() })
+                        .collect()
+                })
+                .unwrap_or_default();
             let (height, dropped) = r.chain.extend(seq, &batch, &self.sigs);
             for id in dropped {
                 if self.dropped.insert(id)
@@ -579,6 +595,11 @@ impl<'a> Sim<'a> {
     }
 
     /// Sends `cmd` to every replica that is up.
+    /// `cmd` sealed by its client (PBFT replicas refuse unsigned requests).
+    fn signed(&self, cmd: Command) -> Command {
+        synod_pbft::request::sign_command(&self.pbft.client_key(cmd.client.0), cmd)
+    }
+
     fn broadcast_request(&mut self, cmd: Command) {
         for to in 0..self.replicas.len() {
             if self.net.down[to] {
@@ -618,7 +639,7 @@ impl<'a> Sim<'a> {
         self.owner.insert(id, u);
         let client = ClientId(self.next_client);
         self.next_client += 1;
-        let cmd = Command::new(client, 1, tx.encode());
+        let cmd = self.signed(Command::new(client, 1, tx.encode()));
         self.user_busy[u] = Some((id, self.now_ms, 0, cmd.clone()));
         self.broadcast_request(cmd);
         if self.rng.random_bool(0.1) {
@@ -630,11 +651,20 @@ impl<'a> Sim<'a> {
             self.double_spends += 1;
             let client = ClientId(self.next_client);
             self.next_client += 1;
-            self.broadcast_request(Command::new(client, 1, ds.encode()));
+            let cmd = self.signed(Command::new(client, 1, ds.encode()));
+            self.broadcast_request(cmd);
         }
     }
 
     fn report(mut self) -> PbftReport {
+        if self.cfg.blocks != u64::MAX && self.height() < self.cfg.blocks {
+            self.violations.push(format!(
+                "liveness: height {} of {} when the run stopped at {} ms virtual",
+                self.height(),
+                self.cfg.blocks,
+                self.now_ms
+            ));
+        }
         for (i, r) in self.replicas.iter().enumerate() {
             if let Err(e) = check_chain(&r.chain, &self.balances, &self.sigs) {
                 self.violations.push(format!("replica {i}: {e}"));
@@ -748,6 +778,18 @@ mod tests {
         assert!(r.violations.is_empty(), "{:?}", r.violations);
         let min = r.height_by_replica.iter().min().copied().unwrap_or(0);
         assert!(r.height > 100 && r.height - min <= 5, "{r:?}");
+    }
+
+    /// Two of four replicas cut off for good: no quorum, no block. The run
+    /// stops by itself and says the target was not reached.
+    #[test]
+    fn a_stalled_cluster_stops_and_reports_a_liveness_violation() {
+        let c =
+            PbftSimConfig { blocks: 5, partition: Some((vec![0, 1], 0, u64::MAX)), ..cfg(4, 0) };
+        let r = run(&c);
+        assert_eq!(r.height, 0, "{r:?}");
+        assert!(r.sim_time_ms <= 5 * STALL_MS_PER_BLOCK, "{r:?}");
+        assert!(r.violations.iter().any(|v| v.starts_with("liveness: height 0 of 5")), "{r:?}");
     }
 
     #[test]
