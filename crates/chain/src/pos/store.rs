@@ -4,8 +4,12 @@
 //!
 //! - **Blocks** are accepted when signed by the proposer the RANDAO seed of
 //!   their own chain selects, with a valid reveal, a slot after their
-//!   parent's, and the finalized checkpoint among their ancestors (finalized
-//!   blocks never revert).
+//!   parent's, the finalized checkpoint among their ancestors (finalized
+//!   blocks never revert), and transfers that all apply, in order, on the
+//!   parent's ledger (signature, next nonce, balance: a double spend or a
+//!   forged transfer makes the whole block invalid). Each stored block keeps
+//!   the ledger after it; ledgers of blocks below the finalized checkpoint
+//!   are dropped (no valid block can build on them).
 //! - **Attestations** count once per validator and target epoch. A link
 //!   `source → target` (source an ancestor of target) with at least 2/3 of
 //!   the total stake from a justified source justifies the target; when the
@@ -32,6 +36,8 @@ use super::types::{
 };
 use super::validators::{Registry, epoch_seed, mix_in};
 use crate::hash::Hash32;
+use crate::ledger::{Ledger, SigCache, TxError};
+use crate::tx::Tx;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
@@ -46,6 +52,8 @@ pub struct PosParams {
     pub max_pending_aggregates: usize,
     /// Votes remembered per validator for surround detection.
     pub max_vote_history: usize,
+    /// Transfers a block may carry at most.
+    pub max_block_txs: usize,
 }
 
 impl Default for PosParams {
@@ -55,6 +63,7 @@ impl Default for PosParams {
             max_pending_blocks: 512,
             max_pending_aggregates: 4096,
             max_vote_history: 32,
+            max_block_txs: 1024,
         }
     }
 }
@@ -82,6 +91,24 @@ pub enum PosError {
     /// The block does not descend from the finalized checkpoint.
     #[error("conflicts with the finalized checkpoint")]
     ConflictsWithFinalized,
+    /// More transfers than [`PosParams::max_block_txs`].
+    #[error("{count} transfers, at most {max}")]
+    TooManyTxs {
+        /// Transfers in the block.
+        count: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// A transaction does not apply on the parent's ledger after the ones
+    /// before it (bad signature, reused nonce = double spend, overdraft; or
+    /// a coinbase, which this chain does not have).
+    #[error("transaction {index}: {error}")]
+    BadTx {
+        /// Position in the block.
+        index: usize,
+        /// Why it does not apply.
+        error: TxError,
+    },
 }
 
 /// What happened to a submitted block.
@@ -99,6 +126,8 @@ struct Node {
     slot: u64,
     parent: Hash32,
     mix: Hash32,
+    /// The ledger after this block (`None` once below finality).
+    ledger: Option<Arc<Ledger>>,
 }
 
 /// A node's PoS store.
@@ -106,6 +135,7 @@ struct Node {
 pub struct Store {
     params: PosParams,
     registry: Arc<Registry>,
+    sigs: SigCache,
     genesis: Hash32,
     blocks: HashMap<Hash32, Node>,
     children: HashMap<Hash32, Vec<Hash32>>,
@@ -132,18 +162,37 @@ pub struct Store {
 }
 
 impl Store {
-    /// A store at genesis `genesis` (slot 0; justified and finalized).
-    pub fn new(params: PosParams, registry: Arc<Registry>, genesis: Arc<PosBlock>) -> Store {
+    /// A store at genesis `genesis` (slot 0; justified and finalized) over
+    /// the genesis `ledger`; `sigs` caches verified transfer signatures
+    /// (shareable between nodes).
+    ///
+    /// # Panics
+    /// If the genesis block carries transactions.
+    pub fn new(
+        params: PosParams,
+        registry: Arc<Registry>,
+        genesis: Arc<PosBlock>,
+        ledger: Ledger,
+        sigs: SigCache,
+    ) -> Store {
+        assert!(genesis.txs.is_empty(), "the genesis allocation is the ledger, not transfers");
         let g = genesis.hash();
         let cp = Checkpoint { epoch: 0, root: g };
         let n = registry.len();
         Store {
             params,
             registry,
+            sigs,
             genesis: g,
             blocks: HashMap::from([(
                 g,
-                Node { block: genesis, slot: 0, parent: Hash32::ZERO, mix: Hash32::ZERO },
+                Node {
+                    block: genesis,
+                    slot: 0,
+                    parent: Hash32::ZERO,
+                    mix: Hash32::ZERO,
+                    ledger: Some(Arc::new(ledger)),
+                },
             )]),
             children: HashMap::new(),
             pending_blocks: HashMap::new(),
@@ -208,6 +257,17 @@ impl Store {
     /// Slot of a stored block.
     pub fn slot_of(&self, hash: &Hash32) -> Option<u64> {
         self.blocks.get(hash).map(|n| n.slot)
+    }
+
+    /// The ledger after a stored block (`None` when unknown, or dropped
+    /// because the block is below the finalized checkpoint).
+    pub fn ledger(&self, hash: &Hash32) -> Option<&Ledger> {
+        self.blocks.get(hash).and_then(|n| n.ledger.as_deref())
+    }
+
+    /// The shared signature cache.
+    pub fn sigs(&self) -> &SigCache {
+        &self.sigs
     }
 
     /// Parent of a stored block.
@@ -291,6 +351,12 @@ impl Store {
         {
             return Err(PosError::BadSignature);
         }
+        if block.txs.len() > self.params.max_block_txs {
+            return Err(PosError::TooManyTxs {
+                count: block.txs.len(),
+                max: self.params.max_block_txs,
+            });
+        }
         self.check_double_proposal(&block.signed);
         let Some(parent) = self.blocks.get(&h.parent) else {
             if self.pending_block_count < self.params.max_pending_blocks
@@ -317,9 +383,22 @@ impl Store {
         {
             return Err(PosError::ConflictsWithFinalized);
         }
+        let parent = &self.blocks[&h.parent];
+        let Some(parent_ledger) = parent.ledger.as_deref() else {
+            return Err(PosError::ConflictsWithFinalized);
+        };
+        let ledger = Arc::new(apply_txs(parent_ledger, &block.txs, &self.sigs)?);
         let mix = mix_in(&parent.mix, &block.randao_reveal);
-        self.blocks
-            .insert(hash, Node { block: block.clone(), slot: h.slot, parent: h.parent, mix });
+        self.blocks.insert(
+            hash,
+            Node {
+                block: block.clone(),
+                slot: h.slot,
+                parent: h.parent,
+                mix,
+                ledger: Some(ledger),
+            },
+        );
         self.children.entry(h.parent).or_default().push(hash);
         for agg in &block.attestations {
             self.on_aggregate(agg.clone());
@@ -425,6 +504,7 @@ impl Store {
     }
 
     fn try_justify(&mut self, source: Checkpoint, target: Checkpoint) {
+        let finalized_before = self.finalized;
         let mut work = vec![(source, target)];
         while let Some((s, t)) = work.pop() {
             let stake = self.links.get(&s).and_then(|m| m.get(&t)).copied().unwrap_or(0);
@@ -445,6 +525,20 @@ impl Store {
             }
             if let Some(next) = self.links.get(&t) {
                 work.extend(next.keys().map(|t2| (t, *t2)));
+            }
+        }
+        if self.finalized != finalized_before {
+            self.drop_ledgers_below_finality();
+        }
+    }
+
+    /// Drops the ledgers of blocks below the finalized slot: no valid block
+    /// can have such a parent.
+    fn drop_ledgers_below_finality(&mut self) {
+        let fin_slot = self.blocks.get(&self.finalized.root).map_or(0, |n| n.slot);
+        for n in self.blocks.values_mut() {
+            if n.slot < fin_slot {
+                n.ledger = None;
             }
         }
     }
@@ -498,5 +592,146 @@ impl Store {
             "the head must descend from finality"
         );
         cur
+    }
+}
+
+/// The ledger after `txs` applied in order on `parent`: every one a signed
+/// transfer that applies (a coinbase, a bad signature, a reused nonce or an
+/// overdraft is an error naming the transaction's position).
+pub fn apply_txs(parent: &Ledger, txs: &[Tx], sigs: &SigCache) -> Result<Ledger, PosError> {
+    let mut ledger = parent.clone();
+    for (index, tx) in txs.iter().enumerate() {
+        if !matches!(tx, Tx::Transfer(_)) {
+            return Err(PosError::BadTx { index, error: TxError::BadCoinbase });
+        }
+        ledger.apply(tx, &tx.txid(), sigs).map_err(|error| PosError::BadTx { index, error })?;
+    }
+    Ok(ledger)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pos::types::{BlockHeader, SignedHeader};
+    use crate::tx::{Transfer, key_from_seed};
+    use ed25519_dalek::SigningKey;
+
+    struct Setup {
+        keys: Vec<SigningKey>,
+        store: Store,
+        alice: SigningKey,
+        bob: [u8; 32],
+    }
+
+    fn setup() -> Setup {
+        let keys: Vec<SigningKey> = (0..4).map(|i| key_from_seed(21, i)).collect();
+        let registry = Arc::new(Registry::new(&keys, &[10, 10, 10, 10]));
+        let genesis = Arc::new(PosBlock {
+            signed: SignedHeader {
+                header: BlockHeader {
+                    slot: 0,
+                    proposer: 0,
+                    parent: Hash32::ZERO,
+                    body_root: Hash32::ZERO,
+                },
+                signature: [0; 64],
+            },
+            randao_reveal: [0; 64],
+            attestations: Vec::new(),
+            txs: Vec::new(),
+        });
+        let alice = key_from_seed(22, 0);
+        let ledger = Ledger::with_balances(&[(alice.verifying_key().to_bytes(), 100)]);
+        let store = Store::new(
+            PosParams { slots_per_epoch: 8, ..PosParams::default() },
+            registry,
+            genesis,
+            ledger,
+            SigCache::default(),
+        );
+        Setup { keys, store, alice, bob: key_from_seed(22, 1).verifying_key().to_bytes() }
+    }
+
+    /// A correctly signed block by the slot's proposer carrying `txs`.
+    fn block(s: &Setup, parent: Hash32, slot: u64, txs: Vec<Tx>) -> Arc<PosBlock> {
+        let p = s.store.proposer(&parent, slot);
+        let epoch = slot / s.store.params().slots_per_epoch;
+        Arc::new(PosBlock::propose(&s.keys[p as usize], p, slot, epoch, parent, Vec::new(), txs))
+    }
+
+    fn pay(s: &Setup, amount: u64, nonce: u64) -> Tx {
+        Tx::Transfer(Transfer::new(&s.alice, s.bob, amount, nonce))
+    }
+
+    #[test]
+    fn valid_transfers_are_applied_on_import() {
+        let mut s = setup();
+        let g = s.store.genesis();
+        let b1 = block(&s, g, 1, vec![pay(&s, 30, 0), pay(&s, 20, 1)]);
+        assert_eq!(s.store.on_block(b1.clone()), Ok(BlockStatus::Stored));
+        let l = s.store.ledger(&b1.hash()).expect("stored");
+        assert_eq!(l.account(&s.bob).balance, 50);
+        assert_eq!(l.account(&s.alice.verifying_key().to_bytes()).nonce, 2);
+        // The parent's state is untouched: each block has its own ledger.
+        assert_eq!(s.store.ledger(&g).map(|l| l.account(&s.bob).balance), Some(0));
+        // A block on b1 continues from b1's ledger (next nonce 2).
+        let b2 = block(&s, b1.hash(), 2, vec![pay(&s, 50, 2)]);
+        assert_eq!(s.store.on_block(b2.clone()), Ok(BlockStatus::Stored));
+        assert_eq!(s.store.ledger(&b2.hash()).map(|l| l.account(&s.bob).balance), Some(100));
+    }
+
+    #[test]
+    fn a_double_spend_or_a_forged_transfer_makes_the_block_invalid() {
+        let mut s = setup();
+        let g = s.store.genesis();
+        // Two transfers of nonce 0 in one block: the second is a double spend.
+        let double = pay(&s, 10, 0);
+        let mut other = Transfer::new(&s.alice, [9; 32], 10, 0);
+        let b = block(&s, g, 1, vec![double.clone(), Tx::Transfer(other.clone())]);
+        assert_eq!(
+            s.store.on_block(b.clone()),
+            Err(PosError::BadTx { index: 1, error: TxError::BadNonce { got: 0, expected: 1 } })
+        );
+        assert!(!s.store.contains(&b.hash()));
+        // A transfer whose amount was changed after signing.
+        other.amount = 11;
+        let b = block(&s, g, 1, vec![Tx::Transfer(other)]);
+        assert_eq!(
+            s.store.on_block(b),
+            Err(PosError::BadTx { index: 0, error: TxError::BadSignature })
+        );
+        // An overdraft and a coinbase (this chain mints nothing).
+        let b = block(&s, g, 1, vec![pay(&s, 101, 0)]);
+        assert!(matches!(
+            s.store.on_block(b),
+            Err(PosError::BadTx { index: 0, error: TxError::InsufficientFunds { .. } })
+        ));
+        let mint = Tx::Coinbase { to: s.bob, amount: 5, height: 1 };
+        let b = block(&s, g, 1, vec![mint]);
+        assert_eq!(
+            s.store.on_block(b),
+            Err(PosError::BadTx { index: 0, error: TxError::BadCoinbase })
+        );
+        // A spend already made by an ancestor: a double spend across blocks.
+        let b1 = block(&s, g, 1, vec![double.clone()]);
+        assert_eq!(s.store.on_block(b1.clone()), Ok(BlockStatus::Stored));
+        let b2 = block(&s, b1.hash(), 2, vec![double.clone()]);
+        assert!(matches!(s.store.on_block(b2), Err(PosError::BadTx { index: 0, .. })));
+        // On a competing branch from genesis the same spend is fine.
+        let fork = block(&s, g, 2, vec![double]);
+        assert_eq!(s.store.on_block(fork), Ok(BlockStatus::Stored));
+        // Swapping the transfers of a signed block breaks its body root.
+        let mut tampered = (*block(&s, g, 3, vec![pay(&s, 1, 0)])).clone();
+        tampered.txs = vec![pay(&s, 2, 0)];
+        assert_eq!(s.store.on_block(Arc::new(tampered)), Err(PosError::BadSignature));
+    }
+
+    #[test]
+    fn a_block_with_too_many_transfers_is_refused() {
+        let mut s = setup();
+        s.store.params.max_block_txs = 1;
+        let g = s.store.genesis();
+        let b = block(&s, g, 1, vec![pay(&s, 1, 0), pay(&s, 1, 1)]);
+        assert_eq!(s.store.on_block(b), Err(PosError::TooManyTxs { count: 2, max: 1 }));
     }
 }

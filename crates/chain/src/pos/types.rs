@@ -1,7 +1,8 @@
 //! Proof-of-stake messages: checkpoints, attestation data, aggregates and
 //! blocks, with their canonical encodings and hashes.
 
-use crate::hash::{Hash32, sha256};
+use crate::hash::{Hash32, merkle_root, sha256};
+use crate::tx::Tx;
 use std::sync::Arc;
 
 /// Index of a validator in the registry.
@@ -151,20 +152,58 @@ pub struct PosBlock {
     /// Aggregates included (so a node that missed the gossip, e.g. across
     /// a partition, learns the votes from the chain).
     pub attestations: Vec<Arc<Aggregate>>,
-    /// Transfers per block carried as payload (a count: the PoS chain
-    /// orders blocks, the ledger is exercised by the PoW chain).
-    pub payload_txs: u32,
+    /// Signed transfers (the same [`Tx::Transfer`] the PoW and PBFT chains
+    /// carry; no coinbase: this chain pays no block reward). Every node
+    /// applies them on its parent's ledger when importing the block, and
+    /// one that does not apply makes the whole block invalid.
+    pub txs: Vec<Tx>,
 }
 
 impl PosBlock {
-    /// The body root the header must commit to.
+    /// The body root the header must commit to: the RANDAO reveal, the
+    /// aggregates' ids, the transfer count and the Merkle root of the
+    /// txids (the count rules out the duplicated-last-leaf mutation of
+    /// CVE-2012-2459).
     pub fn body_root(&self) -> Hash32 {
         let mut b = self.randao_reveal.to_vec();
         for a in &self.attestations {
             b.extend_from_slice(&a.id().0);
         }
-        b.extend_from_slice(&self.payload_txs.to_le_bytes());
+        b.extend_from_slice(&(self.txs.len() as u64).to_le_bytes());
+        b.extend_from_slice(&self.tx_root().0);
         sha256(&b)
+    }
+
+    /// A block by validator `proposer` (key `key`) at `slot` on `parent`,
+    /// with its RANDAO reveal for `epoch`, body root and header signature.
+    pub fn propose(
+        key: &ed25519_dalek::SigningKey,
+        proposer: ValidatorIndex,
+        slot: u64,
+        epoch: u64,
+        parent: Hash32,
+        attestations: Vec<Arc<Aggregate>>,
+        txs: Vec<Tx>,
+    ) -> PosBlock {
+        use super::validators::sign;
+        let mut block = PosBlock {
+            signed: SignedHeader {
+                header: BlockHeader { slot, proposer, parent, body_root: Hash32::ZERO },
+                signature: [0; 64],
+            },
+            randao_reveal: sign(key, &randao_message(epoch)),
+            attestations,
+            txs,
+        };
+        block.signed.header.body_root = block.body_root();
+        block.signed.signature = sign(key, &block.signed.header.hash().0);
+        block
+    }
+
+    /// Merkle root of the transfers' txids.
+    pub fn tx_root(&self) -> Hash32 {
+        let ids: Vec<Hash32> = self.txs.iter().map(Tx::txid).collect();
+        merkle_root(&ids)
     }
 
     /// The block id.
@@ -179,7 +218,7 @@ impl PosBlock {
             + 64
             + 64
             + self.attestations.iter().map(|a| a.size_bytes()).sum::<usize>()
-            + self.payload_txs as usize * 200
+            + self.txs.iter().map(Tx::size_bytes).sum::<usize>()
     }
 }
 
