@@ -18,7 +18,12 @@
 //!    the fsync, so that leader and followers sync in parallel); committed positions are applied (snapshots taken or
 //!    installed at their positions), waiting clients answered, read barriers
 //!    served once applied far enough;
-//! 3. the status (role, term, leader, indexes) is published for the gRPC
+//! 3. snapshots: a snapshot the core asked for is a copy of the state
+//!    machine at its position, written by the [`Snapshotter`] on a thread of
+//!    its own while the loop goes on; when it is durable (the loop also
+//!    wakes for that) the core hears `snapshot_taken` and compacts its log,
+//!    and once that is persisted older snapshot files are deleted;
+//! 4. the status (role, term, leader, indexes) is published for the gRPC
 //!    service.
 //!
 //! Writes proposed here are commands of this process's own client session
@@ -36,6 +41,7 @@ use crate::error::NodeError;
 use crate::glue::{NodeProtocol, ProtocolSettings};
 use crate::machine::Machine;
 use crate::metrics::Metrics;
+use crate::snapshotter::{SnapshotGate, Snapshotter, TakeStart, TakenSnapshot};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::io::{Read, Write as _};
@@ -199,6 +205,10 @@ where
     partial: Option<(u64, u64, Vec<u8>)>,
     /// The latest durable snapshot's bytes, once read or written.
     current_snapshot: Option<(u64, Bytes)>,
+    /// Writes the snapshots taken here.
+    snapshotter: Snapshotter,
+    /// Snapshot files below this index are deleted.
+    snapshots_removed_below: u64,
     status_tx: watch::Sender<NodeStatus>,
     metrics: Arc<Metrics>,
     last_sweep: Instant,
@@ -229,7 +239,15 @@ where
         let mut machine = Machine::new(config.kv.clone());
         let mut current_snapshot = None;
         if let Some(meta) = core.snapshot() {
-            let mut reader = disk.snapshots.latest()?.ok_or_else(|| {
+            // Exactly the snapshot the core starts from (older and newer
+            // files may be there too: newer ones a crash kept the core from
+            // adopting); a directory written before snapshots were kept
+            // until adopted may hold only a newer one.
+            let reader = match disk.snapshots.open_at(meta.index)? {
+                Some(reader) => Some(reader),
+                None => disk.snapshots.latest()?,
+            };
+            let mut reader = reader.ok_or_else(|| {
                 NodeError::Corrupt(format!(
                     "the hard state names snapshot {} but {} holds none",
                     meta.index,
@@ -264,6 +282,7 @@ where
             snapshot_index: current_snapshot.as_ref().map_or(0, |s| s.0),
         };
         let (status_tx, status_rx) = watch::channel(status);
+        let snapshotter = Snapshotter::new(disk.snapshots.clone());
         let driver = Driver {
             core,
             out: Output::new(),
@@ -285,11 +304,20 @@ where
             next_read_id: 1,
             partial: None,
             current_snapshot,
+            snapshotter,
+            snapshots_removed_below: 0,
             status_tx,
             metrics,
             last_sweep: start,
         };
         Ok((driver, status_rx))
+    }
+
+    /// Makes the background snapshot writer wait at `gate` before each
+    /// snapshot (tests use it to hold a snapshot in flight).
+    pub fn with_snapshot_gate(mut self, gate: SnapshotGate) -> Self {
+        self.snapshotter.set_gate(gate);
+        self
     }
 
     fn now(&self) -> Time {
@@ -353,6 +381,9 @@ where
                     Some(r) => self.on_request(r),
                     None => break,
                 },
+                done = self.snapshotter.finished(), if self.snapshotter.busy() => {
+                    self.on_snapshot_written(done?);
+                }
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
             }
             for _ in 0..MAX_EVENTS_PER_ROUND {
@@ -373,11 +404,20 @@ where
             if self.core.next_deadline() <= now {
                 self.core.tick(now, &mut self.out);
             }
+            if let Some(done) = self.snapshotter.try_finished() {
+                self.on_snapshot_written(done?);
+            }
             self.carry_out()?;
+            self.remove_obsolete_snapshots()?;
             self.sweep();
             self.publish_status();
         }
         self.disk.sync()?;
+        // Let a snapshot being written finish (it is not reported: the core
+        // learns of it, if at all, after the restart loads it).
+        if let Some(done) = self.snapshotter.wait_idle() {
+            done?;
+        }
         for (_, tx) in self.pending_writes.drain() {
             let _ = tx.send(Err(ClientError::Stopped));
         }
@@ -515,15 +555,14 @@ where
             self.send(messages);
             // 3. Committed positions, with snapshot actions at theirs.
             let mut positioned = actions.iter().filter(|a| a.position().is_some()).peekable();
-            let mut taken = Vec::new();
             for c in out.committed.drain(..) {
                 while let Some(a) = positioned.next_if(|a| a.position() < Some(c.index)) {
-                    taken.extend(self.snapshot_at_position(a)?);
+                    self.snapshot_at_position(a)?;
                 }
                 self.apply(c);
             }
             for a in positioned {
-                taken.extend(self.snapshot_at_position(a)?);
+                self.snapshot_at_position(a)?;
             }
             // 4. Reads and events.
             for rs in out.reads.drain(..) {
@@ -535,9 +574,6 @@ where
             }
             // Calls back into the core add to `self.out`: another pass.
             let now = self.now();
-            for (index, size_bytes) in taken {
-                self.core.snapshot_taken(now, index, size_bytes, &mut self.out);
-            }
             for a in actions {
                 if let SnapshotAction::Read { to, index, offset, max_bytes } = a
                     && let Some(data) = self.snapshot_chunk(index, offset, max_bytes)?
@@ -649,6 +685,7 @@ where
                 };
                 assert_eq!((index, epoch), (meta.index, meta.epoch), "install of another snapshot");
                 let data = Bytes::from(bytes);
+                self.snapshotter.discard_waiting();
                 self.store_snapshot(meta.index, &data)?;
             }
             SnapshotAction::Take { .. } | SnapshotAction::Read { .. } => {}
@@ -663,16 +700,13 @@ where
                 "writing snapshot {index}: {e}"
             )))
         })?;
-        writer.finish()?;
+        writer.finish_keeping_older()?;
         self.current_snapshot = Some((index, data.clone()));
         Metrics::add(&self.metrics.snapshots, 1);
         Ok(())
     }
 
-    fn snapshot_at_position(
-        &mut self,
-        a: &SnapshotAction,
-    ) -> Result<Option<(u64, u64)>, NodeError> {
+    fn snapshot_at_position(&mut self, a: &SnapshotAction) -> Result<(), NodeError> {
         match a {
             SnapshotAction::Take { index } => {
                 let stored = self.current_snapshot.as_ref().map_or(0, |s| s.0);
@@ -680,20 +714,37 @@ where
                     // A newer snapshot (installed in this same output) is
                     // already the durable one; storing this older one would
                     // replace it.
-                    return Ok(None);
+                    return Ok(());
                 }
                 if self.machine.applied_index() != *index {
+                    // The core waits for this one until it installs a
+                    // snapshot from a leader: see the report on issue 6.
+                    Metrics::add(&self.metrics.snapshots_skipped, 1);
                     tracing::warn!(
                         index,
                         applied = self.machine.applied_index(),
                         "cannot take a snapshot at this position; skipped"
                     );
-                    return Ok(None);
+                    return Ok(());
                 }
-                let data = self.machine.snapshot();
-                self.store_snapshot(*index, &data)?;
-                tracing::info!(index, bytes = data.len(), "took a snapshot");
-                Ok(Some((*index, data.len() as u64)))
+                // The only part done here: a point-in-time copy. Encoding,
+                // writing and fsyncing happen on the snapshotter's thread.
+                let began = Instant::now();
+                let view = self.machine.clone();
+                let copy_us = began.elapsed().as_micros() as u64;
+                Metrics::add(&self.metrics.snapshot_copy_us, copy_us);
+                match self.snapshotter.take(view)? {
+                    TakeStart::Started => tracing::debug!(index, copy_us, "taking a snapshot"),
+                    TakeStart::Deferred => {
+                        Metrics::add(&self.metrics.snapshots_deferred, 1);
+                        tracing::info!(
+                            index,
+                            in_flight = ?self.snapshotter.in_flight_index(),
+                            "snapshot requested while another is written; it follows"
+                        );
+                    }
+                }
+                Ok(())
             }
             SnapshotAction::Install { meta } => {
                 let data = match &self.current_snapshot {
@@ -709,9 +760,9 @@ where
                     )));
                 }
                 tracing::info!(index = meta.index, "installed a snapshot from the leader");
-                Ok(None)
+                Ok(())
             }
-            SnapshotAction::Read { .. } | SnapshotAction::Write { .. } => Ok(None),
+            SnapshotAction::Read { .. } | SnapshotAction::Write { .. } => Ok(()),
         }
     }
 
@@ -722,10 +773,7 @@ where
         max_bytes: usize,
     ) -> Result<Option<Bytes>, NodeError> {
         if self.current_snapshot.as_ref().is_none_or(|s| s.0 != index) {
-            let Some(mut reader) = self.disk.snapshots.latest()? else { return Ok(None) };
-            if reader.index() != index {
-                return Ok(None);
-            }
+            let Some(mut reader) = self.disk.snapshots.open_at(index)? else { return Ok(None) };
             let mut data = Vec::new();
             reader.read_to_end(&mut data).map_err(|e| {
                 NodeError::Corrupt(format!("snapshot {}: {e}", reader.path().display()))
@@ -737,6 +785,31 @@ where
         let start = offset.min(len) as usize;
         let end = (offset.saturating_add(max_bytes as u64)).min(len) as usize;
         Ok(Some(data.slice(start..end)))
+    }
+
+    /// A snapshot taken here is durable: the core may compact its log.
+    fn on_snapshot_written(&mut self, t: TakenSnapshot) {
+        Metrics::add(&self.metrics.snapshots, 1);
+        tracing::info!(index = t.index, bytes = t.data.len(), "took a snapshot");
+        let size_bytes = t.data.len() as u64;
+        if self.current_snapshot.as_ref().is_none_or(|(at, _)| *at < t.index) {
+            self.current_snapshot = Some((t.index, t.data));
+        }
+        let now = self.now();
+        self.core.snapshot_taken(now, t.index, size_bytes, &mut self.out);
+    }
+
+    /// Deletes the snapshot files older than the core's snapshot once the
+    /// core's adoption of it is durable (every output is carried out, so
+    /// its writes are persisted), as the snapshot contract allows.
+    fn remove_obsolete_snapshots(&mut self) -> Result<(), NodeError> {
+        debug_assert!(self.out.is_empty(), "called after carry_out");
+        let adopted = self.core.snapshot().map_or(0, |m| m.index);
+        if adopted > self.snapshots_removed_below {
+            self.disk.snapshots.remove_older_than(adopted)?;
+            self.snapshots_removed_below = adopted;
+        }
+        Ok(())
     }
 
     // ----- bookkeeping ------------------------------------------------------
@@ -770,3 +843,7 @@ where
         });
     }
 }
+
+#[cfg(test)]
+#[path = "driver_tests.rs"]
+mod tests;

@@ -8,7 +8,8 @@
 //!
 //! - [`driver`]: the loop that feeds the core and carries out its outputs
 //!   (persist with group commit before sending, apply, answer clients,
-//!   snapshots);
+//!   snapshots); [`snapshotter`] writes the snapshots it takes on a
+//!   background thread;
 //! - [`glue`]: [`NodeProtocol`], the per-protocol part (wire format, disk
 //!   mapping, recovery); [`raft_glue`] implements it for Raft;
 //! - [`machine`]: the replicated state (store + exactly-once sessions) and
@@ -42,6 +43,7 @@ pub mod metrics;
 pub mod raft_glue;
 pub mod server;
 pub mod service;
+pub mod snapshotter;
 pub mod watch;
 pub mod wire;
 

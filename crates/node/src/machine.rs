@@ -31,8 +31,10 @@ struct Session {
     response: Bytes,
 }
 
-/// The replicated state machine of a node.
-#[derive(Debug)]
+/// The replicated state machine of a node. Cloning it is the point-in-time
+/// copy a background snapshot is written from: it copies the key space's
+/// maps and version lists but shares every key and value ([`Bytes`]).
+#[derive(Clone, Debug)]
 pub struct Machine {
     kv: KvStore,
     sessions: HashMap<ClientId, Session>,

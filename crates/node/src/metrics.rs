@@ -31,6 +31,15 @@ pub struct Metrics {
     pub leader_changes: AtomicU64,
     /// Snapshots taken or installed.
     pub snapshots: AtomicU64,
+    /// Snapshot requests that arrived while another snapshot was being
+    /// written (kept and written after it).
+    pub snapshots_deferred: AtomicU64,
+    /// Snapshot requests the state machine could not serve (it was not at
+    /// the requested position).
+    pub snapshots_skipped: AtomicU64,
+    /// Microseconds the driver spent copying the state for snapshots (the
+    /// only part of taking one that stalls it).
+    pub snapshot_copy_us: AtomicU64,
     fsync_buckets: [AtomicU64; FSYNC_BUCKETS_S.len()],
     fsync_count: AtomicU64,
     fsync_sum_us: AtomicU64,
@@ -76,6 +85,21 @@ impl Metrics {
             ("synod_elections_total", "Elections started here.", &self.elections),
             ("synod_leader_changes_total", "Changes of the known leader.", &self.leader_changes),
             ("synod_snapshots_total", "Snapshots taken or installed.", &self.snapshots),
+            (
+                "synod_snapshots_deferred_total",
+                "Snapshot requests that waited for the one being written.",
+                &self.snapshots_deferred,
+            ),
+            (
+                "synod_snapshots_skipped_total",
+                "Snapshot requests at a position the state machine was not at.",
+                &self.snapshots_skipped,
+            ),
+            (
+                "synod_snapshot_copy_microseconds_total",
+                "Time the driver spent copying the state for snapshots.",
+                &self.snapshot_copy_us,
+            ),
         ];
         for (name, help, c) in counters {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");

@@ -3,7 +3,14 @@
 //! to `{index:020}.snap` and the directory fsynced; only then are older
 //! snapshots deleted, so a crash at any point leaves at least one whole
 //! snapshot (the new one or the previous one). [`SnapshotStore::latest`]
-//! opens the one with the highest index.
+//! opens the one with the highest index, [`SnapshotStore::open_at`] a given
+//! one.
+//!
+//! A host whose protocol must keep the previous snapshot until it has
+//! durably adopted the new one finishes with
+//! [`SnapshotWriter::finish_keeping_older`] and later calls
+//! [`SnapshotStore::remove_older_than`]. A writer may be finished on
+//! another thread than the one that began it (everything here is `Send`).
 //!
 //! Layout of a snapshot file (little-endian, CRC-32C):
 //!
@@ -92,6 +99,39 @@ impl SnapshotStore {
         SnapshotReader::open(&*self.fs, &self.dir.join(file_name(index)), index).map(Some)
     }
 
+    /// The snapshot `index`, if the store holds it, open for reading (see
+    /// [`SnapshotStore::latest`] for what is checked when).
+    pub fn open_at(&self, index: u64) -> Result<Option<SnapshotReader>> {
+        self.poison.check()?;
+        if !self.snapshot_indexes()?.contains(&index) {
+            return Ok(None);
+        }
+        SnapshotReader::open(&*self.fs, &self.dir.join(file_name(index)), index).map(Some)
+    }
+
+    /// The indexes of the snapshots held, ascending.
+    pub fn indexes(&self) -> Result<Vec<u64>> {
+        self.snapshot_indexes()
+    }
+
+    /// Deletes every snapshot below `index` (durably: the directory is
+    /// fsynced when something went). Returns how many went.
+    pub fn remove_older_than(&self, index: u64) -> Result<usize> {
+        self.poison.check()?;
+        let mut removed = 0;
+        for old in self.snapshot_indexes()?.into_iter().filter(|&i| i < index) {
+            let path = self.dir.join(file_name(old));
+            self.fs.remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+            removed += 1;
+        }
+        if removed > 0 {
+            self.fs
+                .sync_dir(&self.dir)
+                .map_err(|e| self.poison.taint(Error::fatal("fsync", &self.dir, e)))?;
+        }
+        Ok(removed)
+    }
+
     /// Starts writing the snapshot `index` with `meta`; write the data to
     /// the returned writer and call [`SnapshotWriter::finish`]. Dropping the
     /// writer unfinished discards it.
@@ -157,7 +197,30 @@ impl SnapshotWriter {
     /// this returns Ok the snapshot is durable and is what
     /// [`SnapshotStore::latest`] opens. (Failing to delete an older
     /// snapshot is not an error; the next `finish` tries again.)
-    pub fn finish(mut self) -> Result<()> {
+    pub fn finish(self) -> Result<()> {
+        let store = self.store.clone();
+        let index = self.index;
+        self.finish_keeping_older()?;
+        let mut removed = false;
+        for other in store.snapshot_indexes()? {
+            if other != index {
+                removed |= store.fs.remove_file(&store.dir.join(file_name(other))).is_ok();
+            }
+        }
+        if removed {
+            store
+                .fs
+                .sync_dir(&store.dir)
+                .map_err(|e| store.poison.taint(Error::fatal("fsync", &store.dir, e)))?;
+        }
+        Ok(())
+    }
+
+    /// [`SnapshotWriter::finish`] without deleting any other snapshot: when
+    /// this returns Ok the snapshot is durable under its name, and every
+    /// snapshot held before is still there (delete them with
+    /// [`SnapshotStore::remove_older_than`] once they are no longer needed).
+    pub fn finish_keeping_older(mut self) -> Result<()> {
         self.store.poison.check()?;
         self.flush_buffer().map_err(|e| Error::io("write", &self.temp, e))?;
         let mut header = Vec::with_capacity(HEADER_LEN as usize);
@@ -174,18 +237,6 @@ impl SnapshotWriter {
         let path = store.dir.join(file_name(self.index));
         commit_temp(&*store.fs, &*self.file, &self.temp, &path, &store.dir, &store.poison)?;
         self.done = true;
-        let mut removed = false;
-        for index in store.snapshot_indexes()? {
-            if index != self.index {
-                removed |= store.fs.remove_file(&store.dir.join(file_name(index))).is_ok();
-            }
-        }
-        if removed {
-            store
-                .fs
-                .sync_dir(&store.dir)
-                .map_err(|e| store.poison.taint(Error::fatal("fsync", &store.dir, e)))?;
-        }
         Ok(())
     }
 }
@@ -381,6 +432,37 @@ mod tests {
         write_snapshot(&store, 20, b"meta-20", &data[..5]).expect("write");
         assert_eq!(read_latest(&store), Some((20, b"meta-20".to_vec(), data[..5].to_vec())));
         assert_eq!(fs.file_names(&dir()), vec![file_name(20)], "the old snapshot is deleted");
+    }
+
+    #[test]
+    fn finishing_keeping_older_keeps_the_previous_one_until_it_is_removed() {
+        let fs = FaultFs::new();
+        let store = SnapshotStore::open_with(Arc::new(fs.clone()), dir()).expect("open");
+        write_snapshot(&store, 10, b"m10", b"ten").expect("write");
+        // Begun here, finished on another thread, keeping snapshot 10.
+        let mut writer = store.begin(20, b"m20").expect("begin");
+        writer.write_all(b"twenty").expect("write");
+        std::thread::spawn(move || writer.finish_keeping_older())
+            .join()
+            .expect("thread")
+            .expect("finish");
+        assert_eq!(store.indexes().expect("list"), vec![10, 20]);
+        for seed in 0..10 {
+            fs.crash(seed);
+            let store = SnapshotStore::open_with(Arc::new(fs.clone()), dir()).expect("open");
+            assert_eq!(store.indexes().expect("list"), vec![10, 20], "both survive a crash");
+        }
+        let mut ten = store.open_at(10).expect("open").expect("held");
+        let mut data = Vec::new();
+        ten.read_to_end(&mut data).expect("read");
+        assert_eq!((ten.index(), ten.meta(), data.as_slice()), (10, &b"m10"[..], &b"ten"[..]));
+        assert!(store.open_at(15).expect("open").is_none());
+        assert_eq!(read_latest(&store).map(|s| s.0), Some(20));
+        assert_eq!(store.remove_older_than(20).expect("remove"), 1);
+        assert_eq!(store.remove_older_than(20).expect("remove"), 0);
+        fs.crash(0);
+        let store = SnapshotStore::open_with(Arc::new(fs.clone()), dir()).expect("open");
+        assert_eq!(store.indexes().expect("list"), vec![20], "the removal was durable");
     }
 
     #[test]
