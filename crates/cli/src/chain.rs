@@ -50,8 +50,9 @@ pub struct ChainSimArgs {
     /// One-way network latency.
     #[arg(long, default_value_t = 100)]
     latency_ms: u64,
-    /// `private-chain` (PoW, with --hashpower), `double-vote` (PoS) or
-    /// `partition` (all; PBFT: the primary of view 0 is cut off).
+    /// `private-chain` (PoW, with --hashpower), `double-vote` or
+    /// `bad-proposer` (PoS: validator 0 signs blocks carrying a double
+    /// spend) or `partition` (all; PBFT: the primary of view 0 is cut off).
     #[arg(long)]
     attack: Option<String>,
     /// The private-chain attacker's share of hash power.
@@ -196,11 +197,14 @@ fn pos_config(a: &ChainSimArgs) -> Result<PosSimConfig, String> {
     let scenario = match a.attack.as_deref() {
         None => PosScenario::Healthy,
         Some("double-vote") => PosScenario::DoubleVote,
+        Some("bad-proposer") => PosScenario::BadProposer,
         Some("partition") => {
             PosScenario::Partition { start_epoch: epochs / 3, end_epoch: 2 * epochs / 3 }
         }
         Some(other) => {
-            return Err(format!("--attack {other}: PoS knows double-vote and partition"));
+            return Err(format!(
+                "--attack {other}: PoS knows double-vote, bad-proposer and partition"
+            ));
         }
     };
     Ok(PosSimConfig {
@@ -331,12 +335,25 @@ fn pos_text(a: &ChainSimArgs, r: &PosReport) -> String {
     ));
     s.push_str(&format!("head reorg depths (depth:count): {}\n", depths(&r.reorg_depths)));
     s.push_str(&format!(
-        "finalized epoch {} (by node: {:?}); finality mean {:.1} s after the slot; {:.2} tx/s final\n",
+        "finalized epoch {} (by node: {:?}); finality mean {:.1} s after submission ({:.1} s after the slot); {:.2} tx/s final\n",
         r.finalized_epoch,
         r.finalized_epoch_by_node,
         r.finality_ms_mean / 1000.0,
+        r.block_finality_ms_mean / 1000.0,
         r.tx_per_sec
     ));
+    s.push_str(&format!(
+        "transfers finalized {}, double spends submitted {}; finalized ledger by node: {}\n",
+        r.txs_finalized,
+        r.double_spends_submitted,
+        r.finalized_ledger_by_node.join(" ")
+    ));
+    if a.attack.as_deref() == Some("bad-proposer") {
+        s.push_str(&format!(
+            "bad blocks (double spends) proposed {}, refusals over all nodes {}\n",
+            r.bad_blocks_proposed, r.bad_blocks_refused
+        ));
+    }
     if a.attack.as_deref() == Some("partition") {
         s.push_str(&format!(
             "finalized epoch reached while partitioned, by node: {:?}\n",
@@ -349,7 +366,7 @@ fn pos_text(a: &ChainSimArgs, r: &PosReport) -> String {
     ));
     s.push_str(&verdict(
         &r.violations,
-        "finality never reverted, no conflicting finalized checkpoints",
+        "finality never reverted, no conflicting finalized checkpoints, every chain's transfers valid, equal finalized ledgers",
     ));
     s
 }

@@ -50,6 +50,20 @@ fn pos_double_vote_slashes_and_passes() {
 }
 
 #[test]
+fn pos_refuses_a_double_spending_proposer_and_finalizes_real_transfers() {
+    let o = synod(
+        "chain sim --consensus pos --nodes 4 --validators 32 --blocks 128 --attack bad-proposer --json",
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    assert!(v["bad_blocks_proposed"].as_u64().is_some_and(|b| b >= 1), "{v}");
+    assert!(v["txs_finalized"].as_u64().is_some_and(|t| t > 100), "{v}");
+    assert_eq!(v["violations"], serde_json::json!([]), "{v}");
+    let text = stdout(&synod("chain sim --consensus pos --nodes 4 --validators 32 --blocks 96"));
+    assert!(text.contains("transfers finalized") && text.contains("checks: passed"), "{text}");
+}
+
+#[test]
 fn compare_prints_one_row_per_consensus() {
     let o = synod("chain sim --compare pow,pos,pbft --nodes 4 --validators 32 --time-ms 1200000");
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
