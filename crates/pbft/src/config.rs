@@ -1,6 +1,7 @@
 //! [`Config`]: the cluster and the knobs of one PBFT replica.
 
 use crate::auth::{Keyring, NormalCaseAuth, client_signing_key};
+use crate::shared_checks::SharedChecks;
 use ed25519_dalek::SigningKey;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -86,6 +87,11 @@ pub struct Config {
     pub read_timeout: Duration,
     /// Batches one state-transfer reply carries at most.
     pub max_state_transfer_batches: usize,
+    /// A memo of successful signature verifications shared by every
+    /// replica holding a clone of this configuration (replicas in one
+    /// process: the simulator). `None` (the default): each replica verifies
+    /// every signature itself. See [`SharedChecks`].
+    pub shared_checks: Option<SharedChecks>,
 }
 
 impl Config {
@@ -108,6 +114,7 @@ impl Config {
             max_pending_reads: 10_000,
             read_timeout: Duration::from_secs(2),
             max_state_transfer_batches: 1 << 16,
+            shared_checks: None,
         }
     }
 

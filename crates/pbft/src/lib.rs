@@ -9,6 +9,8 @@
 //! - [`digest`]: SHA-256 batch digests and the state hash chain;
 //! - [`message`]: the messages and what each is authenticated over;
 //! - [`request`]: signed client requests (envelopes) and their checker;
+//! - [`shared_checks`]: a memo of verified signatures shared by replicas
+//!   of one process (the simulator);
 //! - [`config`]: cluster and knobs (K = 128, L = 256 by default);
 //! - [`storage`]: what a replica persists and why;
 //! - [`view_change`]: the NEW-VIEW decision (checkpoint and O) from a set
@@ -24,6 +26,7 @@ pub mod digest;
 pub mod message;
 pub mod node;
 pub mod request;
+pub mod shared_checks;
 pub mod storage;
 pub mod view_change;
 

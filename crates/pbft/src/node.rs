@@ -123,10 +123,38 @@ fn count_votes(votes: &[(Digest, u64)], digest: &Digest) -> u32 {
 struct PendingRead {
     id: ReadId,
     nonce: u64,
+    /// Replicas whose READ-INDEX was counted (this one included).
     voters: u64,
+    /// Their claimed sequence numbers ([`PbftNode::read_seq`]), one each.
+    claims: Vec<u64>,
+    /// The sequence number to execute before answering:
+    /// [`read_target`] of `claims` once `resolved`.
     max_seq: u64,
     resolved: bool,
     deadline: Time,
+}
+
+/// The sequence number a read must wait for, given the claims of `k =
+/// claims.len()` distinct replicas of `n` (`k >= q`), or `None` with fewer.
+///
+/// A write that completed before the read began committed at some sequence
+/// number s: `q` replicas sent COMMIT, so at least `q − f` correct ones
+/// prepared it and each claims at least s. At most `n − k` of them are
+/// missing from the claims, so at least `j = k + q − n − f` claims are at
+/// least s (`j >= 1` at `k = q` by quorum intersection), and so is the j-th
+/// highest claim. With `k = q` that is the maximum; each further answer
+/// moves j one rank down, so up to f Byzantine replicas claiming a sequence
+/// number that is never executed stall a read only while a correct replica
+/// is silent.
+fn read_target(claims: &mut [u64], n: usize, q: usize) -> Option<u64> {
+    let k = claims.len();
+    if k < q {
+        return None;
+    }
+    let f = quorum::byzantine_f(n);
+    let j = (k + q).saturating_sub(n + f).max(1);
+    claims.sort_unstable_by(|a, b| b.cmp(a));
+    Some(claims[j - 1])
 }
 
 /// One PBFT replica.
@@ -239,7 +267,7 @@ impl PbftNode {
     /// A one-line summary of the replica's state, for debugging.
     pub fn summary(&self) -> String {
         format!(
-            "{} view {}{} h {} executed {} next_seq {} queue {} pending {} ordering {} slots {:?} vcs {:?} req_deadline {:?} vc_deadline {:?} stats {:?}",
+            "{} view {}{} h {} executed {} next_seq {} queue {} pending {} ordering {} slots {:?} vcs {:?} req_deadline {:?} vc_deadline {:?} reads {:?} stats {:?}",
             self.id,
             self.view,
             if self.active { "" } else { " (changing)" },
@@ -264,6 +292,11 @@ impl PbftNode {
             self.view_changes.iter().map(|(p, v)| (*p, v.view)).collect::<Vec<_>>(),
             self.request_deadline,
             self.vc_deadline,
+            self.reads
+                .iter()
+                .take(4)
+                .map(|r| (r.voters.count_ones(), r.max_seq, r.resolved))
+                .collect::<Vec<_>>(),
             self.stats,
         )
     }
@@ -813,9 +846,21 @@ impl PbftNode {
         if self.verified.contains(&(pos, *digest)) {
             return true;
         }
-        if !self.keys.check_signature(pos, digest, sig) {
-            self.stats.bad_signature += 1;
-            return false;
+        let seed = self.config.key_seed;
+        let sig_bytes = sig.to_bytes();
+        let shared_hit = self
+            .config
+            .shared_checks
+            .as_ref()
+            .is_some_and(|s| s.signature_verified(seed, pos, digest, &sig_bytes));
+        if !shared_hit {
+            if !self.keys.check_signature(pos, digest, sig) {
+                self.stats.bad_signature += 1;
+                return false;
+            }
+            if let Some(s) = &self.config.shared_checks {
+                s.note_signature(seed, pos, digest, &sig_bytes);
+            }
         }
         if self.verified.len() >= MAX_VERIFIED {
             self.verified.clear();
@@ -1242,11 +1287,39 @@ impl PbftNode {
 
     // ----- reads -------------------------------------------------------------
 
-    /// Highest sequence number prepared or executed here.
+    /// Highest sequence number executed, stable, or prepared here: this
+    /// replica's claim in a READ-INDEX ([`read_target`] combines them). A
+    /// request that committed at s was prepared at `q − f` correct
+    /// replicas, and each of them keeps claiming at least s: it executed
+    /// s, or a stable checkpoint covers s, or it still holds the prepared
+    /// certificate (P survives view changes and restarts).
+    ///
+    /// Left out: certificates prepared in a view below that of the NEW-VIEW
+    /// this replica entered its view with, above every sequence number that
+    /// NEW-VIEW covers (its checkpoint and O). Such a request did not
+    /// commit: had it committed at s in an earlier view, V's `q`
+    /// VIEW-CHANGEs would include a correct replica that prepared it or
+    /// whose proven stable checkpoint covers s, and NEW-VIEW's checkpoint is
+    /// the highest proven one in V, so O or the checkpoint would reach s.
+    /// It never executes at s; a read waiting for it would wait until new
+    /// writes filled the gap. Replicas between views, or without the
+    /// NEW-VIEW of their view (restarted), leave nothing out.
     fn read_seq(&self) -> u64 {
-        let prepared =
-            self.slots.iter().rev().find(|(_, s)| s.prepared.is_some()).map_or(0, |(&seq, _)| seq);
-        prepared.max(self.executed)
+        let (floor_view, covered) = match &self.last_new_view {
+            Some(nv) if self.active && nv.view == self.view => {
+                (nv.view, nv.pre_prepares.last().map_or(nv.checkpoint_seq, |&(seq, _)| seq))
+            }
+            _ => (0, u64::MAX),
+        };
+        let prepared = self
+            .slots
+            .iter()
+            .rev()
+            .find(|&(&seq, s)| {
+                s.prepared.as_ref().is_some_and(|p| p.view >= floor_view || seq <= covered)
+            })
+            .map_or(0, |(&seq, _)| seq);
+        prepared.max(self.executed).max(self.stable.seq)
     }
 
     fn release_reads(&mut self, out: &mut PbftOutput) {
@@ -1264,10 +1337,15 @@ impl PbftNode {
 
     fn on_read_index(&mut self, pos: usize, nonce: u64, seq: u64, out: &mut PbftOutput) {
         let q = self.q;
+        let n = self.n;
         let Some(r) = self.reads.iter_mut().find(|r| r.nonce == nonce) else { return };
+        if r.voters & (1 << pos) != 0 {
+            return;
+        }
         r.voters |= 1 << pos;
-        r.max_seq = r.max_seq.max(seq);
-        if r.voters.count_ones() as usize >= q {
+        r.claims.push(seq);
+        if let Some(target) = read_target(&mut r.claims, n, q) {
+            r.max_seq = target;
             r.resolved = true;
             self.release_reads(out);
         }
@@ -1286,7 +1364,7 @@ impl PbftNode {
             let next = self.view + 1;
             self.start_view_change(now, next, out);
         } else if self.active && now >= self.request_deadline {
-            if self.pending.is_empty() || self.is_primary() {
+            if !self.waiting_for_work() || self.is_primary() {
                 self.request_deadline = Time::MAX;
             } else {
                 let next = self.view + 1;
@@ -1313,9 +1391,22 @@ impl PbftNode {
 
     /// Re-arms the request timer after progress (it must see `now`).
     fn rearm(&mut self, now: Time) {
-        if self.request_deadline == Time::MAX && !self.pending.is_empty() && self.active {
+        if self.request_deadline == Time::MAX && self.active && self.waiting_for_work() {
             self.request_deadline = now + self.vc_timeout;
         }
+    }
+
+    /// Whether this replica waits for the primary: a client request it
+    /// knows is not executed, or a batch of this view is pre-prepared here
+    /// above the last one executed. The second matters when only reads are
+    /// outstanding: a faulty primary that skips sequence numbers (batches
+    /// committed above a gap it never fills) must still lose its view.
+    fn waiting_for_work(&self) -> bool {
+        !self.pending.is_empty()
+            || self
+                .slots
+                .range(self.executed + 1..)
+                .any(|(_, s)| s.view == self.view && s.pre_prepare.is_some())
     }
 }
 
@@ -1379,7 +1470,8 @@ impl Protocol for PbftNode {
             next_nonce: 1,
             stats: AuthStats::default(),
             verified: HashSet::new(),
-            requests: RequestCheck::new(ClientKeys::Derived { seed: config.key_seed }),
+            requests: RequestCheck::new(ClientKeys::Derived { seed: config.key_seed })
+                .with_shared(config.shared_checks.clone()),
             announced: None,
             config: config.clone(),
         };
@@ -1573,13 +1665,16 @@ impl Protocol for PbftNode {
         }
         let nonce = self.next_nonce;
         self.next_nonce += 1;
-        let resolved = self.q <= 1;
+        let mut claims = Vec::with_capacity(self.n);
+        claims.push(self.read_seq());
+        let target = read_target(&mut claims, self.n, self.q);
         self.reads.push_back(PendingRead {
             id,
             nonce,
             voters: 1 << self.me,
-            max_seq: self.read_seq(),
-            resolved,
+            max_seq: target.unwrap_or(u64::MAX),
+            claims,
+            resolved: target.is_some(),
             deadline: now + self.config.read_timeout,
         });
         for j in 0..self.n {
@@ -1647,6 +1742,52 @@ mod tests {
         let mut out = PbftOutput::new();
         nodes[0].tick(Time::ZERO, &mut out);
         assert!(out.events.is_empty(), "announced once: {:?}", out.events);
+    }
+
+    #[test]
+    fn a_read_waits_for_the_highest_claim_of_a_quorum_and_lower_with_more_answers() {
+        // n = 4, f = 1, q = 3.
+        assert_eq!(read_target(&mut [5, 9], 4, 3), None);
+        // Three answers: the maximum (only one correct preparer is sure to be in).
+        assert_eq!(read_target(&mut [5, 9, 7], 4, 3), Some(9));
+        // A Byzantine replica's huge claim is the maximum of three...
+        assert_eq!(read_target(&mut [5, 1_000_000, 7], 4, 3), Some(1_000_000));
+        // ...but with every replica answering, the second highest is enough:
+        // two correct preparers of a committed write both claim its number.
+        assert_eq!(read_target(&mut [5, 1_000_000, 7, 6], 4, 3), Some(7));
+        // n = 7, f = 2, q = 5: the 1st, 2nd and 3rd highest of 5, 6 and 7.
+        assert_eq!(read_target(&mut [1, 2, 3, 4, 9], 7, 5), Some(9));
+        assert_eq!(read_target(&mut [1, 2, 3, 4, 9, 8], 7, 5), Some(8));
+        assert_eq!(read_target(&mut [1, 2, 3, 4, 9, 8, 7], 7, 5), Some(7));
+        // A single replica reads its own state.
+        assert_eq!(read_target(&mut [4], 1, 1), Some(4));
+    }
+
+    /// Regression (attack `random`, seed 78): a faulty primary that
+    /// pre-prepares sequence number 2 and never 1, while clients only read,
+    /// left backups with no pending request and so no timer: stuck for good.
+    #[test]
+    fn a_backup_leaves_a_primary_that_skips_a_sequence_number() {
+        let (config, mut nodes) = cluster();
+        let request = crate::request::sign_command(
+            &config.client_key(1),
+            Command::new(ClientId(1), 1, &b"put"[..]),
+        );
+        let batch: Batch = Arc::from(vec![request]);
+        let digest = batch_digest(&batch);
+        let auth = config.keyring(0).auth(PrePrepare::header(0, 2, &digest).as_bytes());
+        let pp = PrePrepare { view: 0, seq: 2, digest, batch, auth };
+        let mut out = PbftOutput::new();
+        nodes[1].step(Time::ZERO, NodeId(1), Message::PrePrepare(pp), &mut out);
+        assert!(out.messages.iter().any(|(_, m)| matches!(m, Message::Prepare(_))));
+        let later = Time::ZERO + config.view_change_timeout;
+        out.clear();
+        nodes[1].tick(later, &mut out);
+        assert!(
+            out.messages.iter().any(|(_, m)| matches!(m, Message::ViewChange(vc) if vc.view == 1)),
+            "no VIEW-CHANGE after the timeout: {:?}",
+            out.messages
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@
 
 use crate::auth::client_signing_key;
 use crate::digest::{BodyHasher, Digest};
+use crate::shared_checks::SharedChecks;
 use bytes::Bytes;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use std::collections::HashMap;
@@ -94,12 +95,25 @@ pub struct RequestCheck {
     /// Envelopes verified, by (client, seq): a request is known good when
     /// its op equals the one stored (a byte comparison, no hashing).
     verified: HashMap<(ClientId, u64), Bytes>,
+    /// Successes shared with the other replicas of this process, with the
+    /// key seed they hold for (derived keys only).
+    shared: Option<(SharedChecks, u64)>,
 }
 
 impl RequestCheck {
     /// A checker finding keys in `keys`.
     pub fn new(keys: ClientKeys) -> Self {
-        RequestCheck { keys, client_keys: HashMap::new(), verified: HashMap::new() }
+        RequestCheck { keys, client_keys: HashMap::new(), verified: HashMap::new(), shared: None }
+    }
+
+    /// This checker, also consulting and filling `shared` (see
+    /// [`SharedChecks`]); only with derived keys, whose seed keys the memo.
+    pub fn with_shared(mut self, shared: Option<SharedChecks>) -> Self {
+        self.shared = match (&self.keys, shared) {
+            (ClientKeys::Derived { seed }, Some(s)) => Some((s, *seed)),
+            _ => None,
+        };
+        self
     }
 
     /// Whether `c` carries a valid signature of its client over its
@@ -111,13 +125,22 @@ impl RequestCheck {
         if c.op.len() < SIGNATURE_BYTES {
             return false;
         }
-        let Some(key) = self.client_key(c.client) else { return false };
-        let sig_bytes: &[u8; SIGNATURE_BYTES] =
-            c.op[..SIGNATURE_BYTES].try_into().expect("length checked");
-        let sig = Signature::from_bytes(sig_bytes);
-        let body = body_digest(c.client, c.seq, &c.op[SIGNATURE_BYTES..]);
-        if key.verify_strict(&body.0, &sig).is_err() {
-            return false;
+        let shared_hit = self
+            .shared
+            .as_ref()
+            .is_some_and(|(s, seed)| s.request_verified(*seed, c.client, c.seq, &c.op));
+        if !shared_hit {
+            let Some(key) = self.client_key(c.client) else { return false };
+            let sig_bytes: &[u8; SIGNATURE_BYTES] =
+                c.op[..SIGNATURE_BYTES].try_into().expect("length checked");
+            let sig = Signature::from_bytes(sig_bytes);
+            let body = body_digest(c.client, c.seq, &c.op[SIGNATURE_BYTES..]);
+            if key.verify_strict(&body.0, &sig).is_err() {
+                return false;
+            }
+            if let Some((s, seed)) = &self.shared {
+                s.note_request(*seed, c.client, c.seq, &c.op);
+            }
         }
         if self.verified.len() >= MAX_VERIFIED_REQUESTS {
             self.verified.clear();
@@ -184,6 +207,27 @@ mod tests {
         assert!(!check.check(&other));
         assert!(check.check_all(std::slice::from_ref(&good)));
         assert!(!check.check_all(&[good, other]));
+    }
+
+    #[test]
+    fn a_shared_memo_vouches_only_for_what_one_checker_verified() {
+        let shared = SharedChecks::default();
+        let mut a =
+            RequestCheck::new(ClientKeys::Derived { seed: 3 }).with_shared(Some(shared.clone()));
+        let mut b =
+            RequestCheck::new(ClientKeys::Derived { seed: 3 }).with_shared(Some(shared.clone()));
+        let good = signed(3, 7, 1, b"put x");
+        assert!(!b.check(&signed(4, 7, 1, b"put x")), "a forgery is verified, and fails");
+        assert!(a.check(&good));
+        assert!(shared.request_verified(3, ClientId(7), 1, &good.op), "a's success is shared");
+        assert!(b.check(&good));
+        // The same (client, seq) with another envelope is verified afresh.
+        let mut op = good.op.to_vec();
+        op[0] ^= 1;
+        assert!(!b.check(&Command { op: Bytes::from(op), ..good.clone() }));
+        // Checkers of another key seed do not use the memo.
+        let mut c = RequestCheck::new(ClientKeys::Derived { seed: 4 }).with_shared(Some(shared));
+        assert!(!c.check(&good));
     }
 
     #[test]

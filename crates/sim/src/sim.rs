@@ -1019,8 +1019,11 @@ impl<P: SimProtocol> Sim<P> {
             Answer::Value(bytes) => match self.routing {
                 ClientRouting::Leader => self.complete(c, from, bytes),
                 ClientRouting::All { replies } => {
-                    if !cl.replies.iter().any(|(n, _)| *n == from) {
-                        cl.replies.push((from, bytes.clone()));
+                    // A replica's newer reply (to a retransmission: a read
+                    // served again at a later position) replaces its older.
+                    match cl.replies.iter_mut().find(|(n, _)| *n == from) {
+                        Some((_, b)) => *b = bytes.clone(),
+                        None => cl.replies.push((from, bytes.clone())),
                     }
                     let matching = cl.replies.iter().filter(|(_, b)| *b == bytes).count();
                     if matching >= replies {

@@ -106,7 +106,7 @@ fn inspect() {
         clients: 5,
         ops_per_client: 100,
         fault_window_ms: 10_000,
-        reads_through_log: true,
+        reads_through_log: std::env::var("PBFT_LOG_READS").is_ok(),
         ..opts(1, &attack, FaultProfile::All)
     };
     let mut sim = synod_sim::Sim::<synod_pbft::PbftNode>::new(&o, seed).expect("valid");
@@ -128,7 +128,7 @@ fn inspect() {
 
 /// What `synod sim --protocol pbft --nodes 4 --seeds 1..N --faults all
 /// --byzantine 1 --attack all` runs:
-/// `ATTACK_SEEDS=100 [ATTACK_CLIENTS=3 ATTACK_OPS=50] cargo test --release -p synod-sim --test pbft_byzantine attack_sweep -- --ignored --nocapture`
+/// `ATTACK_SEEDS=100 [ATTACK_FROM=1 ATTACK_CLIENTS=3 ATTACK_OPS=50] cargo test --release -p synod-sim --test pbft_byzantine attack_sweep -- --ignored --nocapture`
 #[test]
 #[ignore]
 fn attack_sweep() {
@@ -147,7 +147,8 @@ fn attack_sweep() {
         ops_per_client: env("ATTACK_OPS", d.ops_per_client as u64) as usize,
         ..d
     };
-    let s = synod_sim::run_seeds(&o, 1..n + 1, 2);
+    let from = env("ATTACK_FROM", 1);
+    let s = synod_sim::run_seeds(&o, from..from + n, 2);
     eprintln!("{}", s.render());
     assert!(s.all_passed());
 }

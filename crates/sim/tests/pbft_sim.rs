@@ -10,7 +10,7 @@ fn opts(faults: FaultProfile) -> SimOptions {
         faults,
         ops_per_client: 40,
         fault_window_ms: 5_000,
-        reads_through_log: std::env::var("PBFT_BARRIER_READS").is_err(),
+        reads_through_log: std::env::var("PBFT_LOG_READS").is_ok(),
         ..SimOptions::default()
     }
 }

@@ -20,7 +20,7 @@
 //! | `lying-checkpoint` | signed CHECKPOINTs with wrong state digests, also for sequence numbers not reached |
 //! | `lying-new-view` | NEW-VIEWs whose O or checkpoint is not what V decides (re-signed), NEW-VIEWs with too few VIEW-CHANGEs, VIEW-CHANGEs claiming a prepared certificate for an invented batch |
 //! | `bad-client-auth` | a Byzantine primary adds requests no client made to its batches: invented clients' requests sealed with the wrong key, or a real client's signature over another operation and sequence number |
-//! | `lying-replies` | every client reply says the same wrong value |
+//! | `lying-replies` | every client reply says the same wrong value; READ-INDEX answers claim a sequence number never reached, or 0 |
 //! | `twins` | node 1 runs twice with one identity and one key set: the original talks to X, a second correct core (the twin) to Y |
 //! | `random` | mutates about half of what they send: fields bumped, digests flipped, stale or fresh authenticators, duplicates, drops, old messages |
 
@@ -797,7 +797,20 @@ impl Adversary<PbftNode> for PbftAdversary {
             Attack::LyingCheckpoint => self.lying_checkpoint(from, to, msg, out),
             Attack::LyingNewView => self.lying_new_view(from, to, msg, out),
             Attack::BadClientAuth => self.bad_client_auth(from, to, msg, out),
-            Attack::LyingReplies => out.push(Forged::plain(from, to, msg)),
+            Attack::LyingReplies => {
+                // READ-INDEX answers lie too: a sequence number never reached
+                // (stalls reads unless every correct replica answers) or 0.
+                let m = match msg {
+                    Message::ReadIndex { nonce, seq, .. } => {
+                        let lie = if self.rng.chance(0.5) { seq + 1_000_000 } else { 0 };
+                        let header = Message::read_header(true, nonce, lie);
+                        let auth = self.keys(self.pos(from)).mac(self.pos(to), header.as_bytes());
+                        Message::ReadIndex { nonce, seq: lie, auth }
+                    }
+                    other => other,
+                };
+                out.push(Forged::plain(from, to, m));
+            }
             Attack::Twins => {
                 // The original core speaks to group X only.
                 if !self.group_y[self.pos(to)] {
