@@ -52,7 +52,9 @@ pub struct ChainSimArgs {
     latency_ms: u64,
     /// `private-chain` (PoW, with --hashpower), `double-vote` or
     /// `bad-proposer` (PoS: validator 0 signs blocks carrying a double
-    /// spend) or `partition` (all; PBFT: the primary of view 0 is cut off).
+    /// spend), `partition` (all; PBFT: the primary of view 0 is cut off)
+    /// or `crash` (PoW and PBFT: the last node is down for the middle third
+    /// of the run, then restarts from its disk and catches up).
     #[arg(long)]
     attack: Option<String>,
     /// The private-chain attacker's share of hash power.
@@ -177,8 +179,12 @@ fn pow_config(a: &ChainSimArgs) -> Result<PowSimConfig, String> {
             let span = c.max_time_ms.min(c.blocks.saturating_mul(10_000));
             c.partition_ms = Some((span / 3, 2 * span / 3));
         }
+        Some("crash") => {
+            let span = c.max_time_ms.min(c.blocks.saturating_mul(10_000));
+            c.crash_ms = Some((a.nodes - 1, span / 3, 2 * span / 3));
+        }
         Some(other) => {
-            return Err(format!("--attack {other}: PoW knows private-chain and partition"));
+            return Err(format!("--attack {other}: PoW knows private-chain, partition and crash"));
         }
     }
     Ok(c)
@@ -245,7 +251,11 @@ fn pbft_config(a: &ChainSimArgs) -> Result<PbftSimConfig, String> {
             let span = c.max_time_ms.min(c.blocks.saturating_mul(1_000));
             c.partition = Some((vec![0], span / 3, 2 * span / 3));
         }
-        Some(other) => return Err(format!("--attack {other}: PBFT knows partition")),
+        Some("crash") => {
+            let span = c.max_time_ms.min(c.blocks.saturating_mul(1_000));
+            c.crash_ms = Some((a.nodes - 1, span / 3, 2 * span / 3));
+        }
+        Some(other) => return Err(format!("--attack {other}: PBFT knows partition and crash")),
     }
     Ok(c)
 }

@@ -95,6 +95,14 @@ fn pbft_sim_survives_a_partitioned_primary_with_agreeing_chains() {
     assert_eq!(v["violations"], serde_json::json!([]), "{v}");
     let text = stdout(&synod("chain sim --consensus pbft --nodes 4 --blocks 30"));
     assert!(text.contains("height 30") && text.contains("checks: passed"), "{text}");
+    for consensus in ["pbft", "pow"] {
+        let o = synod(&format!(
+            "chain sim --consensus {consensus} --nodes 4 --blocks 60 --attack crash --json"
+        ));
+        assert_eq!(o.status.code(), Some(0), "{consensus}: {}", stdout(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+        assert_eq!(v["height"], 60, "{consensus}: {v}");
+    }
 }
 
 #[test]
@@ -107,6 +115,7 @@ fn bad_usage_exits_2() {
         "chain sim --compare pow,paxos",
         "chain sim --consensus pbft --attack double-vote",
         "chain sim --consensus pbft --nodes 65",
+        "chain sim --consensus pos --attack crash",
     ] {
         let o = synod(args);
         assert_eq!(o.status.code(), Some(2), "{args}: {}", stdout(&o));
