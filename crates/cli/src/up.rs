@@ -22,7 +22,7 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=9))]
     pub nodes: u16,
     /// The consensus protocol.
-    #[arg(long, default_value = "raft", value_parser = ["raft"])]
+    #[arg(long, default_value = "raft", value_parser = ["raft", "paxos"])]
     pub protocol: String,
     /// Where configs, logs and each node's data live.
     #[arg(long, default_value = "./synod-data")]
@@ -72,6 +72,15 @@ fn prepare(args: &UpArgs) -> Result<u16, String> {
                 "synod up: {} holds a {existing}-node cluster; resuming it (--nodes {} ignored)",
                 dir.display(),
                 args.nodes
+            );
+        }
+        let first = std::fs::read_to_string(config_path(dir, 1)).unwrap_or_default();
+        if !first.contains(&format!("protocol = \"{}\"", args.protocol)) {
+            eprintln!(
+                "synod up: {} holds a cluster of another protocol; resuming it (--protocol {} \
+                 ignored)",
+                dir.display(),
+                args.protocol
             );
         }
         return Ok(existing);

@@ -5,7 +5,7 @@
 //! ```toml
 //! node_id = 1
 //! cluster_name = "synod-local"        # optional; peers must agree
-//! protocol = "raft"                   # optional (raft)
+//! protocol = "raft"                   # optional: raft (default) or paxos
 //! data_dir = "n1"
 //! secret_file = "secret"              # the cluster secret (>= 16 bytes)
 //! metrics_addr = "127.0.0.1:2381"     # optional: /metrics and /health
@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The protocols `protocol` accepts.
-pub const PROTOCOLS: &[&str] = &["raft"];
+pub const PROTOCOLS: &[&str] = &["raft", "paxos"];
 
 /// A config that does not parse or does not make sense; names its field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

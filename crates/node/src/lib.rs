@@ -11,7 +11,8 @@
 //!   snapshots); [`snapshotter`] writes the snapshots it takes on a
 //!   background thread;
 //! - [`glue`]: [`NodeProtocol`], the per-protocol part (wire format, disk
-//!   mapping, recovery); [`raft_glue`] implements it for Raft;
+//!   mapping, recovery); [`raft_glue`] implements it for Raft,
+//!   [`paxos_glue`] for Multi-Paxos;
 //! - [`machine`]: the replicated state (store + exactly-once sessions) and
 //!   its snapshots;
 //! - [`service`] and [`convert`]: the etcd `KV`, `Maintenance.Status` and
@@ -40,6 +41,7 @@ pub mod lease;
 pub mod lock;
 pub mod machine;
 pub mod metrics;
+pub mod paxos_glue;
 pub mod raft_glue;
 pub mod server;
 pub mod service;

@@ -26,6 +26,7 @@ use synod_etcdpb::etcdserverpb::watch_server::WatchServer;
 use synod_etcdpb::v3electionpb::election_server::ElectionServer;
 use synod_etcdpb::v3lockpb::lock_server::LockServer;
 use synod_kv::KvConfig;
+use synod_paxos::PaxosNode;
 use synod_raft::RaftNode;
 use synod_transport::{Transport, TransportConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -60,6 +61,7 @@ pub async fn serve(
 ) -> Result<(), NodeError> {
     match config.protocol.as_str() {
         "raft" => serve_with::<RaftNode>(config, shutdown).await,
+        "paxos" => serve_with::<PaxosNode>(config, shutdown).await,
         other => Err(NodeError::Config(format!("protocol: `{other}` cannot run on a node yet"))),
     }
 }
