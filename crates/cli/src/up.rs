@@ -60,9 +60,14 @@ fn config_path(dir: &Path, i: u16) -> PathBuf {
     dir.join(format!("n{i}.toml"))
 }
 
+/// The `protocol` an existing node config names.
+fn configured_protocol(config: &str) -> Option<&str> {
+    config.lines().find_map(|l| l.strip_prefix("protocol = \"")?.strip_suffix('"'))
+}
+
 /// Writes a new cluster's files, or finds an existing one's; returns the
-/// number of nodes.
-fn prepare(args: &UpArgs) -> Result<u16, String> {
+/// number of nodes and the protocol they run.
+fn prepare(args: &UpArgs) -> Result<(u16, String), String> {
     let dir = &args.data_dir;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let existing = (1..=9).take_while(|&i| config_path(dir, i).exists()).count() as u16;
@@ -75,15 +80,15 @@ fn prepare(args: &UpArgs) -> Result<u16, String> {
             );
         }
         let first = std::fs::read_to_string(config_path(dir, 1)).unwrap_or_default();
-        if !first.contains(&format!("protocol = \"{}\"", args.protocol)) {
+        let protocol = configured_protocol(&first).unwrap_or("raft").to_string();
+        if protocol != args.protocol {
             eprintln!(
-                "synod up: {} holds a cluster of another protocol; resuming it (--protocol {} \
-                 ignored)",
+                "synod up: {} holds a {protocol} cluster; resuming it (--protocol {} ignored)",
                 dir.display(),
                 args.protocol
             );
         }
-        return Ok(existing);
+        return Ok((existing, protocol));
     }
     let secret_path = dir.join("secret");
     if !secret_path.exists() {
@@ -96,7 +101,7 @@ fn prepare(args: &UpArgs) -> Result<u16, String> {
         std::fs::write(config_path(dir, i), text)
             .map_err(|e| format!("cannot write {}: {e}", config_path(dir, i).display()))?;
     }
-    Ok(args.nodes)
+    Ok((args.nodes, args.protocol.clone()))
 }
 
 fn write_private(path: &Path, text: &str) -> Result<(), String> {
@@ -163,8 +168,8 @@ fn stop_all(children: &mut [(u16, Child)]) {
 
 /// Runs `synod up`.
 pub fn run(args: UpArgs) -> ExitCode {
-    let n = match prepare(&args) {
-        Ok(n) => n,
+    let (n, protocol) = match prepare(&args) {
+        Ok(found) => found,
         Err(e) => {
             eprintln!("synod up: {e}");
             return ExitCode::from(2);
@@ -194,11 +199,7 @@ pub fn run(args: UpArgs) -> ExitCode {
         .map(|(client, _, _)| format!("127.0.0.1:{client}"))
         .collect();
     let joined = endpoints.join(",");
-    println!(
-        "synod: {n}-node {} cluster running; data and logs in {}",
-        args.protocol,
-        dir.display()
-    );
+    println!("synod: {n}-node {protocol} cluster running; data and logs in {}", dir.display());
     for (i, e) in endpoints.iter().enumerate() {
         println!("  node {}: {e}", i + 1);
     }
@@ -260,5 +261,14 @@ mod tests {
             assert_eq!(c.metrics_addr.map(|a| a.port()), Some(2381 + 10 * (i - 1)));
         }
         assert_eq!(node_config("raft", 3, 3, 65530), None, "ports past 65535 are refused");
+    }
+
+    #[test]
+    fn a_resumed_cluster_keeps_the_protocol_its_configs_name() {
+        let paxos = node_config("paxos", 3, 1, 2379).expect("ports fit");
+        let c = synod_node::NodeConfig::parse(&paxos).expect("valid config");
+        assert_eq!(c.protocol, "paxos");
+        assert_eq!(configured_protocol(&paxos), Some("paxos"));
+        assert_eq!(configured_protocol("node_id = 1\n"), None);
     }
 }
