@@ -710,15 +710,39 @@ impl PbftNode {
         if cp.seq <= self.stable.seq || !cp.seq.is_multiple_of(self.config.checkpoint_interval) {
             return;
         }
-        if cp.seq > self.high_watermark() + 4 * self.config.log_window {
-            self.stats.invalid += 1;
-            return;
-        }
         if self.checkpoints.get(&cp.seq).is_some_and(|m| m.contains_key(&pos)) {
             return;
         }
+        // Far beyond the window (this replica lags, e.g. after a long
+        // partition): each sender keeps only its latest such CHECKPOINT, so
+        // memory stays bounded (n entries) while a quorum's proof can still
+        // assemble and start a state transfer.
+        let far = self.high_watermark() + 4 * self.config.log_window;
+        let older_far: Vec<u64> = if cp.seq > far {
+            let mine: Vec<u64> = self
+                .checkpoints
+                .range(far + 1..)
+                .filter(|(_, m)| m.contains_key(&pos))
+                .map(|(&seq, _)| seq)
+                .collect();
+            if mine.iter().any(|&seq| seq > cp.seq) {
+                self.stats.invalid += 1;
+                return;
+            }
+            mine
+        } else {
+            Vec::new()
+        };
         if !self.check_signed(pos, &Checkpoint::digest(cp.seq, &cp.state, cp.replica), &cp.sig) {
             return;
+        }
+        for seq in older_far {
+            if let Some(m) = self.checkpoints.get_mut(&seq) {
+                m.remove(&pos);
+                if m.is_empty() {
+                    self.checkpoints.remove(&seq);
+                }
+            }
         }
         self.record_checkpoint(pos, cp, out);
     }
@@ -1217,6 +1241,15 @@ impl PbftNode {
                 self.send_to(pos, Message::ViewChange(vc), out);
             }
         }
+        // A stalled peer below the stable checkpoint gets its proof in any
+        // view: checkpoints do not depend on views, so a replica left alone
+        // in a higher view (its VIEW-CHANGE unsupported) still catches up by
+        // state transfer.
+        if stalled && executed < self.stable.seq {
+            for cp in self.stable.proof.iter() {
+                self.send_to(pos, Message::Checkpoint(cp.clone()), out);
+            }
+        }
         if view != self.view
             || !active
             || !self.active
@@ -1224,11 +1257,6 @@ impl PbftNode {
             || executed >= self.executed.max(self.last_pre_prepared())
         {
             return;
-        }
-        if executed < self.stable.seq {
-            for cp in self.stable.proof.iter() {
-                self.send_to(pos, Message::Checkpoint(cp.clone()), out);
-            }
         }
         let from = executed.max(self.stable.seq) + 1;
         let upto = (from + self.config.max_retransmit_seqs).min(self.high_watermark());
@@ -1761,6 +1789,41 @@ mod tests {
         assert_eq!(read_target(&mut [1, 2, 3, 4, 9, 8, 7], 7, 5), Some(7));
         // A single replica reads its own state.
         assert_eq!(read_target(&mut [4], 1, 1), Some(4));
+    }
+
+    /// Regression (synod chain sim --consensus pbft --attack partition,
+    /// seed 1): a replica cut off for 1,200 s came back ~12,000 sequence
+    /// numbers behind; CHECKPOINTs that far beyond its window were dropped,
+    /// so it never assembled a stable proof and never caught up.
+    #[test]
+    fn a_replica_far_behind_adopts_a_quorums_checkpoint_and_fetches() {
+        let (config, mut nodes) = cluster();
+        let seq = 50 * config.log_window;
+        let state = Digest::of(b"state far ahead");
+        let cp = |signer: usize, seq: u64| {
+            let replica = NodeId(signer as u64 + 1);
+            let sig = config.keyring(signer).sign(&Checkpoint::digest(seq, &state, replica));
+            Message::Checkpoint(Checkpoint { seq, state, replica, sig })
+        };
+        let mut out = PbftOutput::new();
+        // Replica 2 first claims an older far checkpoint, then a newer one:
+        // only the newer is kept, and an older one after it is refused.
+        nodes[0].step(Time::ZERO, NodeId(3), cp(2, seq - config.checkpoint_interval), &mut out);
+        for signer in 1..4 {
+            nodes[0].step(Time::ZERO, NodeId(signer as u64 + 1), cp(signer, seq), &mut out);
+        }
+        nodes[0].step(Time::ZERO, NodeId(3), cp(2, seq - config.checkpoint_interval), &mut out);
+        assert_eq!(nodes[0].stable.seq, seq, "{}", nodes[0].summary());
+        assert!(nodes[0].checkpoints.is_empty(), "{:?}", nodes[0].checkpoints.keys());
+        out.clear();
+        nodes[0].tick(Time::ZERO + config.status_interval, &mut out);
+        assert!(
+            out.messages
+                .iter()
+                .any(|(_, m)| matches!(m, Message::Fetch { from: 1, upto, .. } if *upto == seq)),
+            "no FETCH: {:?}",
+            out.messages
+        );
     }
 
     /// Regression (attack `random`, seed 78): a faulty primary that
