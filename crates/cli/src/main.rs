@@ -9,12 +9,19 @@
 
 mod bench;
 mod chain;
+mod client;
+mod elect;
 mod kv;
+mod lease;
+mod lock;
+mod member;
 mod seeds;
 mod serve;
+mod session;
 mod sim;
 mod status;
 mod up;
+mod watch;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -49,6 +56,19 @@ enum Command {
     Chain(chain::ChainArgs),
     /// Put, get and delete keys over the etcd v3 API (etcdctl-like).
     Kv(kv::KvArgs),
+    /// Grant, revoke, keep alive, inspect and list leases (etcdctl-like).
+    Lease(lease::LeaseArgs),
+    /// Acquire a distributed lock (with a fencing token) and hold it, or run
+    /// a command while holding it: `synod lock NAME -- CMD ...`.
+    Lock(lock::LockArgs),
+    /// Campaign in a leader election (`synod elect NAME PROPOSAL`), or watch
+    /// who leads (`--listen`).
+    Elect(elect::ElectArgs),
+    /// Print every change to a key, a prefix or a range, optionally from a
+    /// past revision.
+    Watch(watch::WatchArgs),
+    /// List the cluster's members.
+    Member(member::MemberArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,5 +81,10 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Chain(args) => chain::run(args),
         Command::Kv(args) => kv::run(args),
+        Command::Lease(args) => lease::run(args),
+        Command::Lock(args) => lock::run(args),
+        Command::Elect(args) => elect::run(args),
+        Command::Watch(args) => watch::run(args),
+        Command::Member(args) => member::run(args),
     }
 }

@@ -1,0 +1,134 @@
+//! `synod lock <name> [-- command ...]`: etcdctl's `lock` over the server-side
+//! Lock API (v3lockpb). Waits until the lock is free, then either prints the
+//! lock's key and holds it until interrupted (Ctrl-C), or runs the command
+//! with the lock held and releases it when the command ends.
+//!
+//! The command gets `ETCD_LOCK_KEY` (the lock's key) and `ETCD_LOCK_REV`
+//! (its fencing token: the key's create revision, which grows with every new
+//! holder); a holder must pass the token to whatever it protects so that a
+//! stale holder — one whose lease expired while it was paused — is refused.
+//!
+//! The lock is held through a session lease (`--ttl`, kept alive in the
+//! background, revoked on exit); if this process dies the lease expires and
+//! the lock is released after at most `--ttl` seconds.
+//!
+//! Exit codes: 0 success, 1 the cluster answered with an error or could not
+//! be reached, 2 bad usage; with a command, the command's own exit code.
+
+use crate::client::{self, ClientOpts, Failure, emit, text, within};
+use crate::session::Session;
+use clap::Args;
+use std::process::ExitCode;
+use synod_etcdpb::etcdserverpb::RangeRequest;
+use synod_etcdpb::etcdserverpb::kv_client::KvClient;
+use synod_etcdpb::v3lockpb::lock_client::LockClient;
+use synod_etcdpb::v3lockpb::{LockRequest, UnlockRequest};
+
+/// Arguments of `synod lock`.
+#[derive(Args, Debug)]
+pub struct LockArgs {
+    #[command(flatten)]
+    client: ClientOpts,
+    /// The lock's name (a key prefix: holders' keys are `<name>/<lease>`).
+    name: String,
+    /// Time to live of the session lease, in seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(i64).range(1..))]
+    ttl: i64,
+    /// A command to run while holding the lock (after `--`).
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+/// Runs `synod lock`.
+pub fn run(args: LockArgs) -> ExitCode {
+    client::run_command("lock", execute(args))
+}
+
+async fn execute(args: LockArgs) -> Result<(), Failure> {
+    if args.name.is_empty() {
+        return Err(Failure::Usage("the lock name must not be empty".into()));
+    }
+    let timeout = args.client.timeout();
+    let channel = client::connect(&args.client.endpoints, timeout).await?;
+    let session = Session::start(channel.clone(), args.ttl, timeout).await?;
+    let mut lost = session.lost.clone();
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    // Waiting for the lock is not bounded by --timeout-ms: it takes as long
+    // as the holders ahead take. Ctrl-C gives up (and revokes the lease,
+    // which withdraws this waiter).
+    let mut locker = LockClient::new(channel.clone());
+    let request = LockRequest { name: args.name.clone().into_bytes(), lease: session.lease_id };
+    let locked = tokio::select! {
+        r = locker.lock(request) => r,
+        _ = &mut interrupted => {
+            session.close().await;
+            return Err(Failure::Cluster("interrupted while waiting for the lock".into()));
+        }
+        _ = lost.wait_for(|l| *l) => {
+            session.close().await;
+            return Err(Failure::Cluster("lost the session lease while waiting for the lock".into()));
+        }
+    };
+    let key = match locked {
+        Ok(r) => r.into_inner().key,
+        Err(status) => {
+            session.close().await;
+            return Err(status.into());
+        }
+    };
+    let held = hold(&args, &channel, &key, timeout, &mut lost).await;
+    let unlocked =
+        within(timeout, LockClient::new(channel).unlock(UnlockRequest { key: key.clone() })).await;
+    session.close().await;
+    held?;
+    unlocked.map(|_| ())
+}
+
+/// Holds the lock on `key`: runs the command, or prints the key and waits
+/// for Ctrl-C (or the loss of the session).
+async fn hold(
+    args: &LockArgs,
+    channel: &tonic::transport::Channel,
+    key: &[u8],
+    timeout: std::time::Duration,
+    lost: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<(), Failure> {
+    let Some((program, program_args)) = args.command.split_first() else {
+        emit(&format!("{}\n", text(key)));
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = lost.wait_for(|l| *l) => {
+                return Err(Failure::Cluster("lost the session lease: the lock is no longer held".into()));
+            }
+        }
+    };
+    let token = within(
+        timeout,
+        KvClient::new(channel.clone())
+            .range(RangeRequest { key: key.to_vec(), ..Default::default() }),
+    )
+    .await?
+    .kvs
+    .first()
+    .map(|kv| kv.create_revision)
+    .ok_or_else(|| Failure::Cluster("the lock key vanished right after locking".into()))?;
+    let mut child = tokio::process::Command::new(program)
+        .args(program_args)
+        .env("ETCD_LOCK_KEY", text(key))
+        .env("ETCD_LOCK_REV", token.to_string())
+        .spawn()
+        .map_err(|e| Failure::Usage(format!("cannot run `{program}`: {e}")))?;
+    let status = tokio::select! {
+        s = child.wait() => s,
+        _ = lost.wait_for(|l| *l) => {
+            eprintln!("synod lock: lost the session lease while `{program}` ran: the lock is no longer held");
+            child.wait().await
+        }
+    };
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(Failure::Exit(s.code().map_or(1, |c| c.clamp(1, 255) as u8))),
+        Err(e) => Err(Failure::Cluster(format!("waiting for `{program}`: {e}"))),
+    }
+}
