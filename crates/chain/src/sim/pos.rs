@@ -75,6 +75,16 @@ pub enum PosScenario {
     /// spend (two transfers of one payer with one nonce) instead of a valid
     /// one; every node must refuse it (the slot stays empty).
     BadProposer,
+    /// The last node crashes at the start of epoch `start` (it neither
+    /// sends, receives, proposes nor attests; its store survives, as on
+    /// disk) and restarts at the start of epoch `end`, then syncs from a
+    /// peer.
+    Crash {
+        /// First epoch down.
+        start_epoch: u64,
+        /// First epoch up again.
+        end_epoch: u64,
+    },
 }
 
 /// A PoS simulation's settings.
@@ -394,6 +404,19 @@ impl<'a> PosSim<'a> {
     }
 
     fn update_partition(&mut self, slot: u64) {
+        if let PosScenario::Crash { start_epoch, end_epoch } = self.cfg.scenario {
+            let s = self.cfg.params.slots_per_epoch;
+            let last = self.cfg.nodes - 1;
+            if slot == start_epoch * s {
+                self.net.down[last] = true;
+            }
+            if slot == end_epoch * s && self.net.down[last] {
+                self.net.down[last] = false;
+                // The restarted node asks a peer for its head's chain.
+                let peer = (last + 1) % self.cfg.nodes;
+                self.send(last, peer, Arc::new(Msg::GetAncestors(Hash32::ZERO)));
+            }
+        }
         if let PosScenario::Partition { start_epoch, end_epoch } = self.cfg.scenario {
             let s = self.cfg.params.slots_per_epoch;
             if slot == start_epoch * s {
@@ -441,6 +464,9 @@ impl<'a> PosSim<'a> {
         let s = self.cfg.params.slots_per_epoch;
         let epoch = slot / s;
         for i in 0..self.cfg.nodes {
+            if self.net.down[i] {
+                continue;
+            }
             let head = self.record_head(i);
             let proposer = self.nodes[i].store.proposer(&head, slot);
             if self.hosts(proposer) != i {
@@ -498,6 +524,9 @@ impl<'a> PosSim<'a> {
         let s = self.cfg.params.slots_per_epoch;
         let epoch = slot / s;
         for i in 0..self.cfg.nodes {
+            if self.net.down[i] {
+                continue;
+            }
             let head = self.record_head(i);
             let store = &self.nodes[i].store;
             let data = AttestationData {
@@ -578,7 +607,10 @@ impl<'a> PosSim<'a> {
         let to = self.users[payee].verifying_key().to_bytes();
         let tx = Tx::Transfer(Transfer::new(&self.users[u], to, 1, nonce));
         self.tx_submitted_at.insert(tx.txid(), self.now_ms);
-        let node = self.rng.random_range(0..self.cfg.nodes);
+        let mut node = self.rng.random_range(0..self.cfg.nodes);
+        if self.net.down[node] {
+            node = (node + 1) % self.cfg.nodes;
+        }
         self.submit_tx(node, tx);
         if self.rng.random_bool(0.1) {
             let other = (payee + 1) % n_users;
@@ -614,6 +646,9 @@ impl<'a> PosSim<'a> {
     }
 
     fn deliver(&mut self, to: usize, from: usize, msg: &Msg) {
+        if self.net.down[to] {
+            return; // arrived after the crash
+        }
         match msg {
             Msg::Block(b) => self.on_block(to, from, b.clone()),
             Msg::Tx(tx) => {
@@ -993,6 +1028,17 @@ mod tests {
         assert!(r.violations.is_empty(), "{:?}", r.violations);
         assert_eq!(r.slashed, vec![0]);
         assert!(r.finalized_epoch >= 3, "finality continues: {}", r.finalized_epoch);
+    }
+
+    #[test]
+    fn a_crashed_node_restarts_syncs_and_finalizes_with_the_others() {
+        let r = run(&cfg(PosScenario::Crash { start_epoch: 2, end_epoch: 5 }, 8));
+        assert!(r.violations.is_empty(), "{:?}", r.violations);
+        // 7 of 8 nodes hold more than 2/3 of the stake: finality goes on,
+        // and the restarted node catches up to the same finalized ledger.
+        assert!(r.finalized_epoch_by_node.iter().all(|e| *e >= 6), "{r:?}");
+        let d = &r.finalized_ledger_by_node;
+        assert!(d.iter().all(|x| *x == d[0]), "{d:?}");
     }
 
     #[test]
