@@ -34,7 +34,9 @@ pub struct LockArgs {
     /// Time to live of the session lease, in seconds.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(i64).range(1..))]
     ttl: i64,
-    /// A command to run while holding the lock (after `--`).
+    /// A command to run while holding the lock (after `--`). It gets
+    /// ETCD_LOCK_KEY (the lock key) and ETCD_LOCK_REV (the fencing token: pass
+    /// it to whatever the lock protects); its exit code becomes ours.
     #[arg(last = true)]
     command: Vec<String>,
 }
