@@ -53,8 +53,8 @@ pub struct ChainSimArgs {
     /// `private-chain` (PoW, with --hashpower), `double-vote` or
     /// `bad-proposer` (PoS: validator 0 signs blocks carrying a double
     /// spend), `partition` (all; PBFT: the primary of view 0 is cut off)
-    /// or `crash` (PoW and PBFT: the last node is down for the middle third
-    /// of the run, then restarts from its disk and catches up).
+    /// or `crash` (all: the last node is down for the middle third of the
+    /// run, then restarts from its disk and catches up).
     #[arg(long)]
     attack: Option<String>,
     /// The private-chain attacker's share of hash power.
@@ -204,12 +204,13 @@ fn pos_config(a: &ChainSimArgs) -> Result<PosSimConfig, String> {
         None => PosScenario::Healthy,
         Some("double-vote") => PosScenario::DoubleVote,
         Some("bad-proposer") => PosScenario::BadProposer,
+        Some("crash") => PosScenario::Crash { start_epoch: epochs / 3, end_epoch: 2 * epochs / 3 },
         Some("partition") => {
             PosScenario::Partition { start_epoch: epochs / 3, end_epoch: 2 * epochs / 3 }
         }
         Some(other) => {
             return Err(format!(
-                "--attack {other}: PoS knows double-vote, bad-proposer and partition"
+                "--attack {other}: PoS knows double-vote, bad-proposer, partition and crash"
             ));
         }
     };
