@@ -4,17 +4,20 @@
 
 #![allow(dead_code)] // each test binary uses part of it
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use synod_etcdpb::etcdserverpb::StatusRequest;
+use synod_etcdpb::etcdserverpb::kv_client::KvClient;
 use synod_etcdpb::etcdserverpb::maintenance_client::MaintenanceClient;
+use synod_etcdpb::etcdserverpb::{PutRequest, RangeRequest, StatusRequest};
 use tonic::transport::{Channel, Endpoint};
 
 /// Nodes in a test cluster.
 pub const NODES: usize = 3;
-const LEADER_WAIT: Duration = Duration::from_secs(10);
+/// Upper bound on electing a leader: many election timeouts (150–300 ms).
+pub const LEADER_WAIT: Duration = Duration::from_secs(10);
 /// The `synod` binary under test.
 pub fn synod() -> &'static str {
     env!("CARGO_BIN_EXE_synod")
@@ -52,6 +55,12 @@ impl Drop for Cluster {
 impl Cluster {
     /// Starts `NODES` nodes (it does not wait for a leader).
     pub fn start() -> Cluster {
+        Cluster::start_with("")
+    }
+
+    /// Starts `NODES` nodes whose configs also hold the top-level settings
+    /// `extra` (TOML lines, e.g. `protocol = "paxos"\n`).
+    pub fn start_with(extra: &str) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let ports: Vec<(u16, u16)> = (0..NODES).map(|_| (free_port(), free_port())).collect();
         std::fs::write(dir.path().join("secret"), "0123456789abcdef0123456789abcdef")
@@ -63,7 +72,7 @@ impl Cluster {
         };
         for i in 1..=NODES {
             let mut s = format!(
-                "node_id = {i}\ndata_dir = \"n{i}\"\nsecret_file = \"secret\"\n\
+                "node_id = {i}\ndata_dir = \"n{i}\"\nsecret_file = \"secret\"\n{extra}\
                  [timeouts]\nrequest_ms = 3000\n"
             );
             for (j, (client, peer)) in ports.iter().enumerate() {
@@ -118,14 +127,14 @@ impl Cluster {
         (0..NODES).filter(|&i| self.children[i].is_some()).collect()
     }
 
-    /// Waits until every live node names the same live leader.
+    /// Waits until every live node names the same live leader; returns its
+    /// index in the cluster.
     pub async fn leader(&self) -> usize {
         let deadline = Instant::now() + LEADER_WAIT;
         loop {
             let mut leaders = Vec::new();
             for i in self.live() {
-                let mut c = MaintenanceClient::new(channel(&self.endpoint(i)));
-                leaders.push(c.status(StatusRequest {}).await.ok().map(|s| s.into_inner().leader));
+                leaders.push(status(&self.endpoint(i)).await.map(|s| s.leader));
             }
             if let Some(Some(l)) = leaders.first()
                 && *l != 0
@@ -134,9 +143,22 @@ impl Cluster {
             {
                 return *l as usize - 1;
             }
-            assert!(Instant::now() < deadline, "no leader agreed: {leaders:?}");
+            assert!(Instant::now() < deadline, "no leader agreed: {leaders:?}\n{}", self.logs());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The last lines of every node's log, for failure messages.
+    pub fn logs(&self) -> String {
+        (1..=NODES)
+            .map(|i| {
+                let p = self.dir.path().join(format!("n{i}.log"));
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                format!("--- n{i} ---\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -146,4 +168,115 @@ pub fn channel(endpoint: &str) -> Channel {
         .expect("endpoint")
         .connect_timeout(Duration::from_millis(500))
         .connect_lazy()
+}
+
+/// A lazily connecting channel to `endpoint` whose every request gives up
+/// after 5 s (for unary calls; watches and keep-alives use [`channel`]).
+pub fn rpc_channel(endpoint: &str) -> Channel {
+    Endpoint::from_shared(format!("http://{endpoint}"))
+        .expect("endpoint")
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(5))
+        .connect_lazy()
+}
+
+/// What a node's Maintenance.Status says about it.
+#[derive(Clone, Copy, Debug)]
+pub struct Status {
+    /// The node's member id.
+    pub member_id: u64,
+    /// The leader it knows of (0: none).
+    pub leader: u64,
+    /// etcd's `raft_term`: Raft's term, Multi-Paxos's ballot round.
+    pub term: u64,
+    /// etcd's `raft_index`: the commit index.
+    pub commit_index: u64,
+    /// etcd's `raft_applied_index`.
+    pub applied_index: u64,
+}
+
+/// The node's status, if it answers.
+pub async fn status(endpoint: &str) -> Option<Status> {
+    let mut c = MaintenanceClient::new(rpc_channel(endpoint));
+    let s = c.status(StatusRequest {}).await.ok()?.into_inner();
+    Some(Status {
+        member_id: s.header?.member_id,
+        leader: s.leader,
+        term: s.raft_term,
+        commit_index: s.raft_index,
+        applied_index: s.raft_applied_index,
+    })
+}
+
+/// Puts `key` = `value` through `endpoint`; returns the revision.
+pub async fn put(endpoint: &str, key: &str, value: &str) -> Result<i64, tonic::Status> {
+    let mut kv = KvClient::new(rpc_channel(endpoint));
+    let r = kv
+        .put(PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec(),
+            ..PutRequest::default()
+        })
+        .await?
+        .into_inner();
+    Ok(r.header.expect("header").revision)
+}
+
+/// The value of `key` through `endpoint` (linearizable unless
+/// `serializable`).
+pub async fn get(
+    endpoint: &str,
+    key: &str,
+    serializable: bool,
+) -> Result<Option<String>, tonic::Status> {
+    let mut kv = KvClient::new(rpc_channel(endpoint));
+    let r = kv
+        .range(RangeRequest {
+            key: key.as_bytes().to_vec(),
+            serializable,
+            ..RangeRequest::default()
+        })
+        .await?
+        .into_inner();
+    Ok(r.kvs.first().map(|kv| String::from_utf8_lossy(&kv.value).into_owned()))
+}
+
+/// Puts `count` keys from `first`, round-robin over the live nodes, retrying
+/// a refused put a bounded number of times; records each acknowledged one.
+pub async fn put_many(
+    cluster: &Cluster,
+    acked: &mut BTreeMap<String, String>,
+    first: usize,
+    count: usize,
+) {
+    let live = cluster.live();
+    for k in first..first + count {
+        let (key, value) = (format!("key{k:03}"), format!("value{k}"));
+        let mut attempts = 0;
+        loop {
+            let endpoint = cluster.endpoint(live[(k + attempts) % live.len()]);
+            match put(&endpoint, &key, &value).await {
+                Ok(_) => break,
+                Err(e) => {
+                    attempts += 1;
+                    assert!(attempts < 20, "put {key} kept failing: {e:?}\n{}", cluster.logs());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        acked.insert(key, value);
+    }
+}
+
+/// Every acknowledged key reads back (linearizably) through `endpoint`.
+pub async fn check_all(cluster: &Cluster, endpoint: &str, acked: &BTreeMap<String, String>) {
+    for (key, value) in acked {
+        let got = get(endpoint, key, false).await;
+        assert_eq!(
+            got.as_ref().ok(),
+            Some(&Some(value.clone())),
+            "{key} via {endpoint}\n{}",
+            cluster.logs()
+        );
+    }
 }
