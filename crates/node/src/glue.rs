@@ -80,3 +80,62 @@ where
         writes: &[Self::Write],
     ) -> Result<(), NodeError>;
 }
+
+/// Checks every [`NodeProtocol`] implementation runs against its codec and
+/// its disk mapping.
+#[cfg(test)]
+pub(crate) mod checks {
+    use super::NodeProtocol;
+    use crate::disk::Disk;
+    use bytes::Bytes;
+    use std::fmt::Debug;
+
+    /// Each of `messages` decodes to itself, and every strict prefix of its
+    /// encoding is an error.
+    pub fn codec_round_trips_and_refuses_truncations<P: NodeProtocol>(messages: &[P::Message])
+    where
+        P::Message: PartialEq + Send,
+        P::Write: Send,
+        P::Config: Send + Sync,
+    {
+        for m in messages {
+            let bytes = P::encode_message(m);
+            let decoded = P::decode_message(&Bytes::from(bytes.clone()));
+            assert_eq!(decoded.as_ref().ok(), Some(m), "{m:?}: {decoded:?}");
+            for cut in 0..bytes.len() {
+                assert!(
+                    P::decode_message(&Bytes::copy_from_slice(&bytes[..cut])).is_err(),
+                    "{m:?} cut at {cut}"
+                );
+            }
+        }
+    }
+
+    /// Carries out `batches` on a disk (syncing after each) and on an
+    /// in-memory `Durable`, then reopens the disk and checks that recovery
+    /// gives the same state.
+    pub fn recovery_matches_the_model<P: NodeProtocol>(batches: &[Vec<P::Write>])
+    where
+        P::Durable: PartialEq + Debug,
+        P::Message: Send,
+        P::Write: Send,
+        P::Config: Send + Sync,
+    {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut model = P::Durable::default();
+        {
+            let (mut disk, saved) = Disk::open(dir.path()).expect("open");
+            let (mut hard, _) = P::recover_durable(&mut disk, saved.as_deref()).expect("recover");
+            for batch in batches {
+                P::persist(&mut disk, &mut hard, batch).expect("persist");
+                disk.sync().expect("sync");
+                for w in batch {
+                    P::apply_write(&mut model, w);
+                }
+            }
+        }
+        let (mut disk, saved) = Disk::open(dir.path()).expect("reopen");
+        let (_, durable) = P::recover_durable(&mut disk, saved.as_deref()).expect("recover");
+        assert_eq!(durable, model);
+    }
+}

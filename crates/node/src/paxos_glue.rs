@@ -531,7 +531,6 @@ impl NodeProtocol for PaxosNode {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use synod_core::Protocol;
 
     fn b(round: u64, node: u64) -> Ballot {
         Ballot::new(round, NodeId(node))
@@ -603,21 +602,8 @@ mod tests {
     }
 
     #[test]
-    fn every_message_round_trips() {
-        for m in all_messages() {
-            let bytes = Bytes::from(encode(&m));
-            assert_eq!(decode(&bytes), Ok(m));
-        }
-    }
-
-    #[test]
-    fn truncated_messages_are_errors() {
-        for m in all_messages() {
-            let bytes = encode(&m);
-            for cut in 0..bytes.len() {
-                assert!(decode(&Bytes::copy_from_slice(&bytes[..cut])).is_err(), "{m:?} at {cut}");
-            }
-        }
+    fn every_message_round_trips_and_every_truncation_is_an_error() {
+        crate::glue::checks::codec_round_trips_and_refuses_truncations::<PaxosNode>(&all_messages());
     }
 
     #[test]
@@ -705,28 +691,8 @@ mod tests {
         assert_eq!(shape, vec![(10, 1), (11, 2), (13, 1)]);
     }
 
-    /// Carries out `batches` on a disk (syncing after each) and on an
-    /// in-memory [`Durable`], then reopens the disk and checks that
-    /// recovery gives the same state.
     fn check_against_model(batches: &[Vec<Write>]) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut model = Durable::default();
-        {
-            let (mut disk, saved) = Disk::open(dir.path()).expect("open");
-            let (mut hard, _) =
-                PaxosNode::recover_durable(&mut disk, saved.as_deref()).expect("recover");
-            for batch in batches {
-                PaxosNode::persist(&mut disk, &mut hard, batch).expect("persist");
-                disk.sync().expect("sync");
-                for w in batch {
-                    PaxosNode::apply_write(&mut model, w);
-                }
-            }
-        }
-        let (mut disk, saved) = Disk::open(dir.path()).expect("reopen");
-        let (_, durable) =
-            PaxosNode::recover_durable(&mut disk, saved.as_deref()).expect("recover");
-        assert_eq!(durable, model);
+        crate::glue::checks::recovery_matches_the_model::<PaxosNode>(batches);
     }
 
     #[test]
