@@ -11,8 +11,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+use synod_etcdpb::etcdserverpb::CompactionRequest;
 use synod_etcdpb::etcdserverpb::kv_client::KvClient;
-use synod_etcdpb::etcdserverpb::{CompactionRequest, PutRequest};
 
 /// Bound on any one expected line of output.
 const LINE_WAIT: Duration = Duration::from_secs(10);
@@ -147,15 +147,7 @@ async fn lease_watch_lock_elect_and_member_commands_behave_like_etcdctl() {
     assert_eq!(stdout(&gone), format!("lease {id} expired or revoked.\n"));
 
     // Watch: history from a revision, prefix, prev_kv, delete; --count ends it.
-    let ch = channel(&ep);
-    let first = KvClient::new(ch.clone())
-        .put(PutRequest { key: "w/a".into(), value: "1".into(), ..Default::default() })
-        .await
-        .expect("put")
-        .into_inner()
-        .header
-        .expect("header")
-        .revision;
+    let first = common::put(&ep, "w/a", "1").await.expect("put");
     assert!(go(&["kv", "put", "w/a", "2"]).status.success());
     assert!(go(&["kv", "del", "w/a"]).status.success());
     let w =
@@ -176,15 +168,8 @@ async fn lease_watch_lock_elect_and_member_commands_behave_like_etcdctl() {
     assert_eq!(got.as_deref(), Some("PUT"));
     assert_eq!(live.line(), "w/live");
     // Below the compaction point: etcdctl's cancel message, exit 1.
-    let now = KvClient::new(ch.clone())
-        .put(PutRequest { key: "w/b".into(), value: "x".into(), ..Default::default() })
-        .await
-        .expect("put")
-        .into_inner()
-        .header
-        .expect("header")
-        .revision;
-    KvClient::new(ch.clone())
+    let now = common::put(&ep, "w/b", "x").await.expect("put");
+    KvClient::new(channel(&ep))
         .compact(CompactionRequest { revision: now, physical: true })
         .await
         .expect("compact");
