@@ -105,7 +105,7 @@ async fn serve(
     let (read, mut writer) = stream.into_split();
     let mut reader = FrameReader::new(read, HANDSHAKE_MAX_FRAME_BYTES);
     let handshake_timeout_ms = shared.config.handshake_timeout_ms;
-    let is_member = |id: NodeId| shared.peers.contains_key(&id);
+    let is_member = |id: NodeId| shared.peer(id).is_some();
     let handshake = handshake::accept(&mut reader, &mut writer, &shared.credentials, is_member);
     let handshake = timeout(Duration::from_millis(handshake_timeout_ms), handshake);
     let accepted = tokio::select! {

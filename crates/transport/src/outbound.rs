@@ -12,7 +12,6 @@ use crate::stats::add;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
-use synod_core::NodeId;
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -58,15 +57,28 @@ enum ConnectionError {
     WriteTimeout(u64),
 }
 
-/// Runs `peer_id`'s outbound connection until shutdown.
-pub(crate) async fn run(shared: Arc<Shared>, peer_id: NodeId, mut shutdown: watch::Receiver<bool>) {
-    let peer = shared.peers.get(&peer_id).expect("outbound tasks are started for configured peers");
+/// Runs `peer`'s outbound connection until shutdown or until the peer is
+/// removed.
+pub(crate) async fn run(shared: Arc<Shared>, peer: Arc<Peer>, shutdown: watch::Receiver<bool>) {
+    let peer_id = peer.node_id;
+    let mut removed = peer.removed.subscribe();
+    tokio::select! {
+        biased;
+        _ = removed.wait_for(|gone| *gone) => {
+            info!(peer = %peer_id, addr = %peer.addr, "peer removed; outbound connection closed");
+        }
+        () = run_until_shutdown(&shared, &peer, shutdown) => {}
+    }
+}
+
+async fn run_until_shutdown(shared: &Shared, peer: &Peer, mut shutdown: watch::Receiver<bool>) {
+    let peer_id = peer.node_id;
     let mut backoff = Backoff::new(shared.config.backoff_initial_ms, shared.config.backoff_max_ms);
     loop {
         let attempt = tokio::select! {
             biased;
             () = stopped(&mut shutdown) => return,
-            attempt = connect(&shared, peer) => attempt,
+            attempt = connect(shared, peer) => attempt,
         };
         match attempt {
             Ok(connection) => {
@@ -74,11 +86,11 @@ pub(crate) async fn run(shared: Arc<Shared>, peer_id: NodeId, mut shutdown: watc
                 add(&shared.counters.outbound_connections, 1);
                 peer.connected.store(true, std::sync::atomic::Ordering::Relaxed);
                 info!(peer = %peer_id, addr = %peer.addr, "outbound connection established");
-                let ended = serve(&shared, peer, connection, &mut shutdown).await;
+                let ended = serve(shared, peer, connection, &mut shutdown).await;
                 peer.connected.store(false, std::sync::atomic::Ordering::Relaxed);
                 match ended {
                     Ok(()) => return,
-                    Err(error) => record_connection_end(&shared, peer, &error),
+                    Err(error) => record_connection_end(shared, peer, &error),
                 }
             }
             Err(ConnectError::Handshake(error)) => {

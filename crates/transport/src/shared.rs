@@ -8,8 +8,8 @@ use crate::queue::SendQueue;
 use crate::stats::{Counters, add};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use synod_core::NodeId;
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, warn};
@@ -21,13 +21,30 @@ pub(crate) struct Peer {
     pub(crate) addr: SocketAddr,
     pub(crate) queue: SendQueue,
     pub(crate) connected: AtomicBool,
+    /// Set when the peer is removed at runtime: its outbound task ends.
+    pub(crate) removed: watch::Sender<bool>,
+}
+
+impl Peer {
+    /// A peer with an empty queue sized by `config`.
+    pub(crate) fn new(config: &TransportConfig, node_id: NodeId, addr: SocketAddr) -> Peer {
+        Peer {
+            node_id,
+            addr,
+            queue: SendQueue::new(config.queue_len, config.max_queue_bytes),
+            connected: AtomicBool::new(false),
+            removed: watch::Sender::new(false),
+        }
+    }
 }
 
 /// State shared by the handle, the listener and every connection task.
 pub(crate) struct Shared {
     pub(crate) config: TransportConfig,
     pub(crate) credentials: Credentials,
-    pub(crate) peers: BTreeMap<NodeId, Peer>,
+    /// The peers, by id; [`crate::TransportHandle::add_peer`] and
+    /// [`crate::TransportHandle::remove_peer`] change it at runtime.
+    pub(crate) peers: RwLock<BTreeMap<NodeId, Arc<Peer>>>,
     pub(crate) counters: Counters,
     /// The live inbound connection of each peer: its id and the sender whose
     /// drop tells it a newer connection from the same peer replaced it.
@@ -41,15 +58,7 @@ impl Shared {
         let peers = config
             .peers
             .iter()
-            .map(|&(node_id, addr)| {
-                let peer = Peer {
-                    node_id,
-                    addr,
-                    queue: SendQueue::new(config.queue_len, config.max_queue_bytes),
-                    connected: AtomicBool::new(false),
-                };
-                (node_id, peer)
-            })
+            .map(|&(node_id, addr)| (node_id, Arc::new(Peer::new(&config, node_id, addr))))
             .collect();
         Shared {
             credentials: Credentials {
@@ -57,12 +66,27 @@ impl Shared {
                 cluster_id: config.cluster_id.as_bytes().to_vec(),
                 secret: config.secret.clone(),
             },
-            peers,
+            peers: RwLock::new(peers),
             counters: Counters::default(),
             inbound: Mutex::new(HashMap::new()),
             next_connection_id: AtomicU64::new(0),
             config,
         }
+    }
+
+    /// The peer `id`, if it is one now.
+    pub(crate) fn peer(&self, id: NodeId) -> Option<Arc<Peer>> {
+        self.peers.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&id).cloned()
+    }
+
+    /// Every current peer.
+    pub(crate) fn all_peers(&self) -> Vec<Arc<Peer>> {
+        self.peers
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Records `from`'s newly authenticated inbound connection, replacing

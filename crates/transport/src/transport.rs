@@ -99,22 +99,28 @@ impl Transport {
         let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_queue_len);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared::new(config));
-        let mut tasks = Vec::with_capacity(shared.peers.len() + 1);
+        let peers = shared.all_peers();
+        let mut tasks = Vec::with_capacity(peers.len() + 1);
         tasks.push(tokio::spawn(inbound::run_listener(
             listener,
             shared.clone(),
             inbound_tx,
             shutdown_rx.clone(),
         )));
-        for &peer_id in shared.peers.keys() {
-            tasks.push(tokio::spawn(outbound::run(shared.clone(), peer_id, shutdown_rx.clone())));
+        for peer in &peers {
+            tasks.push(tokio::spawn(outbound::run(
+                shared.clone(),
+                peer.clone(),
+                shutdown_rx.clone(),
+            )));
         }
-        tracing::info!(node = %shared.config.node_id, addr = %local_addr, peers = shared.peers.len(), "transport started");
+        tracing::info!(node = %shared.config.node_id, addr = %local_addr, peers = peers.len(), "transport started");
         let handle = TransportHandle {
             inner: Arc::new(HandleInner {
                 shared,
                 local_addr,
                 shutdown_tx,
+                runtime: tokio::runtime::Handle::current(),
                 tasks: Mutex::new(tasks),
             }),
         };
@@ -134,6 +140,9 @@ struct HandleInner {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
     shutdown_tx: watch::Sender<bool>,
+    /// The runtime the transport started on: peers added later run there
+    /// too, whichever thread adds them.
+    runtime: tokio::runtime::Handle,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -148,7 +157,7 @@ impl TransportHandle {
         if *self.inner.shutdown_tx.borrow() {
             return Err(SendError::Shutdown);
         }
-        let peer = shared.peers.get(&to).ok_or(SendError::UnknownPeer(to))?;
+        let peer = shared.peer(to).ok_or(SendError::UnknownPeer(to))?;
         let max_payload_bytes = shared.config.max_payload_bytes();
         if payload.len() > max_payload_bytes {
             return Err(SendError::TooLarge { payload_bytes: payload.len(), max_payload_bytes });
@@ -163,8 +172,8 @@ impl TransportHandle {
         let shared = &self.inner.shared;
         let mut stats = shared.counters.snapshot();
         stats.peers = shared
-            .peers
-            .values()
+            .all_peers()
+            .iter()
             .map(|peer| {
                 let level = peer.queue.level();
                 PeerStats {
@@ -190,9 +199,65 @@ impl TransportHandle {
         self.inner.shared.config.node_id
     }
 
-    /// The configured peers, by id.
+    /// The current peers, by id.
     pub fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.inner.shared.peers.keys().copied()
+        self.inner.shared.all_peers().into_iter().map(|p| p.node_id)
+    }
+
+    /// The address `id` is dialled at, if it is a peer.
+    pub fn peer_addr(&self, id: NodeId) -> Option<SocketAddr> {
+        self.inner.shared.peer(id).map(|p| p.addr)
+    }
+
+    /// Makes `id` (at `addr`) a peer from now on: messages to it are queued
+    /// and sent, and its connections are accepted. A peer already known at
+    /// the same address is left alone; one known at another address is
+    /// replaced (its queued messages are dropped). Returns whether anything
+    /// changed. Ignored for this node's own id and after shutdown.
+    pub fn add_peer(&self, id: NodeId, addr: SocketAddr) -> bool {
+        let shared = &self.inner.shared;
+        if id == shared.config.node_id || *self.inner.shutdown_tx.borrow() {
+            return false;
+        }
+        let peer = Arc::new(crate::shared::Peer::new(&shared.config, id, addr));
+        {
+            let mut peers = shared.peers.write().unwrap_or_else(|p| p.into_inner());
+            if let Some(old) = peers.get(&id) {
+                if old.addr == addr {
+                    return false;
+                }
+                old.removed.send_replace(true);
+            }
+            peers.insert(id, peer.clone());
+        }
+        tracing::info!(node = %shared.config.node_id, peer = %id, %addr, "peer added");
+        let task = self.inner.runtime.spawn(outbound::run(
+            shared.clone(),
+            peer,
+            self.inner.shutdown_tx.subscribe(),
+        ));
+        if let Ok(mut tasks) = self.inner.tasks.try_lock() {
+            tasks.retain(|t| !t.is_finished());
+            tasks.push(task);
+        }
+        true
+    }
+
+    /// Stops talking to `id`: its outbound connection closes, queued
+    /// messages are dropped, sends to it fail with
+    /// [`SendError::UnknownPeer`] and new connections from it are refused.
+    /// Returns whether it was a peer.
+    pub fn remove_peer(&self, id: NodeId) -> bool {
+        let shared = &self.inner.shared;
+        let removed = shared.peers.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        match removed {
+            Some(peer) => {
+                peer.removed.send_replace(true);
+                tracing::info!(node = %shared.config.node_id, peer = %id, "peer removed");
+                true
+            }
+            None => false,
+        }
     }
 
     /// Stops accepting, closes every connection, drops queued messages and

@@ -469,3 +469,29 @@ async fn messages_queued_beyond_one_batch_are_all_sent() {
     assert_eq!(node_1.handle.stats().dropped_queue_full, 0);
     shutdown_all(vec![node_1, node_2]).await;
 }
+
+#[tokio::test]
+async fn peers_added_at_runtime_talk_and_removed_ones_are_dropped() {
+    let listeners = bind_listeners(3).await;
+    let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+    let founders = [(NodeId(1), addrs[0]), (NodeId(2), addrs[1])];
+    let mut listeners = listeners.into_iter();
+    let mut n1 = start(config(1, &founders), listeners.next().unwrap());
+    let n2 = start(config(2, &founders), listeners.next().unwrap());
+    // Node 3 joins: it knows everyone; 1 learns of it at runtime.
+    let everyone = [(NodeId(1), addrs[0]), (NodeId(2), addrs[1]), (NodeId(3), addrs[2])];
+    let mut n3 = start(config(3, &everyone), listeners.next().unwrap());
+    assert_eq!(n1.handle.send(NodeId(3), Bytes::new()), Err(SendError::UnknownPeer(NodeId(3))));
+    assert!(n1.handle.add_peer(NodeId(3), addrs[2]));
+    assert!(!n1.handle.add_peer(NodeId(3), addrs[2]), "same address: nothing changes");
+    assert_eq!(n1.handle.peer_addr(NodeId(3)), Some(addrs[2]));
+    let got = send_until_received(&n1.handle, &mut n3, b"hello 3").await;
+    assert_eq!(got.from, NodeId(1));
+    let got = send_until_received(&n3.handle, &mut n1, b"hello 1").await;
+    assert_eq!(got.from, NodeId(3), "1 accepts the added peer's connection");
+    assert!(n1.handle.remove_peer(NodeId(3)));
+    assert!(!n1.handle.remove_peer(NodeId(3)));
+    assert_eq!(n1.handle.send(NodeId(3), Bytes::new()), Err(SendError::UnknownPeer(NodeId(3))));
+    assert_eq!(n1.handle.peers().collect::<Vec<_>>(), vec![NodeId(2)]);
+    shutdown_all(vec![n1, n2, n3]).await;
+}
