@@ -37,6 +37,10 @@ pub struct Config {
     pub max_commands_per_slot: usize,
     /// Most bytes of commands in one slot.
     pub max_bytes_per_slot: usize,
+    /// Most bytes of values in one accept or promise (one value always
+    /// goes, however large: `max_bytes_per_slot` bounds it). Keep it well
+    /// under the transport's frame limit.
+    pub max_bytes_per_message: usize,
     /// Most slots a leader keeps in flight (proposed, not yet chosen): the
     /// pipeline window; proposals beyond it are refused as busy.
     pub max_inflight_slots: usize,
@@ -63,7 +67,7 @@ pub struct Config {
 impl Config {
     /// A configuration with the defaults for `voters`: election timeout
     /// 150–300 ms, heartbeats every 50 ms, check-quorum on, 256 values per
-    /// promise, no automatic snapshots (set `snapshot_interval_slots`), 100
+    /// promise, at most 4 MiB of values per accept or promise, no automatic snapshots (set `snapshot_interval_slots`), 100
     /// trailing slots kept after a purge, 64 KiB snapshot chunks.
     pub fn new(voters: Vec<NodeId>) -> Config {
         Config {
@@ -75,6 +79,7 @@ impl Config {
             max_values_per_accept: 256,
             max_commands_per_slot: 1024,
             max_bytes_per_slot: 1 << 20,
+            max_bytes_per_message: 4 << 20,
             max_inflight_slots: 1024,
             max_pending_reads: 4096,
             max_values_per_promise: 256,
@@ -111,6 +116,7 @@ impl Config {
         if self.max_values_per_accept == 0
             || self.max_commands_per_slot == 0
             || self.max_bytes_per_slot == 0
+            || self.max_bytes_per_message == 0
             || self.max_inflight_slots == 0
             || self.max_pending_reads == 0
             || self.max_values_per_promise == 0

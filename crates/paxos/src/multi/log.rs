@@ -74,12 +74,17 @@ impl SlotLog {
 
     /// Every entry at `first_slot` or later, as `(slot, entry)`.
     pub fn entries_from(&self, first_slot: u64) -> Vec<(u64, SlotEntry)> {
-        self.entries_bounded(first_slot, usize::MAX).0
+        self.entries_bounded(first_slot, usize::MAX, usize::MAX).0
     }
 
     /// At most `max` entries at `first_slot` or later, in slot order, and
     /// whether more entries follow the last one returned.
-    pub fn entries_bounded(&self, first_slot: u64, max: usize) -> (Vec<(u64, SlotEntry)>, bool) {
+    pub fn entries_bounded(
+        &self,
+        first_slot: u64,
+        max: usize,
+        max_bytes: usize,
+    ) -> (Vec<(u64, SlotEntry)>, bool) {
         let start = first_slot.max(self.purged_slot + 1) - self.purged_slot - 1;
         let mut out = Vec::new();
         let mut held = self
@@ -88,8 +93,10 @@ impl SlotLog {
             .enumerate()
             .skip(usize::try_from(start).unwrap_or(usize::MAX))
             .filter_map(|(i, e)| e.as_ref().map(|e| (self.purged_slot + i as u64 + 1, e)));
+        let mut bytes = 0usize;
         for (slot, entry) in held.by_ref() {
-            if out.len() == max {
+            bytes = bytes.saturating_add(entry.value.size_bytes());
+            if out.len() == max || (bytes > max_bytes && !out.is_empty()) {
                 return (out, true);
             }
             out.push((slot, entry.clone()));
@@ -152,11 +159,11 @@ mod tests {
             log.set(slot, e());
         }
         let slots = |v: Vec<(u64, SlotEntry)>| v.into_iter().map(|(s, _)| s).collect::<Vec<_>>();
-        let (first, more) = log.entries_bounded(1, 2);
+        let (first, more) = log.entries_bounded(1, 2, usize::MAX);
         assert_eq!((slots(first), more), (vec![2, 3], true));
-        let (rest, more) = log.entries_bounded(4, 2);
+        let (rest, more) = log.entries_bounded(4, 2, usize::MAX);
         assert_eq!((slots(rest), more), (vec![5, 9], false));
-        let (none, more) = log.entries_bounded(10, 2);
+        let (none, more) = log.entries_bounded(10, 2, usize::MAX);
         assert!(none.is_empty() && !more);
     }
 }

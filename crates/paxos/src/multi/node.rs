@@ -445,13 +445,33 @@ impl PaxosNode {
             .collect()
     }
 
-    /// Sends slots `first..=last` to `to` in accepts of at most
-    /// `max_values_per_accept` values.
+    /// The last slot of one accept starting at `first` (all held up to
+    /// `last`): at most `max_values_per_accept` values and, past the
+    /// first, at most `max_bytes_per_message` bytes of values, so that a
+    /// catch-up of large slots never builds a message the transport would
+    /// refuse as oversized.
+    fn accept_end(&self, first: u64, last: u64) -> u64 {
+        let last = last.min(first + self.config.max_values_per_accept as u64 - 1);
+        if last == first {
+            return last;
+        }
+        let mut bytes = 0usize;
+        for slot in first..=last {
+            let value = &self.log.get(slot).expect("the leader holds every slot").value;
+            bytes = bytes.saturating_add(value.size_bytes());
+            if bytes > self.config.max_bytes_per_message && slot > first {
+                return slot - 1;
+            }
+        }
+        last
+    }
+
+    /// Sends slots `first..=last` to `to` in accepts bounded by
+    /// [`Self::accept_end`].
     fn send_slots(&self, to: NodeId, first: u64, last: u64, out: &mut PaxosOutput) {
-        let chunk = self.config.max_values_per_accept as u64;
         let mut from = first;
         while from <= last {
-            let to_slot = last.min(from + chunk - 1);
+            let to_slot = self.accept_end(from, last);
             out.send(to, self.accept_message(from, self.values(from, to_slot)));
             from = to_slot + 1;
         }
@@ -657,7 +677,7 @@ impl PaxosNode {
             let (to, bit) = (self.peers[i].id, self.peers[i].bit);
             match self.acks.first_missing(bit) {
                 Some(first) => {
-                    let last = last_slot.min(first + self.config.max_values_per_accept as u64 - 1);
+                    let last = self.accept_end(first, last_slot);
                     out.send(to, self.accept_message(first, self.values(first, last)));
                 }
                 None => out.send(to, self.accept_message(last_slot + 1, Vec::new())),
@@ -683,8 +703,8 @@ impl PaxosNode {
             return;
         }
         let first = p.chosen_slot + 1;
-        let last = self.chosen_slot.min(first + self.config.max_values_per_accept as u64 - 1);
-        let to = p.id;
+        let (to, chosen_slot) = (p.id, self.chosen_slot);
+        let last = self.accept_end(first, chosen_slot);
         self.peers[position].catch_up_slot = last;
         out.send(to, self.accept_message(first, self.values(first, last)));
     }
@@ -733,8 +753,9 @@ impl PaxosNode {
             self.send_snapshot(position, ballot, out);
             return;
         }
-        let max = self.config.max_values_per_promise;
-        let (accepted, more) = self.log.entries_bounded(from_slot, max);
+        let (max, max_bytes) =
+            (self.config.max_values_per_promise, self.config.max_bytes_per_message);
+        let (accepted, more) = self.log.entries_bounded(from_slot, max, max_bytes);
         out.send(from, Message::Promise { ballot, first_slot, from_slot, accepted, more });
     }
 

@@ -4,7 +4,9 @@
 use super::tests::{Cluster, cmd};
 use super::*;
 use crate::multi::message::Value;
-use std::cell::RefCell;
+use bytes::Bytes;
+use std::cell::{Cell, RefCell};
+use synod_core::command::{ClientId, Command};
 use synod_core::protocol::SnapshotAction;
 
 /// A snapshot every 4 chosen slots, 2 trailing slots kept, chunks of 16
@@ -222,6 +224,69 @@ fn a_promise_comes_in_bounded_parts_and_every_part_is_adopted() {
     );
     assert_eq!(c.node(3).role(), Role::Leader);
     assert_eq!(c.client_commands(3), vec![1, 2, 3, 4, 5], "adopted from every part");
+}
+
+/// A command of `bytes` bytes.
+fn big(seq: u64, bytes: usize) -> Command {
+    Command::new(ClientId(1), seq, Bytes::from(vec![seq as u8; bytes]))
+}
+
+#[test]
+fn a_promise_of_large_slots_is_split_by_bytes_as_well_as_by_count() {
+    let mut config = Config::new((1..=3).map(NodeId).collect());
+    config.max_bytes_per_message = 2_500;
+    let mut c = led_by_1(config);
+    // Slots 2..=6 (1,000-byte commands) reach only n2.
+    for seq in 1..=5 {
+        c.call(1, |n, now, out| n.propose(now, vec![big(seq, 1_000)], out)).expect("n1 leads");
+    }
+    c.deliver(|_, to, _| to == NodeId(3));
+    c.crash(1);
+    let parts = RefCell::new(Vec::new());
+    c.campaign(3);
+    c.deliver(|from, _, m| {
+        if let Message::Promise { accepted, more, .. } = m
+            && from == NodeId(2)
+        {
+            let bytes: usize = accepted.iter().map(|(_, e)| e.value.size_bytes()).sum();
+            assert!(bytes <= 2_500 || accepted.len() == 1, "a promise of {bytes} bytes");
+            parts.borrow_mut().push((accepted.len(), *more));
+        }
+        false
+    });
+    let parts = parts.into_inner();
+    assert!(parts.len() >= 3, "six slots of ~1 KiB in parts of at most 2,500 bytes: {parts:?}");
+    assert_eq!(parts.iter().map(|(n, _)| n).sum::<usize>(), 6, "every slot reported once");
+    assert_eq!(c.node(3).role(), Role::Leader);
+    assert_eq!(c.client_commands(3), vec![1, 2, 3, 4, 5], "adopted from every part");
+}
+
+#[test]
+fn catch_up_accepts_of_large_slots_are_split_by_bytes() {
+    let mut config = Config::new((1..=3).map(NodeId).collect());
+    config.max_bytes_per_message = 2_500;
+    let mut c = led_by_1(config);
+    c.crash(3);
+    for seq in 1..=8 {
+        c.call(1, |n, now, out| n.propose(now, vec![big(seq, 1_000)], out)).expect("n1 leads");
+    }
+    c.deliver_all();
+    c.restart(3);
+    let largest = Cell::new(0usize);
+    for _ in 0..20 {
+        c.now = c.now + std::time::Duration::from_millis(60);
+        c.call(1, |n, now, out| n.tick(now, out));
+        c.deliver(|_, _, m| {
+            if let Message::Accept { values, .. } = m {
+                let bytes: usize = values.iter().map(Value::size_bytes).sum();
+                assert!(bytes <= 2_500 || values.len() == 1, "an accept of {bytes} bytes");
+                largest.set(largest.get().max(values.len()));
+            }
+            false
+        });
+    }
+    assert_eq!(c.client_commands(3), (1..=8).collect::<Vec<_>>(), "caught up in bounded parts");
+    assert_eq!(largest.get(), 2, "two ~1 KiB slots fit in 2,500 bytes, three do not");
 }
 
 #[test]
