@@ -7,7 +7,7 @@ use crate::multi::message::Value;
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
 use synod_core::command::{ClientId, Command};
-use synod_core::protocol::SnapshotAction;
+use synod_core::protocol::{SnapshotAction, SnapshotMeta};
 
 /// A snapshot every 4 chosen slots, 2 trailing slots kept, chunks of 16
 /// bytes (two positions of the test state machine).
@@ -313,6 +313,28 @@ fn accepts_into_the_purged_prefix_are_acknowledged_but_not_stored() {
         matches!(answer, Some(Message::Accepted { first_slot: 1, last_slot, .. }) if last_slot == purged + 1),
         "{answer:?}"
     );
+}
+
+#[test]
+fn a_snapshot_of_later_slots_ending_before_the_applied_position_is_refused() {
+    let mut c = led_by_1(Config::new((1..=3).map(NodeId).collect()));
+    commit(&mut c, 1..=3);
+    let (ballot, chosen) = (c.node(1).ballot(), c.node(2).chosen_slot());
+    assert!(chosen >= 2, "n2 learned the no-op and a command chosen: {chosen}");
+    // Slots beyond n2's, but positions it already applied: no correct
+    // leader sends this (every slot holds at least one position).
+    let meta = SnapshotMeta { index: 1, epoch: 1, size_bytes: 4 };
+    let point = SnapshotPoint { slot: chosen + 5, meta };
+    let bogus = Message::Snapshot { ballot, point, offset: 0, data: Bytes::from_static(b"abcd") };
+    let count = c.queue.len();
+    c.call(2, |n, now, out| n.step(now, NodeId(1), bogus, out));
+    assert_eq!(c.node(2).snapshot_point(), SnapshotPoint::default(), "nothing installed");
+    assert_eq!(c.node(2).chosen_slot(), chosen);
+    assert_eq!(c.queue.len(), count, "not acknowledged either");
+    commit(&mut c, 4..=4);
+    c.advance(60);
+    c.deliver_all();
+    assert_eq!(c.client_commands(2), vec![1, 2, 3, 4], "n2 goes on following n1");
 }
 
 #[test]

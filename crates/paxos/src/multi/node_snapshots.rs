@@ -189,6 +189,13 @@ impl PaxosNode {
             ack(point.meta.size_bytes, true, out); // we hold all of it already
             return;
         }
+        if index <= self.applied_position {
+            // Every slot holds at least one position, so a snapshot of
+            // slots beyond ours that ends at or before our applied position
+            // cannot come from a correct peer: refuse it rather than
+            // install state older than what was applied.
+            return;
+        }
         let len = data.len() as u64;
         let sender = (from, now, self.config.heartbeat_interval);
         if let ChunkVerdict::Refuse { wanted } =
