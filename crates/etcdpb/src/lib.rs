@@ -84,6 +84,19 @@ generated_module!(
     "v3electionpb"
 );
 
+generated_module!(
+    /// Package `grpc.health.v1`: the standard gRPC health service
+    /// (`/grpc.health.v1.Health/Check` and `Watch`), which etcd serves too.
+    health,
+    "grpc.health.v1"
+);
+
+/// The `protoc` binary this crate's build used (from the `protoc-bin-vendored`
+/// crate), for other builds that need one, such as the Rust `etcd-client`
+/// compatibility test (`crates/cli/tests/rust_etcd_client.rs`), which runs
+/// the etcd-client crate's build script with `PROTOC` set to it.
+pub const PROTOC: &str = env!("SYNOD_PROTOC");
+
 #[cfg(test)]
 mod tests {
     use prost::Message;
@@ -176,6 +189,12 @@ mod tests {
         assert_eq!(pb::auth_server::SERVICE_NAME, "etcdserverpb.Auth");
         assert_eq!(v3lockpb::lock_server::SERVICE_NAME, "v3lockpb.Lock");
         assert_eq!(v3electionpb::election_server::SERVICE_NAME, "v3electionpb.Election");
+        assert_eq!(crate::health::health_server::SERVICE_NAME, "grpc.health.v1.Health");
+    }
+
+    #[test]
+    fn the_exported_protoc_exists() {
+        assert!(std::path::Path::new(crate::PROTOC).is_file(), "{}", crate::PROTOC);
     }
 
     /// Protobuf tag byte for a field: number << 3 | wire type (0 varint, 2 bytes).

@@ -15,6 +15,7 @@ use crate::command::{
     EventsResponse, KvCommand, KvQuery, KvResponse, LeaseExpireResponse, MAX_TXN_DEPTH,
 };
 use crate::error::KvError;
+use crate::hash::HashKvResponse;
 use bytes::{BufMut, Bytes, BytesMut};
 use synod_core::Time;
 
@@ -100,6 +101,15 @@ impl Wire for u64 {
     }
     fn get(d: &mut Decoder<'_>) -> Result<Self, KvError> {
         d.u64()
+    }
+}
+
+impl Wire for u32 {
+    fn put(&self, out: &mut BytesMut) {
+        out.put_u32_le(*self);
+    }
+    fn get(d: &mut Decoder<'_>) -> Result<Self, KvError> {
+        d.u32()
     }
 }
 
@@ -228,6 +238,7 @@ wire_enum!(CompareTarget { Version, Create, Mod, Value, Lease });
 wire_enum!(EventType { Put, Delete });
 
 wire_struct!(ResponseHeader { cluster_id, member_id, revision, raft_term });
+wire_struct!(HashKvResponse { header, hash, compact_revision, hash_revision });
 wire_struct!(KeyValue { key, create_revision, mod_revision, version, value, lease });
 wire_struct!(Event { r#type, kv, prev_kv });
 wire_struct!(RangeRequest {
@@ -416,6 +427,8 @@ impl Wire for KvQuery {
                 (4u8, now).put_tagged(out);
                 max.put(out);
             }
+            KvQuery::HashKv { revision } => (5u8, revision).put_tagged(out),
+            KvQuery::Snapshot => out.put_u8(6),
         }
     }
     fn get(d: &mut Decoder<'_>) -> Result<Self, KvError> {
@@ -430,6 +443,8 @@ impl Wire for KvQuery {
                 max_events: Wire::get(d)?,
             },
             4 => KvQuery::ExpiredLeases { now: Wire::get(d)?, max: Wire::get(d)? },
+            5 => KvQuery::HashKv { revision: Wire::get(d)? },
+            6 => KvQuery::Snapshot,
             _ => return Err(malformed("bad query")),
         })
     }
@@ -452,6 +467,11 @@ impl Wire for KvResponse {
             KvResponse::LeaseLeases(r) => (11u8, r).put_tagged(out),
             KvResponse::Events(r) => (12u8, r).put_tagged(out),
             KvResponse::ExpiredLeases(r) => (13u8, r).put_tagged(out),
+            KvResponse::HashKv(r) => (14u8, r).put_tagged(out),
+            KvResponse::Snapshot { header, bytes } => {
+                (15u8, header).put_tagged(out);
+                bytes.put(out);
+            }
         }
     }
     fn get(d: &mut Decoder<'_>) -> Result<Self, KvError> {
@@ -470,6 +490,8 @@ impl Wire for KvResponse {
             11 => KvResponse::LeaseLeases(Wire::get(d)?),
             12 => KvResponse::Events(Wire::get(d)?),
             13 => KvResponse::ExpiredLeases(Wire::get(d)?),
+            14 => KvResponse::HashKv(Wire::get(d)?),
+            15 => KvResponse::Snapshot { header: Wire::get(d)?, bytes: Wire::get(d)? },
             _ => return Err(malformed("bad response")),
         })
     }
@@ -660,6 +682,8 @@ mod tests {
         let queries = [
             KvQuery::Events { key: b("a"), range_end: b("b"), start_revision: 7, max_events: 100 },
             KvQuery::ExpiredLeases { now, max: 9 },
+            KvQuery::HashKv { revision: 4 },
+            KvQuery::Snapshot,
         ];
         for q in queries {
             assert_eq!(KvQuery::decode(&q.encode()), Ok(q));
@@ -683,6 +707,13 @@ mod tests {
                 header: ResponseHeader::at(1),
                 revoked: vec![4],
             })),
+            Ok(KvResponse::HashKv(HashKvResponse {
+                header: ResponseHeader::at(9),
+                hash: 0xdead_beef,
+                compact_revision: -1,
+                hash_revision: 8,
+            })),
+            Ok(KvResponse::Snapshot { header: ResponseHeader::at(3), bytes: b("SYNODKV1...") }),
         ];
         for r in results {
             assert_eq!(decode_result(&encode_result(&r)), Ok(r));

@@ -121,6 +121,15 @@ pub enum KvQuery {
         /// Most ids answered.
         max: u64,
     },
+    /// `Maintenance.HashKV` at `revision` (0: the current one;
+    /// [`crate::KvStore::hash_kv`]).
+    HashKv {
+        /// The revision to hash up to.
+        revision: i64,
+    },
+    /// The whole store as [`crate::KvStore::snapshot`] bytes
+    /// (`Maintenance.Snapshot`).
+    Snapshot,
 }
 
 /// The answer to [`KvQuery::Events`].
@@ -177,6 +186,15 @@ pub enum KvResponse {
     Events(EventsResponse),
     /// To [`KvQuery::ExpiredLeases`]: the lease ids.
     ExpiredLeases(Vec<i64>),
+    /// To [`KvQuery::HashKv`].
+    HashKv(crate::hash::HashKvResponse),
+    /// To [`KvQuery::Snapshot`]: the store's revision and its snapshot bytes.
+    Snapshot {
+        /// `revision` is the store revision the snapshot holds.
+        header: ResponseHeader,
+        /// [`crate::KvStore::snapshot`].
+        bytes: Bytes,
+    },
 }
 
 /// etcd's `checkRangeRequest`.

@@ -18,6 +18,8 @@
 //! - `lease`: lease ids, TTLs, deadlines (stamped by the leader), attachments;
 //! - [`store`]: [`KvStore`], etcd's apply semantics, and the
 //!   [`StateMachine`](synod_core::StateMachine) implementation;
+//! - [`hash`]: `Maintenance.HashKV`, a checksum of the history up to a
+//!   revision that every replica computes alike;
 //! - `codec` / `snapshot`: deterministic bytes for commands, answers and
 //!   whole-store snapshots.
 #![deny(missing_docs)]
@@ -26,6 +28,7 @@ pub mod api;
 mod codec;
 pub mod command;
 pub mod error;
+pub mod hash;
 mod lease;
 mod mvcc;
 pub mod range;
@@ -38,6 +41,7 @@ pub use command::{
     EventsResponse, KvCommand, KvConfig, KvQuery, KvResponse, LeaseExpireResponse, MAX_TXN_DEPTH,
 };
 pub use error::{GrpcCode, KvError};
+pub use hash::HashKvResponse;
 pub use lease::MAX_LEASE_TTL_SECS;
 pub use mvcc::EventBatch;
 pub use range::{KeyRange, prefix_end};

@@ -228,6 +228,10 @@ impl KvStore {
                 let max = usize::try_from(*max).unwrap_or(usize::MAX);
                 Ok(KvResponse::ExpiredLeases(self.expired_leases(*now, max)))
             }
+            KvQuery::HashKv { revision } => self.hash_kv(*revision).map(KvResponse::HashKv),
+            KvQuery::Snapshot => {
+                Ok(KvResponse::Snapshot { header: self.header(), bytes: self.snapshot() })
+            }
         }
     }
 

@@ -23,6 +23,7 @@ use synod_etcdpb::etcdserverpb::kv_server::KvServer;
 use synod_etcdpb::etcdserverpb::lease_server::LeaseServer;
 use synod_etcdpb::etcdserverpb::maintenance_server::MaintenanceServer;
 use synod_etcdpb::etcdserverpb::watch_server::WatchServer;
+use synod_etcdpb::health::health_server::HealthServer;
 use synod_etcdpb::v3electionpb::election_server::ElectionServer;
 use synod_etcdpb::v3lockpb::lock_server::LockServer;
 use synod_kv::KvConfig;
@@ -137,6 +138,7 @@ where
         .add_service(LeaseServer::new(service.clone()))
         .add_service(LockServer::new(service.clone()))
         .add_service(ElectionServer::new(service.clone()))
+        .add_service(HealthServer::new(crate::health::HealthService::new(status.clone())))
         .add_service(ClusterServer::new(service))
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = grpc_stop_rx.wait_for(|stop| *stop).await;

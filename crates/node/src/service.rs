@@ -1,5 +1,5 @@
 //! The etcd v3 client API of a node: `KV` (Range, Put, DeleteRange, Txn,
-//! Compact), `Maintenance.Status` (and an empty `Alarm` list) and
+//! Compact) (`Maintenance` is in [`crate::maintenance`]) and
 //! `Cluster.MemberList`, over the driver.
 //!
 //! Routing. Writes, txns, compactions and linearizable ranges are served by
@@ -31,7 +31,6 @@ use synod_etcdpb::etcdserverpb::cluster_server::Cluster;
 use synod_etcdpb::etcdserverpb::kv_client::KvClient;
 use synod_etcdpb::etcdserverpb::kv_server::Kv;
 use synod_etcdpb::etcdserverpb::lease_client::LeaseClient;
-use synod_etcdpb::etcdserverpb::maintenance_server::Maintenance;
 use synod_kv::{KvCommand, KvConfig, KvError, KvQuery, KvResponse, decode_result};
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::transport::{Channel, Endpoint};
@@ -495,36 +494,6 @@ impl Kv for Service {
             }
             _ => Err(unexpected("compact")),
         }
-    }
-}
-
-#[tonic::async_trait]
-impl Maintenance for Service {
-    async fn status(
-        &self,
-        _request: Request<pb::StatusRequest>,
-    ) -> Result<Response<pb::StatusResponse>, Status> {
-        let st = *self.inner.status.borrow();
-        let header = self.stamp().header(st.revision);
-        Ok(Response::new(pb::StatusResponse {
-            header: Some(header),
-            version: ETCD_VERSION.to_string(),
-            leader: st.leader.map_or(0, |l| l.0),
-            raft_index: st.commit_index,
-            raft_term: st.term,
-            raft_applied_index: st.applied_index,
-            storage_version: ETCD_VERSION.to_string(),
-            ..pb::StatusResponse::default()
-        }))
-    }
-
-    async fn alarm(
-        &self,
-        _request: Request<pb::AlarmRequest>,
-    ) -> Result<Response<pb::AlarmResponse>, Status> {
-        let st = *self.inner.status.borrow();
-        let header = self.stamp().header(st.revision);
-        Ok(Response::new(pb::AlarmResponse { header: Some(header), alarms: Vec::new() }))
     }
 }
 

@@ -1,0 +1,207 @@
+//! etcd's `Maintenance` service on a node: Status, Alarm, HashKV / Hash,
+//! Snapshot, Defragment and MoveLeader.
+//!
+//! - **Status**, **Alarm**: this member's view (no alarms are ever raised:
+//!   Synod has no space quota).
+//! - **HashKV** hashes this member's copy of the history up to a revision
+//!   ([`synod_kv::KvStore::hash_kv`]): every member that applied that
+//!   revision answers the same hash (with the same `compact_revision`), which
+//!   is what etcd's corruption check compares. A member that has not applied
+//!   the revision yet answers etcd's future-revision error; one below the
+//!   compaction point etcd's compacted error. The number is not etcd's
+//!   (etcd hashes its bbolt encoding). **Hash** (deprecated in etcd) is HashKV
+//!   at the current revision.
+//! - **Snapshot** streams this member's store as etcd streams its database:
+//!   32 KiB blobs with `remaining_bytes` counting down to 0, then one last
+//!   message whose blob is the SHA-256 of everything before it. So
+//!   `etcdctl snapshot save` writes a file; but the file holds Synod's store
+//!   snapshot ([`synod_kv::KvStore::snapshot`], which
+//!   [`synod_kv::KvStore::restore`] reads), not a bbolt database, so
+//!   `etcdctl snapshot status` / `restore` cannot read it.
+//! - **Defragment** succeeds and does nothing: the store is in memory and
+//!   its snapshots are rewritten whole, so there is no free space to reclaim
+//!   (etcd defragments bbolt's file).
+//! - **MoveLeader**: on a non-leader etcd's `etcdserver: not leader`; to a
+//!   non-member etcd's `etcdserver: bad leader transferee`; to the current
+//!   leader a success; otherwise `Unimplemented`, because the node driver does
+//!   not expose the protocol's leadership transfer yet.
+
+use crate::service::{ETCD_VERSION, Service, unexpected};
+use sha2::{Digest, Sha256};
+use synod_core::{NodeId, Role};
+use synod_etcdpb::etcdserverpb as pb;
+use synod_etcdpb::etcdserverpb::maintenance_server::Maintenance;
+use synod_kv::{KvQuery, KvResponse};
+use tonic::{Request, Response, Status};
+
+/// Bytes per Snapshot message (etcd's `snapshotSendBufferSize`).
+pub const SNAPSHOT_CHUNK_BYTES: usize = 32 * 1024;
+
+const NOT_LEADER: &str = "etcdserver: not leader";
+const BAD_TRANSFEREE: &str = "etcdserver: bad leader transferee";
+
+/// The Snapshot stream's messages for `bytes`: `SNAPSHOT_CHUNK_BYTES`
+/// blobs, each with the bytes still to come after it, then the SHA-256 of
+/// all of them (etcd's integrity trailer, `remaining_bytes` 0).
+pub fn snapshot_messages(
+    bytes: bytes::Bytes,
+    header: pb::ResponseHeader,
+) -> impl Iterator<Item = pb::SnapshotResponse> + Send {
+    let digest = Sha256::digest(&bytes).to_vec();
+    let total = bytes.len();
+    let chunks = total.div_ceil(SNAPSHOT_CHUNK_BYTES);
+    let data_header = header.clone();
+    let data = (0..chunks).map(move |i| {
+        let start = i * SNAPSHOT_CHUNK_BYTES;
+        let end = (start + SNAPSHOT_CHUNK_BYTES).min(total);
+        pb::SnapshotResponse {
+            header: Some(data_header.clone()),
+            remaining_bytes: (total - end) as u64,
+            blob: bytes.slice(start..end).to_vec(),
+            version: ETCD_VERSION.to_string(),
+        }
+    });
+    data.chain(std::iter::once(pb::SnapshotResponse {
+        header: Some(header),
+        remaining_bytes: 0,
+        blob: digest,
+        version: ETCD_VERSION.to_string(),
+    }))
+}
+
+impl Service {
+    async fn hash_kv_local(&self, revision: i64) -> Result<synod_kv::HashKvResponse, Status> {
+        match self.serializable(KvQuery::HashKv { revision }).await {
+            Ok((KvResponse::HashKv(h), _)) => Ok(h),
+            Ok(_) => Err(unexpected("hash_kv")),
+            Err(s) => Err(s),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Maintenance for Service {
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let st = *self.inner().status.borrow();
+        let header = self.stamp().header(st.revision);
+        Ok(Response::new(pb::StatusResponse {
+            header: Some(header),
+            version: ETCD_VERSION.to_string(),
+            leader: st.leader.map_or(0, |l| l.0),
+            raft_index: st.commit_index,
+            raft_term: st.term,
+            raft_applied_index: st.applied_index,
+            storage_version: ETCD_VERSION.to_string(),
+            ..pb::StatusResponse::default()
+        }))
+    }
+
+    async fn alarm(
+        &self,
+        _request: Request<pb::AlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponse>, Status> {
+        let st = *self.inner().status.borrow();
+        let header = self.stamp().header(st.revision);
+        Ok(Response::new(pb::AlarmResponse { header: Some(header), alarms: Vec::new() }))
+    }
+
+    async fn defragment(
+        &self,
+        _request: Request<pb::DefragmentRequest>,
+    ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        let st = *self.inner().status.borrow();
+        Ok(Response::new(pb::DefragmentResponse { header: Some(self.stamp().header(st.revision)) }))
+    }
+
+    async fn hash(
+        &self,
+        _request: Request<pb::HashRequest>,
+    ) -> Result<Response<pb::HashResponse>, Status> {
+        let h = self.hash_kv_local(0).await?;
+        let header = self.stamp().header(h.header.revision);
+        Ok(Response::new(pb::HashResponse { header: Some(header), hash: h.hash }))
+    }
+
+    async fn hash_kv(
+        &self,
+        request: Request<pb::HashKvRequest>,
+    ) -> Result<Response<pb::HashKvResponse>, Status> {
+        let h = self.hash_kv_local(request.into_inner().revision).await?;
+        let header = self.stamp().header(h.header.revision);
+        Ok(Response::new(pb::HashKvResponse {
+            header: Some(header),
+            hash: h.hash,
+            compact_revision: h.compact_revision,
+            hash_revision: h.hash_revision,
+        }))
+    }
+
+    async fn snapshot(
+        &self,
+        _request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<tonic::codegen::BoxStream<pb::SnapshotResponse>>, Status> {
+        let (header, bytes) = match self.serializable(KvQuery::Snapshot).await {
+            Ok((KvResponse::Snapshot { header, bytes }, stamp)) => {
+                (stamp.header(header.revision), bytes)
+            }
+            Ok(_) => return Err(unexpected("snapshot")),
+            Err(s) => return Err(s),
+        };
+        let messages = snapshot_messages(bytes, header).map(Ok);
+        Ok(Response::new(Box::pin(tonic::codegen::tokio_stream::iter(messages))))
+    }
+
+    async fn move_leader(
+        &self,
+        request: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        let target = NodeId(request.into_inner().target_id);
+        let st = *self.inner().status.borrow();
+        let me = self.inner().config.node_id;
+        if st.role != Role::Leader || st.leader != Some(me) {
+            return Err(Status::failed_precondition(NOT_LEADER));
+        }
+        if !self.inner().config.members.iter().any(|m| m.id == target) {
+            return Err(Status::failed_precondition(BAD_TRANSFEREE));
+        }
+        if target == me {
+            let header = self.stamp().header(st.revision);
+            return Ok(Response::new(pb::MoveLeaderResponse { header: Some(header) }));
+        }
+        Err(Status::unimplemented(
+            "synod: MoveLeader is not supported yet (the node driver does not expose leadership transfer)",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> pb::ResponseHeader {
+        pb::ResponseHeader { cluster_id: 1, member_id: 2, revision: 3, raft_term: 4 }
+    }
+
+    #[test]
+    fn snapshot_messages_count_down_and_end_with_the_sha256() {
+        let data: Vec<u8> = (0..(2 * SNAPSHOT_CHUNK_BYTES + 5)).map(|i| i as u8).collect();
+        let msgs: Vec<_> = snapshot_messages(bytes::Bytes::from(data.clone()), header()).collect();
+        assert_eq!(msgs.len(), 4, "three data blobs and the digest");
+        let remaining: Vec<u64> = msgs.iter().map(|m| m.remaining_bytes).collect();
+        assert_eq!(remaining, [SNAPSHOT_CHUNK_BYTES as u64 + 5, 5, 0, 0]);
+        let joined: Vec<u8> = msgs[..3].iter().flat_map(|m| m.blob.clone()).collect();
+        assert_eq!(joined, data);
+        assert_eq!(msgs[3].blob, Sha256::digest(&data).to_vec());
+        assert!(msgs.iter().all(|m| m.header == Some(header())));
+    }
+
+    #[test]
+    fn an_empty_snapshot_is_only_the_digest() {
+        let msgs: Vec<_> = snapshot_messages(bytes::Bytes::new(), header()).collect();
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(msgs[0].blob, Sha256::digest(b"").to_vec());
+    }
+}
