@@ -1,6 +1,24 @@
-//! `synod bench put|get|mixed`: a closed-loop load generator over the etcd
-//! v3 gRPC `KV` API, so the same load runs against a Synod cluster and a
-//! real etcd alike.
+//! `synod bench put|get|mixed|txn|watch|lease-keepalive`: a closed-loop
+//! load generator over the etcd v3 gRPC API (`KV`, `Watch`, `Lease`), so
+//! the same load runs against a Synod cluster and a real etcd alike.
+//!
+//! - `put`, `get`, `mixed`: one `Put` / `Range` per request.
+//! - `txn`: a compare-and-put per request — `Txn` comparing the key's
+//!   version (`> -1`, which always holds, so every txn writes) with a `Put`
+//!   on success and a `Range` on failure: the compare and branch machinery
+//!   plus one write.
+//! - `watch`: watch fan-out ([`watch`]). `--watchers` streams (1,000 by
+//!   default) each watch the whole key space; one writer puts `--rate`
+//!   values per second (100 by default). A request is one event delivered
+//!   to one watcher; its latency is from the moment the writer *sent* the
+//!   put (the send time travels in the value's first 16 bytes) to the
+//!   moment the watcher's task received the event, so it includes the
+//!   commit. Events not delivered within `--timeout-ms` after the writer
+//!   stops count as errors.
+//! - `lease-keepalive`: each of `--clients` clients grants a lease
+//!   (`--lease-ttl`), then sends keep-alives on its own `LeaseKeepAlive`
+//!   stream, one outstanding at a time; a request is one keep-alive
+//!   answered with a positive TTL. The leases are revoked at the end.
 //!
 //! `--clients` tasks each send one request, wait for its answer and send the
 //! next (optionally paced so that all of them together send `--rate`
@@ -32,8 +50,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use synod_etcdpb::etcdserverpb::kv_client::KvClient;
-use synod_etcdpb::etcdserverpb::{PutRequest, RangeRequest};
+use synod_etcdpb::etcdserverpb::lease_client::LeaseClient;
+use synod_etcdpb::etcdserverpb::{
+    Compare, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseRevokeRequest,
+    PutRequest, RangeRequest, RequestOp, TxnRequest, compare, request_op,
+};
+use tokio::sync::mpsc;
+use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
+
+mod watch;
 
 /// Largest latency the histogram holds (longer ones are clamped): 1 hour.
 const MAX_LATENCY_US: u64 = 3_600_000_000;
@@ -53,6 +79,12 @@ pub enum Workload {
     Get,
     /// Gets and puts, `--read-percent` of them gets.
     Mixed,
+    /// A compare-and-put `Txn` on a random key.
+    Txn,
+    /// Watch fan-out: one writer, `--watchers` watchers.
+    Watch,
+    /// Keep-alives of `--clients` leases.
+    LeaseKeepalive,
 }
 
 /// How gets are served.
@@ -67,7 +99,7 @@ pub enum Consistency {
 /// Arguments of `synod bench`.
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// The load: put, get or mixed.
+    /// The load: put, get, mixed, txn, watch or lease-keepalive.
     #[arg(value_enum)]
     pub workload: Workload,
     /// Client endpoints (`host:port`, comma-separated); connections are
@@ -107,6 +139,16 @@ pub struct BenchArgs {
     /// Give up on a request (and on connecting) after this long.
     #[arg(long, default_value_t = 5000)]
     pub timeout_ms: u64,
+    /// Request n uses key n modulo the key space (instead of a random
+    /// one), so `--total` equal to `--key-space` writes every key once.
+    #[arg(long)]
+    pub sequential_keys: bool,
+    /// Watch streams of the watch load, each watching the whole key space.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=MAX_CLIENTS as i64))]
+    pub watchers: u32,
+    /// TTL of the leases the lease-keepalive load keeps alive, seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(i64).range(1..=3600))]
+    pub lease_ttl: i64,
     /// Runtime threads of the load generator (1: a single-threaded runtime,
     /// the cheapest per request when it is not the bottleneck).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -140,6 +182,13 @@ fn validate(args: &BenchArgs) -> Result<(), String> {
     if args.endpoints.is_empty() || args.endpoints.iter().any(|e| e.trim().is_empty()) {
         return Err("--endpoints: give at least one host:port".into());
     }
+    if args.workload == Workload::Watch && args.value_size < watch::STAMP_BYTES as u32 {
+        return Err(format!(
+            "--value-size {}: the watch load carries the send time in the first {} bytes",
+            args.value_size,
+            watch::STAMP_BYTES
+        ));
+    }
     let fits = 10u64.checked_pow(args.key_size).is_none_or(|n| args.key_space <= n);
     if !fits {
         return Err(format!(
@@ -153,27 +202,33 @@ fn validate(args: &BenchArgs) -> Result<(), String> {
 /// Key number `index` as exactly `key_size` bytes: its decimal digits,
 /// left-padded with zeros (`validate` checked that it fits).
 pub fn key(index: u64, key_size: usize) -> Vec<u8> {
-    let digits = index.to_string();
-    let mut k = vec![b'0'; key_size.saturating_sub(digits.len())];
-    k.extend_from_slice(&digits.as_bytes()[digits.len().saturating_sub(key_size)..]);
+    let mut k = vec![b'0'; key_size];
+    let mut rest = index;
+    for digit in k.iter_mut().rev() {
+        if rest == 0 {
+            break;
+        }
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
     k
 }
 
 /// What one client task saw.
-struct Tally {
-    latency_us: Histogram<u64>,
-    errors: BTreeMap<String, u64>,
+pub(crate) struct Tally {
+    pub(crate) latency_us: Histogram<u64>,
+    pub(crate) errors: BTreeMap<String, u64>,
 }
 
 impl Tally {
-    fn new() -> Tally {
+    pub(crate) fn new() -> Tally {
         Tally {
             latency_us: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid bounds"),
             errors: BTreeMap::new(),
         }
     }
 
-    fn error(&mut self, kind: String) {
+    pub(crate) fn error(&mut self, kind: String) {
         if self.errors.len() < MAX_ERROR_KINDS || self.errors.contains_key(&kind) {
             *self.errors.entry(kind).or_default() += 1;
         } else {
@@ -181,7 +236,7 @@ impl Tally {
         }
     }
 
-    fn merge(&mut self, other: Tally) {
+    pub(crate) fn merge(&mut self, other: Tally) {
         self.latency_us.add(&other.latency_us).expect("same bounds");
         for (kind, n) in other.errors {
             *self.errors.entry(kind).or_default() += n;
@@ -221,52 +276,182 @@ impl Shared {
     }
 }
 
+/// A client's keep-alive stream and its lease.
+struct KeepAlive {
+    id: i64,
+    requests: mpsc::Sender<LeaseKeepAliveRequest>,
+    answers: tonic::Streaming<LeaseKeepAliveResponse>,
+}
+
+impl KeepAlive {
+    /// Grants a lease and opens its keep-alive stream.
+    async fn open(channel: Channel, ttl: i64, timeout: Duration) -> Result<KeepAlive, String> {
+        let mut lease = LeaseClient::new(channel);
+        let grant =
+            tokio::time::timeout(timeout, lease.lease_grant(LeaseGrantRequest { ttl, id: 0 }))
+                .await
+                .map_err(|_| "lease grant timed out".to_string())?
+                .map_err(|s| format!("lease grant: {:?}: {}", s.code(), s.message()))?
+                .into_inner();
+        // A first keep-alive is queued before the call: etcd (grpc-go) sends
+        // the response headers the call waits for only with its first
+        // answer. It is a warm-up, not counted.
+        let (requests, rx) = mpsc::channel(1);
+        requests
+            .send(LeaseKeepAliveRequest { id: grant.id })
+            .await
+            .map_err(|_| "keep-alive stream closed".to_string())?;
+        let answers =
+            tokio::time::timeout(timeout, lease.lease_keep_alive(ReceiverStream::new(rx)))
+                .await
+                .map_err(|_| "keep-alive stream timed out".to_string())?
+                .map_err(|s| format!("keep-alive stream: {:?}: {}", s.code(), s.message()))?
+                .into_inner();
+        let mut k = KeepAlive { id: grant.id, requests, answers };
+        tokio::time::timeout(timeout, k.answer())
+            .await
+            .map_err(|_| "the first keep-alive timed out".to_string())??;
+        Ok(k)
+    }
+
+    /// One keep-alive, answered.
+    async fn once(&mut self) -> Result<(), String> {
+        self.requests
+            .send(LeaseKeepAliveRequest { id: self.id })
+            .await
+            .map_err(|_| "keep-alive stream closed".to_string())?;
+        self.answer().await
+    }
+
+    /// The answer to the keep-alive sent last.
+    async fn answer(&mut self) -> Result<(), String> {
+        match self.answers.message().await {
+            Ok(Some(a)) if a.id == self.id && a.ttl > 0 => Ok(()),
+            Ok(Some(a)) => Err(format!("keep-alive answered TTL {} for lease {:x}", a.ttl, a.id)),
+            Ok(None) => Err("keep-alive stream ended".into()),
+            Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
+        }
+    }
+}
+
+/// A compare-and-put: put `key` if its version is above -1 (always), else
+/// read it.
+fn compare_and_put(key: Vec<u8>, value: Vec<u8>) -> TxnRequest {
+    TxnRequest {
+        compare: vec![Compare {
+            result: compare::CompareResult::Greater as i32,
+            target: compare::CompareTarget::Version as i32,
+            key: key.clone(),
+            range_end: Vec::new(),
+            target_union: Some(compare::TargetUnion::Version(-1)),
+        }],
+        success: vec![RequestOp {
+            request: Some(request_op::Request::RequestPut(PutRequest {
+                key: key.clone(),
+                value,
+                ..PutRequest::default()
+            })),
+        }],
+        failure: vec![RequestOp {
+            request: Some(request_op::Request::RequestRange(RangeRequest {
+                key,
+                ..RangeRequest::default()
+            })),
+        }],
+    }
+}
+
 /// One closed-loop client: request, wait, repeat.
 async fn client(shared: Arc<Shared>, channel: Channel, index: u32) -> Tally {
     let args = &shared.args;
-    let mut kv = KvClient::new(channel);
-    let mut rng = StdRng::seed_from_u64(rand::random::<u64>() ^ u64::from(index));
     let mut tally = Tally::new();
     let timeout = Duration::from_millis(args.timeout_ms);
+    let mut keep_alive = None;
+    if args.workload == Workload::LeaseKeepalive {
+        match KeepAlive::open(channel.clone(), args.lease_ttl, timeout).await {
+            Ok(k) => keep_alive = Some(k),
+            Err(e) => {
+                tally.error(e);
+                return tally;
+            }
+        }
+    }
+    let mut kv = KvClient::new(channel.clone());
+    let mut rng = StdRng::seed_from_u64(rand::random::<u64>() ^ u64::from(index));
     // Pacing: this client's share of the rate, offset so that clients do
     // not all fire together.
     let period = args.rate.map(|r| Duration::from_secs_f64(f64::from(args.clients) / r));
     let mut next_send =
         period.map(|p| shared.started + p.mul_f64(f64::from(index) / f64::from(args.clients)));
-    while shared.claim().is_some() {
+    while let Some(n) = shared.claim() {
         if let (Some(p), Some(at)) = (period, next_send.as_mut()) {
             tokio::time::sleep_until(tokio::time::Instant::from_std(*at)).await;
             *at += p;
         }
-        let k = key(rng.random_range(0..args.key_space), args.key_size as usize);
-        let read = match args.workload {
-            Workload::Put => false,
-            Workload::Get => true,
-            Workload::Mixed => rng.random_range(0..100u8) < args.read_percent,
-        };
-        let began = Instant::now();
-        let answer = if read {
-            let req = RangeRequest {
-                key: k,
-                serializable: args.consistency == Consistency::S,
-                ..RangeRequest::default()
-            };
-            tokio::time::timeout(timeout, kv.range(req)).await.map(|r| r.map(drop))
+        let index = if args.sequential_keys {
+            n % args.key_space
         } else {
-            let req = PutRequest { key: k, value: shared.value.clone(), ..PutRequest::default() };
-            tokio::time::timeout(timeout, kv.put(req)).await.map(|r| r.map(drop))
+            rng.random_range(0..args.key_space)
+        };
+        let k = key(index, args.key_size as usize);
+        let began = Instant::now();
+        let answer = match (args.workload, keep_alive.as_mut()) {
+            (Workload::LeaseKeepalive, Some(ka)) => {
+                match tokio::time::timeout(timeout, ka.once()).await {
+                    Ok(Ok(())) => Ok(Ok(())),
+                    Ok(Err(e)) => Ok(Err(e)),
+                    Err(e) => Err(e),
+                }
+            }
+            (Workload::Txn, _) => {
+                let req = compare_and_put(k, shared.value.clone());
+                tokio::time::timeout(timeout, kv.txn(req))
+                    .await
+                    .map(|r| r.map(drop).map_err(status))
+            }
+            (w, _)
+                if w == Workload::Get
+                    || (w == Workload::Mixed && rng.random_range(0..100u8) < args.read_percent) =>
+            {
+                let req = RangeRequest {
+                    key: k,
+                    serializable: args.consistency == Consistency::S,
+                    ..RangeRequest::default()
+                };
+                tokio::time::timeout(timeout, kv.range(req))
+                    .await
+                    .map(|r| r.map(drop).map_err(status))
+            }
+            _ => {
+                let req =
+                    PutRequest { key: k, value: shared.value.clone(), ..PutRequest::default() };
+                tokio::time::timeout(timeout, kv.put(req))
+                    .await
+                    .map(|r| r.map(drop).map_err(status))
+            }
         };
         let took_us = (began.elapsed().as_micros() as u64).clamp(1, MAX_LATENCY_US);
         match answer {
             Ok(Ok(())) => tally.latency_us.saturating_record(took_us),
-            Ok(Err(status)) => {
-                tally.error(format!("{:?}: {}", status.code(), status.message()));
-            }
+            Ok(Err(e)) => tally.error(e),
             Err(_) => tally.error(format!("timeout after {} ms", args.timeout_ms)),
         }
         shared.finished.fetch_add(1, Ordering::Relaxed);
     }
+    if let Some(ka) = keep_alive {
+        drop(ka.requests);
+        let mut lease = LeaseClient::new(channel);
+        let revoke = lease.lease_revoke(LeaseRevokeRequest { id: ka.id });
+        if let Ok(Err(s)) = tokio::time::timeout(timeout, revoke).await {
+            tally.error(format!("lease revoke: {:?}: {}", s.code(), s.message()));
+        }
+    }
     tally
+}
+
+/// An error answer as one line: its code and message.
+fn status(s: tonic::Status) -> String {
+    format!("{:?}: {}", s.code(), s.message())
 }
 
 async fn connect(endpoint: &str, timeout: Duration) -> Result<Channel, String> {
@@ -293,6 +478,9 @@ pub struct Report {
     pub errors: BTreeMap<String, u64>,
     /// Requests finished in each second of the run (answered or not).
     pub per_second: Vec<u64>,
+    /// What a load reports besides (the watch load: watchers, puts,
+    /// events expected).
+    pub details: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Report {
@@ -337,8 +525,8 @@ impl Report {
         let a = &self.args;
         let latency: serde_json::Map<String, serde_json::Value> =
             self.percentiles().iter().map(|(name, v)| (name.to_string(), json!(v))).collect();
-        json!({
-            "workload": format!("{:?}", a.workload).to_lowercase(),
+        let mut j = json!({
+            "workload": workload_name(a.workload),
             "endpoints": a.endpoints,
             "clients": a.clients,
             "conns": a.conns,
@@ -356,7 +544,11 @@ impl Report {
             "throughput_rps": self.throughput(),
             "latency_ms": latency,
             "per_second": self.per_second,
-        })
+        });
+        if let Some(o) = j.as_object_mut() {
+            o.extend(self.details.clone());
+        }
+        j
     }
 
     /// The report as text.
@@ -364,7 +556,7 @@ impl Report {
         let a = &self.args;
         let mut s = format!(
             "synod bench {}: {} client(s) over {} connection(s) to {}; key {} B, value {} B\n",
-            format!("{:?}", a.workload).to_lowercase(),
+            workload_name(a.workload),
             a.clients,
             a.conns,
             a.endpoints.join(","),
@@ -382,10 +574,25 @@ impl Report {
             s.push_str(&format!(" {name} {v:.3}"));
         }
         s.push('\n');
+        for (name, v) in &self.details {
+            s.push_str(&format!("{name:<11} {v}\n"));
+        }
         for (kind, n) in &self.errors {
             s.push_str(&format!("error       {n} × {kind}\n"));
         }
         s
+    }
+}
+
+/// The workload's name on the command line.
+pub fn workload_name(w: Workload) -> &'static str {
+    match w {
+        Workload::Put => "put",
+        Workload::Get => "get",
+        Workload::Mixed => "mixed",
+        Workload::Txn => "txn",
+        Workload::Watch => "watch",
+        Workload::LeaseKeepalive => "lease-keepalive",
     }
 }
 
@@ -395,6 +602,9 @@ async fn run_load(args: BenchArgs) -> Result<Report, String> {
     let mut channels = Vec::with_capacity(args.conns as usize);
     for i in 0..args.conns as usize {
         channels.push(connect(&args.endpoints[i % args.endpoints.len()], timeout).await?);
+    }
+    if args.workload == Workload::Watch {
+        return Ok(watch::run(args, channels).await);
     }
     let value: Vec<u8> = (0..args.value_size).map(|i| b'a' + (i % 26) as u8).collect();
     let started = Instant::now();
@@ -464,7 +674,14 @@ async fn run_load(args: BenchArgs) -> Result<Report, String> {
         per_second.push(rest);
     }
     bar.finish_and_clear();
-    Ok(Report { args, elapsed, latency_us: tally.latency_us, errors: tally.errors, per_second })
+    Ok(Report {
+        args,
+        elapsed,
+        latency_us: tally.latency_us,
+        errors: tally.errors,
+        per_second,
+        details: serde_json::Map::new(),
+    })
 }
 
 fn progress_bar(args: &BenchArgs) -> ProgressBar {
@@ -502,7 +719,7 @@ pub fn svg(report: &Report) -> String {
     s.push_str(&format!(
         "<text x=\"{LEFT}\" y=\"20\" font-size=\"14\">synod bench {} — {} clients, {} conns, \
          {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms</text>\n",
-        format!("{:?}", a.workload).to_lowercase(),
+        workload_name(a.workload),
         a.clients,
         a.conns,
         report.throughput(),
@@ -716,6 +933,7 @@ mod tests {
             latency_us,
             errors,
             per_second: vec![600, 403],
+            details: serde_json::Map::new(),
         }
     }
 

@@ -1,14 +1,15 @@
 //! `synod bench` against a real 3-node cluster of `synod serve` processes
 //! on loopback ports (the pattern of `cluster.rs`): small bounded loads of
-//! puts, linearizable and serializable gets and a mixed load, each checked
-//! through `--json`; `--plot` writes an SVG; an unreachable endpoint exits
+//! puts, linearizable and serializable gets and a mixed load, and the txn,
+//! watch fan-out and lease keep-alive loads, each checked through `--json`; `--plot` writes an SVG; an unreachable endpoint exits
 //! 1 and bad usage exits 2. A Drop guard kills the processes on failure.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use synod_etcdpb::etcdserverpb::StatusRequest;
+use synod_etcdpb::etcdserverpb::lease_client::LeaseClient;
 use synod_etcdpb::etcdserverpb::maintenance_client::MaintenanceClient;
+use synod_etcdpb::etcdserverpb::{LeaseLeasesRequest, StatusRequest};
 use tonic::transport::Endpoint;
 
 const NODES: usize = 3;
@@ -182,6 +183,82 @@ async fn bench_drives_a_cluster_and_reports_every_request() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("20 ok, 0 failed") && text.contains("p99.9"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_txn_watch_and_lease_loads_count_every_request() {
+    let cluster = Cluster::start();
+    cluster.wait_for_leader().await;
+    let all = cluster.endpoints.join(",");
+
+    let txn = bench_json(&[
+        "txn",
+        "--endpoints",
+        &all,
+        "--clients",
+        "4",
+        "--key-space",
+        "20",
+        "--total",
+        "100",
+        "--json",
+    ]);
+    assert_sane(&txn, 100);
+    assert_eq!(txn["workload"], "txn");
+
+    // 20 watchers see every one of 30 puts: 600 events, each with a
+    // delivery latency.
+    let watch = bench_json(&[
+        "watch",
+        "--endpoints",
+        &all,
+        "--watchers",
+        "20",
+        "--conns",
+        "2",
+        "--rate",
+        "300",
+        "--total",
+        "30",
+        "--json",
+    ]);
+    assert_eq!(watch["watches_created"], 20, "{watch}");
+    assert_eq!(watch["puts_acked"], 30, "{watch}");
+    assert_eq!(watch["events_expected"], 600, "{watch}");
+    assert_sane(&watch, 600);
+
+    // Keep-alives of 4 leases; the leases are revoked at the end (a failed
+    // revoke would be an error).
+    let lease = bench_json(&[
+        "lease-keepalive",
+        "--endpoints",
+        &all,
+        "--clients",
+        "4",
+        "--conns",
+        "2",
+        "--total",
+        "120",
+        "--json",
+    ]);
+    assert_sane(&lease, 120);
+    assert_eq!(lease["workload"], "lease-keepalive");
+    let channel = Endpoint::from_shared(format!("http://{}", cluster.endpoints[0]))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let leases = LeaseClient::new(channel)
+        .lease_leases(LeaseLeasesRequest {})
+        .await
+        .expect("list leases")
+        .into_inner();
+    assert!(leases.leases.is_empty(), "every lease was revoked: {:?}", leases.leases);
+
+    // The watch load needs room for the send time in the value.
+    let out = bench(&["watch", "--total", "5", "--value-size", "8"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--value-size"));
 }
 
 #[test]

@@ -22,6 +22,7 @@
 use crate::api::{Event, EventType, KeyValue};
 use crate::range::KeyRange;
 use bytes::Bytes;
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, VecDeque};
 
 /// One version of one key.
@@ -147,14 +148,12 @@ impl Mvcc {
     /// the revision being written (current + 1). Returns the event.
     pub(crate) fn put(&mut self, key: &Bytes, value: Bytes, lease: i64, rev: i64) -> Event {
         assert_eq!(rev, self.current_revision + 1, "writes go to the next revision");
-        let key = match self.keys.get_key_value(key.as_ref()) {
-            Some((k, _)) => k.clone(),
-            None => {
-                self.keys.insert(key.clone(), Vec::with_capacity(1));
-                key.clone()
-            }
+        // One lookup: the map's own key handle is kept (and shared by the
+        // change log), the new one dropped.
+        let (key, history) = match self.keys.entry(key.clone()) {
+            Entry::Occupied(e) => (e.key().clone(), e.into_mut()),
+            Entry::Vacant(e) => (e.key().clone(), e.insert(Vec::with_capacity(1))),
         };
-        let history = self.keys.get_mut(&key).expect("inserted above");
         let prev = history.last().filter(|v| !v.is_tombstone());
         assert!(
             history.last().is_none_or(|v| v.mod_revision < rev),

@@ -443,6 +443,15 @@ impl KvStore {
         if p.lease != 0 && !self.leases.contains(p.lease) {
             return Err(KvError::LeaseNotFound);
         }
+        if !(p.ignore_value || p.ignore_lease) {
+            // A plain put needs no look-up of its own: during a write the
+            // version visible at `read_rev` is the key's latest, which the
+            // put's event carries as `prev_kv`.
+            let rev = self.write_put(w, &p.key, p.value.clone(), p.lease);
+            let prev_kv =
+                if p.prev_kv { w.events.last().and_then(|e| e.prev_kv.clone()) } else { None };
+            return Ok(PutResponse { header: ResponseHeader::at(rev), prev_kv });
+        }
         let prev = self.mvcc.get_at(&p.key, w.read_rev());
         let (value, lease) = match (&prev, p.ignore_value || p.ignore_lease) {
             (None, true) => return Err(KvError::KeyNotFound),

@@ -10,6 +10,9 @@
 //! secret_file = "secret"              # the cluster secret (>= 16 bytes)
 //! metrics_addr = "127.0.0.1:2381"     # optional: /metrics and /health
 //!
+//! auto_compaction_mode = "periodic"   # optional (default off): revision or periodic
+//! auto_compaction_retention = "1h"    # revisions kept, or how long (etcd's flags)
+//!
 //! [timeouts]                          # optional, these are the defaults
 //! election_min_ms = 150
 //! election_max_ms = 300
@@ -95,6 +98,15 @@ pub struct NodeConfig {
     /// Take a snapshot every this many applied entries (0: never).
     #[serde(default = "default_snapshot_interval")]
     pub snapshot_interval_entries: u64,
+    /// etcd's `--auto-compaction-mode`: `"revision"` or `"periodic"`
+    /// (absent: no auto-compaction, etcd 3.4's default); see
+    /// [`crate::compactor`].
+    #[serde(default)]
+    pub auto_compaction_mode: Option<String>,
+    /// etcd's `--auto-compaction-retention`: revisions kept (revision
+    /// mode), or how long (periodic: `"1h"`, `"30m"`, or a number of hours).
+    #[serde(default)]
+    pub auto_compaction_retention: Option<crate::compactor::Retention>,
     /// Timeouts.
     #[serde(default)]
     pub timeouts: Timeouts,
@@ -189,7 +201,18 @@ impl NodeConfig {
         if t.request_ms == 0 {
             return Err("timeouts.request_ms: must be at least 1".into());
         }
+        self.auto_compaction()?;
         Ok(())
+    }
+
+    /// The auto-compaction policy (`auto_compaction_mode` and
+    /// `auto_compaction_retention`).
+    pub fn auto_compaction(&self) -> Result<crate::compactor::AutoCompaction, String> {
+        let retention = self.auto_compaction_retention.as_ref().map(|r| r.text());
+        crate::compactor::AutoCompaction::parse(
+            self.auto_compaction_mode.as_deref(),
+            retention.as_deref(),
+        )
     }
 
     /// This node's `[[members]]` entry.

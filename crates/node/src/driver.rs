@@ -36,6 +36,7 @@
 //! its timers and channels), so its fsyncs block only the driver, never the
 //! runtime that serves clients, and cost no hand-off of a runtime worker.
 
+use crate::compactor::{AutoCompaction, Compactor};
 use crate::disk::Disk;
 use crate::error::NodeError;
 use crate::glue::{NodeProtocol, ProtocolSettings};
@@ -52,7 +53,7 @@ use synod_core::{
     ClientId, Command, Committed, Event, NodeId, Output, ProposeError, ReadId, ReadState, Role,
     Time,
 };
-use synod_kv::KvConfig;
+use synod_kv::{CompactionRequest, KvCommand, KvConfig};
 use synod_transport::{Inbound, TransportHandle};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -123,15 +124,18 @@ pub enum ClientRequest {
 /// is safe here because the answers to those messages are stepped only in a
 /// later round, after this round's fsync completed, so the leader's own log
 /// (which the Raft core counts towards the commit quorum) is durable before
-/// any commit counts it. Votes, acknowledgements and every other protocol's
-/// messages wait for the sync, as the persistence contract says.
+/// any commit counts it. Other protocols say which of their messages may
+/// ([`NodeProtocol::leaves_before_sync`]: a Paxos leader's accepts). Votes,
+/// acknowledgements and everything else wait for the sync, as the
+/// persistence contract says.
 fn leaves_before_sync<P: NodeProtocol>(msg: &P::Message) -> bool
 where
     P::Message: Send,
     P::Write: Send,
     P::Config: Send + Sync,
 {
-    P::NAME == "raft" && matches!(synod_core::Message::kind(msg), "append_entries" | "heartbeat")
+    (P::NAME == "raft" && matches!(synod_core::Message::kind(msg), "append_entries" | "heartbeat"))
+        || P::leaves_before_sync(msg)
 }
 
 /// What the driver publishes after every round.
@@ -212,6 +216,8 @@ where
     status_tx: watch::Sender<NodeStatus>,
     metrics: Arc<Metrics>,
     last_sweep: Instant,
+    /// The auto-compaction schedule (off unless configured).
+    compactor: Compactor,
 }
 
 impl<P: NodeProtocol> Driver<P>
@@ -309,6 +315,7 @@ where
             status_tx,
             metrics,
             last_sweep: start,
+            compactor: Compactor::new(AutoCompaction::Off),
         };
         Ok((driver, status_rx))
     }
@@ -317,6 +324,13 @@ where
     /// snapshot (tests use it to hold a snapshot in flight).
     pub fn with_snapshot_gate(mut self, gate: SnapshotGate) -> Self {
         self.snapshotter.set_gate(gate);
+        self
+    }
+
+    /// Compacts the store's history by `policy` while this node leads
+    /// (see [`crate::compactor`]).
+    pub fn with_auto_compaction(mut self, policy: AutoCompaction) -> Self {
+        self.compactor = Compactor::new(policy);
         self
     }
 
@@ -398,6 +412,7 @@ where
                     Err(_) => break,
                 }
             }
+            self.auto_compact();
             self.flush_proposals();
             self.flush_reads();
             let now = self.now();
@@ -477,6 +492,32 @@ where
             ProposeError::Busy(_) => ClientError::Busy,
             ProposeError::Rejected(why) => ClientError::Rejected(why.to_string()),
         }
+    }
+
+    /// Adds the compaction the auto-compaction policy asks for, if any, to
+    /// this round's proposal: through the log, so every replica compacts at
+    /// the same position. It has no waiting client; a refusal (a leader
+    /// change, an already compacted revision) is retried at the next check.
+    fn auto_compact(&mut self) {
+        if self.compactor.policy() == AutoCompaction::Off {
+            return;
+        }
+        let leading = self.core.status().role == Role::Leader;
+        let kv = self.machine.kv();
+        let (revision, compacted) = (kv.current_revision(), kv.compact_revision());
+        let Some(to) = self.compactor.due(self.start.elapsed(), leading, revision, compacted)
+        else {
+            return;
+        };
+        tracing::info!(revision = to, current = revision, "auto-compaction");
+        let op = KvCommand::Compact(CompactionRequest { revision: to, physical: false }).encode();
+        if self.batch.len() >= MAX_BATCH_COMMANDS || self.batch_bytes + op.len() > MAX_BATCH_BYTES {
+            self.flush_proposals();
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.batch_bytes += op.len();
+        self.batch.push(Command::new(self.client_id, seq, op));
     }
 
     fn flush_proposals(&mut self) {
@@ -772,7 +813,7 @@ where
         offset: u64,
         max_bytes: usize,
     ) -> Result<Option<Bytes>, NodeError> {
-        if self.current_snapshot.as_ref().is_none_or(|s| s.0 != index) {
+        if self.current_snapshot.as_ref().is_none_or(|s| s.0 != index || s.1.is_empty()) {
             let Some(mut reader) = self.disk.snapshots.open_at(index)? else { return Ok(None) };
             let mut data = Vec::new();
             reader.read_to_end(&mut data).map_err(|e| {
@@ -793,7 +834,10 @@ where
         tracing::info!(index = t.index, bytes = t.data.len(), "took a snapshot");
         let size_bytes = t.data.len() as u64;
         if self.current_snapshot.as_ref().is_none_or(|(at, _)| *at < t.index) {
-            self.current_snapshot = Some((t.index, t.data));
+            // Only the index: the bytes are on disk, and holding them here
+            // would double the memory of a large store; a follower that
+            // needs them has them read back (`snapshot_chunk`).
+            self.current_snapshot = Some((t.index, Bytes::new()));
         }
         let now = self.now();
         self.core.snapshot_taken(now, t.index, size_bytes, &mut self.out);

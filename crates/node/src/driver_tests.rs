@@ -21,6 +21,10 @@ struct TestNode {
 }
 
 async fn start(dir: &Path, gate: SnapshotGate) -> TestNode {
+    start_with(dir, gate, AutoCompaction::Off).await
+}
+
+async fn start_with(dir: &Path, gate: SnapshotGate, compaction: AutoCompaction) -> TestNode {
     let (disk, saved) = Disk::open(dir).expect("open the data directory");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
@@ -41,7 +45,7 @@ async fn start(dir: &Path, gate: SnapshotGate) -> TestNode {
     let metrics = Arc::new(Metrics::default());
     let (driver, status) =
         Driver::<RaftNode>::open(&config, disk, saved, transport, metrics.clone()).expect("open");
-    let driver = driver.with_snapshot_gate(gate);
+    let driver = driver.with_snapshot_gate(gate).with_auto_compaction(compaction);
     let (requests, requests_rx) = mpsc::channel(64);
     let (stop, stop_rx) = watch::channel(false);
     let run = tokio::spawn(driver.run(inbound, requests_rx, stop_rx));
@@ -191,6 +195,95 @@ async fn a_snapshot_in_flight_at_shutdown_is_finished_and_a_restart_is_whole() {
         for i in 0..15 {
             assert_eq!(node.get(&format!("k{i}")).await, Some(Bytes::from(value(i))), "k{i}");
         }
+        node.stop().await;
+    })
+    .await;
+}
+
+#[test]
+fn only_a_leaders_replication_leaves_before_the_fsync() {
+    use synod_paxos::Ballot;
+    use synod_paxos::multi::{Message as Px, PaxosNode};
+    use synod_raft::Message as Rf;
+    let b = Ballot::new(3, NodeId(1));
+    let accept =
+        |values| Px::Accept { ballot: b, first_slot: 4, values, chosen_slot: 3, read_round: 1 };
+    // A Paxos leader's Phase 2a (with values, or empty: a heartbeat) may.
+    assert!(leaves_before_sync::<PaxosNode>(&accept(vec![synod_paxos::multi::Value::Noop])));
+    assert!(leaves_before_sync::<PaxosNode>(&accept(vec![])));
+    // A Phase 2b vote, a promise, a refusal and a candidate's prepare wait.
+    let accepted = Px::Accepted {
+        ballot: b,
+        first_slot: 4,
+        last_slot: 4,
+        chosen_slot: 3,
+        leader_chosen_slot: 3,
+        read_round: 1,
+    };
+    let promise =
+        Px::Promise { ballot: b, first_slot: 4, from_slot: 4, accepted: vec![], more: false };
+    let prepare = Px::Prepare { ballot: b, first_slot: 4, from_slot: 4 };
+    let nack = Px::Nack { ballot: b, promised: Ballot::new(4, NodeId(2)) };
+    for m in [accepted, promise, prepare, nack] {
+        assert!(!leaves_before_sync::<PaxosNode>(&m), "{m:?}");
+    }
+    // Raft: AppendEntries leaves early, its answer and votes do not.
+    let append = Rf::AppendEntries {
+        term: 2,
+        prev_log_index: 0,
+        prev_log_term: 0,
+        entries: vec![],
+        leader_commit: 0,
+        read_round: 0,
+    };
+    assert!(leaves_before_sync::<RaftNode>(&append));
+    let vote = Rf::RequestVoteResponse { term: 2, granted: true };
+    assert!(!leaves_before_sync::<RaftNode>(&vote));
+}
+
+#[tokio::test]
+async fn a_leader_with_revision_auto_compaction_compacts_through_the_log() {
+    bounded(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Keep 5 revisions, looking every millisecond (the config's is 5 min).
+        let keep = 5;
+        let check_interval = Duration::from_millis(1);
+        let policy = AutoCompaction::Revision { retention: keep, check_interval };
+        let node = start_with(dir.path(), open_gate(), policy).await;
+        for i in 0..20 {
+            node.put(&format!("k{i}"), &value(i)).await;
+        }
+        let at = |revision: i64| {
+            let query = KvQuery::Range(RangeRequest {
+                key: Bytes::from_static(b"k0"),
+                revision,
+                ..RangeRequest::default()
+            })
+            .encode();
+            let requests = node.requests.clone();
+            async move {
+                let (reply, answer) = oneshot::channel();
+                let read = ClientRequest::Read { query, linearizable: true, reply };
+                requests.send(read).await.expect("driver running");
+                let answer = answer.await.expect("answered").expect("served");
+                decode_result(&answer).expect("decodes")
+            }
+        };
+        // The leader proposes the compaction by itself, soon.
+        let mut compacted = false;
+        for _ in 0..2000 {
+            if at(2).await == Err(synod_kv::KvError::Compacted) {
+                compacted = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(compacted, "revision 2 was compacted");
+        // 21 = 1 + 20 puts: the last `keep` revisions are still readable,
+        // and no client write was lost to the compactions.
+        assert!(matches!(at(21 - keep + 1).await, Ok(KvResponse::Range(_))));
+        assert_eq!(node.get("k19").await, Some(Bytes::from(value(19))));
+        assert_eq!(node.status.borrow().revision, 21, "compactions write no revision");
         node.stop().await;
     })
     .await;

@@ -71,6 +71,18 @@ where
         saved: Option<&[u8]>,
     ) -> Result<(Self::HardState, Self::Durable), NodeError>;
 
+    /// Whether `msg` may be sent before the log appends of the round that
+    /// produced it are synced (the driver's group commit), so that the
+    /// receivers' fsyncs run alongside this node's. Only a message that
+    /// promises nothing about this node's own disk may: a leader's
+    /// replication, whose answers the driver steps only in a later round,
+    /// after this round's fsync. Default: none (every message waits for the
+    /// sync, as the persistence contract of `synod_core::protocol` says).
+    fn leaves_before_sync(msg: &Self::Message) -> bool {
+        let _ = msg;
+        false
+    }
+
     /// Carries out `writes`, in order. Log appends may be left unsynced (the
     /// driver calls [`Disk::sync`] once for the whole batch: group commit);
     /// everything else is durable when this returns.

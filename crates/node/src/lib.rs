@@ -29,6 +29,7 @@
 //! the protocol crates and to `synod-kv`.
 #![deny(missing_docs)]
 
+pub mod compactor;
 pub mod config;
 pub mod convert;
 pub mod disk;

@@ -413,6 +413,35 @@ impl NodeProtocol for PaxosNode {
     const NAME: &'static str = "paxos";
     type HardState = PaxosHardState;
 
+    /// A leader's Phase 2a `Accept` (and the empty one, a heartbeat) may
+    /// leave before the leader's own acceptance of the same slots is in its
+    /// journal, as Raft's AppendEntries leaves before the leader's append:
+    ///
+    /// - an `Accept` asks the acceptors to vote; it reports no vote of the
+    ///   sender. The leader counts its own acceptance towards a quorum at
+    ///   once, but it can only complete a quorum with an `Accepted` from a
+    ///   peer, which the driver steps in a later round — after this round's
+    ///   fsync made the leader's acceptance durable. So no slot is chosen
+    ///   (or reported chosen in a later accept) on a vote that is not on
+    ///   disk;
+    /// - if the leader crashes before that fsync, its vote is lost but was
+    ///   never counted; acceptors that did accept still form quorums on
+    ///   their own durable votes. After the restart it cannot propose
+    ///   anything else in the same ballot (its promise of the ballot was
+    ///   durable before its `Prepare`s left, and it leads again only in a
+    ///   higher ballot), so one ballot never carries two values for a slot;
+    /// - the chosen slot an `Accept` carries is only ever learned from
+    ///   durable quorums.
+    ///
+    /// Everything else waits for the sync: a Phase 2b `Accepted` is a vote
+    /// and must not leave before the acceptance it reports is durable; a
+    /// `Promise` or `Nack` reports a durable promise; a `Prepare` is sent by
+    /// a candidate whose promise to itself must be durable first; snapshot
+    /// messages go with the snapshot's own persistence.
+    fn leaves_before_sync(msg: &Message) -> bool {
+        matches!(msg, Message::Accept { .. })
+    }
+
     fn config(voters: Vec<NodeId>, settings: &ProtocolSettings) -> Result<Config, String> {
         let mut c = Config::new(voters);
         c.election_timeout_min = settings.election_timeout_min;

@@ -102,6 +102,7 @@ where
     };
     let (driver, status) =
         Driver::<P>::open(&driver_config, disk, saved, transport.clone(), metrics.clone())?;
+    let driver = driver.with_auto_compaction(config.auto_compaction().map_err(NodeError::Config)?);
     let (requests_tx, requests_rx) = mpsc::channel(REQUEST_QUEUE_LEN);
     let (stop_tx, stop_rx) = watch::channel(false);
     let driver_task = tokio::spawn(driver.run(inbound, requests_rx, stop_rx));
