@@ -1853,6 +1853,79 @@ mod tests {
         );
     }
 
+    /// Delivers every message among the replicas in `up` (others' are
+    /// dropped) and ticks them every 10 ms until `done` or `limit`.
+    fn run_until(
+        nodes: &mut [PbftNode],
+        up: &[usize],
+        mut now: Time,
+        limit: Time,
+        done: impl Fn(&[PbftNode]) -> bool,
+    ) -> Time {
+        let mut queue: std::collections::VecDeque<(NodeId, NodeId, Message)> =
+            std::collections::VecDeque::new();
+        while now < limit && !done(nodes) {
+            for &i in up {
+                let mut out = PbftOutput::new();
+                nodes[i].tick(now, &mut out);
+                let from = nodes[i].id;
+                queue.extend(out.messages.drain(..).map(|(to, m)| (from, to, m)));
+            }
+            while let Some((from, to, m)) = queue.pop_front() {
+                let Some(j) = up.iter().copied().find(|&j| nodes[j].id == to) else { continue };
+                let mut out = PbftOutput::new();
+                nodes[j].step(now, from, m, &mut out);
+                queue.extend(out.messages.drain(..).map(|(t, m)| (to, t, m)));
+            }
+            now = now + std::time::Duration::from_millis(10);
+        }
+        now
+    }
+
+    /// §4.5.2 (TOCS'02): a replica that asked for view v+1 alone stays there
+    /// (views never go back, and its timer waits for 2f+1 askers) while the
+    /// other three make progress in v; once the primary of v fails, the two
+    /// correct replicas left in v time out, their VIEW-CHANGEs and the lone
+    /// one's make 2f+1 for v+1, and the cluster is live again in v+1.
+    #[test]
+    fn a_replica_alone_in_a_higher_view_rejoins_when_the_others_change_view() {
+        let (config, mut nodes) = cluster();
+        let all = [0, 1, 2, 3];
+        let mut out = PbftOutput::new();
+        nodes[3].tick(Time::ZERO, &mut out);
+        nodes[3].start_view_change(Time::ZERO, 1, &mut out);
+        let propose = |nodes: &mut [PbftNode], seq: u64, now: Time| {
+            let c = crate::request::sign_command(
+                &config.client_key(1),
+                Command::new(ClientId(1), seq, &b"put"[..]),
+            );
+            for node in nodes.iter_mut().take(3) {
+                let mut out = PbftOutput::new();
+                node.propose(now, vec![c.clone()], &mut out).expect("well signed");
+            }
+        };
+        // The other three still make progress in view 0 without it.
+        propose(&mut nodes, 1, Time::ZERO);
+        let limit = Time::ZERO + std::time::Duration::from_secs(1);
+        let now = run_until(&mut nodes, &all, Time::ZERO, limit, |n| {
+            n[..3].iter().all(|r| r.executed >= 1)
+        });
+        assert!(now < limit, "no progress in view 0: {}", nodes[0].summary());
+        assert!(nodes[..3].iter().all(|r| r.view == 0 && r.active));
+        assert_eq!((nodes[3].view, nodes[3].active), (1, false), "{}", nodes[3].summary());
+        // The primary of view 0 crashes with a request pending.
+        propose(&mut nodes, 2, now);
+        let limit = now + std::time::Duration::from_secs(10);
+        let end = run_until(&mut nodes, &[1, 2, 3], now, limit, |n| {
+            n[1..].iter().all(|r| r.view >= 1 && r.active && r.executed >= 2)
+        });
+        assert!(
+            end < limit,
+            "not live after the primary failed: {:?}",
+            nodes[1..].iter().map(PbftNode::summary).collect::<Vec<_>>()
+        );
+    }
+
     #[test]
     fn a_view_change_is_announced_as_candidate_then_the_new_primary() {
         let (_, mut nodes) = cluster();

@@ -21,11 +21,15 @@ impl SimProtocol for PbftNode {
     /// successful signature verifications ([`SharedChecks`]: they run in one
     /// process, and a signature that verified for one verifies for all), so
     /// each distinct signature is verified once per run instead of once per
-    /// replica; every decision is the same.
+    /// replica; every decision is the same. `SYNOD_SIM_PBFT_VERIFY=every-replica`
+    /// in the environment turns the memo off (each replica verifies every
+    /// signature itself, as a deployment does), to measure what it saves.
     fn sim_config(voters: &[NodeId]) -> Config {
         let mut c = Config::new(voters.to_vec());
         c.key_seed = 0x5eed_0bf7;
-        c.shared_checks = Some(SharedChecks::default());
+        let every_replica =
+            std::env::var("SYNOD_SIM_PBFT_VERIFY").is_ok_and(|v| v == "every-replica");
+        c.shared_checks = (!every_replica).then(SharedChecks::default);
         c.view_change_timeout = Duration::from_millis(300);
         c.max_view_change_timeout = Duration::from_secs(2);
         c.status_interval = Duration::from_millis(50);
