@@ -162,7 +162,7 @@ fn get_entry(r: &mut Reader<'_>) -> Result<Entry, WireError> {
         1 => {
             Payload::Command(Command { client: ClientId(r.u64()?), seq: r.u64()?, op: r.bytes()? })
         }
-        2 => Payload::Config(get_membership(r)?),
+        2 => Payload::Config(Box::new(get_membership(r)?)),
         t => return Err(r.invalid(format!("bad entry tag {t}"))),
     };
     Ok(Entry { term, index, payload })
@@ -520,7 +520,7 @@ mod tests {
                 entries: vec![
                     e(4, 10),
                     e(4, 11),
-                    Entry { term: 4, index: 12, payload: Payload::Config(members()) },
+                    Entry { term: 4, index: 12, payload: Payload::Config(Box::new(members())) },
                 ],
                 leader_commit: 9,
                 read_round: 5,

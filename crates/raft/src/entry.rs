@@ -14,8 +14,10 @@ pub enum Payload {
     /// A client command.
     Command(Command),
     /// A cluster configuration (joint consensus, thesis §4.3): in effect
-    /// on a node as soon as it is in its log. Applied as a no-op.
-    Config(Membership),
+    /// on a node as soon as it is in its log. Applied as a no-op. Boxed:
+    /// configurations are rare, and unboxed they would double the size of
+    /// every entry (log, messages, writes).
+    Config(Box<Membership>),
 }
 
 /// One entry of the replicated log.

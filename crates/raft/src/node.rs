@@ -143,6 +143,9 @@ pub struct RaftNode {
     // Snapshot state.
     /// The index of the [`SnapshotAction::Take`] the host is working on.
     snapshot_requested: Option<u64>,
+    /// After [`RaftNode::snapshot_failed`]: the policy may ask again from
+    /// this time on (a tick then checks it, so an idle node retries too).
+    snapshot_retry_at: Option<Time>,
     /// Payload bytes applied since the last snapshot.
     applied_bytes_since_snapshot: u64,
     /// The snapshot being received, if any.
@@ -224,6 +227,20 @@ impl RaftNode {
         }
         self.request_snapshot(out);
         true
+    }
+
+    /// The host could not take the snapshot at `index` it was asked for
+    /// (its snapshotter failed or is busy). The core forgets the request
+    /// and asks again, at its applied index then, once the policy still
+    /// says so and one minimum election timeout has passed (a tick checks,
+    /// so an idle node retries too). An answer about any other index is
+    /// ignored.
+    pub fn snapshot_failed(&mut self, now: Time, index: u64) {
+        self.now = self.now.max(now);
+        if self.snapshot_requested == Some(index) {
+            self.snapshot_requested = None;
+            self.snapshot_retry_at = Some(self.now + self.config.election_timeout_min);
+        }
     }
 
     /// Whether this node is out of the cluster, and who said so: `Some(id)`
@@ -455,7 +472,7 @@ impl RaftNode {
         let entry = Entry {
             term: self.term,
             index: self.log.last_index() + 1,
-            payload: Payload::Config(next.clone()),
+            payload: Payload::Config(Box::new(next.clone())),
         };
         self.configs.push(entry.index, next);
         self.log.push(entry.clone());
@@ -590,6 +607,9 @@ impl RaftNode {
         if self.snapshot_requested.is_some() || self.applied_index <= self.snapshot.index {
             return;
         }
+        if self.snapshot_retry_at.is_some_and(|t| self.now < t) {
+            return; // the host failed the last one: back off
+        }
         let entries = self.config.snapshot_interval_entries;
         let bytes = self.config.snapshot_interval_bytes;
         let by_count = entries > 0 && self.applied_index - self.snapshot.index >= entries;
@@ -601,6 +621,7 @@ impl RaftNode {
 
     fn request_snapshot(&mut self, out: &mut RaftOutput) {
         self.snapshot_requested = Some(self.applied_index);
+        self.snapshot_retry_at = None;
         out.snapshots.push(SnapshotAction::Take { index: self.applied_index });
     }
 
@@ -1406,6 +1427,7 @@ impl Protocol for RaftNode {
             term_start_index: u64::MAX,
             config: config.clone(),
             snapshot_requested: None,
+            snapshot_retry_at: None,
             applied_bytes_since_snapshot: 0,
             incoming: None,
             told_removed: None,
@@ -1441,19 +1463,24 @@ impl Protocol for RaftNode {
                 self.campaign(now, out);
             }
         }
+        if self.snapshot_retry_at.is_some_and(|t| now >= t) {
+            self.snapshot_retry_at = None;
+            self.maybe_request_snapshot(out);
+        }
         self.check_invariants();
     }
 
     fn next_deadline(&self) -> Time {
+        let retry = self.snapshot_retry_at.unwrap_or(Time::MAX);
         if self.role == Role::Leader {
             let check_quorum =
                 if self.config.check_quorum { self.check_quorum_deadline } else { Time::MAX };
             let transfer = self.transfer.map_or(Time::MAX, |t| t.deadline);
-            self.heartbeat_deadline.min(check_quorum).min(transfer)
+            self.heartbeat_deadline.min(check_quorum).min(transfer).min(retry)
         } else {
             let forwarded = self.forwarded_reads.iter().map(|&(_, d)| d).min();
             let timer = if self.is_voter { self.timer.deadline() } else { Time::MAX };
-            forwarded.map_or(timer, |d| timer.min(d))
+            forwarded.map_or(timer, |d| timer.min(d)).min(retry)
         }
     }
 
@@ -1649,7 +1676,9 @@ impl Protocol for RaftNode {
 
     fn snapshot_taken(&mut self, now: Time, index: u64, size_bytes: u64, out: &mut RaftOutput) {
         self.now = self.now.max(now);
-        if self.snapshot_requested == Some(index) {
+        // A snapshot at or after the requested index answers the request
+        // (a host may snapshot a later applied state than it was asked for).
+        if self.snapshot_requested.is_some_and(|r| r <= index) {
             self.snapshot_requested = None;
         }
         if index <= self.snapshot.index || index > self.applied_index {

@@ -6,7 +6,7 @@
 
 use super::*;
 use crate::node::tests::{SEEDS, check_caught_up, run_faults_configured};
-use crate::testing::{Cluster, SNAPSHOT_BYTES_PER_INDEX, cmd};
+use crate::testing::{Cluster, SNAPSHOT_BYTES_PER_INDEX, cmd, snapshot_bytes};
 use std::time::Duration;
 
 fn ms(n: u64) -> Duration {
@@ -185,6 +185,58 @@ fn a_snapshot_taken_after_a_newer_install_is_ignored() {
     node.snapshot_taken(Time::ZERO, 6, 10, &mut out);
     assert_eq!(out.writes.len(), 1, "stale");
     assert_eq!(c.node(id).snapshot_meta().index, 6);
+}
+
+#[test]
+fn a_snapshot_later_than_requested_answers_the_request() {
+    let mut c = Cluster::new(1, |_| {});
+    propose_n(&mut c, 1, 5);
+    let mut out = RaftOutput::new();
+    assert!(c.nodes[0].trigger_snapshot(&mut out));
+    assert_eq!(out.snapshots, vec![SnapshotAction::Take { index: 6 }]);
+    // The host is slow: by the time it snapshots, 3 more are applied, and it
+    // snapshots what it has.
+    propose_n(&mut c, 6, 3);
+    assert_eq!(c.nodes[0].applied_index(), 9);
+    let bytes = snapshot_bytes(9);
+    let meta = SnapshotMeta { index: 9, epoch: 0, size_bytes: bytes.len() as u64 };
+    c.snapshots[0] = Some((meta, bytes));
+    let mut out = RaftOutput::new();
+    c.nodes[0].snapshot_taken(c.now, 9, meta.size_bytes, &mut out);
+    assert_eq!(c.nodes[0].snapshot_meta().index, 9);
+    c.handle_output(NodeId(1), out);
+    propose_n(&mut c, 9, 1);
+    let mut out = RaftOutput::new();
+    assert!(c.nodes[0].trigger_snapshot(&mut out), "the request at 6 was answered by 9");
+    // An answer older than the request does not answer it.
+    let node = &mut c.nodes[0];
+    node.snapshot_taken(Time::ZERO, 9, 10, &mut out);
+    assert!(!node.trigger_snapshot(&mut out), "the request at 10 is still out");
+}
+
+#[test]
+fn a_failed_snapshot_is_asked_for_again_after_a_backoff() {
+    let mut c = Cluster::new(1, |cfg| cfg.snapshot_interval_entries = 5);
+    c.fail_takes = true;
+    propose_n(&mut c, 1, 4);
+    assert_eq!(c.takes[0], 1, "the policy asked at 5");
+    assert_eq!(c.node(NodeId(1)).snapshot_meta().index, 0);
+    // The snapshotter keeps failing: the core asks again about once per
+    // minimum election timeout (150 ms), even with nothing applied.
+    c.run_for(ms(1_000));
+    assert!((5..=8).contains(&c.takes[0]), "{} takes in 1 s", c.takes[0]);
+    assert_eq!(c.node(NodeId(1)).snapshot_meta().index, 0);
+    // It recovers: the next retry succeeds, and the log is compacted.
+    c.fail_takes = false;
+    c.run_for(ms(200));
+    let node = c.node(NodeId(1));
+    assert_eq!(node.snapshot_meta().index, node.applied_index());
+    assert!(node.snapshot_meta().index >= 5);
+    // A failure reported for an index never requested changes nothing.
+    let takes = c.takes[0];
+    c.nodes[0].snapshot_failed(c.now, 3);
+    c.run_for(ms(1_000));
+    assert_eq!(c.takes[0], takes);
 }
 
 #[test]

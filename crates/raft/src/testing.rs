@@ -98,6 +98,11 @@ pub struct Cluster {
     pub installs: Vec<Vec<SnapshotMeta>>,
     /// The largest number of log entries any node held in memory.
     pub max_log_len: usize,
+    /// When set, the host fails every snapshot it is asked to take
+    /// ([`RaftNode::snapshot_failed`] instead of `snapshot_taken`).
+    pub fail_takes: bool,
+    /// How many [`SnapshotAction::Take`]s each node emitted.
+    pub takes: Vec<usize>,
 }
 
 impl Cluster {
@@ -149,6 +154,8 @@ impl Cluster {
             partial: vec![None; n as usize],
             installs: vec![Vec::new(); n as usize],
             max_log_len: 0,
+            fail_takes: false,
+            takes: vec![0; n as usize],
         }
     }
 
@@ -168,7 +175,7 @@ impl Cluster {
 
     /// Makes `out` (produced by `id`) durable, checks it, and queues its
     /// messages.
-    fn handle_output(&mut self, id: NodeId, mut out: RaftOutput) {
+    pub(crate) fn handle_output(&mut self, id: NodeId, mut out: RaftOutput) {
         let i = Self::idx(id);
         let actions = std::mem::take(&mut out.snapshots);
         // Receiving side first: chunks and installs are durable before the
@@ -274,6 +281,11 @@ impl Cluster {
         let mut out = RaftOutput::new();
         match action {
             SnapshotAction::Take { index } => {
+                self.takes[i] += 1;
+                if self.fail_takes {
+                    self.nodes[i].snapshot_failed(now, index);
+                    return;
+                }
                 let bytes = snapshot_bytes(index);
                 let size = bytes.len() as u64;
                 let meta = SnapshotMeta { index, epoch: 0, size_bytes: size };

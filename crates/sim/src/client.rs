@@ -56,6 +56,9 @@ pub(crate) struct InFlight {
     pub read: bool,
     /// Its position in the history.
     pub hist: usize,
+    /// The index of its key among the run's keys, when the workload knows
+    /// it (saves finding the key among all of them on completion).
+    pub key_index: Option<usize>,
     pub first_call: Time,
     pub attempts: u32,
     /// Attempts of this operation that timed out without an answer.

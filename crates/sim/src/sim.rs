@@ -86,8 +86,9 @@ pub struct Sim<P: SimProtocol> {
     pub(crate) fault_window_end: Time,
     /// Every snapshot's state machine, by snapshot id.
     pub(crate) snapshot_registry: HashMap<u64, Sessions<KvStore>>,
-    /// The key-value state of the first snapshot taken at each index.
-    pub(crate) snapshot_states: HashMap<u64, KvStore>,
+    /// The first snapshot registered at each index (its uid): every other
+    /// one there must hold the same key-value state.
+    pub(crate) snapshot_states: HashMap<u64, u64>,
     pub(crate) next_snapshot_uid: u64,
     /// Per node: true when an adversary controls it (checkers skip it).
     pub(crate) byzantine: Vec<bool>,
@@ -505,10 +506,10 @@ impl<P: SimProtocol> Sim<P> {
                 }
                 let state = self.nodes[i].sessions.clone();
                 let size_bytes = snapshot_size(state.machine().len());
-                self.check_snapshot_state(i, *index, state.machine());
                 let uid = self.next_snapshot_uid;
                 self.next_snapshot_uid += 1;
                 self.snapshot_registry.insert(uid, state);
+                self.check_snapshot_state(i, *index, uid);
                 let meta = SnapshotMeta { index: *index, epoch: 0, size_bytes };
                 self.nodes[i].snapshots.push(StoredSnapshot { meta, uid });
                 Some((*index, size_bytes))
@@ -544,21 +545,29 @@ impl<P: SimProtocol> Sim<P> {
             let detail = format!("installing {} would undo applied {previous}", stored.meta.index);
             self.snapshot_violation(i, detail);
         }
-        self.check_snapshot_state(i, stored.meta.index, state.machine());
+        self.check_snapshot_state(i, stored.meta.index, stored.uid);
         self.nodes[i].sessions = state;
         self.record(TraceKind::Commit, i as u64 + 1, 0, "snapshot", stored.meta.index);
     }
 
-    /// Every snapshot at `index`, on any node, holds the same state.
-    fn check_snapshot_state(&mut self, i: usize, index: u64, state: &KvStore) {
+    /// Every snapshot at `index`, on any node, holds the same state: the
+    /// registered snapshot `uid` against the first one registered there.
+    fn check_snapshot_state(&mut self, i: usize, index: u64, uid: u64) {
         match self.snapshot_states.get(&index) {
-            Some(first) if first != state => {
-                let detail = format!("the state at {index} differs from another node's");
-                self.snapshot_violation(i, detail);
+            Some(&first) if first != uid => {
+                let registry = &self.snapshot_registry;
+                let same = match (registry.get(&first), registry.get(&uid)) {
+                    (Some(a), Some(b)) => a.machine() == b.machine(),
+                    _ => false,
+                };
+                if !same {
+                    let detail = format!("the state at {index} differs from another node's");
+                    self.snapshot_violation(i, detail);
+                }
             }
             Some(_) => {}
             None => {
-                self.snapshot_states.insert(index, state.clone());
+                self.snapshot_states.insert(index, uid);
             }
         }
     }
@@ -913,14 +922,14 @@ impl<P: SimProtocol> Sim<P> {
     pub(crate) fn start_next_op(&mut self, c: usize) {
         let cl = &mut self.clients[c];
         let seq = cl.seq + 1;
-        let (op, target) = match &mut cl.workload {
+        let (op, target, key_index) = match &mut cl.workload {
             Workload::Random { remaining } => {
                 if *remaining == 0 {
                     return;
                 }
                 *remaining -= 1;
-                let (op, _) = client::random_op(&mut self.rng, &self.clients[c], seq, &self.keys);
-                (op, None)
+                let (op, k) = client::random_op(&mut self.rng, &self.clients[c], seq, &self.keys);
+                (op, None, Some(k))
             }
             Workload::Manual(q) => match q.pop_front() {
                 Some((op, target, hist)) => {
@@ -939,6 +948,7 @@ impl<P: SimProtocol> Sim<P> {
                         encoded,
                         read,
                         hist,
+                        key_index: None,
                         first_call: self.now,
                         attempts: 0,
                         silent_timeouts: 0,
@@ -967,6 +977,7 @@ impl<P: SimProtocol> Sim<P> {
             encoded,
             read,
             hist,
+            key_index,
             first_call: self.now,
             attempts: 0,
             silent_timeouts: 0,
@@ -1071,7 +1082,10 @@ impl<P: SimProtocol> Sim<P> {
                 return;
             }
         };
-        if let Some(k) = self.keys.iter().position(|k| op_key(&cur.op) == k) {
+        let key_index =
+            cur.key_index.or_else(|| self.keys.iter().position(|k| op_key(&cur.op) == k));
+        if let Some(k) = key_index {
+            debug_assert_eq!(op_key(&cur.op), &self.keys[k]);
             match (&cur.op, &result) {
                 (KvOp::Get { .. }, KvResult::Value(v)) => cl.last_values[k] = v.clone(),
                 (KvOp::Put { value, .. }, KvResult::Done) => {

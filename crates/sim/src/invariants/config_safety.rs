@@ -377,7 +377,8 @@ mod tests {
 
     fn appended(index: u64, membership: Membership) -> RaftOutput {
         let mut out = RaftOutput::new();
-        let entries = vec![Entry { term: 1, index, payload: Payload::Config(membership) }];
+        let entries =
+            vec![Entry { term: 1, index, payload: Payload::Config(Box::new(membership)) }];
         out.writes.push(Write::Append { entries });
         out
     }
