@@ -13,11 +13,12 @@
 //!   at the current revision.
 //! - **Snapshot** streams this member's store as etcd streams its database:
 //!   32 KiB blobs with `remaining_bytes` counting down to 0, then one last
-//!   message whose blob is the SHA-256 of everything before it. So
-//!   `etcdctl snapshot save` writes a file; but the file holds Synod's store
-//!   snapshot ([`synod_kv::KvStore::snapshot`], which
-//!   [`synod_kv::KvStore::restore`] reads), not a bbolt database, so
-//!   `etcdctl snapshot status` / `restore` cannot read it.
+//!   message whose blob is the SHA-256 of everything before it; the data is
+//!   zero-padded to a multiple of 512 bytes, because etcdctl recognises the
+//!   trailer by the length (`len % 512 == 32`). So `etcdctl snapshot save`
+//!   writes a file; but the file holds Synod's store snapshot
+//!   ([`synod_kv::KvStore::snapshot`], then the padding), not a bbolt
+//!   database, so `etcdctl snapshot status` / `restore` cannot read it.
 //! - **Defragment** succeeds and does nothing: the store is in memory and
 //!   its snapshots are rewritten whole, so there is no free space to reclaim
 //!   (etcd defragments bbolt's file).
@@ -37,25 +38,43 @@ use tonic::{Request, Response, Status};
 /// Bytes per Snapshot message (etcd's `snapshotSendBufferSize`).
 pub const SNAPSHOT_CHUNK_BYTES: usize = 32 * 1024;
 
+/// The snapshot data is padded with zeros to a multiple of this, because
+/// etcdctl finds the SHA-256 trailer by the file's length: `len % 512 == 32`
+/// (bbolt files are whole pages).
+pub const SNAPSHOT_ALIGN_BYTES: usize = 512;
+
 const NOT_LEADER: &str = "etcdserver: not leader";
 const BAD_TRANSFEREE: &str = "etcdserver: bad leader transferee";
 
-/// The Snapshot stream's messages for `bytes`: `SNAPSHOT_CHUNK_BYTES`
+/// `bytes` followed by zeros up to a multiple of [`SNAPSHOT_ALIGN_BYTES`].
+fn pad_to_boundary(bytes: bytes::Bytes) -> bytes::Bytes {
+    let rem = bytes.len() % SNAPSHOT_ALIGN_BYTES;
+    if rem == 0 {
+        return bytes;
+    }
+    let mut padded = Vec::with_capacity(bytes.len() + SNAPSHOT_ALIGN_BYTES - rem);
+    padded.extend_from_slice(&bytes);
+    padded.resize(bytes.len() + SNAPSHOT_ALIGN_BYTES - rem, 0);
+    bytes::Bytes::from(padded)
+}
+
+/// The Snapshot stream's messages for `bytes` (zero-padded to a multiple of
+/// [`SNAPSHOT_ALIGN_BYTES`]): `SNAPSHOT_CHUNK_BYTES`
 /// blobs, each with the bytes still to come after it, then the SHA-256 of
 /// all of them (etcd's integrity trailer, `remaining_bytes` 0).
 pub fn snapshot_messages(
     bytes: bytes::Bytes,
     header: pb::ResponseHeader,
 ) -> impl Iterator<Item = pb::SnapshotResponse> + Send {
+    let bytes = pad_to_boundary(bytes);
     let digest = Sha256::digest(&bytes).to_vec();
     let total = bytes.len();
     let chunks = total.div_ceil(SNAPSHOT_CHUNK_BYTES);
-    let data_header = header.clone();
     let data = (0..chunks).map(move |i| {
         let start = i * SNAPSHOT_CHUNK_BYTES;
         let end = (start + SNAPSHOT_CHUNK_BYTES).min(total);
         pb::SnapshotResponse {
-            header: Some(data_header.clone()),
+            header: Some(header),
             remaining_bytes: (total - end) as u64,
             blob: bytes.slice(start..end).to_vec(),
             version: ETCD_VERSION.to_string(),
@@ -187,15 +206,26 @@ mod tests {
 
     #[test]
     fn snapshot_messages_count_down_and_end_with_the_sha256() {
-        let data: Vec<u8> = (0..(2 * SNAPSHOT_CHUNK_BYTES + 5)).map(|i| i as u8).collect();
+        let data: Vec<u8> = (0..(2 * SNAPSHOT_CHUNK_BYTES + 512)).map(|i| i as u8).collect();
         let msgs: Vec<_> = snapshot_messages(bytes::Bytes::from(data.clone()), header()).collect();
         assert_eq!(msgs.len(), 4, "three data blobs and the digest");
         let remaining: Vec<u64> = msgs.iter().map(|m| m.remaining_bytes).collect();
-        assert_eq!(remaining, [SNAPSHOT_CHUNK_BYTES as u64 + 5, 5, 0, 0]);
+        assert_eq!(remaining, [SNAPSHOT_CHUNK_BYTES as u64 + 512, 512, 0, 0]);
         let joined: Vec<u8> = msgs[..3].iter().flat_map(|m| m.blob.clone()).collect();
-        assert_eq!(joined, data);
+        assert_eq!(joined, data, "already aligned: no padding");
         assert_eq!(msgs[3].blob, Sha256::digest(&data).to_vec());
         assert!(msgs.iter().all(|m| m.header == Some(header())));
+    }
+
+    #[test]
+    fn the_data_is_zero_padded_so_etcdctl_finds_the_trailer_by_length() {
+        let data = b"SYNODKV1 and some more".to_vec();
+        let msgs: Vec<_> = snapshot_messages(bytes::Bytes::from(data.clone()), header()).collect();
+        let joined: Vec<u8> = msgs.iter().flat_map(|m| m.blob.clone()).collect();
+        assert_eq!(joined.len() % 512, 32, "etcdctl's hasChecksum(len)");
+        let body = &joined[..joined.len() - 32];
+        assert!(body.starts_with(&data) && body[data.len()..].iter().all(|b| *b == 0));
+        assert_eq!(&joined[body.len()..], Sha256::digest(body).as_slice());
     }
 
     #[test]

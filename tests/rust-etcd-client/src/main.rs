@@ -126,13 +126,22 @@ async fn put_get_ranges_revisions(env: &mut Env) -> Res {
     let opts = GetOptions::new().with_prefix().with_sort(SortTarget::Mod, SortOrder::Descend);
     let m = e("get by mod", c.get("rc/", Some(opts)).await)?;
     ensure!(keys(m.kvs()) == ["rc/d", "rc/c", "rc/b", "rc/a"], "by mod desc: {:?}", keys(m.kvs()));
-    let k = e("keys only", c.get("rc/", Some(GetOptions::new().with_prefix().with_keys_only())).await)?;
+    let k =
+        e("keys only", c.get("rc/", Some(GetOptions::new().with_prefix().with_keys_only())).await)?;
     ensure!(
         k.kvs().len() == 4 && k.kvs().iter().all(|kv| kv.value().is_empty()),
         "keys-only returns keys without values"
     );
-    let n = e("count only", c.get("rc/", Some(GetOptions::new().with_prefix().with_count_only())).await)?;
-    ensure!(n.count() == 4 && n.kvs().is_empty(), "count-only: count {} kvs {}", n.count(), n.kvs().len());
+    let n = e(
+        "count only",
+        c.get("rc/", Some(GetOptions::new().with_prefix().with_count_only())).await,
+    )?;
+    ensure!(
+        n.count() == 4 && n.kvs().is_empty(),
+        "count-only: count {} kvs {}",
+        n.count(),
+        n.kvs().len()
+    );
     let f = e("from key", c.get("rc/c", Some(GetOptions::new().with_from_key())).await)?;
     ensure!(keys(f.kvs()) == ["rc/c", "rc/d", "rd"], "from rc/c: {:?}", keys(f.kvs()));
     let opts = GetOptions::new().with_prefix().with_min_mod_revision(rev2 + 1);
@@ -204,7 +213,8 @@ async fn txn_compares_and_nesting(env: &mut Env) -> Res {
     ensure!(txn_rev == rev + 1, "one revision for the whole txn: {txn_rev} vs {}", rev + 1);
     match &ops[2] {
         TxnOpResponse::Get(g) => ensure!(
-            g.kvs().first().map(|kv| (kv.value(), kv.mod_revision())) == Some((&b"v2"[..], txn_rev)),
+            g.kvs().first().map(|kv| (kv.value(), kv.mod_revision()))
+                == Some((&b"v2"[..], txn_rev)),
             "the txn's get sees its own put at the txn's revision"
         ),
         _ => return Err("the third result is a range".into()),
@@ -273,7 +283,10 @@ async fn compaction(env: &mut Env) -> Res {
         }
         other => return Err(format!("a read below the compaction must fail: {other:?}")),
     }
-    let at = e("get at compaction", c.get("cp/k", Some(GetOptions::new().with_revision(new_rev))).await)?;
+    let at = e(
+        "get at compaction",
+        c.get("cp/k", Some(GetOptions::new().with_revision(new_rev))).await,
+    )?;
     ensure!(at.kvs()[0].value() == b"new", "the compaction revision itself is readable");
     match c.compact(old_rev, None).await {
         Err(err) => ensure!(
@@ -283,7 +296,10 @@ async fn compaction(env: &mut Env) -> Res {
         Ok(_) => return Err("compacting below the compaction point must fail".into()),
     }
     // A watch from below the compaction point is canceled with compact_revision.
-    let mut w = e("watch", env.d.watch("cp/k", Some(WatchOptions::new().with_start_revision(old_rev))).await)?;
+    let mut w = e(
+        "watch",
+        env.d.watch("cp/k", Some(WatchOptions::new().with_start_revision(old_rev))).await,
+    )?;
     let mut canceled = None;
     for _ in 0..3 {
         let r = next(&mut w, "compacted watch").await?;
@@ -293,7 +309,11 @@ async fn compaction(env: &mut Env) -> Res {
         }
     }
     let r = canceled.ok_or("the compacted watch is canceled")?;
-    ensure!(r.compact_revision() == new_rev, "compact_revision {} != {new_rev}", r.compact_revision());
+    ensure!(
+        r.compact_revision() == new_rev,
+        "compact_revision {} != {new_rev}",
+        r.compact_revision()
+    );
     Ok(())
 }
 
@@ -351,8 +371,11 @@ async fn watches(env: &mut Env) -> Res {
     e("progress", w.request_progress().await)?;
     let p = next(&mut w, "progress").await?;
     ensure!(p.events().is_empty(), "a progress notification carries no events");
-    ensure!(p.header().map_or(0, |h| h.revision()) >= r.events()[0].kv().map_or(0, |kv| kv.mod_revision()),
-        "progress revision is at least the last event's");
+    ensure!(
+        p.header().map_or(0, |h| h.revision())
+            >= r.events()[0].kv().map_or(0, |kv| kv.mod_revision()),
+        "progress revision is at least the last event's"
+    );
     Ok(())
 }
 
@@ -382,20 +405,36 @@ async fn leases(env: &mut Env) -> Res {
     e("put", c.put("ls/k2", "v", Some(PutOptions::new().with_lease(id))).await)?;
     let k1 = e("get", c.get("ls/k1", None).await)?;
     ensure!(k1.kvs()[0].lease() == id, "ls/k1 is attached to lease {id}");
-    let t = e("ttl", c.lease_time_to_live(id, Some(LeaseTimeToLiveOptions::new().with_keys())).await)?;
-    ensure!(t.granted_ttl() == 30 && t.ttl() > 0 && t.ttl() <= 30, "ttl {} granted {}", t.ttl(), t.granted_ttl());
+    let t =
+        e("ttl", c.lease_time_to_live(id, Some(LeaseTimeToLiveOptions::new().with_keys())).await)?;
+    ensure!(
+        t.granted_ttl() == 30 && t.ttl() > 0 && t.ttl() <= 30,
+        "ttl {} granted {}",
+        t.ttl(),
+        t.granted_ttl()
+    );
     let mut ks: Vec<&[u8]> = t.keys().iter().map(|k| k.as_slice()).collect();
     ks.sort();
     ensure!(ks == [&b"ls/k1"[..], &b"ls/k2"[..]], "attached keys: {ks:?}");
     let list = e("leases", env.d.leases().await)?;
-    ensure!(list.leases().iter().any(|l| l.id() == id), "the lease is listed (asked on the other member)");
+    ensure!(
+        list.leases().iter().any(|l| l.id() == id),
+        "the lease is listed (asked on the other member)"
+    );
     // Keep-alive through the other member: the answer carries the full TTL.
     let (mut keeper, mut replies) = e("keep-alive", env.d.lease_keep_alive(id).await)?;
     for _ in 0..2 {
         e("keep-alive send", keeper.keep_alive().await)?;
-        let r = timeout(MESSAGE_WAIT, replies.message()).await.map_err(|_| "keep-alive reply timed out")?;
+        let r = timeout(MESSAGE_WAIT, replies.message())
+            .await
+            .map_err(|_| "keep-alive reply timed out")?;
         let r = e("keep-alive reply", r)?.ok_or("the keep-alive stream ended")?;
-        ensure!(r.id() == id && r.ttl() == 30, "keep-alive renews to 30, got id {} ttl {}", r.id(), r.ttl());
+        ensure!(
+            r.id() == id && r.ttl() == 30,
+            "keep-alive renews to 30, got id {} ttl {}",
+            r.id(),
+            r.ttl()
+        );
     }
     e("revoke", c.lease_revoke(id).await)?;
     let gone = e("get", c.get("ls/", Some(GetOptions::new().with_prefix())).await)?;
@@ -412,7 +451,10 @@ async fn leases(env: &mut Env) -> Res {
     let short = e("grant", c.lease_grant(2, None).await)?;
     let put = e("put", c.put("ls/eph", "v", Some(PutOptions::new().with_lease(short.id()))).await)?;
     let from = put.header().map_or(0, |h| h.revision());
-    let mut w = e("watch", env.d.watch("ls/eph", Some(WatchOptions::new().with_start_revision(from))).await)?;
+    let mut w = e(
+        "watch",
+        env.d.watch("ls/eph", Some(WatchOptions::new().with_start_revision(from))).await,
+    )?;
     let mut c2 = env.c.clone();
     eventually("the 2 s lease to expire", EXPIRY_WAIT, || {
         let mut c2 = c2.clone();
@@ -431,14 +473,20 @@ async fn lock_service(env: &mut Env) -> Res {
     let lb = e("grant", env.d.lease_grant(10, None).await)?.id();
     let held = e("lock", env.c.lock("rs-lock", Some(LockOptions::new().with_lease(la))).await)?;
     let key_a = held.key().to_vec();
-    ensure!(key_a.starts_with(b"rs-lock/"), "the lock key is under the name: {:?}", String::from_utf8_lossy(&key_a));
+    ensure!(
+        key_a.starts_with(b"rs-lock/"),
+        "the lock key is under the name: {:?}",
+        String::from_utf8_lossy(&key_a)
+    );
     let owner = e("get", env.c.get(key_a.clone(), None).await)?;
     ensure!(owner.kvs().first().map(|kv| kv.lease()) == Some(la), "the lock key is on A's lease");
     let fencing_a = owner.kvs()[0].create_revision();
     // B waits while A holds it.
     let mut d = env.d.clone();
     let waiter =
-        tokio::spawn(async move { d.lock("rs-lock", Some(LockOptions::new().with_lease(lb))).await });
+        tokio::spawn(
+            async move { d.lock("rs-lock", Some(LockOptions::new().with_lease(lb))).await },
+        );
     sleep(Duration::from_millis(300)).await;
     ensure!(!waiter.is_finished(), "B must not get the lock while A holds it");
     e("unlock", env.c.unlock(key_a.clone()).await)?;
@@ -451,9 +499,10 @@ async fn lock_service(env: &mut Env) -> Res {
     ensure!(fencing_b > fencing_a, "fencing tokens increase: {fencing_a} then {fencing_b}");
     // Revoking B's lease releases the lock: A gets it at once.
     e("revoke", env.d.lease_revoke(lb).await)?;
-    let again = timeout(MESSAGE_WAIT, env.c.lock("rs-lock", Some(LockOptions::new().with_lease(la))))
-        .await
-        .map_err(|_| "A never got the lock back after B's lease was revoked")?;
+    let again =
+        timeout(MESSAGE_WAIT, env.c.lock("rs-lock", Some(LockOptions::new().with_lease(la))))
+            .await
+            .map_err(|_| "A never got the lock back after B's lease was revoked")?;
     let again = e("lock A again", again)?;
     e("unlock", env.c.unlock(again.key().to_vec()).await)?;
     e("revoke", env.c.lease_revoke(la).await)?;
@@ -472,10 +521,17 @@ async fn election_service(env: &mut Env) -> Res {
     let first = timeout(MESSAGE_WAIT, observe.message()).await.map_err(|_| "observe timed out")?;
     let first = e("observe", first)?.ok_or("observe ended")?;
     ensure!(first.kv().map(|kv| kv.value()) == Some(&b"alpha"[..]), "observe sees alpha");
-    e("proclaim", env.c.proclaim("beta", Some(ProclaimOptions::new().with_leader(leader.clone()))).await)?;
-    let next_obs = timeout(MESSAGE_WAIT, observe.message()).await.map_err(|_| "observe timed out")?;
+    e(
+        "proclaim",
+        env.c.proclaim("beta", Some(ProclaimOptions::new().with_leader(leader.clone()))).await,
+    )?;
+    let next_obs =
+        timeout(MESSAGE_WAIT, observe.message()).await.map_err(|_| "observe timed out")?;
     let next_obs = e("observe", next_obs)?.ok_or("observe ended")?;
-    ensure!(next_obs.kv().map(|kv| kv.value()) == Some(&b"beta"[..]), "observe sees the proclamation");
+    ensure!(
+        next_obs.kv().map(|kv| kv.value()) == Some(&b"beta"[..]),
+        "observe sees the proclamation"
+    );
     // B campaigns and waits; A resigns; B leads.
     let mut d = env.d.clone();
     let contender = tokio::spawn(async move { d.campaign("rs-elect", "gamma", lb).await });
@@ -486,7 +542,12 @@ async fn election_service(env: &mut Env) -> Res {
     let b = b.map_err(|j| format!("join: {j}"))?;
     let b = e("campaign B", b)?;
     let bl = b.leader().ok_or("B's leader key")?;
-    ensure!(bl.lease() == lb && bl.rev() > leader.rev(), "B's key is newer: {} vs {}", bl.rev(), leader.rev());
+    ensure!(
+        bl.lease() == lb && bl.rev() > leader.rev(),
+        "B's key is newer: {} vs {}",
+        bl.rev(),
+        leader.rev()
+    );
     let mut saw_gamma = false;
     for _ in 0..3 {
         let m = timeout(MESSAGE_WAIT, observe.message()).await.map_err(|_| "observe timed out")?;
@@ -517,7 +578,12 @@ async fn cluster_and_maintenance(env: &mut Env) -> Res {
     let s = e("status", env.c.status().await)?;
     ensure!(s.leader() != 0, "status names a leader");
     ensure!(ml.members().iter().any(|m| m.id() == s.leader()), "the leader is a member");
-    ensure!(!s.version().is_empty() && s.raft_term() > 0, "version {:?} term {}", s.version(), s.raft_term());
+    ensure!(
+        !s.version().is_empty() && s.raft_term() > 0,
+        "version {:?} term {}",
+        s.version(),
+        s.raft_term()
+    );
     let s2 = e("status", env.d.status().await)?;
     ensure!(s2.leader() == s.leader(), "both members name the same leader");
     ensure!(
@@ -547,7 +613,10 @@ async fn cluster_and_maintenance(env: &mut Env) -> Res {
     ensure!(hashes[0] == hashes[1], "HashKV differs between members: {hashes:?}");
     ensure!(hashes[0].1 == rev, "hash_revision {} != {rev}", hashes[0].1);
     e("defragment", env.c.defragment().await)?;
-    let alarms = e("alarm", env.c.alarm(etcd_client::AlarmAction::Get, etcd_client::AlarmType::None, None).await)?;
+    let alarms = e(
+        "alarm",
+        env.c.alarm(etcd_client::AlarmAction::Get, etcd_client::AlarmType::None, None).await,
+    )?;
     ensure!(alarms.alarms().is_empty(), "no alarms");
     Ok(())
 }
@@ -561,7 +630,13 @@ async fn main() {
     }
     let first = args[0].clone();
     let second = args.get(1).cloned().unwrap_or_else(|| first.clone());
-    let options = || Some(ConnectOptions::new().with_timeout(Duration::from_secs(10)).with_connect_timeout(Duration::from_secs(5)));
+    let options = || {
+        Some(
+            ConnectOptions::new()
+                .with_timeout(Duration::from_secs(10))
+                .with_connect_timeout(Duration::from_secs(5)),
+        )
+    };
     let c = Client::connect([first.as_str()], options()).await;
     let d = Client::connect([second.as_str()], options()).await;
     let (c, d) = match (c, d) {
