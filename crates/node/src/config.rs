@@ -24,6 +24,13 @@
 //! peer_addr = "127.0.0.1:2380"
 //! client_addr = "127.0.0.1:2379"
 //! ```
+//!
+//! A node added to a running Raft cluster (`synod member add`; etcd's
+//! `initial-cluster-state=existing`) sets `join = true` and lists itself
+//! with the id `member add` printed plus at least one existing member: it
+//! starts as a non-voting, non-campaigning node with an empty log and learns
+//! the real membership (and every member's address) from the leader's log or
+//! snapshot. Once it has data, `join` changes nothing.
 
 use crate::glue::ProtocolSettings;
 use serde::Deserialize;
@@ -107,6 +114,10 @@ pub struct NodeConfig {
     /// mode), or how long (periodic: `"1h"`, `"30m"`, or a number of hours).
     #[serde(default)]
     pub auto_compaction_retention: Option<crate::compactor::Retention>,
+    /// This node joins a running cluster (added with `member add`) rather
+    /// than founding one with `members` as its voters.
+    #[serde(default)]
+    pub join: bool,
     /// Timeouts.
     #[serde(default)]
     pub timeouts: Timeouts,
@@ -186,6 +197,9 @@ impl NodeConfig {
         if !ids.contains(&self.node_id) {
             return Err(format!("node_id: {} is not one of the members", self.node_id));
         }
+        if self.join && self.members.len() < 2 {
+            return Err("join: list at least one existing member besides this node".into());
+        }
         let t = &self.timeouts;
         if t.election_min_ms == 0 {
             return Err("timeouts.election_min_ms: must be at least 1".into());
@@ -213,6 +227,14 @@ impl NodeConfig {
             self.auto_compaction_mode.as_deref(),
             retention.as_deref(),
         )
+    }
+
+    /// The voters the node starts from: every member, or, for a node that
+    /// joins, every member but itself (so it never campaigns before the
+    /// cluster's log tells it the membership).
+    pub fn bootstrap_voters(&self) -> Vec<u64> {
+        let me = self.node_id;
+        self.members.iter().map(|m| m.id).filter(|&id| !self.join || id != me).collect()
     }
 
     /// This node's `[[members]]` entry.
@@ -267,6 +289,10 @@ client_addr = "127.0.0.1:2389"
         assert_eq!(c.timeouts, Timeouts::default());
         assert_eq!(c.me().client_addr, "127.0.0.1:2389".parse().expect("addr"));
         assert_eq!(c.cluster_id(), NodeConfig::parse(GOOD).expect("valid").cluster_id());
+        assert_eq!(c.bootstrap_voters(), vec![1, 2]);
+        let joining = NodeConfig::parse(&GOOD.replace("node_id = 2", "node_id = 2\njoin = true"))
+            .expect("valid");
+        assert_eq!(joining.bootstrap_voters(), vec![1], "a joining node is not a voter");
     }
 
     #[test]
@@ -281,6 +307,11 @@ client_addr = "127.0.0.1:2389"
             (GOOD.replace("127.0.0.1:2389", "nowhere"), "client_addr"),
             (format!("{GOOD}[timeouts]\nelection_max_ms = 100\n"), "timeouts.election_max_ms"),
             (format!("{GOOD}[timeouts]\nheartbeat_ms = 500\n"), "timeouts.heartbeat_ms"),
+            (
+                GOOD.replace("[[members]]\nid = 1\npeer_addr = \"127.0.0.1:2380\"\nclient_addr = \"127.0.0.1:2379\"\n", "")
+                    .replace("node_id = 2", "node_id = 2\njoin = true"),
+                "join",
+            ),
         ];
         for (text, field) in cases {
             let err = NodeConfig::parse(&text).expect_err(field);

@@ -41,10 +41,13 @@ use crate::disk::Disk;
 use crate::error::NodeError;
 use crate::glue::{NodeProtocol, ProtocolSettings};
 use crate::machine::Machine;
+use crate::members::{
+    Directory, MemberAddrs, MemberChange, MemberError, MembersView, MembershipInfo, Reconfigure,
+};
 use crate::metrics::Metrics;
 use crate::snapshotter::{SnapshotGate, Snapshotter, TakeStart, TakenSnapshot};
 use bytes::Bytes;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write as _};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -114,6 +117,14 @@ pub enum ClientRequest {
         /// Where the answer goes.
         reply: oneshot::Sender<Reply>,
     },
+    /// Change the membership (on the leader): answered with the member's id
+    /// once the change is in effect and committed.
+    Member {
+        /// The change.
+        change: MemberChange,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<u64, MemberError>>,
+    },
 }
 
 /// Whether `msg` may leave before this round's log appends are synced.
@@ -172,7 +183,26 @@ pub struct DriverConfig {
     pub settings: ProtocolSettings,
     /// Store limits.
     pub kv: KvConfig,
+    /// Every member's addresses as configured (the copy in the data
+    /// directory, kept current by the log, takes precedence).
+    pub directory: Directory,
 }
+
+/// The membership change the leader is carrying out.
+struct MemberOp {
+    id: u64,
+    voters: BTreeSet<NodeId>,
+    learners: BTreeSet<NodeId>,
+    /// `Some(seq)` while the directory registration (our command `seq`) is
+    /// on its way through the log; `None` once the core changes the
+    /// membership.
+    registering: Option<u64>,
+    reply: oneshot::Sender<Result<u64, MemberError>>,
+}
+
+/// How often the leader tries to promote learners that were added as
+/// voters.
+const PROMOTE_CHECK: Duration = Duration::from_millis(50);
 
 struct PendingRead {
     query: Bytes,
@@ -181,7 +211,7 @@ struct PendingRead {
 
 /// The driver of one node. Build it with [`Driver::open`], then
 /// [`Driver::run`] it.
-pub struct Driver<P: NodeProtocol>
+pub struct Driver<P: NodeProtocol + Reconfigure>
 where
     P::Message: Send,
     P::Write: Send,
@@ -218,9 +248,19 @@ where
     last_sweep: Instant,
     /// The auto-compaction schedule (off unless configured).
     compactor: Compactor,
+    /// Every member's addresses (see [`crate::members`]).
+    directory: Directory,
+    /// The membership change in progress, if any (leader only).
+    member_op: Option<MemberOp>,
+    /// What `MemberList` reports.
+    members_tx: watch::Sender<Arc<MembersView>>,
+    /// The configuration (index, pending) and directory the view and the
+    /// transport were last brought up to date with.
+    synced_members: Option<((u64, bool), Directory)>,
+    last_promote_check: Instant,
 }
 
-impl<P: NodeProtocol> Driver<P>
+impl<P: NodeProtocol + Reconfigure> Driver<P>
 where
     P::Message: Send,
     P::Write: Send,
@@ -289,6 +329,7 @@ where
         };
         let (status_tx, status_rx) = watch::channel(status);
         let snapshotter = Snapshotter::new(disk.snapshots.clone());
+        let directory = Directory::load(disk.dir())?.unwrap_or_else(|| config.directory.clone());
         let driver = Driver {
             core,
             out: Output::new(),
@@ -316,6 +357,11 @@ where
             metrics,
             last_sweep: start,
             compactor: Compactor::new(AutoCompaction::Off),
+            directory,
+            member_op: None,
+            members_tx: watch::Sender::new(Arc::new(MembersView::default())),
+            synced_members: None,
+            last_promote_check: start,
         };
         Ok((driver, status_rx))
     }
@@ -332,6 +378,11 @@ where
     pub fn with_auto_compaction(mut self, policy: AutoCompaction) -> Self {
         self.compactor = Compactor::new(policy);
         self
+    }
+
+    /// The members as `MemberList` reports them, kept current.
+    pub fn members(&self) -> watch::Receiver<Arc<MembersView>> {
+        self.members_tx.subscribe()
     }
 
     fn now(&self) -> Time {
@@ -424,6 +475,7 @@ where
             }
             self.carry_out()?;
             self.remove_obsolete_snapshots()?;
+            self.after_membership_round()?;
             self.sweep();
             self.publish_status();
         }
@@ -435,6 +487,9 @@ where
         }
         for (_, tx) in self.pending_writes.drain() {
             let _ = tx.send(Err(ClientError::Stopped));
+        }
+        if let Some(op) = self.member_op.take() {
+            let _ = op.reply.send(Err(MemberError::Stopped));
         }
         tracing::info!(node = %self.core.id(), "driver stopped");
         Ok(())
@@ -482,6 +537,7 @@ where
                 }
                 self.round_reads.push(PendingRead { query, reply });
             }
+            ClientRequest::Member { change, reply } => self.on_member(change, reply),
         }
     }
 
@@ -600,7 +656,7 @@ where
                 while let Some(a) = positioned.next_if(|a| a.position() < Some(c.index)) {
                     self.snapshot_at_position(a)?;
                 }
-                self.apply(c);
+                self.apply(c)?;
             }
             for a in positioned {
                 self.snapshot_at_position(a)?;
@@ -636,13 +692,31 @@ where
         }
     }
 
-    fn apply(&mut self, c: Committed) {
+    fn apply(&mut self, c: Committed) -> Result<(), NodeError> {
         if c.index <= self.machine.applied_index() {
             // Inside the snapshot loaded at startup (newer than the one the
             // core recovered from): already part of the state.
-            return;
+            return Ok(());
         }
         Metrics::add(&self.metrics.commits, 1);
+        if let Some(cmd) = &c.command
+            && let Some(directory) = Directory::from_registration(&cmd.op)
+        {
+            // A member registration: the store sees a no-op.
+            self.machine.apply(&Committed { index: c.index, command: None });
+            if directory != self.directory {
+                directory.save(self.disk.dir())?;
+                self.directory = directory;
+            }
+            if cmd.client == self.client_id
+                && self.member_op.as_ref().is_some_and(|op| op.registering == Some(cmd.seq))
+                && let Some(mut op) = self.member_op.take()
+            {
+                op.registering = None;
+                self.start_change(op);
+            }
+            return Ok(());
+        }
         let answer = self.machine.apply(&c);
         if let Some(cmd) = &c.command
             && cmd.client == self.client_id
@@ -651,6 +725,201 @@ where
             let reply = answer.ok_or_else(|| ClientError::Rejected("superseded".into()));
             let _ = tx.send(reply);
         }
+        Ok(())
+    }
+
+    // ----- membership changes ----------------------------------------------
+
+    /// A client's membership change: checked here, then (for an add) the
+    /// new member's addresses are registered through the log first, so
+    /// every node can dial it by the time it is a member.
+    fn on_member(
+        &mut self,
+        change: MemberChange,
+        reply: oneshot::Sender<Result<u64, MemberError>>,
+    ) {
+        let refuse = |reply: oneshot::Sender<_>, e| {
+            let _ = reply.send(Err(e));
+        };
+        let Some(info) = self.core.membership_info() else {
+            return refuse(reply, MemberError::Unsupported(P::NAME));
+        };
+        let st = self.core.status();
+        if st.role != Role::Leader {
+            return refuse(reply, MemberError::NotLeader { leader: st.leader });
+        }
+        if self.member_op.is_some() || info.pending {
+            return refuse(reply, MemberError::InProgress);
+        }
+        let is_member =
+            |id: u64| info.voters.contains(&NodeId(id)) || info.learners.contains(&NodeId(id));
+        let (mut voters, mut learners) = (info.voters.clone(), info.learners.clone());
+        match change {
+            MemberChange::Add { peer_addr, client_addr, learner } => {
+                let taken = self.directory.members.iter().any(|(&id, a)| {
+                    is_member(id) && (a.peer_addr == peer_addr || Some(peer_addr) == a.client_addr)
+                });
+                if taken {
+                    return refuse(reply, MemberError::PeerAddrExists);
+                }
+                let id = self.directory.next_id(&info);
+                let mut directory = self.directory.clone();
+                let name = format!("n{id}");
+                // Added as a learner either way: a member added as a voter
+                // is promoted by the leader once it has caught up, so the
+                // cluster never waits on a member that has not started.
+                directory
+                    .members
+                    .insert(id, MemberAddrs { name, peer_addr, client_addr, promote: !learner });
+                learners.insert(NodeId(id));
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                let command = Command::new(self.client_id, seq, directory.registration());
+                let now = self.now();
+                match self.core.propose(now, vec![command], &mut self.out) {
+                    Ok(()) => {
+                        self.member_op =
+                            Some(MemberOp { id, voters, learners, registering: Some(seq), reply });
+                    }
+                    Err(e) => refuse(reply, member_refusal(e)),
+                }
+            }
+            MemberChange::Remove { id } => {
+                if !is_member(id) {
+                    return refuse(reply, MemberError::NotFound);
+                }
+                voters.remove(&NodeId(id));
+                learners.remove(&NodeId(id));
+                if voters.is_empty() {
+                    return refuse(
+                        reply,
+                        MemberError::Invalid("cannot remove the last voter".into()),
+                    );
+                }
+                self.start_change(MemberOp { id, voters, learners, registering: None, reply });
+            }
+            MemberChange::Promote { id } => {
+                if !is_member(id) {
+                    return refuse(reply, MemberError::NotFound);
+                }
+                if !learners.remove(&NodeId(id)) {
+                    return refuse(reply, MemberError::NotLearner);
+                }
+                voters.insert(NodeId(id));
+                self.start_change(MemberOp { id, voters, learners, registering: None, reply });
+            }
+        }
+    }
+
+    /// Asks the core for `op`'s configuration; it is answered once that is
+    /// committed (see [`Driver::after_membership_round`]).
+    fn start_change(&mut self, op: MemberOp) {
+        let now = self.now();
+        match self.core.change_members(now, op.voters.clone(), op.learners.clone(), &mut self.out) {
+            Ok(()) => {
+                tracing::info!(node = %self.core.id(), member = op.id, voters = ?op.voters, learners = ?op.learners, "membership change started");
+                self.member_op = Some(op);
+            }
+            Err(e) => {
+                let _ = op.reply.send(Err(e));
+            }
+        }
+    }
+
+    /// After each round: answers the change in progress once it is in
+    /// effect; promotes caught-up learners that were added as voters; keeps
+    /// the transport's peers and the published view in line with the
+    /// membership and the directory.
+    fn after_membership_round(&mut self) -> Result<(), NodeError> {
+        let Some(info) = self.core.membership_info() else { return Ok(()) };
+        let leading = self.core.status().role == Role::Leader;
+        let key = (info.index, info.pending);
+        let synced = self
+            .synced_members
+            .as_ref()
+            .is_some_and(|(k, dir)| *k == key && *dir == self.directory);
+        if !synced {
+            self.sync_members(&info);
+            self.synced_members = Some((key, self.directory.clone()));
+        }
+        if let Some(op) = self.member_op.take() {
+            let done = op.registering.is_none()
+                && !info.pending
+                && info.voters == op.voters
+                && info.learners == op.learners;
+            if done {
+                tracing::info!(node = %self.core.id(), member = op.id, "membership change done");
+                let _ = op.reply.send(Ok(op.id));
+            } else if !leading {
+                let _ = op.reply.send(Err(MemberError::LeaderChanged));
+            } else {
+                self.member_op = Some(op);
+            }
+        }
+        if leading
+            && self.member_op.is_none()
+            && !info.pending
+            && self.last_promote_check.elapsed() >= PROMOTE_CHECK
+        {
+            self.last_promote_check = Instant::now();
+            self.promote_caught_up(&info);
+        }
+        if !self.out.is_empty() {
+            self.carry_out()?;
+        }
+        Ok(())
+    }
+
+    /// Promotes the first learner marked `promote` (added as a voter) that
+    /// the core accepts as caught up.
+    fn promote_caught_up(&mut self, info: &MembershipInfo) {
+        let me = self.core.id();
+        for id in info.learners.iter().copied().filter(|&id| id != me) {
+            if !self.directory.members.get(&id.0).is_some_and(|a| a.promote) {
+                continue;
+            }
+            let mut voters = info.voters.clone();
+            let mut learners = info.learners.clone();
+            learners.remove(&id);
+            voters.insert(id);
+            let now = self.now();
+            match self.core.change_members(now, voters, learners, &mut self.out) {
+                Ok(()) => {
+                    tracing::info!(node = %me, member = %id, "promoting a caught-up member");
+                    return;
+                }
+                Err(e) => tracing::debug!(member = %id, error = %e, "not promoted yet"),
+            }
+        }
+    }
+
+    /// Dials every member the directory knows, forgets removed ones once
+    /// their removal is committed (until then the leader that removes
+    /// itself still needs their acknowledgements), and publishes the view.
+    fn sync_members(&mut self, info: &MembershipInfo) {
+        let me = self.core.id();
+        for (&id, a) in &self.directory.members {
+            let id = NodeId(id);
+            if id != me
+                && !info.removed.contains(&id)
+                && self.transport.peer_addr(id) != Some(a.peer_addr)
+            {
+                self.transport.add_peer(id, a.peer_addr);
+            }
+        }
+        if !info.pending {
+            for &id in &info.removed {
+                if id != me {
+                    self.transport.remove_peer(id);
+                }
+            }
+        }
+        let view = Arc::new(MembersView::new(info, &self.directory));
+        self.members_tx.send_if_modified(|old| {
+            let changed = **old != *view;
+            *old = view;
+            changed
+        });
     }
 
     fn on_read_state(&mut self, rs: ReadState) {
@@ -885,6 +1154,15 @@ where
             *old = status;
             changed
         });
+    }
+}
+
+/// A refused registration proposal as a membership error.
+fn member_refusal(e: ProposeError) -> MemberError {
+    match e {
+        ProposeError::NotLeader { hint } => MemberError::NotLeader { leader: hint },
+        ProposeError::Transferring | ProposeError::Busy(_) => MemberError::InProgress,
+        ProposeError::Rejected(why) => MemberError::Invalid(why.to_string()),
     }
 }
 

@@ -41,6 +41,7 @@ async fn start_with(dir: &Path, gate: SnapshotGate, compaction: AutoCompaction) 
             snapshot_interval_entries: SNAPSHOT_EVERY,
         },
         kv: KvConfig::default(),
+        directory: crate::members::Directory::default(),
     };
     let metrics = Arc::new(Metrics::default());
     let (driver, status) =

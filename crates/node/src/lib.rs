@@ -29,6 +29,7 @@
 //! the protocol crates and to `synod-kv`.
 #![deny(missing_docs)]
 
+pub mod cluster;
 pub mod compactor;
 pub mod config;
 pub mod convert;
@@ -43,6 +44,7 @@ pub mod lease;
 pub mod lock;
 pub mod machine;
 pub mod maintenance;
+pub mod members;
 pub mod metrics;
 pub mod paxos_glue;
 pub mod raft_glue;

@@ -11,6 +11,7 @@ use crate::disk::Disk;
 use crate::driver::{Driver, DriverConfig, NodeStatus, REQUEST_QUEUE_LEN};
 use crate::error::NodeError;
 use crate::glue::NodeProtocol;
+use crate::members::{Directory, MemberAddrs, Reconfigure};
 use crate::metrics::Metrics;
 use crate::service::{MemberInfo, Service, ServiceConfig};
 use std::future::Future;
@@ -68,7 +69,7 @@ pub async fn serve(
 }
 
 /// [`serve`] for a given protocol.
-pub async fn serve_with<P: NodeProtocol>(
+pub async fn serve_with<P: NodeProtocol + Reconfigure>(
     config: NodeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError>
@@ -96,13 +97,29 @@ where
     let kv = KvConfig::default();
     let driver_config = DriverConfig {
         node_id,
-        voters: config.members.iter().map(|m| NodeId(m.id)).collect(),
+        voters: config.bootstrap_voters().into_iter().map(NodeId).collect(),
         settings: config.protocol_settings(),
         kv: kv.clone(),
+        directory: Directory {
+            members: config
+                .members
+                .iter()
+                .map(|m| {
+                    let addrs = MemberAddrs {
+                        name: format!("n{}", m.id),
+                        peer_addr: m.peer_addr,
+                        client_addr: Some(m.client_addr),
+                        promote: false,
+                    };
+                    (m.id, addrs)
+                })
+                .collect(),
+        },
     };
     let (driver, status) =
         Driver::<P>::open(&driver_config, disk, saved, transport.clone(), metrics.clone())?;
     let driver = driver.with_auto_compaction(config.auto_compaction().map_err(NodeError::Config)?);
+    let members = driver.members();
     let (requests_tx, requests_rx) = mpsc::channel(REQUEST_QUEUE_LEN);
     let (stop_tx, stop_rx) = watch::channel(false);
     let driver_task = tokio::spawn(driver.run(inbound, requests_rx, stop_rx));
@@ -125,7 +142,8 @@ where
         },
         requests_tx,
         status.clone(),
-    );
+    )
+    .with_members(members);
     let client_listener = TcpListener::bind(me.client_addr).await.map_err(|e| {
         NodeError::Startup(format!("cannot listen for clients on {}: {e}", me.client_addr))
     })?;

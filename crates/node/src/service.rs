@@ -1,6 +1,6 @@
 //! The etcd v3 client API of a node: `KV` (Range, Put, DeleteRange, Txn,
 //! Compact) (`Maintenance` is in [`crate::maintenance`]) and
-//! `Cluster.MemberList`, over the driver.
+//! `Cluster` (in [`crate::cluster`]), over the driver.
 //!
 //! Routing. Writes, txns, compactions and linearizable ranges are served by
 //! the leader: on the leader they go to the local driver (writes through the
@@ -27,7 +27,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use synod_core::{NodeId, Role, Time};
 use synod_etcdpb::etcdserverpb as pb;
-use synod_etcdpb::etcdserverpb::cluster_server::Cluster;
 use synod_etcdpb::etcdserverpb::kv_client::KvClient;
 use synod_etcdpb::etcdserverpb::kv_server::Kv;
 use synod_etcdpb::etcdserverpb::lease_client::LeaseClient;
@@ -83,13 +82,16 @@ pub struct Service {
 
 pub(crate) struct Inner {
     pub(crate) config: ServiceConfig,
-    requests: mpsc::Sender<ClientRequest>,
+    pub(crate) requests: mpsc::Sender<ClientRequest>,
     pub(crate) status: watch::Receiver<NodeStatus>,
     channels: Mutex<HashMap<NodeId, Channel>>,
     /// The origin of the clock this node stamps lease commands with.
     clock: Instant,
     /// The node's watch hub.
     pub(crate) hub: Arc<crate::watch::WatchHub>,
+    /// The live membership, when the driver publishes it
+    /// ([`Service::with_members`]); else `config.members` is the list.
+    pub(crate) members: std::sync::OnceLock<watch::Receiver<Arc<crate::members::MembersView>>>,
 }
 
 /// A request, in the two forms it may travel in.
@@ -168,6 +170,7 @@ impl Service {
                 channels: Mutex::new(HashMap::new()),
                 clock: Instant::now(),
                 hub,
+                members: std::sync::OnceLock::new(),
             }),
         };
         if tokio::runtime::Handle::try_current().is_ok() {
@@ -224,16 +227,23 @@ impl Service {
         }
     }
 
-    fn channel(&self, to: NodeId) -> Result<Channel, Status> {
+    pub(crate) fn channel(&self, to: NodeId) -> Result<Channel, Status> {
         let mut channels = self.inner.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = channels.get(&to) {
             return Ok(c.clone());
         }
-        let member =
-            self.inner.config.members.iter().find(|m| m.id == to).ok_or_else(|| {
-                Status::unavailable(format!("synod: leader {to} is not a member"))
-            })?;
-        let endpoint = Endpoint::from_shared(format!("http://{}", member.client_addr))
+        let live = self.inner.members.get().and_then(|m| m.borrow().client_addr(to));
+        let client_addr = match live {
+            Some(addr) => addr.to_string(),
+            None => {
+                let member =
+                    self.inner.config.members.iter().find(|m| m.id == to).ok_or_else(|| {
+                        Status::unavailable(format!("synod: leader {to} is not a member"))
+                    })?;
+                member.client_addr.clone()
+            }
+        };
+        let endpoint = Endpoint::from_shared(format!("http://{client_addr}"))
             .map_err(|e| Status::internal(format!("synod: bad client address of {to}: {e}")))?
             .connect_timeout(Duration::from_secs(1));
         let channel = endpoint.connect_lazy();
@@ -494,30 +504,5 @@ impl Kv for Service {
             }
             _ => Err(unexpected("compact")),
         }
-    }
-}
-
-#[tonic::async_trait]
-impl Cluster for Service {
-    async fn member_list(
-        &self,
-        _request: Request<pb::MemberListRequest>,
-    ) -> Result<Response<pb::MemberListResponse>, Status> {
-        let st = *self.inner.status.borrow();
-        let header = self.stamp().header(st.revision);
-        let members = self
-            .inner
-            .config
-            .members
-            .iter()
-            .map(|m| pb::Member {
-                id: m.id.0,
-                name: format!("n{}", m.id.0),
-                peer_ur_ls: vec![format!("http://{}", m.peer_addr)],
-                client_ur_ls: vec![format!("http://{}", m.client_addr)],
-                is_learner: false,
-            })
-            .collect();
-        Ok(Response::new(pb::MemberListResponse { header: Some(header), members }))
     }
 }
