@@ -316,7 +316,7 @@ fn decode(bytes: &Bytes) -> Result<Message, WireError> {
             size_bytes: r.u64()?,
             offset: r.u64()?,
             data: r.bytes()?,
-            membership: get_membership(&mut r)?,
+            membership: Box::new(get_membership(&mut r)?),
         },
         9 => Message::InstallSnapshotResponse {
             term: r.u64()?,
@@ -541,7 +541,7 @@ mod tests {
                 size_bytes: 10,
                 offset: 4,
                 data: Bytes::from_static(b"abcdef"),
-                membership: members(),
+                membership: Box::new(members()),
             },
             Message::InstallSnapshotResponse { term: 4, index: 100, offset: 10, done: true },
             Message::Removed { term: 9 },

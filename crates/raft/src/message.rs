@@ -106,8 +106,9 @@ pub enum Message {
         /// The chunk (the last one ends at `size_bytes`).
         data: Bytes,
         /// The configuration in effect at `index` (thesis §5.1: the
-        /// snapshot's metadata includes the latest configuration).
-        membership: Membership,
+        /// snapshot's metadata includes the latest configuration). Boxed, so
+        /// that this rare message does not make every message twice as big.
+        membership: Box<Membership>,
     },
     /// "You were removed from the cluster": the answer to any message from
     /// an id the responder's configuration lists as removed (a node wiped

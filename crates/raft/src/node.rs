@@ -1582,7 +1582,7 @@ impl Protocol for RaftNode {
                 ..
             } => {
                 let meta = SnapshotMeta { index, epoch: last_term, size_bytes };
-                self.on_install_snapshot(now, from, meta, offset, data, membership, out)
+                self.on_install_snapshot(now, from, meta, offset, data, *membership, out)
             }
             Message::InstallSnapshotResponse { index, offset, done, .. } => {
                 self.on_install_snapshot_response(now, from, index, offset, done, out)
@@ -1729,7 +1729,7 @@ impl Protocol for RaftNode {
                 size_bytes: t.meta.size_bytes,
                 offset,
                 data,
-                membership: self.configs.at(index).clone(),
+                membership: Box::new(self.configs.at(index).clone()),
             },
         );
     }

@@ -211,14 +211,17 @@ impl ConfigSafety {
 
     /// Every pair of live configurations has intersecting quorums.
     fn check_live(&mut self, node: NodeId) -> Result<(), Violation> {
-        let mut live: Vec<InEffect> = self.committed.iter().cloned().collect();
+        // References first: the set rarely changes, and cloning every
+        // membership at every commit would cost more than the check.
+        let mut live: Vec<&InEffect> = self.committed.iter().collect();
         for c in self.nodes.values().flatten() {
-            if self.is_live(c) && !live.contains(c) {
-                live.push(c.clone());
+            if self.is_live(c) && !live.contains(&c) {
+                live.push(c);
             }
         }
         live.sort_by_key(|c| (c.index, c.term));
-        if live == self.checked {
+        if live.len() == self.checked.len() && live.iter().zip(&self.checked).all(|(a, b)| *a == b)
+        {
             return Ok(());
         }
         for (i, a) in live.iter().enumerate() {
@@ -233,7 +236,7 @@ impl ConfigSafety {
                 }
             }
         }
-        self.checked = live;
+        self.checked = live.into_iter().cloned().collect();
         Ok(())
     }
 }
