@@ -7,7 +7,8 @@
 //! serves a serializable read of data written before it joined; it is
 //! promoted; then the leader and another original member are removed, and
 //! the remaining two keep taking writes with no acknowledged write lost.
-//! Error cases get etcd's codes and messages. Every wait is bounded; the
+//! Error cases get etcd's codes and messages. A member added without
+//! `--learner` is promoted by the leader once it has caught up. Every wait is bounded; the
 //! processes are killed on drop, even when the test fails.
 
 mod common;
@@ -117,6 +118,37 @@ async fn leader_id(cluster: &Cluster, endpoints: &[String], not: u64) -> u64 {
     }
 }
 
+/// `synod member add n4 [--learner]` through `via`, then starts n4 with
+/// the config it printed; returns the process and n4's client endpoint.
+async fn add_and_start(cluster: &Cluster, via: &str, learner: bool) -> (Extra, String) {
+    let (client_port, peer_port) = (common::free_port(), common::free_port());
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    let client_url = format!("http://127.0.0.1:{client_port}");
+    let mut args = vec!["add", "n4", "--peer-urls", &peer_url, "--client-urls", &client_url];
+    if learner {
+        args.push("--learner");
+    }
+    let out = member_ok(cluster, via, &args).await;
+    let first = out.lines().next().unwrap_or_default();
+    assert!(first.starts_with("Member ") && first.contains(" added to cluster "), "{out}");
+    let id = u64::from_str_radix(first.split_whitespace().nth(1).expect("id"), 16).expect("hex");
+    assert_eq!(id, 4, "the next free id");
+    assert!(out.contains("join = true") && out.contains("node_id = 4"), "{out}");
+    let config = format!("{CONFIG}{}", out.lines().skip(1).collect::<Vec<_>>().join("\n"));
+    let config = config.replacen("[[members]]", "[timeouts]\nrequest_ms = 3000\n\n[[members]]", 1);
+    std::fs::write(cluster.dir.path().join("n4.toml"), config).expect("config");
+    let log = std::fs::File::create(cluster.dir.path().join("n4.log")).expect("log");
+    let child = Command::new(synod())
+        .args(["serve", "--config"])
+        .arg(cluster.dir.path().join("n4.toml"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn n4");
+    (Extra(Some(child)), format!("127.0.0.1:{client_port}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_a_learner_promote_it_and_remove_the_leader() {
     let mut cluster = Cluster::start_with(CONFIG);
@@ -138,36 +170,8 @@ async fn add_a_learner_promote_it_and_remove_the_leader() {
     assert!(text(&o).contains("etcdserver: member not found"), "{}", text(&o));
 
     // Add a learner through a follower, start it with the printed config.
-    let (client_port, peer_port) = (common::free_port(), common::free_port());
-    let peer_url = format!("http://127.0.0.1:{peer_port}");
-    let client_url = format!("http://127.0.0.1:{client_port}");
-    let out = member_ok(
-        &cluster,
-        &originals[follower],
-        &["add", "n4", "--peer-urls", &peer_url, "--client-urls", &client_url, "--learner"],
-    )
-    .await;
-    let first = out.lines().next().unwrap_or_default();
-    assert!(first.starts_with("Member ") && first.contains(" added to cluster "), "{out}");
-    let id = u64::from_str_radix(first.split_whitespace().nth(1).expect("id"), 16).expect("hex");
-    assert_eq!(id, 4, "the next free id");
-    assert!(out.contains("join = true") && out.contains(&format!("node_id = {id}")), "{out}");
-    let config = format!("{CONFIG}{}", out.lines().skip(1).collect::<Vec<_>>().join("\n"));
-    let config = config.replacen("[[members]]", "[timeouts]\nrequest_ms = 3000\n\n[[members]]", 1);
-    std::fs::write(cluster.dir.path().join("n4.toml"), config).expect("config");
-    assert_eq!(members(&originals[leader]).await.iter().find(|m| m.0 == id), Some(&(id, true)));
-    let log = std::fs::File::create(cluster.dir.path().join("n4.log")).expect("log");
-    let _n4 = Extra(Some(
-        Command::new(synod())
-            .args(["serve", "--config"])
-            .arg(cluster.dir.path().join("n4.toml"))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn n4"),
-    ));
-    let n4 = format!("127.0.0.1:{client_port}");
+    let (_n4, n4) = add_and_start(&cluster, &originals[follower], true).await;
+    assert_eq!(members(&originals[leader]).await.iter().find(|m| m.0 == 4), Some(&(4, true)));
 
     // It catches up: a serializable read of data written before it joined.
     let deadline = Instant::now() + WAIT;
@@ -227,6 +231,31 @@ async fn add_a_learner_promote_it_and_remove_the_leader() {
     for e in &last {
         check_all(&cluster, e, &acked).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_added_as_a_voter_is_promoted_once_caught_up() {
+    let cluster = Cluster::start_with(CONFIG);
+    let leader = cluster.leader().await;
+    let originals: Vec<String> = (0..3).map(|i| cluster.endpoint(i)).collect();
+    let mut acked = BTreeMap::new();
+    put_some(&cluster, &originals, &mut acked, 0, 40).await;
+    let (_n4, n4) = add_and_start(&cluster, &originals[leader], false).await;
+    // It joins as a learner (no quorum is lost while it starts) and the
+    // leader promotes it by itself once it has caught up.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let listed = members(&originals[leader]).await;
+        if listed == vec![(1, false), (2, false), (3, false), (4, false)] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not promoted: {listed:?}\n{}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut everyone = originals.clone();
+    everyone.push(n4.clone());
+    put_some(&cluster, &everyone, &mut acked, 40, 20).await;
+    check_all(&cluster, &n4, &acked).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
