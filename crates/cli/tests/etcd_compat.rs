@@ -320,6 +320,79 @@ async fn leases_expire_keep_alive_and_survive_a_leader_change() {
     assert_eq!(r.ttl, 0);
 }
 
+/// Keep-alives are renewed in the leader's memory (etcd's lessor): N of
+/// them, direct and forwarded by a follower, add nothing to the log of an
+/// otherwise idle cluster, and the lease still outlives its TTL several
+/// times over; TimeToLive reports the leader's renewed TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alives_renew_in_the_leaders_memory_without_growing_the_log() {
+    let cluster = Cluster::start();
+    let leader = cluster.leader().await;
+    let lch = channel(&cluster.endpoint(leader));
+    let fch = channel(&cluster.endpoint((leader + 1) % NODES));
+    let id = LeaseClient::new(lch.clone())
+        .lease_grant(LeaseGrantRequest { ttl: 2, id: 0 })
+        .await
+        .expect("grant")
+        .into_inner()
+        .id;
+    put(&lch, "held", "v", id).await;
+    let mut streams = Vec::new();
+    for ch in [&lch, &fch] {
+        let (tx, rx) = mpsc::channel(4);
+        let replies = LeaseClient::new(ch.clone())
+            .lease_keep_alive(tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("keep-alive stream")
+            .into_inner();
+        streams.push((tx, replies));
+    }
+    let mut keep_alive = async |round: usize| {
+        let (tx, replies) = &mut streams[round % 2];
+        tx.send(LeaseKeepAliveRequest { id }).await.expect("send");
+        let r = tokio::time::timeout(ANSWER_WAIT, replies.message())
+            .await
+            .expect("keep-alive answer in time")
+            .expect("ok")
+            .expect("open");
+        assert_eq!((r.id, r.ttl), (id, 2), "renewed");
+    };
+    // The leader promotes leases once per term, a log entry of its own:
+    // let it land before counting.
+    keep_alive(0).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    keep_alive(1).await;
+    let before = common::status(&cluster.endpoint(leader)).await.expect("status");
+    const N: usize = 12;
+    for round in 0..N {
+        keep_alive(round).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // 6 s of keep-alives: three times the TTL.
+    assert!(get(&fch, "held").await.is_some(), "kept alive past its TTL");
+    let ttl = LeaseClient::new(fch.clone())
+        .lease_time_to_live(LeaseTimeToLiveRequest { id, keys: false })
+        .await
+        .expect("ttl")
+        .into_inner();
+    assert!(ttl.ttl >= 1 && ttl.ttl <= 2, "the leader's renewed TTL: {ttl:?}");
+    let after = common::status(&cluster.endpoint(leader)).await.expect("status");
+    assert_eq!(after.term, before.term, "no leader change during the test");
+    assert_eq!(
+        (after.commit_index, after.applied_index),
+        (before.commit_index, before.applied_index),
+        "{N} keep-alives added no log entries"
+    );
+    // Without keep-alives the lease still expires, through the log.
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while get(&fch, "held").await.is_some() {
+        assert!(Instant::now() < deadline, "the lease outlived its last renewal");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let gone = common::status(&cluster.endpoint(leader)).await.expect("status");
+    assert!(gone.commit_index > after.commit_index, "expiry is a log entry");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lock_and_election_services_order_holders_and_hand_out_fencing_tokens() {
     let cluster = Cluster::start();

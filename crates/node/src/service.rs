@@ -85,6 +85,8 @@ pub(crate) struct Inner {
     pub(crate) requests: mpsc::Sender<ClientRequest>,
     pub(crate) status: watch::Receiver<NodeStatus>,
     channels: Mutex<HashMap<NodeId, Channel>>,
+    /// The leader's in-memory lease keep-alives ([`crate::lease`]).
+    pub(crate) lessor: crate::lease::Lessor,
     /// The origin of the clock this node stamps lease commands with.
     clock: Instant,
     /// The node's watch hub.
@@ -168,6 +170,7 @@ impl Service {
                 requests,
                 status,
                 channels: Mutex::new(HashMap::new()),
+                lessor: crate::lease::Lessor::default(),
                 clock: Instant::now(),
                 hub,
                 members: std::sync::OnceLock::new(),
