@@ -61,7 +61,7 @@ struct Session {
 #[derive(Clone, Debug)]
 pub struct Sessions<S> {
     machine: S,
-    sessions: HashMap<ClientId, Session>,
+    sessions: HashMap<ClientId, Session, foldhash::fast::FixedState>,
     /// Sessions by the index of their last command, oldest first, for
     /// deterministic eviction.
     by_index: BTreeMap<u64, ClientId>,
@@ -81,7 +81,7 @@ impl<S: StateMachine> Sessions<S> {
         assert!(max_sessions > 0, "a session table needs room for one client");
         Sessions {
             machine,
-            sessions: HashMap::new(),
+            sessions: HashMap::default(),
             by_index: BTreeMap::new(),
             max_sessions,
             applied_index: 0,
