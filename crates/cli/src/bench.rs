@@ -33,6 +33,13 @@
 //! throughput of each second. A progress bar goes to stderr when it is a
 //! terminal.
 //!
+//! A failed request counts once; the client then pauses before its next
+//! one ([`Backoff`]: 10 ms doubling up to 1 s, none after an answer), so
+//! requests that fail at once (a dead node, a closed stream) cannot make a
+//! client spin; a lease-keepalive client whose stream failed opens a new
+//! one for its lease (a new lease if it is gone) on its next request. With
+//! `--json` each kind of error is also printed to stderr with its count.
+//!
 //! Exit codes: 0 when at least one request was answered, 1 when none was
 //! (or no endpoint could be reached), 2 on bad usage.
 
@@ -283,22 +290,46 @@ struct KeepAlive {
     answers: tonic::Streaming<LeaseKeepAliveResponse>,
 }
 
+/// Why a keep-alive failed: its message, and whether the lease itself is
+/// gone (answered TTL 0), so that the next stream needs a new grant.
+struct KeepAliveError {
+    message: String,
+    lease_gone: bool,
+}
+
+impl From<String> for KeepAliveError {
+    fn from(message: String) -> KeepAliveError {
+        KeepAliveError { message, lease_gone: false }
+    }
+}
+
 impl KeepAlive {
-    /// Grants a lease and opens its keep-alive stream.
-    async fn open(channel: Channel, ttl: i64, timeout: Duration) -> Result<KeepAlive, String> {
+    /// Opens a keep-alive stream for lease `id`, granting a new lease
+    /// (`ttl` seconds) first when `id` is `None`.
+    async fn open(
+        channel: Channel,
+        id: Option<i64>,
+        ttl: i64,
+        timeout: Duration,
+    ) -> Result<KeepAlive, KeepAliveError> {
         let mut lease = LeaseClient::new(channel);
-        let grant =
-            tokio::time::timeout(timeout, lease.lease_grant(LeaseGrantRequest { ttl, id: 0 }))
-                .await
-                .map_err(|_| "lease grant timed out".to_string())?
-                .map_err(|s| format!("lease grant: {:?}: {}", s.code(), s.message()))?
-                .into_inner();
+        let id = match id {
+            Some(id) => id,
+            None => {
+                tokio::time::timeout(timeout, lease.lease_grant(LeaseGrantRequest { ttl, id: 0 }))
+                    .await
+                    .map_err(|_| "lease grant timed out".to_string())?
+                    .map_err(|s| format!("lease grant: {:?}: {}", s.code(), s.message()))?
+                    .into_inner()
+                    .id
+            }
+        };
         // A first keep-alive is queued before the call: etcd (grpc-go) sends
         // the response headers the call waits for only with its first
         // answer. It is a warm-up, not counted.
         let (requests, rx) = mpsc::channel(1);
         requests
-            .send(LeaseKeepAliveRequest { id: grant.id })
+            .send(LeaseKeepAliveRequest { id })
             .await
             .map_err(|_| "keep-alive stream closed".to_string())?;
         let answers =
@@ -307,7 +338,7 @@ impl KeepAlive {
                 .map_err(|_| "keep-alive stream timed out".to_string())?
                 .map_err(|s| format!("keep-alive stream: {:?}: {}", s.code(), s.message()))?
                 .into_inner();
-        let mut k = KeepAlive { id: grant.id, requests, answers };
+        let mut k = KeepAlive { id, requests, answers };
         tokio::time::timeout(timeout, k.answer())
             .await
             .map_err(|_| "the first keep-alive timed out".to_string())??;
@@ -315,7 +346,7 @@ impl KeepAlive {
     }
 
     /// One keep-alive, answered.
-    async fn once(&mut self) -> Result<(), String> {
+    async fn once(&mut self) -> Result<(), KeepAliveError> {
         self.requests
             .send(LeaseKeepAliveRequest { id: self.id })
             .await
@@ -324,13 +355,91 @@ impl KeepAlive {
     }
 
     /// The answer to the keep-alive sent last.
-    async fn answer(&mut self) -> Result<(), String> {
+    async fn answer(&mut self) -> Result<(), KeepAliveError> {
         match self.answers.message().await {
             Ok(Some(a)) if a.id == self.id && a.ttl > 0 => Ok(()),
-            Ok(Some(a)) => Err(format!("keep-alive answered TTL {} for lease {:x}", a.ttl, a.id)),
-            Ok(None) => Err("keep-alive stream ended".into()),
-            Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
+            Ok(Some(a)) => Err(KeepAliveError {
+                message: format!("keep-alive answered TTL {} (lease gone)", a.ttl),
+                lease_gone: true,
+            }),
+            Ok(None) => Err("keep-alive stream ended".to_string().into()),
+            Err(s) => Err(format!("keep-alive: {:?}: {}", s.code(), s.message()).into()),
         }
+    }
+}
+
+/// A lease-keepalive client's lease and stream. A failed keep-alive drops
+/// the stream (a gRPC stream that failed once stays failed); the next
+/// request, after the client's [`Backoff`] pause, opens a new one for the
+/// same lease, or for a new lease when the old one is gone.
+#[derive(Default)]
+struct LeaseKeeper {
+    lease: Option<i64>,
+    stream: Option<KeepAlive>,
+}
+
+impl LeaseKeeper {
+    /// Opens a stream (granting a lease first if there is none); the
+    /// warm-up keep-alive is not a request.
+    async fn open(&mut self, channel: &Channel, ttl: i64, timeout: Duration) -> Result<(), String> {
+        match KeepAlive::open(channel.clone(), self.lease, ttl, timeout).await {
+            Ok(ka) => {
+                self.lease = Some(ka.id);
+                self.stream = Some(ka);
+                Ok(())
+            }
+            Err(e) => Err(self.broken(e)),
+        }
+    }
+
+    /// One keep-alive on the open stream.
+    async fn keep_alive(&mut self) -> Result<(), String> {
+        let Some(ka) = self.stream.as_mut() else {
+            return Err("no keep-alive stream".into());
+        };
+        let result = ka.once().await;
+        result.map_err(|e| self.broken(e))
+    }
+
+    /// Drops the stream (and the lease if it is gone); the error's message.
+    fn broken(&mut self, e: KeepAliveError) -> String {
+        self.stream = None;
+        if e.lease_gone {
+            self.lease = None;
+        }
+        e.message
+    }
+}
+
+/// First pause after a failed request.
+const RETRY_MIN: Duration = Duration::from_millis(10);
+/// Longest pause between failed requests.
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// A client's pause before its next request after consecutive failures:
+/// none after an answer, then [`RETRY_MIN`], doubling up to [`RETRY_MAX`].
+/// So a client whose requests fail at once (a closed stream, a refused
+/// connection) sends at most about one request per `RETRY_MAX` instead of
+/// spinning, and every failure counts once.
+#[derive(Debug, Default)]
+pub(crate) struct Backoff {
+    pause: Duration,
+}
+
+impl Backoff {
+    /// The pause to take before the next request.
+    pub(crate) fn pause(&self) -> Duration {
+        self.pause
+    }
+
+    /// A request failed: the next pause is longer (bounded).
+    pub(crate) fn failed(&mut self) {
+        self.pause = (self.pause * 2).clamp(RETRY_MIN, RETRY_MAX);
+    }
+
+    /// A request was answered: no pause.
+    pub(crate) fn answered(&mut self) {
+        self.pause = Duration::ZERO;
     }
 }
 
@@ -366,16 +475,8 @@ async fn client(shared: Arc<Shared>, channel: Channel, index: u32) -> Tally {
     let args = &shared.args;
     let mut tally = Tally::new();
     let timeout = Duration::from_millis(args.timeout_ms);
-    let mut keep_alive = None;
-    if args.workload == Workload::LeaseKeepalive {
-        match KeepAlive::open(channel.clone(), args.lease_ttl, timeout).await {
-            Ok(k) => keep_alive = Some(k),
-            Err(e) => {
-                tally.error(e);
-                return tally;
-            }
-        }
-    }
+    let mut keeper = LeaseKeeper::default();
+    let mut backoff = Backoff::default();
     let mut kv = KvClient::new(channel.clone());
     let mut rng = StdRng::seed_from_u64(rand::random::<u64>() ^ u64::from(index));
     // Pacing: this client's share of the rate, offset so that clients do
@@ -383,7 +484,13 @@ async fn client(shared: Arc<Shared>, channel: Channel, index: u32) -> Tally {
     let period = args.rate.map(|r| Duration::from_secs_f64(f64::from(args.clients) / r));
     let mut next_send =
         period.map(|p| shared.started + p.mul_f64(f64::from(index) / f64::from(args.clients)));
-    while let Some(n) = shared.claim() {
+    loop {
+        if !backoff.pause().is_zero() {
+            let until = Instant::now() + backoff.pause();
+            let until = shared.deadline.map_or(until, |d| until.min(d));
+            tokio::time::sleep_until(tokio::time::Instant::from_std(until)).await;
+        }
+        let Some(n) = shared.claim() else { break };
         if let (Some(p), Some(at)) = (period, next_send.as_mut()) {
             tokio::time::sleep_until(tokio::time::Instant::from_std(*at)).await;
             *at += p;
@@ -394,24 +501,33 @@ async fn client(shared: Arc<Shared>, channel: Channel, index: u32) -> Tally {
             rng.random_range(0..args.key_space)
         };
         let k = key(index, args.key_size as usize);
+        if args.workload == Workload::LeaseKeepalive
+            && keeper.stream.is_none()
+            && let Err(e) = keeper.open(&channel, args.lease_ttl, timeout).await
+        {
+            backoff.failed();
+            tally.error(e);
+            shared.finished.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         let began = Instant::now();
-        let answer = match (args.workload, keep_alive.as_mut()) {
-            (Workload::LeaseKeepalive, Some(ka)) => {
-                match tokio::time::timeout(timeout, ka.once()).await {
-                    Ok(Ok(())) => Ok(Ok(())),
-                    Ok(Err(e)) => Ok(Err(e)),
-                    Err(e) => Err(e),
+        let answer = match args.workload {
+            Workload::LeaseKeepalive => {
+                let answer = tokio::time::timeout(timeout, keeper.keep_alive()).await;
+                if answer.is_err() {
+                    // The answer may still come on this stream: start afresh.
+                    keeper.stream = None;
                 }
+                answer
             }
-            (Workload::Txn, _) => {
+            Workload::Txn => {
                 let req = compare_and_put(k, shared.value.clone());
                 tokio::time::timeout(timeout, kv.txn(req))
                     .await
                     .map(|r| r.map(drop).map_err(status))
             }
-            (w, _)
-                if w == Workload::Get
-                    || (w == Workload::Mixed && rng.random_range(0..100u8) < args.read_percent) =>
+            w if w == Workload::Get
+                || (w == Workload::Mixed && rng.random_range(0..100u8) < args.read_percent) =>
             {
                 let req = RangeRequest {
                     key: k,
@@ -432,16 +548,25 @@ async fn client(shared: Arc<Shared>, channel: Channel, index: u32) -> Tally {
         };
         let took_us = (began.elapsed().as_micros() as u64).clamp(1, MAX_LATENCY_US);
         match answer {
-            Ok(Ok(())) => tally.latency_us.saturating_record(took_us),
-            Ok(Err(e)) => tally.error(e),
-            Err(_) => tally.error(format!("timeout after {} ms", args.timeout_ms)),
+            Ok(Ok(())) => {
+                backoff.answered();
+                tally.latency_us.saturating_record(took_us)
+            }
+            Ok(Err(e)) => {
+                backoff.failed();
+                tally.error(e)
+            }
+            Err(_) => {
+                backoff.failed();
+                tally.error(format!("timeout after {} ms", args.timeout_ms))
+            }
         }
         shared.finished.fetch_add(1, Ordering::Relaxed);
     }
-    if let Some(ka) = keep_alive {
-        drop(ka.requests);
+    if let Some(id) = keeper.lease {
+        drop(keeper.stream);
         let mut lease = LeaseClient::new(channel);
-        let revoke = lease.lease_revoke(LeaseRevokeRequest { id: ka.id });
+        let revoke = lease.lease_revoke(LeaseRevokeRequest { id });
         if let Ok(Err(s)) = tokio::time::timeout(timeout, revoke).await {
             tally.error(format!("lease revoke: {:?}: {}", s.code(), s.message()));
         }
@@ -861,6 +986,10 @@ pub fn run(args: BenchArgs) -> ExitCode {
     };
     if json {
         println!("{}", report.to_json());
+        // The kinds are in the JSON too; on stderr a script's log keeps them.
+        for (kind, n) in &report.errors {
+            eprintln!("synod bench {}: {n} × {kind}", workload_name(report.args.workload));
+        }
     } else {
         print!("{}", report.to_text());
     }
@@ -891,6 +1020,33 @@ mod tests {
     fn parse(line: &str) -> Result<BenchArgs, clap::Error> {
         Cli::try_parse_from(std::iter::once("bench").chain(line.split_whitespace()))
             .map(|c| c.bench)
+    }
+
+    #[test]
+    fn the_backoff_after_failures_is_bounded_and_an_answer_resets_it() {
+        let mut b = Backoff::default();
+        assert_eq!(b.pause(), Duration::ZERO, "no pause before any failure");
+        let mut pauses = Vec::new();
+        for _ in 0..20 {
+            b.failed();
+            pauses.push(b.pause());
+        }
+        assert_eq!(pauses[0], RETRY_MIN);
+        assert!(pauses.windows(2).all(|w| w[0] <= w[1]), "{pauses:?}");
+        assert!(pauses.iter().all(|&p| (RETRY_MIN..=RETRY_MAX).contains(&p)));
+        assert_eq!(pauses[19], RETRY_MAX);
+        // A client failing at once for 10 s sends at most this many requests.
+        let mut spent = Duration::ZERO;
+        let mut requests = 0;
+        let mut b = Backoff::default();
+        while spent < Duration::from_secs(10) {
+            requests += 1;
+            b.failed();
+            spent += b.pause();
+        }
+        assert!(requests <= 20, "{requests} requests in 10 s");
+        b.answered();
+        assert_eq!(b.pause(), Duration::ZERO);
     }
 
     #[test]

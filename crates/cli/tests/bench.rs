@@ -261,6 +261,51 @@ async fn the_txn_watch_and_lease_loads_count_every_request() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--value-size"));
 }
 
+/// The node every client talks to dies mid-run: each client's keep-alive
+/// stream fails, and reopening it fails until the run ends. Every failed
+/// request counts once and the clients back off, so the errors stay a
+/// handful per client per second (the bench used to count a closed stream
+/// in a tight loop: millions of errors in seconds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_load_whose_node_dies_reports_a_bounded_number_of_errors() {
+    let mut cluster = Cluster::start();
+    cluster.wait_for_leader().await;
+    let bench = Command::new(synod())
+        .args(["bench", "lease-keepalive", "--endpoints", &cluster.endpoints[0]])
+        .args(["--clients", "4", "--duration", "4", "--timeout-ms", "1000", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn synod bench");
+    // Once the 4 leases are granted (the keep-alives have begun), kill the
+    // node the bench talks to.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let channel = Endpoint::from_shared(format!("http://{}", cluster.endpoints[1]))
+            .expect("endpoint")
+            .timeout(Duration::from_secs(1))
+            .connect_lazy();
+        let leases = LeaseClient::new(channel).lease_leases(LeaseLeasesRequest {}).await;
+        if leases.is_ok_and(|l| l.into_inner().leases.len() >= 4) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the bench granted no leases");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.children[0].kill().expect("kill the bench's node");
+    let out = bench.wait_with_output().expect("the bench ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "keep-alives were answered before the kill: {stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let errors = report["errors"].as_u64().expect("errors");
+    // At most ~10 failures per client in 4 s with the backoff (10 ms
+    // doubling to 1 s), plus a failed revoke each.
+    assert!((4..=4 * 20).contains(&errors), "{errors} errors: {report}");
+    assert!(report["ok"].as_u64().expect("ok") > 0, "{report}");
+    // Each kind of error is also on stderr.
+    assert!(stderr.contains("synod bench lease-keepalive: "), "{stderr}");
+}
+
 #[test]
 fn an_unreachable_endpoint_exits_1_and_bad_usage_exits_2() {
     let port = free_port(); // bound then released: nothing listens there
