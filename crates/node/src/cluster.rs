@@ -126,16 +126,16 @@ impl Service {
     }
 
     /// Carries out `change` on the leader: locally, or forwarded (once) by
-    /// `forward`. Returns the member's id.
-    async fn change<F, Fut>(
+    /// `forward`, whose answer is the leader's.
+    async fn change<R, F, Fut>(
         &self,
         forwarded: bool,
         change: MemberChange,
         forward: F,
-    ) -> Result<Result<u64, ()>, Status>
+    ) -> Result<Changed<R>, Status>
     where
         F: Fn(ClusterClient<tonic::transport::Channel>) -> Fut,
-        Fut: std::future::Future<Output = Result<(), Status>>,
+        Fut: std::future::Future<Output = Result<R, Status>>,
     {
         let me = self.inner().config.node_id;
         let timeout = self.inner().config.request_timeout;
@@ -146,8 +146,7 @@ impl Service {
             match st.leader {
                 Some(l) if l != me && !forwarded => {
                     let client = ClusterClient::new(self.channel(l)?);
-                    forward(client).await?;
-                    return Ok(Err(()));
+                    return Ok(Changed::Forwarded(forward(client).await?));
                 }
                 Some(l) if l == me && st.role == Role::Leader => {
                     let (reply, rx) = oneshot::channel();
@@ -157,7 +156,7 @@ impl Service {
                     match tokio::time::timeout_at(deadline, rx).await {
                         Err(_) => return Err(Status::unavailable("etcdserver: request timed out")),
                         Ok(Err(_)) => return Err(stopped()),
-                        Ok(Ok(Ok(id))) => return Ok(Ok(id)),
+                        Ok(Ok(Ok(id))) => return Ok(Changed::Here(id)),
                         Ok(Ok(Err(MemberError::NotLeader { .. }))) => {}
                         Ok(Ok(Err(e))) => return Err(member_status(&e)),
                     }
@@ -185,6 +184,14 @@ impl Service {
         let _ = tokio::time::timeout(Duration::from_secs(1), rx.wait_for(|v| settled(v))).await;
         self.pb_members()
     }
+}
+
+/// Where a membership change was carried out.
+enum Changed<R> {
+    /// By this node, the leader: the member's id.
+    Here(u64),
+    /// By the leader this node forwarded it to: its answer.
+    Forwarded(R),
 }
 
 fn mark<T>(t: T, timeout: Duration) -> Request<T> {
@@ -222,23 +229,17 @@ impl Cluster for Service {
         };
         let change = MemberChange::Add { peer_addr, client_addr, learner: req.is_learner };
         let timeout = self.inner().config.request_timeout;
-        let answer = std::sync::Mutex::new(None);
         let outcome = self
             .change(forwarded, change, |mut client| {
                 let mut r = mark(req.clone(), timeout);
                 if let Some(u) = client_url.as_deref().and_then(|u| u.parse().ok()) {
                     r.metadata_mut().insert(CLIENT_URL, u);
                 }
-                let answer = &answer;
-                async move {
-                    let resp = client.member_add(r).await?.into_inner();
-                    *answer.lock().unwrap_or_else(|e| e.into_inner()) = Some(resp);
-                    Ok(())
-                }
+                async move { Ok(client.member_add(r).await?.into_inner()) }
             })
             .await?;
         match outcome {
-            Ok(id) => {
+            Changed::Here(id) => {
                 let members = self.members_after(id, true).await;
                 let member = pb::Member {
                     id,
@@ -253,11 +254,7 @@ impl Cluster for Service {
                     members,
                 }))
             }
-            Err(()) => answer
-                .into_inner()
-                .unwrap_or_else(|e| e.into_inner())
-                .map(Response::new)
-                .ok_or_else(|| Status::internal("synod: no answer from the leader")),
+            Changed::Forwarded(resp) => Ok(Response::new(resp)),
         }
     }
 
@@ -268,27 +265,17 @@ impl Cluster for Service {
         let forwarded = is_forwarded(&request);
         let req = request.into_inner();
         let timeout = self.inner().config.request_timeout;
-        let answer = std::sync::Mutex::new(None);
         let outcome = self
-            .change(forwarded, MemberChange::Remove { id: req.id }, |mut client| {
-                let answer = &answer;
-                async move {
-                    let resp = client.member_remove(mark(req, timeout)).await?.into_inner();
-                    *answer.lock().unwrap_or_else(|e| e.into_inner()) = Some(resp);
-                    Ok(())
-                }
+            .change(forwarded, MemberChange::Remove { id: req.id }, |mut client| async move {
+                Ok(client.member_remove(mark(req, timeout)).await?.into_inner())
             })
             .await?;
         match outcome {
-            Ok(id) => {
+            Changed::Here(id) => {
                 let members = self.members_after(id, false).await;
                 Ok(Response::new(pb::MemberRemoveResponse { header: Some(self.header()), members }))
             }
-            Err(()) => answer
-                .into_inner()
-                .unwrap_or_else(|e| e.into_inner())
-                .map(Response::new)
-                .ok_or_else(|| Status::internal("synod: no answer from the leader")),
+            Changed::Forwarded(resp) => Ok(Response::new(resp)),
         }
     }
 
@@ -299,19 +286,13 @@ impl Cluster for Service {
         let forwarded = is_forwarded(&request);
         let req = request.into_inner();
         let timeout = self.inner().config.request_timeout;
-        let answer = std::sync::Mutex::new(None);
         let outcome = self
-            .change(forwarded, MemberChange::Promote { id: req.id }, |mut client| {
-                let answer = &answer;
-                async move {
-                    let resp = client.member_promote(mark(req, timeout)).await?.into_inner();
-                    *answer.lock().unwrap_or_else(|e| e.into_inner()) = Some(resp);
-                    Ok(())
-                }
+            .change(forwarded, MemberChange::Promote { id: req.id }, |mut client| async move {
+                Ok(client.member_promote(mark(req, timeout)).await?.into_inner())
             })
             .await?;
         match outcome {
-            Ok(id) => {
+            Changed::Here(id) => {
                 let mut rx = self.inner().members.get().cloned();
                 if let Some(rx) = rx.as_mut() {
                     let voter = |v: &crate::members::MembersView| {
@@ -325,11 +306,7 @@ impl Cluster for Service {
                     members: self.pb_members(),
                 }))
             }
-            Err(()) => answer
-                .into_inner()
-                .unwrap_or_else(|e| e.into_inner())
-                .map(Response::new)
-                .ok_or_else(|| Status::internal("synod: no answer from the leader")),
+            Changed::Forwarded(resp) => Ok(Response::new(resp)),
         }
     }
 }
