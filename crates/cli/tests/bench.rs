@@ -333,6 +333,10 @@ async fn a_lease_load_whose_node_dies_reports_a_bounded_number_of_errors() {
         assert!(Instant::now() < deadline, "the bench granted no leases");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The leases are committed before the bench's clients open their
+    // keep-alive streams; give the streams time to be answered (the test
+    // asserts that some were) before the kill.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     cluster.children[0].kill().expect("kill the bench's node");
     let out = bench.wait_with_output().expect("the bench ends");
     let stderr = String::from_utf8_lossy(&out.stderr);

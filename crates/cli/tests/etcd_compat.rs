@@ -8,6 +8,7 @@
 //!
 //! Every wait is bounded; a Drop guard kills the processes even on failure.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -55,6 +56,10 @@ async fn get(ch: &Channel, key: &str) -> Option<synod_etcdpb::mvccpb::KeyValue> 
 struct WatchStream {
     tx: mpsc::Sender<WatchRequest>,
     rx: tonic::Streaming<WatchResponse>,
+    /// Responses that arrived while `create` waited for its `created`
+    /// answer (an earlier watcher's history replay may interleave with it,
+    /// as on etcd); `next` hands them out first, in arrival order.
+    early: VecDeque<WatchResponse>,
 }
 
 impl WatchStream {
@@ -62,21 +67,35 @@ impl WatchStream {
         let (tx, rx) = mpsc::channel(16);
         let stream = tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(rx);
         let rx = WatchClient::new(ch.clone()).watch(stream).await.expect("watch").into_inner();
-        WatchStream { tx, rx }
+        WatchStream { tx, rx, early: VecDeque::new() }
     }
 
     async fn send(&self, r: pb::watch_request::RequestUnion) {
         self.tx.send(WatchRequest { request_union: Some(r) }).await.expect("send");
     }
 
+    /// Creates a watcher and returns its id. Answers for other watchers that
+    /// arrive before the `created` answer are kept for `next`.
     async fn create(&mut self, c: WatchCreateRequest) -> i64 {
         self.send(pb::watch_request::RequestUnion::CreateRequest(c)).await;
-        let r = self.next().await;
-        assert!(r.created, "first answer to a create: {r:?}");
-        r.watch_id
+        loop {
+            let r = self.receive().await;
+            if r.created {
+                return r.watch_id;
+            }
+            assert!(!r.canceled, "a create refused: {r:?}");
+            self.early.push_back(r);
+        }
     }
 
     async fn next(&mut self) -> WatchResponse {
+        match self.early.pop_front() {
+            Some(r) => r,
+            None => self.receive().await,
+        }
+    }
+
+    async fn receive(&mut self) -> WatchResponse {
         tokio::time::timeout(ANSWER_WAIT, self.rx.message())
             .await
             .expect("a watch answer in time")
