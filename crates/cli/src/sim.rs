@@ -152,6 +152,8 @@ fn options(args: &SimArgs) -> Result<(SimOptions, Range<u64>), String> {
         follower_reads: args.follower_reads,
         byzantine: args.byzantine,
         attack: args.attack.clone(),
+        // Only scenario tests read the per-node applied log.
+        keep_applied_log: false,
         ..SimOptions::default()
     };
     if let Some(ms) = args.max_time_ms {

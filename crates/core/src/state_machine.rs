@@ -49,7 +49,7 @@ impl Applied {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Session {
     last_seq: u64,
     last_response: Bytes,
@@ -58,7 +58,7 @@ struct Session {
 
 /// Exactly-once application: a [`StateMachine`] plus a per-client table of
 /// the last request applied and its answer.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sessions<S> {
     machine: S,
     sessions: HashMap<ClientId, Session, foldhash::fast::FixedState>,

@@ -279,7 +279,10 @@ impl<P: SimProtocol> Sim<P> {
     }
 
     /// Every position `node` applied since it last (re)started, in order.
+    /// Needs [`SimOptions::keep_applied_log`](crate::SimOptions) (on by
+    /// default).
     pub fn committed_on(&self, node: NodeId) -> &[Committed] {
+        assert!(self.opts.keep_applied_log, "committed_on needs keep_applied_log");
         &self.nodes[self.index(node)].applied_log
     }
 

@@ -97,6 +97,10 @@ pub struct SimOptions {
     pub snapshot_interval_entries: Option<u64>,
     /// Check linearizability of the client history at the end.
     pub check_linearizability: bool,
+    /// Keep every position each node applies, for
+    /// [`Sim::committed_on`](crate::Sim::committed_on) (scenario tests). Off
+    /// in sweeps and measurements: it grows with the run.
+    pub keep_applied_log: bool,
     /// Search steps the linearizability checker may take before giving up
     /// (reported as `linearizability (unknown)`).
     pub lincheck_max_steps: u64,
@@ -133,6 +137,7 @@ impl Default for SimOptions {
             follower_reads: false,
             snapshot_interval_entries: None,
             check_linearizability: true,
+            keep_applied_log: true,
             lincheck_max_steps: 20_000_000,
             byzantine: 0,
             attack: None,

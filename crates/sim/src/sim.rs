@@ -504,12 +504,25 @@ impl<P: SimProtocol> Sim<P> {
                     self.snapshot_violation(i, detail);
                     return None;
                 }
-                let state = self.nodes[i].sessions.clone();
-                let size_bytes = snapshot_size(state.machine().len());
-                let uid = self.next_snapshot_uid;
-                self.next_snapshot_uid += 1;
-                self.snapshot_registry.insert(uid, state);
-                self.check_snapshot_state(i, *index, uid);
+                let sessions = &self.nodes[i].sessions;
+                let size_bytes = snapshot_size(sessions.machine().len());
+                // A state equal (sessions included) to the one first
+                // registered at this index is shared, not copied: five nodes
+                // snapshotting one index keep one copy.
+                let first = self.snapshot_states.get(index).copied();
+                let shared = first.filter(|uid| {
+                    self.snapshot_registry.get(uid).is_some_and(|state| state == sessions)
+                });
+                let uid = match shared {
+                    Some(uid) => uid,
+                    None => {
+                        let uid = self.next_snapshot_uid;
+                        self.next_snapshot_uid += 1;
+                        self.snapshot_registry.insert(uid, sessions.clone());
+                        self.check_snapshot_state(i, *index, uid);
+                        uid
+                    }
+                };
                 let meta = SnapshotMeta { index: *index, epoch: 0, size_bytes };
                 self.nodes[i].snapshots.push(StoredSnapshot { meta, uid });
                 Some((*index, size_bytes))
@@ -636,7 +649,9 @@ impl<P: SimProtocol> Sim<P> {
                 }
             }
         }
-        self.nodes[i].applied_log.push(c);
+        if self.opts.keep_applied_log {
+            self.nodes[i].applied_log.push(c);
+        }
     }
 
     fn serve_waiting_reads(&mut self, i: usize) {

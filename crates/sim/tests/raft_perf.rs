@@ -36,6 +36,7 @@ fn a_100k_command_run_with_snapshots_every_1000_entries_keeps_logs_bounded() {
         keys: 1_000,
         reads_through_log: true,
         check_linearizability: false,
+        keep_applied_log: false,
         snapshot_interval_entries: Some(1_000),
         max_time_ms: 1_200_000,
         ..SimOptions::default()
