@@ -1,11 +1,11 @@
-//! `synod member list|add|remove|promote`: etcdctl's `member` commands over
+//! `synod member list|add|remove|promote|update`: etcdctl's `member` commands over
 //! the etcd v3 Cluster API. `list` prints one line per member, as etcdctl's
 //! simple format prints it:
 //! `<id hex>, <started|unstarted>, <name>, <peer urls>, <client urls>, <is learner>`.
 //! `add` prints etcdctl's `Member <id> added to cluster <cluster id>` and
 //! then the `synod serve` config lines the new member starts with (etcd
-//! prints `ETCD_INITIAL_CLUSTER...` there); `remove` and `promote` print
-//! etcdctl's one-line confirmations.
+//! prints `ETCD_INITIAL_CLUSTER...` there); `remove`, `promote` and
+//! `update` print etcdctl's one-line confirmations.
 //!
 //! Exit codes: 0 success, 1 the cluster answered with an error or could not
 //! be reached, 2 bad usage.
@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use synod_etcdpb::etcdserverpb::cluster_client::ClusterClient;
 use synod_etcdpb::etcdserverpb::{
     Member, MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest,
+    MemberUpdateRequest,
 };
 
 /// Arguments of `synod member`.
@@ -61,6 +62,14 @@ enum MemberOp {
     Promote {
         /// The learner's id, in hex.
         id: String,
+    },
+    /// Change a member's peer URL (restart it listening there).
+    Update {
+        /// The member's id, in hex.
+        id: String,
+        /// Its new peer URL, e.g. http://127.0.0.1:2490.
+        #[arg(long = "peer-urls")]
+        peer_urls: String,
     },
 }
 
@@ -122,6 +131,17 @@ async fn execute(args: MemberArgs) -> Result<(), Failure> {
             .await?;
             let cluster = r.header.as_ref().map_or(0, |h| h.cluster_id);
             emit(&format!("Member {id:16x} promoted in cluster {cluster:16x}\n"));
+        }
+        MemberOp::Update { id, peer_urls } => {
+            let id = parse_id(&id)?;
+            let peer_ur_ls = peer_urls.split(',').map(str::to_string).collect();
+            let r = within(
+                timeout,
+                ClusterClient::new(channel).member_update(MemberUpdateRequest { id, peer_ur_ls }),
+            )
+            .await?;
+            let cluster = r.header.as_ref().map_or(0, |h| h.cluster_id);
+            emit(&format!("Member {id:16x} updated in cluster {cluster:16x}\n"));
         }
     }
     Ok(())

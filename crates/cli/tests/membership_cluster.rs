@@ -8,8 +8,10 @@
 //! promoted; then the leader and another original member are removed, and
 //! the remaining two keep taking writes with no acknowledged write lost.
 //! Error cases get etcd's codes and messages. A member added without
-//! `--learner` is promoted by the leader once it has caught up. Every wait is bounded; the
-//! processes are killed on drop, even when the test fails.
+//! `--learner` is promoted by the leader once it has caught up; added
+//! without a client URL (as etcdctl adds one), it publishes its own once it
+//! runs. `member update` moves a member to a new peer address. Every wait
+//! is bounded; the processes are killed on drop, even when the test fails.
 
 mod common;
 
@@ -18,7 +20,9 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use synod_etcdpb::etcdserverpb::cluster_client::ClusterClient;
-use synod_etcdpb::etcdserverpb::{MemberListRequest, MemberPromoteRequest, MemberRemoveRequest};
+use synod_etcdpb::etcdserverpb::{
+    MemberListRequest, MemberPromoteRequest, MemberRemoveRequest, MemberUpdateRequest,
+};
 
 /// Snapshots every 16 entries, so the new member catches up by snapshot.
 const CONFIG: &str = "snapshot_interval_entries = 16\n";
@@ -120,11 +124,21 @@ async fn leader_id(cluster: &Cluster, endpoints: &[String], not: u64) -> u64 {
 
 /// `synod member add n4 [--learner]` through `via`, then starts n4 with
 /// the config it printed; returns the process and n4's client endpoint.
-async fn add_and_start(cluster: &Cluster, via: &str, learner: bool) -> (Extra, String) {
+/// Without `with_client_url` the add carries peer URLs only, as etcdctl's
+/// does, and n4's own entry is appended to the printed config.
+async fn add_and_start(
+    cluster: &Cluster,
+    via: &str,
+    learner: bool,
+    with_client_url: bool,
+) -> (Extra, String) {
     let (client_port, peer_port) = (common::free_port(), common::free_port());
     let peer_url = format!("http://127.0.0.1:{peer_port}");
     let client_url = format!("http://127.0.0.1:{client_port}");
-    let mut args = vec!["add", "n4", "--peer-urls", &peer_url, "--client-urls", &client_url];
+    let mut args = vec!["add", "n4", "--peer-urls", &peer_url];
+    if with_client_url {
+        args.extend(["--client-urls", &client_url]);
+    }
     if learner {
         args.push("--learner");
     }
@@ -134,7 +148,14 @@ async fn add_and_start(cluster: &Cluster, via: &str, learner: bool) -> (Extra, S
     let id = u64::from_str_radix(first.split_whitespace().nth(1).expect("id"), 16).expect("hex");
     assert_eq!(id, 4, "the next free id");
     assert!(out.contains("join = true") && out.contains("node_id = 4"), "{out}");
-    let config = format!("{CONFIG}{}", out.lines().skip(1).collect::<Vec<_>>().join("\n"));
+    let mut config = format!("{CONFIG}{}", out.lines().skip(1).collect::<Vec<_>>().join("\n"));
+    if !with_client_url {
+        assert!(!config.contains(&format!("{peer_port}")), "n4 listed without a client URL");
+        config.push_str(&format!(
+            "\n[[members]]\nid = 4\npeer_addr = \"127.0.0.1:{peer_port}\"\n\
+             client_addr = \"127.0.0.1:{client_port}\"\n"
+        ));
+    }
     let config = config.replacen("[[members]]", "[timeouts]\nrequest_ms = 3000\n\n[[members]]", 1);
     std::fs::write(cluster.dir.path().join("n4.toml"), config).expect("config");
     let log = std::fs::File::create(cluster.dir.path().join("n4.log")).expect("log");
@@ -170,7 +191,7 @@ async fn add_a_learner_promote_it_and_remove_the_leader() {
     assert!(text(&o).contains("etcdserver: member not found"), "{}", text(&o));
 
     // Add a learner through a follower, start it with the printed config.
-    let (_n4, n4) = add_and_start(&cluster, &originals[follower], true).await;
+    let (_n4, n4) = add_and_start(&cluster, &originals[follower], true, true).await;
     assert_eq!(members(&originals[leader]).await.iter().find(|m| m.0 == 4), Some(&(4, true)));
 
     // It catches up: a serializable read of data written before it joined.
@@ -240,7 +261,7 @@ async fn a_member_added_as_a_voter_is_promoted_once_caught_up() {
     let originals: Vec<String> = (0..3).map(|i| cluster.endpoint(i)).collect();
     let mut acked = BTreeMap::new();
     put_some(&cluster, &originals, &mut acked, 0, 40).await;
-    let (_n4, n4) = add_and_start(&cluster, &originals[leader], false).await;
+    let (_n4, n4) = add_and_start(&cluster, &originals[leader], false, false).await;
     // It joins as a learner (no quorum is lost while it starts) and the
     // leader promotes it by itself once it has caught up.
     let deadline = Instant::now() + WAIT;
@@ -252,10 +273,113 @@ async fn a_member_added_as_a_voter_is_promoted_once_caught_up() {
         assert!(Instant::now() < deadline, "not promoted: {listed:?}\n{}", cluster.logs());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Added without a client URL, n4 published its own once it ran.
+    let published = format!("http://{n4}");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let urls = client_urls(&originals[(leader + 1) % 3], 4).await;
+        if urls == [published.clone()] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "n4's client URL: {urls:?}\n{}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut everyone = originals.clone();
     everyone.push(n4.clone());
     put_some(&cluster, &everyone, &mut acked, 40, 20).await;
     check_all(&cluster, &n4, &acked).await;
+}
+
+/// Member `id`'s client URLs, as `endpoint` lists them.
+async fn client_urls(endpoint: &str, id: u64) -> Vec<String> {
+    let mut c = ClusterClient::new(rpc_channel(endpoint));
+    let r = c.member_list(MemberListRequest { linearizable: false }).await.expect("member list");
+    r.into_inner().members.into_iter().find(|m| m.id == id).map_or(vec![], |m| m.client_ur_ls)
+}
+
+/// Member `id`'s peer URLs, as `endpoint` lists them.
+async fn peer_urls(endpoint: &str, id: u64) -> Vec<String> {
+    let mut c = ClusterClient::new(rpc_channel(endpoint));
+    let r = c.member_list(MemberListRequest { linearizable: false }).await.expect("member list");
+    r.into_inner().members.into_iter().find(|m| m.id == id).map_or(vec![], |m| m.peer_ur_ls)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_update_moves_a_member_to_a_new_peer_address() {
+    let mut cluster = Cluster::start_with(CONFIG);
+    let leader = cluster.leader().await;
+    let moved = (leader + 1) % 3; // a follower: index, id moved + 1
+    let id = moved as u64 + 1;
+    let originals: Vec<String> = (0..3).map(|i| cluster.endpoint(i)).collect();
+    let mut acked = BTreeMap::new();
+    put_some(&cluster, &originals, &mut acked, 0, 10).await;
+
+    // etcd's refusals: an unknown member, another member's peer URL, a bad URL.
+    let mut c = ClusterClient::new(rpc_channel(&originals[moved]));
+    let other = peer_urls(&originals[leader], leader as u64 + 1).await;
+    let refusals = [
+        (
+            MemberUpdateRequest { id: 99, peer_ur_ls: vec!["http://127.0.0.1:1".into()] },
+            tonic::Code::NotFound,
+            "etcdserver: member not found",
+        ),
+        (
+            MemberUpdateRequest { id, peer_ur_ls: other },
+            tonic::Code::FailedPrecondition,
+            "etcdserver: Peer URLs already exists",
+        ),
+        (
+            MemberUpdateRequest { id, peer_ur_ls: vec!["http://example.com:80".into()] },
+            tonic::Code::InvalidArgument,
+            "etcdserver: given member URLs are invalid",
+        ),
+    ];
+    for (request, code, message) in refusals {
+        let e = c.member_update(request.clone()).await.expect_err("refused");
+        assert_eq!((e.code(), e.message()), (code, message), "{request:?}");
+    }
+
+    // Move it (through itself, forwarded to the leader), then restart it
+    // listening at the new address: the others dial it there.
+    let old_peer = peer_urls(&originals[leader], id).await;
+    let old_port = old_peer[0].rsplit(':').next().expect("port").to_string();
+    let new_port = common::free_port();
+    let new_url = format!("http://127.0.0.1:{new_port}");
+    let out = member_ok(
+        &cluster,
+        &originals[moved],
+        &["update", &format!("{id:x}"), "--peer-urls", &new_url],
+    )
+    .await;
+    assert!(out.starts_with(&format!("Member {id:16x} updated in cluster ")), "{out}");
+    // (The moved member itself may not hear of it until it restarts: the
+    // leader now dials it at the new address.)
+    let deadline = Instant::now() + WAIT;
+    for e in (0..3).filter(|&i| i != moved).map(|i| &originals[i]) {
+        while peer_urls(e, id).await != [new_url.clone()] {
+            assert!(Instant::now() < deadline, "{e} lists {:?}", peer_urls(e, id).await);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    cluster.kill(moved);
+    let path = cluster.dir.path().join(format!("n{id}.toml"));
+    let config = std::fs::read_to_string(&path).expect("config");
+    let moved_config =
+        config.replace(&format!("127.0.0.1:{old_port}\""), &format!("127.0.0.1:{new_port}\""));
+    assert_ne!(config, moved_config);
+    std::fs::write(&path, moved_config).expect("config");
+    cluster.spawn(moved);
+    let others: Vec<String> =
+        (0..3).filter(|&i| i != moved).map(|i| originals[i].clone()).collect();
+    put_some(&cluster, &others, &mut acked, 10, 20).await;
+    // The moved member catches up through its new address.
+    let deadline = Instant::now() + WAIT;
+    while get(&originals[moved], "key029", true).await.ok().flatten().is_none() {
+        assert!(Instant::now() < deadline, "the moved member is behind\n{}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check_all(&cluster, &originals[moved], &acked).await;
+    assert_eq!(peer_urls(&originals[moved], id).await, [new_url]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

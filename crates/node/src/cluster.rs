@@ -1,7 +1,8 @@
 //! etcd's `Cluster` service: `MemberList` (the live membership, learners
 //! marked), `MemberAdd`, `MemberRemove` and `MemberPromote`, mapped onto the
 //! core's membership changes (Raft: joint consensus and learners; see
-//! [`crate::members`]). `MemberUpdate` is etcd's Unimplemented.
+//! [`crate::members`]), and `MemberUpdate` (new peer URLs, registered
+//! through the log without a membership change).
 //!
 //! Changes are carried out by the leader; a follower forwards them (once,
 //! marked like the KV requests). Errors carry etcd's codes and messages:
@@ -16,8 +17,11 @@
 //! | another change in flight | Unavailable | `etcdserver: unhealthy cluster` |
 //! | protocol without changes | Unimplemented | `synod: membership changes are not supported by the paxos protocol` |
 //!
-//! `synod member add` may pass the new member's client URL in the
-//! [`CLIENT_URL`] metadata key (etcd's `MemberAdd` carries peer URLs only).
+//! etcd's `MemberAdd` carries peer URLs only: like an etcd member, a node
+//! publishes its own client URL once it runs ([`publish_client_url`]: a
+//! `MemberUpdate` for itself with the [`CLIENT_URL`] metadata key), so
+//! `MemberList` shows it. `synod member add` may pass it up front in the
+//! same key.
 
 use crate::driver::ClientRequest;
 use crate::members::{MemberChange, MemberError};
@@ -308,6 +312,108 @@ impl Cluster for Service {
             }
             Changed::Forwarded(resp) => Ok(Response::new(resp)),
         }
+    }
+
+    async fn member_update(
+        &self,
+        request: Request<pb::MemberUpdateRequest>,
+    ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let client_url =
+            request.metadata().get(CLIENT_URL).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let req = request.into_inner();
+        let peer_addr = match req.peer_ur_ls.as_slice() {
+            [one] => parse_url(one).ok_or_else(|| Status::invalid_argument(BAD_URLS))?,
+            _ => return Err(Status::invalid_argument(BAD_URLS)),
+        };
+        let client_addr = match &client_url {
+            Some(u) => Some(parse_url(u).ok_or_else(|| Status::invalid_argument(BAD_URLS))?),
+            None => None,
+        };
+        let change = MemberChange::Update { id: req.id, peer_addr, client_addr };
+        let timeout = self.inner().config.request_timeout;
+        let outcome = self
+            .change(forwarded, change, |mut client| {
+                let mut r = mark(req.clone(), timeout);
+                if let Some(u) = client_url.as_deref().and_then(|u| u.parse().ok()) {
+                    r.metadata_mut().insert(CLIENT_URL, u);
+                }
+                async move { Ok(client.member_update(r).await?.into_inner()) }
+            })
+            .await?;
+        match outcome {
+            Changed::Here(id) => {
+                let mut rx = self.inner().members.get().cloned();
+                if let Some(rx) = rx.as_mut() {
+                    let updated = |v: &crate::members::MembersView| {
+                        v.members.iter().any(|m| m.id == id && m.peer_addr == Some(peer_addr))
+                    };
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(1), rx.wait_for(|v| updated(v)))
+                            .await;
+                }
+                Ok(Response::new(pb::MemberUpdateResponse {
+                    header: Some(self.header()),
+                    members: self.pb_members(),
+                }))
+            }
+            Changed::Forwarded(resp) => Ok(Response::new(resp)),
+        }
+    }
+}
+
+/// First pause between attempts to publish a client URL; doubled up to
+/// [`PUBLISH_MAX_BACKOFF`].
+const PUBLISH_BACKOFF: Duration = Duration::from_millis(200);
+const PUBLISH_MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Makes the membership list this node's client address, as an etcd member
+/// publishes its client URLs when it starts: while the live membership has
+/// an entry for this node without `client_addr` (a member added by
+/// `etcdctl member add`, which carries peer URLs only), sends a
+/// `MemberUpdate` for itself (routed to the leader), retrying with backoff.
+/// Ends once the address is listed, when the protocol reports no
+/// membership, or when `stop` fires.
+pub async fn publish_client_url(
+    service: Service,
+    peer_addr: SocketAddr,
+    client_addr: SocketAddr,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let Some(mut members) = service.inner().members.get().cloned() else { return };
+    let me = service.inner().config.node_id;
+    let mut backoff = PUBLISH_BACKOFF;
+    loop {
+        let listed = {
+            let view = members.borrow_and_update();
+            view.members.iter().find(|m| m.id == me.0).map(|m| m.client_addr)
+        };
+        match listed {
+            Some(Some(_)) => return,
+            // Not a member (yet, or any more): wait for the view to change.
+            None => {
+                tokio::select! {
+                    r = members.changed() => if r.is_err() { return },
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                continue;
+            }
+            Some(None) => {}
+        }
+        let mut request =
+            Request::new(pb::MemberUpdateRequest { id: me.0, peer_ur_ls: vec![url(peer_addr)] });
+        if let Ok(v) = url(client_addr).parse() {
+            request.metadata_mut().insert(CLIENT_URL, v);
+        }
+        match service.member_update(request).await {
+            Ok(_) => tracing::info!(node = %me, client = %client_addr, "client URL published"),
+            Err(e) => tracing::debug!(node = %me, error = %e, "client URL not published yet"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        backoff = (backoff * 2).min(PUBLISH_MAX_BACKOFF);
     }
 }
 

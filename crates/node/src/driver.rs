@@ -197,6 +197,9 @@ struct MemberOp {
     /// on its way through the log; `None` once the core changes the
     /// membership.
     registering: Option<u64>,
+    /// Whether the membership changes once the registration is applied
+    /// (an add); else the registration is the whole change (an update).
+    reconfigure: bool,
     reply: oneshot::Sender<Result<u64, MemberError>>,
 }
 
@@ -713,7 +716,12 @@ where
                 && let Some(mut op) = self.member_op.take()
             {
                 op.registering = None;
-                self.start_change(op);
+                if op.reconfigure {
+                    self.start_change(op);
+                } else {
+                    tracing::info!(node = %self.core.id(), member = op.id, "member addresses updated");
+                    let _ = op.reply.send(Ok(op.id));
+                }
             }
             return Ok(());
         }
@@ -778,8 +786,10 @@ where
                 let now = self.now();
                 match self.core.propose(now, vec![command], &mut self.out) {
                     Ok(()) => {
-                        self.member_op =
-                            Some(MemberOp { id, voters, learners, registering: Some(seq), reply });
+                        let registering = Some(seq);
+                        let reconfigure = true;
+                        let op = MemberOp { id, voters, learners, registering, reconfigure, reply };
+                        self.member_op = Some(op);
                     }
                     Err(e) => refuse(reply, member_refusal(e)),
                 }
@@ -796,7 +806,15 @@ where
                         MemberError::Invalid("cannot remove the last voter".into()),
                     );
                 }
-                self.start_change(MemberOp { id, voters, learners, registering: None, reply });
+                let (registering, reconfigure) = (None, true);
+                self.start_change(MemberOp {
+                    id,
+                    voters,
+                    learners,
+                    registering,
+                    reconfigure,
+                    reply,
+                });
             }
             MemberChange::Promote { id } => {
                 if !is_member(id) {
@@ -806,7 +824,55 @@ where
                     return refuse(reply, MemberError::NotLearner);
                 }
                 voters.insert(NodeId(id));
-                self.start_change(MemberOp { id, voters, learners, registering: None, reply });
+                let (registering, reconfigure) = (None, true);
+                self.start_change(MemberOp {
+                    id,
+                    voters,
+                    learners,
+                    registering,
+                    reconfigure,
+                    reply,
+                });
+            }
+            MemberChange::Update { id, peer_addr, client_addr } => {
+                if !is_member(id) {
+                    return refuse(reply, MemberError::NotFound);
+                }
+                let taken = self.directory.members.iter().any(|(&other, a)| {
+                    other != id
+                        && is_member(other)
+                        && (a.peer_addr == peer_addr || Some(peer_addr) == a.client_addr)
+                });
+                if taken {
+                    return refuse(reply, MemberError::PeerAddrExists);
+                }
+                let mut directory = self.directory.clone();
+                let entry = directory.members.entry(id).or_insert_with(|| MemberAddrs {
+                    name: format!("n{id}"),
+                    peer_addr,
+                    client_addr: None,
+                    promote: false,
+                });
+                entry.peer_addr = peer_addr;
+                if client_addr.is_some() {
+                    entry.client_addr = client_addr;
+                }
+                if directory == self.directory {
+                    let _ = reply.send(Ok(id));
+                    return;
+                }
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                let command = Command::new(self.client_id, seq, directory.registration());
+                let now = self.now();
+                match self.core.propose(now, vec![command], &mut self.out) {
+                    Ok(()) => {
+                        let (registering, reconfigure) = (Some(seq), false);
+                        let op = MemberOp { id, voters, learners, registering, reconfigure, reply };
+                        self.member_op = Some(op);
+                    }
+                    Err(e) => refuse(reply, member_refusal(e)),
+                }
             }
         }
     }

@@ -159,6 +159,18 @@ pub enum MemberChange {
         /// The learner.
         id: u64,
     },
+    /// `MemberUpdate`: a member's addresses change (registered through the
+    /// log; the membership itself does not change). A member also sends
+    /// this for itself when it starts and the directory lacks its client
+    /// address, as an etcd member publishes its client URLs.
+    Update {
+        /// The member.
+        id: u64,
+        /// Its (new) peer address.
+        peer_addr: SocketAddr,
+        /// Its client address; `None` keeps the one registered.
+        client_addr: Option<SocketAddr>,
+    },
 }
 
 /// Why a membership change was refused.

@@ -148,6 +148,7 @@ where
         NodeError::Startup(format!("cannot listen for clients on {}: {e}", me.client_addr))
     })?;
     let max_decoding = service.max_decoding_message_size();
+    let publisher = service.clone();
     let (grpc_stop_tx, mut grpc_stop_rx) = watch::channel(false);
     let incoming = crate::gateway::split_incoming(client_listener, service.clone());
     let grpc = tonic::transport::Server::builder()
@@ -163,6 +164,12 @@ where
             let _ = grpc_stop_rx.wait_for(|stop| *stop).await;
         });
     let grpc_task = tokio::spawn(grpc);
+    tokio::spawn(crate::cluster::publish_client_url(
+        publisher,
+        me.peer_addr,
+        me.client_addr,
+        stop_tx.subscribe(),
+    ));
     if let Some(addr) = config.metrics_addr {
         let listener = TcpListener::bind(addr)
             .await
