@@ -45,10 +45,12 @@ use crate::members::{
     Directory, MemberAddrs, MemberChange, MemberError, MembersView, MembershipInfo, Reconfigure,
 };
 use crate::metrics::Metrics;
-use crate::snapshotter::{SnapshotGate, Snapshotter, TakeStart, TakenSnapshot};
+use crate::snapshotter::{
+    ChunkReader, Incoming, Outcome, SnapshotGate, Snapshotter, TakeStart, TakenSnapshot,
+    read_machine,
+};
 use bytes::Bytes;
 use std::collections::{BTreeSet, HashMap};
-use std::io::{Read, Write as _};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use synod_core::protocol::SnapshotAction;
@@ -238,10 +240,13 @@ where
     pending_reads: HashMap<ReadId, Vec<PendingRead>>,
     waiting_reads: Vec<(u64, PendingRead)>,
     next_read_id: u64,
-    /// The snapshot being received: (index, epoch, bytes so far).
-    partial: Option<(u64, u64, Vec<u8>)>,
-    /// The latest durable snapshot's bytes, once read or written.
-    current_snapshot: Option<(u64, Bytes)>,
+    /// The snapshot being received, written to disk as it comes.
+    partial: Option<Incoming>,
+    /// The latest durable snapshot's index (0: none); its bytes stay on
+    /// disk.
+    current_snapshot: u64,
+    /// Reads the chunks of it sent to peers.
+    chunks: ChunkReader,
     /// Writes the snapshots taken here.
     snapshotter: Snapshotter,
     /// Snapshot files below this index are deleted.
@@ -286,7 +291,7 @@ where
         let seed = rand::random::<u64>();
         let core = P::recover(config.node_id, &core_config, &durable, seed, Time::ZERO);
         let mut machine = Machine::new(config.kv.clone());
-        let mut current_snapshot = None;
+        let mut current_snapshot = 0;
         if let Some(meta) = core.snapshot() {
             // Exactly the snapshot the core starts from (older and newer
             // files may be there too: newer ones a crash kept the core from
@@ -296,7 +301,7 @@ where
                 Some(reader) => Some(reader),
                 None => disk.snapshots.latest()?,
             };
-            let mut reader = reader.ok_or_else(|| {
+            let reader = reader.ok_or_else(|| {
                 NodeError::Corrupt(format!(
                     "the hard state names snapshot {} but {} holds none",
                     meta.index,
@@ -310,14 +315,10 @@ where
                     reader.index()
                 )));
             }
-            let mut data = Vec::with_capacity(reader.data_len() as usize);
-            reader.read_to_end(&mut data).map_err(|e| {
-                NodeError::Corrupt(format!("snapshot {}: {e}", reader.path().display()))
-            })?;
-            let data = Bytes::from(data);
-            machine = Machine::restore(config.kv.clone(), &data)?;
+            current_snapshot = reader.index();
+            // Decoded as it is read: never whole in memory.
+            machine = read_machine(reader, config.kv.clone())?;
             tracing::info!(index = machine.applied_index(), "loaded snapshot");
-            current_snapshot = Some((reader.index(), data));
         }
         let status = NodeStatus {
             id: config.node_id,
@@ -328,10 +329,11 @@ where
             applied_index: machine.applied_index(),
             last_index: 0,
             revision: machine.kv().current_revision(),
-            snapshot_index: current_snapshot.as_ref().map_or(0, |s| s.0),
+            snapshot_index: current_snapshot,
         };
         let (status_tx, status_rx) = watch::channel(status);
         let snapshotter = Snapshotter::new(disk.snapshots.clone());
+        let chunks = ChunkReader::new(disk.snapshots.clone());
         let directory = Directory::load(disk.dir())?.unwrap_or_else(|| config.directory.clone());
         let driver = Driver {
             core,
@@ -354,6 +356,7 @@ where
             next_read_id: 1,
             partial: None,
             current_snapshot,
+            chunks,
             snapshotter,
             snapshots_removed_below: 0,
             status_tx,
@@ -450,7 +453,7 @@ where
                     None => break,
                 },
                 done = self.snapshotter.finished(), if self.snapshotter.busy() => {
-                    self.on_snapshot_written(done?);
+                    self.on_snapshot_done(done)?;
                 }
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
             }
@@ -474,7 +477,7 @@ where
                 self.core.tick(now, &mut self.out);
             }
             if let Some(done) = self.snapshotter.try_finished() {
-                self.on_snapshot_written(done?);
+                self.on_snapshot_done(done)?;
             }
             self.carry_out()?;
             self.remove_obsolete_snapshots()?;
@@ -485,9 +488,13 @@ where
         self.disk.sync()?;
         // Let a snapshot being written finish (it is not reported: the core
         // learns of it, if at all, after the restart loads it).
-        if let Some(done) = self.snapshotter.wait_idle() {
-            done?;
+        if let Some(Err(failed)) = self.snapshotter.wait_idle() {
+            if failed.is_fatal() {
+                return Err(failed.error);
+            }
+            tracing::warn!(index = failed.index, error = %failed.error, "the last snapshot failed");
         }
+        self.snapshotter.wait_removals()?;
         for (_, tx) in self.pending_writes.drain() {
             let _ = tx.send(Err(ClientError::Stopped));
         }
@@ -676,7 +683,7 @@ where
             let now = self.now();
             for a in actions {
                 if let SnapshotAction::Read { to, index, offset, max_bytes } = a
-                    && let Some(data) = self.snapshot_chunk(index, offset, max_bytes)?
+                    && let Some(data) = self.chunks.read(to, index, offset, max_bytes)?
                 {
                     self.core.snapshot_chunk(now, to, index, offset, data, &mut self.out);
                 }
@@ -1037,14 +1044,16 @@ where
         match a {
             SnapshotAction::Write { index, epoch, offset, data } => {
                 if *offset == 0 {
-                    self.partial = Some((*index, *epoch, Vec::new()));
+                    // Another one's temporary file goes first (it may have
+                    // the same name).
+                    self.partial = None;
+                    self.partial = Some(Incoming::begin(&self.disk.snapshots, *index, *epoch)?);
                 }
                 match self.partial.as_mut() {
-                    Some((at, ep, bytes))
-                        if (*at, *ep, bytes.len() as u64) == (*index, *epoch, *offset)
-                            && *offset + data.len() as u64 <= MAX_SNAPSHOT_BYTES =>
+                    Some(p)
+                        if p.accepts(*index, *epoch, *offset, data.len(), MAX_SNAPSHOT_BYTES) =>
                     {
-                        bytes.extend_from_slice(data);
+                        p.append(data)?;
                     }
                     _ => {
                         tracing::warn!(index, offset, "snapshot chunk out of order; dropped");
@@ -1053,40 +1062,27 @@ where
                 }
             }
             SnapshotAction::Install { meta } => {
-                let Some((index, epoch, bytes)) = self.partial.take() else {
+                let Some(partial) = self.partial.take() else {
                     return Err(NodeError::Corrupt(format!(
                         "asked to install snapshot {} without its chunks",
                         meta.index
                     )));
                 };
-                assert_eq!((index, epoch), (meta.index, meta.epoch), "install of another snapshot");
-                let data = Bytes::from(bytes);
+                assert_eq!(partial.id(), (meta.index, meta.epoch), "install of another snapshot");
                 self.snapshotter.discard_waiting();
-                self.store_snapshot(meta.index, &data)?;
+                partial.finish()?;
+                self.current_snapshot = meta.index;
+                Metrics::add(&self.metrics.snapshots, 1);
             }
             SnapshotAction::Take { .. } | SnapshotAction::Read { .. } => {}
         }
         Ok(())
     }
 
-    fn store_snapshot(&mut self, index: u64, data: &Bytes) -> Result<(), NodeError> {
-        let mut writer = self.disk.snapshots.begin(index, &[])?;
-        writer.write_all(data).map_err(|e| {
-            NodeError::Storage(synod_storage::Error::InvalidArgument(format!(
-                "writing snapshot {index}: {e}"
-            )))
-        })?;
-        writer.finish_keeping_older()?;
-        self.current_snapshot = Some((index, data.clone()));
-        Metrics::add(&self.metrics.snapshots, 1);
-        Ok(())
-    }
-
     fn snapshot_at_position(&mut self, a: &SnapshotAction) -> Result<(), NodeError> {
         match a {
             SnapshotAction::Take { index } => {
-                let stored = self.current_snapshot.as_ref().map_or(0, |s| s.0);
-                if *index <= stored {
+                if *index <= self.current_snapshot {
                     // A newer snapshot (installed in this same output) is
                     // already the durable one; storing this older one would
                     // replace it.
@@ -1123,11 +1119,15 @@ where
                 Ok(())
             }
             SnapshotAction::Install { meta } => {
-                let data = match &self.current_snapshot {
-                    Some((index, data)) if *index == meta.index => data.clone(),
-                    _ => return Err(NodeError::Corrupt("installed snapshot is gone".into())),
-                };
-                self.machine = Machine::restore(self.kv_config.clone(), &data)?;
+                if self.current_snapshot != meta.index {
+                    return Err(NodeError::Corrupt("installed snapshot is gone".into()));
+                }
+                let reader = self.disk.snapshots.open_at(meta.index)?.ok_or_else(|| {
+                    NodeError::Corrupt(format!("installed snapshot {} is gone", meta.index))
+                })?;
+                // The old state goes first: one copy of the store at a time.
+                self.machine = Machine::new(self.kv_config.clone());
+                self.machine = read_machine(reader, self.kv_config.clone())?;
                 if self.machine.applied_index() != meta.index {
                     return Err(NodeError::Corrupt(format!(
                         "snapshot {} holds the state at {}",
@@ -1142,40 +1142,33 @@ where
         }
     }
 
-    fn snapshot_chunk(
-        &mut self,
-        index: u64,
-        offset: u64,
-        max_bytes: usize,
-    ) -> Result<Option<Bytes>, NodeError> {
-        if self.current_snapshot.as_ref().is_none_or(|s| s.0 != index || s.1.is_empty()) {
-            let Some(mut reader) = self.disk.snapshots.open_at(index)? else { return Ok(None) };
-            let mut data = Vec::new();
-            reader.read_to_end(&mut data).map_err(|e| {
-                NodeError::Corrupt(format!("snapshot {}: {e}", reader.path().display()))
-            })?;
-            self.current_snapshot = Some((index, Bytes::from(data)));
+    /// What the snapshotter's background write came to: a durable snapshot
+    /// is reported to the core (which compacts), a failure too (the core
+    /// asks again later), unless the node must stop.
+    fn on_snapshot_done(&mut self, outcome: Outcome) -> Result<(), NodeError> {
+        match outcome {
+            Ok(taken) => self.on_snapshot_written(taken),
+            Err(failed) if failed.is_fatal() => return Err(failed.error),
+            Err(failed) => {
+                tracing::warn!(
+                    index = failed.index,
+                    error = %failed.error,
+                    "taking a snapshot failed; the core asks again later"
+                );
+                let now = self.now();
+                self.core.snapshot_failed(now, failed.index);
+            }
         }
-        let (_, data) = self.current_snapshot.as_ref().expect("loaded above");
-        let len = data.len() as u64;
-        let start = offset.min(len) as usize;
-        let end = (offset.saturating_add(max_bytes as u64)).min(len) as usize;
-        Ok(Some(data.slice(start..end)))
+        Ok(())
     }
 
     /// A snapshot taken here is durable: the core may compact its log.
     fn on_snapshot_written(&mut self, t: TakenSnapshot) {
         Metrics::add(&self.metrics.snapshots, 1);
-        tracing::info!(index = t.index, bytes = t.data.len(), "took a snapshot");
-        let size_bytes = t.data.len() as u64;
-        if self.current_snapshot.as_ref().is_none_or(|(at, _)| *at < t.index) {
-            // Only the index: the bytes are on disk, and holding them here
-            // would double the memory of a large store; a follower that
-            // needs them has them read back (`snapshot_chunk`).
-            self.current_snapshot = Some((t.index, Bytes::new()));
-        }
+        tracing::info!(index = t.index, bytes = t.size_bytes, "took a snapshot");
+        self.current_snapshot = self.current_snapshot.max(t.index);
         let now = self.now();
-        self.core.snapshot_taken(now, t.index, size_bytes, &mut self.out);
+        self.core.snapshot_taken(now, t.index, t.size_bytes, &mut self.out);
     }
 
     /// Deletes the snapshot files older than the core's snapshot once the
@@ -1183,9 +1176,13 @@ where
     /// its writes are persisted), as the snapshot contract allows.
     fn remove_obsolete_snapshots(&mut self) -> Result<(), NodeError> {
         debug_assert!(self.out.is_empty(), "called after carry_out");
+        self.snapshotter.poll_removal()?;
         let adopted = self.core.snapshot().map_or(0, |m| m.index);
         if adopted > self.snapshots_removed_below {
-            self.disk.snapshots.remove_older_than(adopted)?;
+            // Off the driver's thread: unlinking a large file and fsyncing
+            // the directory must not hold up heartbeats and appends.
+            self.chunks.keep_only(adopted);
+            self.snapshotter.remove_older_than(adopted)?;
             self.snapshots_removed_below = adopted;
         }
         Ok(())
@@ -1213,7 +1210,7 @@ where
             applied_index: self.machine.applied_index(),
             last_index: s.last_index,
             revision: self.machine.kv().current_revision(),
-            snapshot_index: self.current_snapshot.as_ref().map_or(0, |x| x.0),
+            snapshot_index: self.current_snapshot,
         };
         self.status_tx.send_if_modified(|old| {
             let changed = *old != status;

@@ -11,7 +11,7 @@ use crate::wire::WireError;
 use bytes::Bytes;
 use std::fmt::Debug;
 use std::time::Duration;
-use synod_core::{NodeId, Protocol};
+use synod_core::{NodeId, Protocol, Time};
 
 /// Protocol tuning from the node's configuration, in protocol-neutral terms.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,6 +81,15 @@ where
     fn leaves_before_sync(msg: &Self::Message) -> bool {
         let _ = msg;
         false
+    }
+
+    /// The host could not take the snapshot at `index` the core asked for
+    /// (its write failed without poisoning the storage: a full disk, say);
+    /// the core should ask again later rather than wait for an answer that
+    /// never comes. Default: nothing (a core without snapshots, or one
+    /// without this seam).
+    fn snapshot_failed(&mut self, now: Time, index: u64) {
+        let _ = (now, index);
     }
 
     /// Carries out `writes`, in order. Log appends may be left unsynced (the

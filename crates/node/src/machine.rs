@@ -10,12 +10,15 @@
 //!
 //! Snapshot layout: magic `SYNODSM1`, applied index, the session table
 //! (`count`, then `client, seq, index, response` each), then the
-//! [`KvStore::snapshot`] bytes.
+//! [`KvStore::snapshot`] bytes. Snapshots are written to and read from a
+//! stream ([`Machine::write_snapshot`], [`Machine::read_snapshot`]) in
+//! bounded pieces: the node never holds a whole one in memory.
 
 use crate::error::NodeError;
-use crate::wire::{Reader, Writer};
+use crate::wire::Writer;
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Read};
 use synod_core::{ClientId, Committed, StateMachine};
 use synod_kv::{KvConfig, KvStore};
 
@@ -105,34 +108,53 @@ impl Machine {
         StateMachine::query(&self.kv, op)
     }
 
-    /// The whole state as bytes (see the module doc).
+    /// The whole state as bytes (see the module doc), in memory (tests;
+    /// the node streams it with [`Machine::write_snapshot`]).
     pub fn snapshot(&self) -> Bytes {
-        let mut w = Writer::with(MAGIC.to_vec());
-        w.u64(self.applied_index);
-        w.u32(self.by_index.len() as u32);
+        let mut out = Vec::new();
+        self.write_snapshot(&mut out).expect("writing to memory cannot fail");
+        Bytes::from(out)
+    }
+
+    /// Writes the bytes of [`Machine::snapshot`] to `w` in bounded pieces
+    /// (the session table, then the store's chunks) and returns how many.
+    pub fn write_snapshot<W: io::Write + ?Sized>(&self, w: &mut W) -> io::Result<u64> {
+        let mut head = Writer::with(MAGIC.to_vec());
+        head.u64(self.applied_index);
+        head.u32(self.by_index.len() as u32);
         for (index, client) in &self.by_index {
             let s = &self.sessions[client];
-            w.u64(client.0).u64(s.seq).u64(*index).bytes(&s.response);
+            head.u64(client.0).u64(s.seq).u64(*index).bytes(&s.response);
         }
-        let mut out = w.finish();
-        out.extend_from_slice(&self.kv.snapshot());
-        Bytes::from(out)
+        let head = head.finish();
+        w.write_all(&head)?;
+        Ok(head.len() as u64 + self.kv.write_snapshot(w)?)
     }
 
     /// Rebuilds a machine from [`Machine::snapshot`] bytes.
     pub fn restore(config: KvConfig, bytes: &Bytes) -> Result<Machine, NodeError> {
-        if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+        Machine::read_snapshot(config, &bytes[..], bytes.len() as u64)
+    }
+
+    /// [`Machine::restore`] from the next `len` bytes of `r`, read in
+    /// pieces; every key, value and cached answer gets an allocation of its
+    /// own (nothing pins the snapshot's bytes).
+    pub fn read_snapshot<R: Read>(config: KvConfig, r: R, len: u64) -> Result<Machine, NodeError> {
+        let mut r = io::BufReader::with_capacity(64 << 10, r);
+        let mut head = Head { r: &mut r, left: len };
+        let mut magic = [0u8; MAGIC.len()];
+        head.fill(&mut magic)
+            .map_err(|_| NodeError::Corrupt("snapshot: not a Synod state snapshot".into()))?;
+        if &magic != MAGIC {
             return Err(NodeError::Corrupt("snapshot: not a Synod state snapshot".into()));
         }
-        let body = bytes.slice(MAGIC.len()..);
-        let mut r = Reader::shared("state snapshot", &body);
-        let applied_index = r.u64()?;
-        let count = r.u32()?;
+        let applied_index = head.u64()?;
+        let count = head.u32()?;
         let mut m = Machine::new(config.clone());
         m.applied_index = applied_index;
         for _ in 0..count {
-            let client = ClientId(r.u64()?);
-            let session = Session { seq: r.u64()?, index: r.u64()?, response: r.bytes()? };
+            let client = ClientId(head.u64()?);
+            let session = Session { seq: head.u64()?, index: head.u64()?, response: head.bytes()? };
             if session.index > applied_index || m.by_index.insert(session.index, client).is_some() {
                 return Err(NodeError::Corrupt("snapshot: inconsistent session table".into()));
             }
@@ -140,10 +162,51 @@ impl Machine {
                 return Err(NodeError::Corrupt("snapshot: a client listed twice".into()));
             }
         }
-        let rest = body.len() - r.remaining();
-        m.kv = KvStore::restore(config, &body[rest..])
+        let left = head.left;
+        m.kv = KvStore::read_snapshot(config, &mut r, left)
             .map_err(|e| NodeError::Corrupt(format!("snapshot: {e}")))?;
         Ok(m)
+    }
+}
+
+/// The session table at the head of a snapshot stream, `left` bytes to go.
+struct Head<'a, R: Read> {
+    r: &'a mut R,
+    left: u64,
+}
+
+impl<R: Read> Head<'_, R> {
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), NodeError> {
+        if buf.len() as u64 > self.left {
+            return Err(NodeError::Corrupt("snapshot: truncated session table".into()));
+        }
+        self.r
+            .read_exact(buf)
+            .map_err(|e| NodeError::Corrupt(format!("snapshot: reading the session table: {e}")))?;
+        self.left -= buf.len() as u64;
+        Ok(())
+    }
+
+    fn u32(&mut self) -> Result<u32, NodeError> {
+        let mut b = [0u8; 4];
+        self.fill(&mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    fn u64(&mut self) -> Result<u64, NodeError> {
+        let mut b = [0u8; 8];
+        self.fill(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn bytes(&mut self) -> Result<Bytes, NodeError> {
+        let len = u64::from(self.u32()?);
+        if len > self.left {
+            return Err(NodeError::Corrupt("snapshot: truncated session table".into()));
+        }
+        let mut v = vec![0u8; len as usize];
+        self.fill(&mut v)?;
+        Ok(Bytes::from(v))
     }
 }
 

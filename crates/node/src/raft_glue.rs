@@ -22,7 +22,7 @@ use crate::wire::{Reader, WireError, Writer};
 use bytes::Bytes;
 use std::collections::BTreeSet;
 use synod_core::protocol::SnapshotMeta;
-use synod_core::{ClientId, Command, NodeId};
+use synod_core::{ClientId, Command, NodeId, Time};
 use synod_raft::membership::Membership;
 use synod_raft::{Config, Durable, Entry, Message, Payload, RaftNode, Write};
 
@@ -425,6 +425,10 @@ impl NodeProtocol for RaftNode {
             }
         }
         Ok((hard, durable))
+    }
+
+    fn snapshot_failed(&mut self, now: Time, index: u64) {
+        RaftNode::snapshot_failed(self, now, index);
     }
 
     fn persist(
