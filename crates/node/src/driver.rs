@@ -70,6 +70,9 @@ pub const MAX_BATCH_COMMANDS: usize = 1024;
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
 /// Largest snapshot accepted from a peer.
 pub const MAX_SNAPSHOT_BYTES: u64 = 1 << 30;
+/// A round longer than this is logged with where its time went (a leader
+/// that stalls this long sends no heartbeats meanwhile).
+pub const SLOW_ROUND: Duration = Duration::from_millis(50);
 /// Client requests waiting for the driver.
 pub const REQUEST_QUEUE_LEN: usize = 8192;
 /// Writes and reads waiting for an answer inside the driver.
@@ -214,6 +217,15 @@ struct PendingRead {
     reply: oneshot::Sender<Reply>,
 }
 
+/// Where one round's time went, for the [`SLOW_ROUND`] log.
+#[derive(Clone, Copy, Debug, Default)]
+struct RoundTimes {
+    persist: Duration,
+    fsync: Duration,
+    snapshot_copy: Duration,
+    snapshot_io: Duration,
+}
+
 /// The driver of one node. Build it with [`Driver::open`], then
 /// [`Driver::run`] it.
 pub struct Driver<P: NodeProtocol + Reconfigure>
@@ -266,6 +278,7 @@ where
     /// transport were last brought up to date with.
     synced_members: Option<((u64, bool), Directory)>,
     last_promote_check: Instant,
+    round: RoundTimes,
 }
 
 impl<P: NodeProtocol + Reconfigure> Driver<P>
@@ -368,6 +381,7 @@ where
             members_tx: watch::Sender::new(Arc::new(MembersView::default())),
             synced_members: None,
             last_promote_check: start,
+            round: RoundTimes::default(),
         };
         Ok((driver, status_rx))
     }
@@ -457,6 +471,8 @@ where
                 }
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
             }
+            let round_began = Instant::now();
+            self.round = RoundTimes::default();
             for _ in 0..MAX_EVENTS_PER_ROUND {
                 match inbound.try_recv() {
                     Ok(m) => self.on_peer(m),
@@ -484,6 +500,19 @@ where
             self.after_membership_round()?;
             self.sweep();
             self.publish_status();
+            let took = round_began.elapsed();
+            if took >= SLOW_ROUND {
+                let r = self.round;
+                tracing::warn!(
+                    node = %self.core.id(),
+                    ms = took.as_millis() as u64,
+                    persist_ms = r.persist.as_millis() as u64,
+                    fsync_ms = r.fsync.as_millis() as u64,
+                    snapshot_copy_ms = r.snapshot_copy.as_millis() as u64,
+                    snapshot_io_ms = r.snapshot_io.as_millis() as u64,
+                    "slow driver round"
+                );
+            }
         }
         self.disk.sync()?;
         // Let a snapshot being written finish (it is not reported: the core
@@ -641,14 +670,18 @@ where
             let mut out = std::mem::take(&mut self.out);
             let actions = std::mem::take(&mut out.snapshots);
             // 0. Received snapshot chunks and installs reach the store first.
+            let began = Instant::now();
             for a in &actions {
                 self.snapshot_receive(a)?;
             }
+            self.round.snapshot_io += began.elapsed();
             // 1. Writes become durable: one fsync for the whole round. A
             //    leader's replication leaves first (see `leaves_before_sync`)
             //    so that the followers' fsyncs run alongside this one.
             if !out.writes.is_empty() {
+                let began = Instant::now();
                 P::persist(&mut self.disk, &mut self.hard, &out.writes)?;
+                self.round.persist += began.elapsed();
                 let (early, late): (Vec<_>, Vec<_>) =
                     out.messages.drain(..).partition(|(_, m)| leaves_before_sync::<P>(m));
                 out.messages = late;
@@ -656,6 +689,7 @@ where
                 let began = Instant::now();
                 self.disk.sync()?;
                 self.metrics.observe_fsync(began.elapsed());
+                self.round.fsync += began.elapsed();
             }
             // 2. Only then does everything else leave.
             let messages = std::mem::take(&mut out.messages);
@@ -681,6 +715,7 @@ where
             }
             // Calls back into the core add to `self.out`: another pass.
             let now = self.now();
+            let began = Instant::now();
             for a in actions {
                 if let SnapshotAction::Read { to, index, offset, max_bytes } = a
                     && let Some(data) = self.chunks.read(to, index, offset, max_bytes)?
@@ -688,6 +723,7 @@ where
                     self.core.snapshot_chunk(now, to, index, offset, data, &mut self.out);
                 }
             }
+            self.round.snapshot_io += began.elapsed();
         }
         Ok(())
     }
@@ -1103,6 +1139,7 @@ where
                 // writing and fsyncing happen on the snapshotter's thread.
                 let began = Instant::now();
                 let view = self.machine.clone();
+                self.round.snapshot_copy += began.elapsed();
                 let copy_us = began.elapsed().as_micros() as u64;
                 Metrics::add(&self.metrics.snapshot_copy_us, copy_us);
                 match self.snapshotter.take(view)? {

@@ -26,6 +26,15 @@ async fn start(dir: &Path, gate: SnapshotGate) -> TestNode {
 
 async fn start_with(dir: &Path, gate: SnapshotGate, compaction: AutoCompaction) -> TestNode {
     let (disk, saved) = Disk::open(dir).expect("open the data directory");
+    start_on(disk, saved, gate, compaction).await
+}
+
+async fn start_on(
+    disk: Disk,
+    saved: Option<Vec<u8>>,
+    gate: SnapshotGate,
+    compaction: AutoCompaction,
+) -> TestNode {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     let transport_config =
@@ -288,4 +297,142 @@ async fn a_leader_with_revision_auto_compaction_compacts_through_the_log() {
         node.stop().await;
     })
     .await;
+}
+
+/// The snapshot store's file layer with injected faults: creating a
+/// snapshot file fails while `fail_creates` is set, and deleting one waits
+/// until `removals` opens. Each counter is a watch the test awaits.
+#[derive(Debug)]
+struct SnapshotFs {
+    fail_creates: std::sync::atomic::AtomicBool,
+    creates_failed: watch::Sender<u64>,
+    removals: SnapshotGate,
+    removals_started: watch::Sender<u64>,
+}
+
+impl SnapshotFs {
+    fn new() -> Arc<SnapshotFs> {
+        SnapshotFs::with_removals(open_gate())
+    }
+
+    fn with_removals(removals: SnapshotGate) -> Arc<SnapshotFs> {
+        Arc::new(SnapshotFs {
+            fail_creates: false.into(),
+            creates_failed: watch::Sender::new(0),
+            removals,
+            removals_started: watch::Sender::new(0),
+        })
+    }
+
+    /// A node whose snapshot store is on this file layer.
+    async fn start(self: &Arc<Self>, dir: &Path) -> TestNode {
+        let (mut disk, saved) = Disk::open(dir).expect("open the data directory");
+        disk.snapshots = synod_storage::SnapshotStore::open_with(self.clone(), dir.join("snap"))
+            .expect("snapshot store");
+        start_on(disk, saved, open_gate(), AutoCompaction::Off).await
+    }
+}
+
+impl synod_storage::Vfs for SnapshotFs {
+    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
+        synod_storage::StdFs.create_dir_all(dir)
+    }
+    fn list_dir(&self, dir: &Path) -> std::io::Result<Vec<String>> {
+        synod_storage::StdFs.list_dir(dir)
+    }
+    fn open_file(&self, path: &Path) -> std::io::Result<Arc<dyn synod_storage::VfsFile>> {
+        synod_storage::StdFs.open_file(path)
+    }
+    fn create_file(&self, path: &Path) -> std::io::Result<Arc<dyn synod_storage::VfsFile>> {
+        if self.fail_creates.load(std::sync::atomic::Ordering::SeqCst) {
+            self.creates_failed.send_modify(|n| *n += 1);
+            return Err(std::io::Error::other("injected: cannot create"));
+        }
+        synod_storage::StdFs.create_file(path)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        if path.extension().is_some_and(|e| e == "snap") {
+            self.removals_started.send_modify(|n| *n += 1);
+            self.removals.wait();
+        }
+        synod_storage::StdFs.remove_file(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        synod_storage::StdFs.rename(from, to)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        synod_storage::StdFs.sync_dir(dir)
+    }
+}
+
+#[tokio::test]
+async fn a_failed_snapshot_is_asked_for_again_and_then_taken() {
+    bounded(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fs = SnapshotFs::new();
+        fs.fail_creates.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut node = fs.start(dir.path()).await;
+        for i in 0..12 {
+            node.put(&format!("k{i}"), &value(i)).await;
+        }
+        // The first attempt fails; the core hears of it and asks again
+        // after its backoff (without that it would wait forever: this
+        // awaits a second attempt).
+        let mut failures = fs.creates_failed.subscribe();
+        failures.wait_for(|n| *n >= 2).await.expect("watching");
+        assert_eq!(node.status.borrow().snapshot_index, 0, "none durable yet");
+        assert_eq!(node.get("k11").await, Some(Bytes::from(value(11))), "still serving");
+        fs.fail_creates.store(false, std::sync::atomic::Ordering::SeqCst);
+        let taken = node.snapshot_reaches(1).await;
+        assert!(taken >= SNAPSHOT_EVERY, "{taken}");
+        node.stop().await;
+        let (snapshot, purged, files) = on_disk(dir.path());
+        assert_eq!(snapshot, taken, "adopted once durable");
+        assert!(purged > 0 && files.first() == Some(&taken), "compacted: {purged} {files:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deleting_an_older_snapshot_does_not_hold_up_the_driver() {
+    bounded(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let held = SnapshotGate::closed();
+        let fs = SnapshotFs::with_removals(held.clone());
+        let mut node = fs.start(dir.path()).await;
+        let mut removals = fs.removals_started.subscribe();
+        // Two snapshots: adopting the second deletes the first, which is
+        // held inside its unlink.
+        let mut i = 0;
+        while *removals.borrow() == 0 {
+            node.put(&format!("k{i}"), &value(i)).await;
+            i += 1;
+            assert!(i < 1000, "no deletion started");
+        }
+        let first = node.status.borrow().snapshot_index;
+        // The driver goes on: it orders, applies, answers, and takes and
+        // adopts more snapshots while the deletion is stuck.
+        for j in i..i + 3 * SNAPSHOT_EVERY as u32 {
+            node.put(&format!("k{j}"), &value(j)).await;
+        }
+        assert_eq!(node.get(&format!("k{i}")).await, Some(Bytes::from(value(i))));
+        let later = node.snapshot_reaches(first + 2 * SNAPSHOT_EVERY).await;
+        assert_eq!(*removals.borrow(), 1, "one deletion at a time");
+        assert!(on_disk_files(dir.path()).len() >= 2, "the held one is still there");
+        held.open();
+        node.stop().await;
+        let (snapshot, _, files) = on_disk(dir.path());
+        assert!(snapshot >= later);
+        // (A newer one may have been finished at shutdown, never reported.)
+        assert_eq!(files.first(), Some(&snapshot), "every older one went by the end: {files:?}");
+    })
+    .await;
+}
+
+/// The names of the snapshot files in the data directory (read without
+/// opening a store, which would delete a running writer's temporary file).
+fn on_disk_files(dir: &Path) -> Vec<String> {
+    let names = std::fs::read_dir(dir.join("snap")).expect("list");
+    let names = names.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned());
+    names.filter(|n| n.ends_with(".snap")).collect()
 }

@@ -120,7 +120,8 @@ impl SnapshotGate {
         cv.notify_all();
     }
 
-    fn wait(&self) {
+    /// Blocks until the gate is open.
+    pub(crate) fn wait(&self) {
         let (lock, cv) = &*self.open;
         let mut open = lock.lock().unwrap_or_else(|e| e.into_inner());
         while !*open {
