@@ -8,7 +8,12 @@
 //! - `keys`: key → its versions, oldest first. A version holds the value as
 //!   [`Bytes`] (shared, never copied per revision). A deletion appends a
 //!   *tombstone* (version 0). Histories start with capacity 1, so a key
-//!   written once costs one version.
+//!   written once costs one version. Each history is behind an [`Arc`],
+//!   copied on write ([`Arc::make_mut`]): cloning the store (the
+//!   point-in-time copy a background snapshot is written from) copies the
+//!   map's nodes and bumps one count per key instead of copying every
+//!   history, and only a key written while that copy is alive has its
+//!   history copied.
 //! - `changes`: `(revision, key)` for every version with revision ≥ the
 //!   compaction revision, in apply order (the order of events within a txn).
 //!   The key is a clone of the map's key handle (a reference count, not a
@@ -24,6 +29,7 @@ use crate::range::KeyRange;
 use bytes::Bytes;
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 /// One version of one key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,7 +73,7 @@ pub struct EventBatch {
 /// The key space with its history.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Mvcc {
-    pub(crate) keys: BTreeMap<Bytes, Vec<Version>>,
+    pub(crate) keys: BTreeMap<Bytes, Arc<Vec<Version>>>,
     pub(crate) changes: VecDeque<(i64, Bytes)>,
     /// The revision of the last write; an empty store is at 1 (etcd).
     pub(crate) current_revision: i64,
@@ -152,7 +158,7 @@ impl Mvcc {
         // change log), the new one dropped.
         let (key, history) = match self.keys.entry(key.clone()) {
             Entry::Occupied(e) => (e.key().clone(), e.into_mut()),
-            Entry::Vacant(e) => (e.key().clone(), e.insert(Vec::with_capacity(1))),
+            Entry::Vacant(e) => (e.key().clone(), e.insert(Arc::new(Vec::with_capacity(1)))),
         };
         let prev = history.last().filter(|v| !v.is_tombstone());
         assert!(
@@ -166,7 +172,7 @@ impl Mvcc {
         };
         let new = Version { mod_revision: rev, create_revision, version, lease, value };
         let kv = new.to_kv(&key);
-        history.push(new);
+        Arc::make_mut(history).push(new);
         self.changes.push_back((rev, key));
         Event { r#type: EventType::Put, kv, prev_kv }
     }
@@ -186,7 +192,7 @@ impl Mvcc {
             lease: 0,
             value: Bytes::new(),
         };
-        self.keys.get_mut(key).expect("looked up above").push(tombstone);
+        Arc::make_mut(self.keys.get_mut(key).expect("looked up above")).push(tombstone);
         self.changes.push_back((rev, k.clone()));
         let kv = KeyValue { key: k, mod_revision: rev, ..KeyValue::default() };
         Some(Event { r#type: EventType::Delete, kv, prev_kv: Some(prev_kv) })
@@ -215,9 +221,12 @@ impl Mvcc {
                 } else {
                     i
                 };
-                history.drain(..keep_from);
-                if history.capacity() > 2 * history.len() {
-                    history.shrink_to_fit();
+                if keep_from > 0 || history.capacity() > 2 * history.len() {
+                    let history = Arc::make_mut(history);
+                    history.drain(..keep_from);
+                    if history.capacity() > 2 * history.len() {
+                        history.shrink_to_fit();
+                    }
                 }
             }
             !history.is_empty()
@@ -296,7 +305,7 @@ impl Mvcc {
                     return Err(format!("history of {k:?} not increasing"));
                 }
             }
-            for v in history {
+            for v in history.iter() {
                 if v.mod_revision > self.current_revision {
                     return Err(format!("version of {k:?} from the future"));
                 }

@@ -24,6 +24,7 @@ use crate::store::KvStore;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
+use std::sync::Arc;
 use synod_core::Time;
 
 const MAGIC: &[u8; 8] = b"SYNODKV1";
@@ -66,7 +67,7 @@ impl KvStore {
             keys.push(key);
             key.put(&mut out.buf);
             out.buf.put_u32_le(history.len() as u32);
-            for v in history {
+            for v in history.iter() {
                 v.mod_revision.put(&mut out.buf);
                 v.create_revision.put(&mut out.buf);
                 v.version.put(&mut out.buf);
@@ -140,7 +141,7 @@ impl KvStore {
                 return Err(malformed("keys out of order"));
             }
             keys.push(key.clone());
-            mvcc.keys.insert(key, history);
+            mvcc.keys.insert(key, Arc::new(history));
         }
         let change_count = d.len()?;
         for _ in 0..change_count {
@@ -261,7 +262,7 @@ impl<R: io::Read> Source<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::PutRequest;
+    use crate::api::{CompactionRequest, DeleteRangeRequest, PutRequest};
     use crate::command::KvCommand;
 
     fn store(keys: usize) -> KvStore {
@@ -350,6 +351,33 @@ mod tests {
         }
         let e = KvStore::read_snapshot(KvConfig::default(), Broken, 100).expect_err("fails");
         assert!(e.to_string().contains("disk on fire"), "{e}");
+    }
+
+    #[test]
+    fn a_copy_is_point_in_time_and_shares_histories_until_they_are_written() {
+        let mut s = store(100);
+        let copy = s.clone();
+        let before = copy.snapshot();
+        let shared = |a: &KvStore, b: &KvStore| {
+            let pairs = a.mvcc.keys.values().zip(b.mvcc.keys.values());
+            pairs.filter(|(x, y)| Arc::ptr_eq(x, y)).count()
+        };
+        assert_eq!(shared(&s, &copy), 100, "a copy shares every history");
+        let apply = |s: &mut KvStore, index: u64, c: KvCommand| {
+            synod_core::StateMachine::apply(s, index, &c.encode());
+        };
+        let key = |i: usize| Bytes::from(format!("key{i:06}"));
+        let put =
+            PutRequest { key: key(1), value: Bytes::from_static(b"new"), ..Default::default() };
+        apply(&mut s, 101, KvCommand::Put(put));
+        let del = DeleteRangeRequest { key: key(2), ..Default::default() };
+        apply(&mut s, 102, KvCommand::DeleteRange(del));
+        apply(&mut s, 103, KvCommand::Compact(CompactionRequest { revision: 50, physical: false }));
+        assert_eq!(copy.snapshot(), before, "writes after the copy do not reach it");
+        assert!(shared(&s, &copy) < 100, "written histories were copied");
+        s.check().expect("the written store is consistent");
+        let restored = KvStore::restore(KvConfig::default(), &s.snapshot()).expect("restore");
+        assert_eq!(restored, s);
     }
 
     #[test]
