@@ -1125,14 +1125,17 @@ where
                     return Ok(());
                 }
                 if self.machine.applied_index() != *index {
-                    // The core waits for this one until it installs a
-                    // snapshot from a leader: see the report on issue 6.
+                    // (The machine was loaded from a newer snapshot than the
+                    // core started from.) The core hears it failed and asks
+                    // again later, at its applied index then.
                     Metrics::add(&self.metrics.snapshots_skipped, 1);
                     tracing::warn!(
                         index,
                         applied = self.machine.applied_index(),
                         "cannot take a snapshot at this position; skipped"
                     );
+                    let now = self.now();
+                    self.core.snapshot_failed(now, *index);
                     return Ok(());
                 }
                 // The only part done here: a point-in-time copy. Encoding,
