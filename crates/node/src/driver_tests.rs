@@ -400,7 +400,7 @@ async fn deleting_an_older_snapshot_does_not_hold_up_the_driver() {
         let held = SnapshotGate::closed();
         let fs = SnapshotFs::with_removals(held.clone());
         let mut node = fs.start(dir.path()).await;
-        let mut removals = fs.removals_started.subscribe();
+        let removals = fs.removals_started.subscribe();
         // Two snapshots: adopting the second deletes the first, which is
         // held inside its unlink.
         let mut i = 0;
