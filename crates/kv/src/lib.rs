@@ -45,4 +45,5 @@ pub use hash::HashKvResponse;
 pub use lease::MAX_LEASE_TTL_SECS;
 pub use mvcc::EventBatch;
 pub use range::{KeyRange, prefix_end};
+pub use snapshot::SNAPSHOT_CHUNK_BYTES;
 pub use store::{KvApplied, KvStore};

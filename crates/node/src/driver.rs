@@ -22,7 +22,11 @@
 //!    machine at its position, written by the [`Snapshotter`] on a thread of
 //!    its own while the loop goes on; when it is durable (the loop also
 //!    wakes for that) the core hears `snapshot_taken` and compacts its log,
-//!    and once that is persisted older snapshot files are deleted;
+//!    and once that is persisted older snapshot files are deleted (on a
+//!    thread of their own); when it fails the core hears `snapshot_failed`
+//!    and asks again later. Snapshot bytes are streamed to and from disk
+//!    (taking, loading, receiving from and sending to peers), never held
+//!    whole in memory;
 //! 4. the status (role, term, leader, indexes) is published for the gRPC
 //!    service.
 //!
