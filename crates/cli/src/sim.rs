@@ -292,6 +292,7 @@ mod tests {
             follower_reads: true,
             max_time_ms: 90_000,
             fault_window_ms: 5_000,
+            keep_applied_log: false,
             ..SimOptions::default()
         };
         let cmd = original.replay_command(42);
