@@ -106,7 +106,9 @@ pub(crate) enum Op {
 #[derive(Clone)]
 pub(crate) enum PbRequest {
     Range(pb::RangeRequest),
-    Put(pb::PutRequest),
+    /// Kept as the store's request (its key and value shared with the
+    /// command, not copied); turned back into protobuf only if forwarded.
+    Put(synod_kv::PutRequest),
     Delete(pb::DeleteRangeRequest),
     Txn(pb::TxnRequest),
     Compact(pb::CompactionRequest),
@@ -270,7 +272,17 @@ impl Service {
         let t = self.inner.config.request_timeout;
         Ok(match req {
             PbRequest::Range(r) => PbResponse::Range(client.range(mark(r, t)).await?.into_inner()),
-            PbRequest::Put(r) => PbResponse::Put(client.put(mark(r, t)).await?.into_inner()),
+            PbRequest::Put(r) => {
+                let r = pb::PutRequest {
+                    key: r.key.to_vec(),
+                    value: r.value.to_vec(),
+                    lease: r.lease,
+                    prev_kv: r.prev_kv,
+                    ignore_value: r.ignore_value,
+                    ignore_lease: r.ignore_lease,
+                };
+                PbResponse::Put(client.put(mark(r, t)).await?.into_inner())
+            }
             PbRequest::Delete(r) => {
                 PbResponse::Delete(client.delete_range(mark(r, t)).await?.into_inner())
             }
@@ -457,9 +469,9 @@ impl Kv for Service {
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
         let forwarded = is_forwarded(&request);
-        let pb_req = request.into_inner();
-        let cmd = KvCommand::Put(convert::put_request(pb_req.clone()));
-        match self.execute(forwarded, Op::Write(cmd), PbRequest::Put(pb_req)).await? {
+        let req = convert::put_request(request.into_inner());
+        let cmd = KvCommand::Put(req.clone());
+        match self.execute(forwarded, Op::Write(cmd), PbRequest::Put(req)).await? {
             Answer::Remote(PbResponse::Put(r)) => Ok(Response::new(r)),
             Answer::Local(KvResponse::Put(r), stamp) => {
                 let h = stamp.header(r.header.revision);

@@ -36,6 +36,12 @@ impl Writer {
         Writer::default()
     }
 
+    /// An empty writer with room for `bytes` bytes (one allocation when
+    /// the caller knows the encoded size).
+    pub fn with_capacity(bytes: usize) -> Writer {
+        Writer { buf: Vec::with_capacity(bytes) }
+    }
+
     /// A writer appending to `buf`.
     pub fn with(buf: Vec<u8>) -> Writer {
         Writer { buf }
@@ -81,6 +87,16 @@ impl Writer {
         self.u32(len);
         self.buf.extend_from_slice(b);
         self
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether nothing was written yet.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
     }
 
     /// The encoded bytes.
