@@ -623,20 +623,22 @@ where
         if self.batch.is_empty() {
             return;
         }
-        let commands = std::mem::take(&mut self.batch);
-        let replies = std::mem::take(&mut self.batch_replies);
+        // The next batch starts at this one's size (growing from empty
+        // reallocated about once per doubling, every round); the replies'
+        // vector keeps its capacity.
+        let count = self.batch.len();
+        let commands = std::mem::replace(&mut self.batch, Vec::with_capacity(count));
         self.batch_bytes = 0;
-        let count = commands.len() as u64;
         let now = self.now();
         match self.core.propose(now, commands, &mut self.out) {
             Ok(()) => {
-                Metrics::add(&self.metrics.proposals, count);
+                Metrics::add(&self.metrics.proposals, count as u64);
                 Metrics::add(&self.metrics.proposal_batches, 1);
-                self.pending_writes.extend(replies);
+                self.pending_writes.extend(self.batch_replies.drain(..));
             }
             Err(e) => {
                 let err = Self::refusal(e);
-                for (_, tx) in replies {
+                for (_, tx) in self.batch_replies.drain(..) {
                     let _ = tx.send(Err(err.clone()));
                 }
             }
