@@ -2,8 +2,10 @@
 //! HashKV agrees on every member for the same revision (and gives etcd's
 //! errors below the compaction point and above the present), Snapshot
 //! streams the store as etcd streams its database (counting down, then a
-//! 32-byte digest), Defragment succeeds, MoveLeader gives etcd's errors, and
-//! `grpc.health.v1.Health` reports SERVING.
+//! 32-byte digest), Defragment succeeds, MoveLeader gives etcd's errors and
+//! really moves leadership (over gRPC and with `etcdctl move-leader`, seen
+//! by Status and `synod status`), and `grpc.health.v1.Health` reports
+//! SERVING.
 
 mod common;
 
@@ -150,8 +152,46 @@ async fn maintenance_hash_kv_snapshot_defragment_move_leader_and_health() {
         (tonic::Code::FailedPrecondition, "etcdserver: bad leader transferee")
     );
     lm.move_leader(MoveLeaderRequest { target_id: leader_id }).await.expect("to itself");
-    let e = lm.move_leader(MoveLeaderRequest { target_id: follower_id }).await.expect_err("todo");
-    assert_eq!(e.code(), tonic::Code::Unimplemented, "{e}");
+    // To a follower: answered once it leads, and every member agrees.
+    lm.move_leader(MoveLeaderRequest { target_id: follower_id }).await.expect("move leader");
+    assert_eq!(cluster.leader().await + 1, follower_id as usize, "the chosen member leads");
+    let e = lm.move_leader(MoveLeaderRequest { target_id: leader_id }).await.expect_err("old");
+    assert_eq!(
+        (e.code(), e.message()),
+        (tonic::Code::FailedPrecondition, "etcdserver: not leader"),
+        "the old leader no longer leads"
+    );
+    let all: Vec<String> = (0..NODES).map(|i| cluster.endpoint(i)).collect();
+    let out = std::process::Command::new(common::synod())
+        .args(["status", "--endpoints", &all.join(",")])
+        .output()
+        .expect("run synod status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let leaders: Vec<&str> =
+        text.lines().filter(|l| l.split_whitespace().nth(2) == Some("leader")).collect();
+    assert_eq!(leaders.len(), 1, "{text}");
+    assert!(leaders[0].starts_with(&cluster.endpoint(follower_id as usize - 1)), "{text}");
+    // etcdctl (when installed) finds the leader and moves it on (hex id).
+    let third = (0..NODES).find(|&i| i != leader && i + 1 != follower_id as usize).expect("3");
+    if let Some(etcdctl) = common::on_path("etcdctl") {
+        let out = std::process::Command::new(etcdctl)
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &all.join(","), "move-leader", &format!("{:x}", third + 1)])
+            .output()
+            .expect("run etcdctl");
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "etcdctl move-leader: {out:?}");
+        assert!(
+            said.contains(&format!(
+                "Leadership transferred from {follower_id:x} to {:x}",
+                third + 1
+            )),
+            "{said}"
+        );
+        assert_eq!(cluster.leader().await, third, "etcdctl's choice leads");
+    } else {
+        eprintln!("SKIPPED the etcdctl move-leader check: no etcdctl on PATH");
+    }
 
     // --- gRPC health on every member.
     for i in 0..NODES {

@@ -134,6 +134,51 @@ pub enum ClientRequest {
         /// Where the answer goes.
         reply: oneshot::Sender<Result<u64, MemberError>>,
     },
+    /// Hand leadership to `to` (etcd's MoveLeader, on the leader):
+    /// answered once this node knows `to` as the leader, or with why not.
+    TransferLeader {
+        /// The member that should lead.
+        to: NodeId,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<(), TransferError>>,
+    },
+}
+
+/// Why a leadership transfer ([`ClientRequest::TransferLeader`]) failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TransferError {
+    /// This node does not lead; `leader` is the one it knows of.
+    #[error("etcdserver: not leader")]
+    NotLeader {
+        /// The leader, if known.
+        leader: Option<NodeId>,
+    },
+    /// The target is not a voter of the current membership.
+    #[error("etcdserver: bad leader transferee")]
+    BadTransferee,
+    /// The protocol (named) cannot transfer leadership.
+    #[error("{0} cannot transfer leadership")]
+    Unsupported(&'static str),
+    /// The target did not become leader in time.
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    TimedOut,
+    /// The node is shutting down.
+    #[error("etcdserver: server stopped")]
+    Stopped,
+}
+
+/// Leadership transfers waited on at once; more are refused as busy.
+pub const MAX_PENDING_TRANSFERS: usize = 16;
+
+/// A transfer waits this many maximal election timeouts for the target to
+/// lead (the core abandons it after one minimal election timeout).
+const TRANSFER_WAIT_ELECTIONS: u32 = 4;
+
+/// A leadership transfer waiting for its target to lead.
+struct PendingTransfer {
+    to: NodeId,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<(), TransferError>>,
 }
 
 /// Whether `msg` may leave before this round's log appends are synced.
@@ -283,6 +328,10 @@ where
     synced_members: Option<((u64, bool), Directory)>,
     last_promote_check: Instant,
     round: RoundTimes,
+    /// Leadership transfers waiting for their target to lead.
+    transfers: Vec<PendingTransfer>,
+    /// How long a transfer may take.
+    transfer_timeout: Duration,
 }
 
 impl<P: NodeProtocol + Reconfigure> Driver<P>
@@ -386,6 +435,8 @@ where
             synced_members: None,
             last_promote_check: start,
             round: RoundTimes::default(),
+            transfers: Vec::new(),
+            transfer_timeout: config.settings.election_timeout_max * TRANSFER_WAIT_ELECTIONS,
         };
         Ok((driver, status_rx))
     }
@@ -517,6 +568,7 @@ where
                     "slow driver round"
                 );
             }
+            self.answer_transfers();
         }
         self.disk.sync()?;
         // Let a snapshot being written finish (it is not reported: the core
@@ -533,6 +585,9 @@ where
         }
         if let Some(op) = self.member_op.take() {
             let _ = op.reply.send(Err(MemberError::Stopped));
+        }
+        for t in self.transfers.drain(..) {
+            let _ = t.reply.send(Err(TransferError::Stopped));
         }
         tracing::info!(node = %self.core.id(), "driver stopped");
         Ok(())
@@ -581,6 +636,7 @@ where
                 self.round_reads.push(PendingRead { query, reply });
             }
             ClientRequest::Member { change, reply } => self.on_member(change, reply),
+            ClientRequest::TransferLeader { to, reply } => self.on_transfer(to, reply),
         }
     }
 
@@ -783,6 +839,70 @@ where
             let _ = tx.send(reply);
         }
         Ok(())
+    }
+
+    // ----- leadership transfer ---------------------------------------------
+
+    /// A client's leadership transfer: the core starts it (or refuses), and
+    /// the request waits for the target to lead ([`Self::answer_transfers`]).
+    fn on_transfer(&mut self, to: NodeId, reply: oneshot::Sender<Result<(), TransferError>>) {
+        let st = self.core.status();
+        if st.role != Role::Leader {
+            let _ = reply.send(Err(TransferError::NotLeader { leader: st.leader }));
+            return;
+        }
+        if self.transfers.len() >= MAX_PENDING_TRANSFERS {
+            let _ = reply.send(Err(TransferError::TimedOut));
+            return;
+        }
+        let now = self.now();
+        let refused = match self.core.transfer_leadership(now, to, &mut self.out) {
+            None => Some(TransferError::Unsupported(P::NAME)),
+            Some(Ok(())) => None,
+            Some(Err(ProposeError::NotLeader { hint })) => {
+                Some(TransferError::NotLeader { leader: hint })
+            }
+            Some(Err(_)) => Some(TransferError::BadTransferee),
+        };
+        match refused {
+            Some(e) => {
+                let _ = reply.send(Err(e));
+            }
+            None => self.transfers.push(PendingTransfer {
+                to,
+                deadline: Instant::now() + self.transfer_timeout,
+                reply,
+            }),
+        }
+    }
+
+    /// Answers the transfers whose target leads now, or whose time is up
+    /// (forgets those whose client left).
+    fn answer_transfers(&mut self) {
+        if self.transfers.is_empty() {
+            return;
+        }
+        let leader = self.core.status().leader;
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.transfers.len() {
+            let t = &self.transfers[i];
+            let answer = if leader == Some(t.to) {
+                Some(Ok(()))
+            } else if now >= t.deadline {
+                Some(Err(TransferError::TimedOut))
+            } else if t.reply.is_closed() {
+                Some(Err(TransferError::Stopped))
+            } else {
+                None
+            };
+            match answer {
+                Some(a) => {
+                    let _ = self.transfers.swap_remove(i).reply.send(a);
+                }
+                None => i += 1,
+            }
+        }
     }
 
     // ----- membership changes ----------------------------------------------

@@ -11,7 +11,7 @@ use crate::wire::WireError;
 use bytes::Bytes;
 use std::fmt::Debug;
 use std::time::Duration;
-use synod_core::{NodeId, Protocol, Time};
+use synod_core::{NodeId, Output, ProposeError, Protocol, Time};
 
 /// Protocol tuning from the node's configuration, in protocol-neutral terms.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,6 +90,20 @@ where
     /// without this seam).
     fn snapshot_failed(&mut self, now: Time, index: u64) {
         let _ = (now, index);
+    }
+
+    /// Asks the core, as leader, to hand its leadership to `to` (etcd's
+    /// MoveLeader); the driver then watches for `to` to lead. `None` if the
+    /// protocol cannot transfer leadership (the default); `Some(Err(..))`
+    /// with the core's refusal (not the leader, `to` not a voter).
+    fn transfer_leadership(
+        &mut self,
+        now: Time,
+        to: NodeId,
+        out: &mut Output<Self::Message, Self::Write>,
+    ) -> Option<Result<(), ProposeError>> {
+        let _ = (now, to, out);
+        None
     }
 
     /// Carries out `writes`, in order. Log appends may be left unsynced (the

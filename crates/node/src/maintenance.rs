@@ -22,17 +22,29 @@
 //! - **Defragment** succeeds and does nothing: the store is in memory and
 //!   its snapshots are rewritten whole, so there is no free space to reclaim
 //!   (etcd defragments bbolt's file).
-//! - **MoveLeader**: on a non-leader etcd's `etcdserver: not leader`; to a
-//!   non-member etcd's `etcdserver: bad leader transferee`; to the current
-//!   leader a success; otherwise `Unimplemented`, because the node driver does
-//!   not expose the protocol's leadership transfer yet.
+//! - **MoveLeader** asks the driver to hand leadership to the target
+//!   ([`ClientRequest::TransferLeader`]; Raft sends the caught-up target
+//!   `TimeoutNow`) and answers once this member knows the target as the
+//!   leader, as etcd does. Like etcd it is served only by the leader (no
+//!   forwarding). Errors are etcd's:
+//!
+//!   | condition | code | message |
+//!   |---|---|---|
+//!   | this member does not lead | FailedPrecondition | `etcdserver: not leader` |
+//!   | target not a voter (unknown, learner) | FailedPrecondition | `etcdserver: bad leader transferee` |
+//!   | target not leading in time | Unknown | `etcdserver: request timed out, leader transfer took too long` |
+//!   | a protocol without leadership transfer | Unimplemented | `synod: <protocol> cannot transfer leadership` |
+//!
+//!   To the current leader itself it succeeds at once.
 
+use crate::driver::{ClientRequest, TransferError};
 use crate::service::{ETCD_VERSION, Service, unexpected};
 use sha2::{Digest, Sha256};
-use synod_core::{NodeId, Role};
+use synod_core::NodeId;
 use synod_etcdpb::etcdserverpb as pb;
 use synod_etcdpb::etcdserverpb::maintenance_server::Maintenance;
 use synod_kv::{KvQuery, KvResponse};
+use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
 /// Bytes per Snapshot message (etcd's `snapshotSendBufferSize`).
@@ -43,8 +55,17 @@ pub const SNAPSHOT_CHUNK_BYTES: usize = 32 * 1024;
 /// (bbolt files are whole pages).
 pub const SNAPSHOT_ALIGN_BYTES: usize = 512;
 
-const NOT_LEADER: &str = "etcdserver: not leader";
-const BAD_TRANSFEREE: &str = "etcdserver: bad leader transferee";
+/// etcd's status for a failed leadership transfer (see the module doc).
+pub fn transfer_status(e: &TransferError) -> Status {
+    match e {
+        TransferError::NotLeader { .. } => Status::failed_precondition(e.to_string()),
+        TransferError::BadTransferee => Status::failed_precondition(e.to_string()),
+        // etcd's togRPCError has no mapping for ErrTimeoutLeaderTransfer.
+        TransferError::TimedOut => Status::unknown(e.to_string()),
+        TransferError::Unsupported(_) => Status::unimplemented(format!("synod: {e}")),
+        TransferError::Stopped => Status::unavailable(e.to_string()),
+    }
+}
 
 /// `bytes` followed by zeros up to a multiple of [`SNAPSHOT_ALIGN_BYTES`].
 fn pad_to_boundary(bytes: bytes::Bytes) -> bytes::Bytes {
@@ -177,28 +198,57 @@ impl Maintenance for Service {
         &self,
         request: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        let target = NodeId(request.into_inner().target_id);
+        let to = NodeId(request.into_inner().target_id);
+        let (reply, rx) = oneshot::channel();
+        let stopped = || transfer_status(&TransferError::Stopped);
+        let request = ClientRequest::TransferLeader { to, reply };
+        self.inner().requests.send(request).await.map_err(|_| stopped())?;
+        // The driver answers within its own bound; this one only guards
+        // against a driver that stopped answering.
+        let timeout = self.inner().config.request_timeout;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => return Err(transfer_status(&e)),
+            Ok(Err(_)) => return Err(stopped()),
+            Err(_) => return Err(transfer_status(&TransferError::TimedOut)),
+        }
         let st = *self.inner().status.borrow();
-        let me = self.inner().config.node_id;
-        if st.role != Role::Leader || st.leader != Some(me) {
-            return Err(Status::failed_precondition(NOT_LEADER));
-        }
-        if !self.inner().config.members.iter().any(|m| m.id == target) {
-            return Err(Status::failed_precondition(BAD_TRANSFEREE));
-        }
-        if target == me {
-            let header = self.stamp().header(st.revision);
-            return Ok(Response::new(pb::MoveLeaderResponse { header: Some(header) }));
-        }
-        Err(Status::unimplemented(
-            "synod: MoveLeader is not supported yet (the node driver does not expose leadership transfer)",
-        ))
+        Ok(Response::new(pb::MoveLeaderResponse { header: Some(self.stamp().header(st.revision)) }))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transfer_errors_are_etcds() {
+        let cases = [
+            (TransferError::NotLeader { leader: None }, tonic::Code::FailedPrecondition),
+            (TransferError::BadTransferee, tonic::Code::FailedPrecondition),
+            (TransferError::TimedOut, tonic::Code::Unknown),
+            (TransferError::Unsupported("pbft"), tonic::Code::Unimplemented),
+            (TransferError::Stopped, tonic::Code::Unavailable),
+        ];
+        let got: Vec<_> = cases
+            .iter()
+            .map(|(e, _)| transfer_status(e))
+            .map(|s| (s.code(), s.message().to_string()))
+            .collect();
+        let want: Vec<_> = cases
+            .iter()
+            .map(|(_, c)| *c)
+            .zip([
+                "etcdserver: not leader",
+                "etcdserver: bad leader transferee",
+                "etcdserver: request timed out, leader transfer took too long",
+                "synod: pbft cannot transfer leadership",
+                "etcdserver: server stopped",
+            ])
+            .map(|(c, m)| (c, m.to_string()))
+            .collect();
+        assert_eq!(got, want);
+    }
 
     fn header() -> pb::ResponseHeader {
         pb::ResponseHeader { cluster_id: 1, member_id: 2, revision: 3, raft_term: 4 }

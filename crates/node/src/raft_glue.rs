@@ -22,9 +22,9 @@ use crate::wire::{Reader, WireError, Writer};
 use bytes::Bytes;
 use std::collections::BTreeSet;
 use synod_core::protocol::SnapshotMeta;
-use synod_core::{ClientId, Command, NodeId, Time};
+use synod_core::{ClientId, Command, NodeId, ProposeError, Time};
 use synod_raft::membership::Membership;
-use synod_raft::{Config, Durable, Entry, Message, Payload, RaftNode, Write};
+use synod_raft::{Config, Durable, Entry, Message, Payload, RaftNode, RaftOutput, Write};
 
 const HARD_STATE_VERSION: u8 = 1;
 
@@ -397,6 +397,15 @@ impl NodeProtocol for RaftNode {
 
     fn decode_message(bytes: &Bytes) -> Result<Message, WireError> {
         decode(bytes)
+    }
+
+    fn transfer_leadership(
+        &mut self,
+        now: Time,
+        to: NodeId,
+        out: &mut RaftOutput,
+    ) -> Option<Result<(), ProposeError>> {
+        Some(RaftNode::transfer_leadership(self, now, to, out))
     }
 
     fn recover_durable(

@@ -21,18 +21,30 @@
 //! with `compact_revision` set. Filters (`NOPUT`, `NODELETE`) and `prev_kv`
 //! apply per watcher.
 //!
-//! **The stream.** Responses of all the stream's watchers share one bounded
-//! channel ([`STREAM_BUFFER`]); a client that stops reading stalls its
-//! watchers, which the hub then drops, so a slow client costs history
-//! reads, never unbounded memory. A canceled watcher's queued responses are
-//! discarded on the way out. A progress request is answered with the
+//! **The stream.** A watcher catching up runs as a task of its own; its
+//! responses, and the stream's control responses (created, canceled,
+//! progress), share one bounded channel ([`STREAM_BUFFER`]). Once a watcher
+//! has caught up with the hub, its task hands the hub subscription over to
+//! the stream's response body ([`OutStream`]) and ends: from then on the
+//! body itself takes the watcher's batches when the HTTP/2 stream asks for
+//! its next message, picks the events the watcher wants and builds the
+//! response there (every batch already waiting in one response). So a
+//! published batch costs one wakeup per stream, not a watcher task's
+//! wakeup plus a hop through the stream's channel; a stream's watchers are
+//! served round robin. A watcher the hub dropped (its buffer full: a client
+//! that stops reading) goes back to catching up from history in a task of
+//! its own, so a slow client costs history reads, never unbounded memory.
+//! A canceled watcher's queued responses are discarded on the way out, and
+//! a caught-up one is forgotten. A progress request is answered with the
 //! revision every watcher of the stream has delivered through (watch id -1).
+//! Watchers created with `progress_notify` keep their task (it owns the
+//! idle timer).
 
-use crate::convert;
+use crate::convert::{self, HeaderStamp};
 use crate::service::{Service, kv_status, unexpected};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -202,11 +214,17 @@ pub async fn feed(service: Service) {
     }
 }
 
-/// One response on its way to the client: watcher output carries its watch
-/// id (dropped if the watch was canceled meanwhile); control output does not.
-struct Outgoing {
-    watcher: Option<i64>,
-    response: pb::WatchResponse,
+/// Whether a watcher is still wanted: false once it is canceled or its
+/// stream ended (its queued responses are then dropped, its task stops).
+type Alive = Arc<AtomicBool>;
+
+/// What travels through a stream's channel to its response body.
+enum Outgoing {
+    /// A response: a watcher's (`alive` set; dropped if the watcher was
+    /// canceled meanwhile) or the stream's own (control).
+    Response { alive: Option<Alive>, response: pb::WatchResponse },
+    /// A watcher caught up with the hub: the body serves it from now on.
+    Synced(Synced),
 }
 
 /// What one watcher watches.
@@ -239,63 +257,187 @@ impl Spec {
     }
 }
 
-/// A running watcher: its task and how far it has delivered.
+/// A watcher of the stream: its first task, whether it is still wanted,
+/// and how far it has delivered.
 struct Running {
     task: tokio::task::AbortHandle,
+    alive: Alive,
     /// The first revision not yet delivered.
     next: Arc<AtomicI64>,
 }
 
-/// Sends a response for watcher `spec`; false when the stream is gone.
-async fn send(out: &mpsc::Sender<Outgoing>, spec: &Spec, response: pb::WatchResponse) -> bool {
-    out.send(Outgoing { watcher: Some(spec.id), response }).await.is_ok()
+impl Running {
+    /// Stops the watcher wherever it runs (its task, a later catch-up task,
+    /// or the stream's body).
+    fn stop(&self) {
+        self.alive.store(false, Ordering::Relaxed);
+        self.task.abort();
+    }
+}
+
+/// Sends a response of the watcher; false when the stream is gone or the
+/// watcher canceled.
+async fn send(out: &mpsc::Sender<Outgoing>, alive: &Alive, response: pb::WatchResponse) -> bool {
+    alive.load(Ordering::Relaxed)
+        && out.send(Outgoing::Response { alive: Some(alive.clone()), response }).await.is_ok()
+}
+
+/// Adds the events of `events` that `spec` wants, from revision `from` on.
+fn pick(spec: &Spec, events: &[Event], from: i64, into: &mut Vec<mvccpb::Event>) {
+    into.extend(
+        events.iter().filter(|e| e.kv.mod_revision >= from && spec.wants(e)).map(|e| spec.to_pb(e)),
+    );
+}
+
+/// The response carrying `events` (already picked) through revision
+/// `through`; `None` if there is none to send.
+fn response_of(
+    stamp: &HeaderStamp,
+    spec: &Spec,
+    events: Vec<mvccpb::Event>,
+    through: i64,
+) -> Option<pb::WatchResponse> {
+    if events.is_empty() {
+        return None;
+    }
+    Some(pb::WatchResponse {
+        header: Some(stamp.header(through)),
+        watch_id: spec.id,
+        events,
+        ..pb::WatchResponse::default()
+    })
 }
 
 /// Sends `events` (those `spec` wants, from revision `from` on) in one
-/// response; false when the stream is gone.
+/// response; false when the stream is gone or the watcher canceled.
 async fn deliver(
     service: &Service,
     out: &mpsc::Sender<Outgoing>,
-    spec: &Spec,
+    w: &WatcherState,
     events: &[Event],
-    from: i64,
     through: i64,
 ) -> bool {
-    let picked: Vec<mvccpb::Event> = events
-        .iter()
-        .filter(|e| e.kv.mod_revision >= from && spec.wants(e))
-        .map(|e| spec.to_pb(e))
-        .collect();
-    if picked.is_empty() {
-        return true;
+    let mut picked = Vec::new();
+    pick(&w.spec, events, w.next, &mut picked);
+    match response_of(&service.stamp(), &w.spec, picked, through) {
+        Some(response) => send(out, &w.alive, response).await,
+        None => true,
     }
-    let response = pb::WatchResponse {
-        header: Some(service.stamp().header(through)),
-        watch_id: spec.id,
-        events: picked,
-        ..pb::WatchResponse::default()
-    };
-    send(out, spec, response).await
 }
 
-/// One watcher, from `start` until canceled or its stream is gone.
+/// What a watcher carries from its task to the stream's body and back.
+struct WatcherState {
+    spec: Spec,
+    /// The first revision not yet delivered.
+    next: i64,
+    /// `next`, for the stream's progress answers.
+    progress: Arc<AtomicI64>,
+    alive: Alive,
+}
+
+impl WatcherState {
+    fn advance(&mut self, next: i64) {
+        self.next = self.next.max(next);
+        self.progress.store(self.next, Ordering::Relaxed);
+    }
+}
+
+/// A caught-up watcher, served by its stream's body from the hub.
+struct Synced {
+    w: WatcherState,
+    rx: mpsc::Receiver<Batch>,
+}
+
+/// What polling a caught-up watcher gave.
+enum Polled {
+    /// A response to send.
+    Response(pb::WatchResponse),
+    /// Nothing (more) for now; the body is woken when there is.
+    Idle,
+    /// The hub dropped it: it must catch up from history.
+    Dropped,
+    /// Canceled, or its stream ended.
+    Gone,
+}
+
+/// Batches folded into one response at most (the hub's buffer per watcher).
+const MAX_BATCHES_PER_RESPONSE: usize = WATCHER_BUFFER_BATCHES;
+
+impl Synced {
+    /// Takes every batch waiting (bounded) and builds one response of the
+    /// events the watcher wants.
+    fn poll(&mut self, cx: &mut Context<'_>, stamp: &HeaderStamp) -> Polled {
+        if !self.w.alive.load(Ordering::Relaxed) {
+            return Polled::Gone;
+        }
+        let mut picked = Vec::new();
+        let mut through = None;
+        // Whether the receiver said Pending (the waker is registered) or
+        // ended; false when the bound stopped the loop.
+        let (mut waiting, mut ended) = (false, false);
+        for _ in 0..MAX_BATCHES_PER_RESPONSE {
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(batch)) => {
+                    if batch.through < self.w.next {
+                        continue;
+                    }
+                    pick(&self.w.spec, &batch.events, self.w.next, &mut picked);
+                    self.w.advance(batch.through + 1);
+                    through = Some(batch.through);
+                }
+                Poll::Ready(None) => {
+                    ended = true;
+                    break;
+                }
+                Poll::Pending => {
+                    waiting = true;
+                    break;
+                }
+            }
+        }
+        if let Some(r) = through.and_then(|t| response_of(stamp, &self.w.spec, picked, t)) {
+            // Delivered first; a drop by the hub shows at the next poll.
+            return Polled::Response(r);
+        }
+        if ended {
+            return Polled::Dropped;
+        }
+        if !waiting {
+            // Stopped by the bound with batches left: look again soon.
+            cx.waker().wake_by_ref();
+        }
+        Polled::Idle
+    }
+}
+
+/// One watcher from `w.next`, until canceled or its stream is gone. With
+/// `hand_over` (and no `progress_notify`), once caught up with the hub it
+/// hands its subscription to the stream's body ([`Outgoing::Synced`]) and
+/// ends; otherwise it keeps serving the hub's batches itself.
 async fn run_watcher(
     service: Service,
     out: mpsc::Sender<Outgoing>,
-    spec: Spec,
-    start: i64,
-    progress: Arc<AtomicI64>,
+    mut w: WatcherState,
+    hand_over: bool,
 ) {
     let hub = service.inner().hub.clone();
-    let mut next = start;
     loop {
         // Catch up from history until the hub can take over.
         let mut rx = loop {
-            if let Ok(rx) = hub.subscribe(next) {
+            if !w.alive.load(Ordering::Relaxed) {
+                return;
+            }
+            if let Ok(rx) = hub.subscribe(w.next) {
                 break rx;
             }
-            let e = match events(&service, &spec.key, &spec.range_end, next, CATCH_UP_BATCH_EVENTS)
-                .await
+            let e = match events(
+                &service,
+                &w.spec.key,
+                &w.spec.range_end,
+                w.next,
+                CATCH_UP_BATCH_EVENTS,
+            )
+            .await
             {
                 Ok(e) => e,
                 Err(err) => {
@@ -307,36 +449,40 @@ async fn run_watcher(
                     continue;
                 }
             };
-            if next < e.compact_revision {
+            if w.next < e.compact_revision {
                 let response = pb::WatchResponse {
                     header: Some(service.stamp().header(e.header.revision)),
-                    watch_id: spec.id,
+                    watch_id: w.spec.id,
                     canceled: true,
                     compact_revision: e.compact_revision,
                     cancel_reason: synod_kv::KvError::Compacted.message(),
                     ..pb::WatchResponse::default()
                 };
-                let _ = send(&out, &spec, response).await;
+                let _ = send(&out, &w.alive, response).await;
                 return;
             }
-            if !deliver(&service, &out, &spec, &e.events, next, e.next_revision - 1).await {
+            if !deliver(&service, &out, &w, &e.events, e.next_revision - 1).await {
                 return;
             }
-            next = next.max(e.next_revision);
-            progress.store(next, Ordering::Relaxed);
+            w.advance(e.next_revision);
         };
+        if hand_over && !w.spec.progress_notify {
+            // Behind everything this task sent, the body takes over.
+            let _ = out.send(Outgoing::Synced(Synced { w, rx })).await;
+            return;
+        }
         // Synced: the hub feeds this watcher until it falls behind.
         loop {
-            let batch = if spec.progress_notify {
+            let batch = if w.spec.progress_notify {
                 match tokio::time::timeout(PROGRESS_NOTIFY_INTERVAL, rx.recv()).await {
                     Ok(b) => b,
                     Err(_) => {
                         let response = pb::WatchResponse {
-                            header: Some(service.stamp().header(next - 1)),
-                            watch_id: spec.id,
+                            header: Some(service.stamp().header(w.next - 1)),
+                            watch_id: w.spec.id,
                             ..pb::WatchResponse::default()
                         };
-                        if !send(&out, &spec, response).await {
+                        if !send(&out, &w.alive, response).await {
                             return;
                         }
                         continue;
@@ -346,43 +492,77 @@ async fn run_watcher(
                 rx.recv().await
             };
             let Some(batch) = batch else { break };
-            if batch.through < next {
+            if batch.through < w.next {
                 continue;
             }
-            if !deliver(&service, &out, &spec, &batch.events, next, batch.through).await {
+            if !deliver(&service, &out, &w, &batch.events, batch.through).await {
                 return;
             }
-            next = batch.through + 1;
-            progress.store(next, Ordering::Relaxed);
+            w.advance(batch.through + 1);
         }
     }
 }
 
-/// The response stream: queued responses, minus those of canceled watchers.
+/// The response stream (the body of the gRPC response): queued responses,
+/// minus those of canceled watchers, then the caught-up watchers' batches
+/// from the hub, round robin.
 struct OutStream {
     rx: mpsc::Receiver<Outgoing>,
-    live: Arc<Mutex<HashSet<i64>>>,
+    /// The caught-up watchers, in round-robin order.
+    synced: Vec<Synced>,
+    /// The index of the caught-up watcher to poll first.
+    cursor: usize,
+    service: Service,
+    /// For a dropped watcher's catch-up task; gone once the stream ended.
+    out: mpsc::WeakSender<Outgoing>,
 }
 
 impl Stream for OutStream {
     type Item = Result<pb::WatchResponse, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        // Queued responses first: a watcher's catch-up output and the
+        // stream's control answers come in the order they were sent, and a
+        // hand-over comes after everything its task sent.
         loop {
-            match self.rx.poll_recv(cx) {
-                Poll::Ready(Some(o)) => {
-                    if let Some(id) = o.watcher {
-                        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-                        if !live.contains(&id) {
-                            continue;
-                        }
+            match this.rx.poll_recv(cx) {
+                Poll::Ready(Some(Outgoing::Response { alive, response })) => {
+                    if alive.is_some_and(|a| !a.load(Ordering::Relaxed)) {
+                        continue;
                     }
-                    return Poll::Ready(Some(Ok(o.response)));
+                    return Poll::Ready(Some(Ok(response)));
                 }
+                Poll::Ready(Some(Outgoing::Synced(s))) => this.synced.push(s),
                 Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => break,
             }
         }
+        // Then each caught-up watcher once, from the cursor on.
+        let mut remaining = this.synced.len();
+        let stamp = if remaining > 0 { this.service.stamp() } else { HeaderStamp::default() };
+        while remaining > 0 {
+            remaining -= 1;
+            let i = this.cursor % this.synced.len();
+            match this.synced[i].poll(cx, &stamp) {
+                Polled::Response(r) => {
+                    this.cursor = i + 1;
+                    return Poll::Ready(Some(Ok(r)));
+                }
+                Polled::Idle => this.cursor = i + 1,
+                Polled::Gone => {
+                    // Order-preserving removal: the round robin stays fair.
+                    this.synced.remove(i);
+                }
+                Polled::Dropped => {
+                    let Synced { w, .. } = this.synced.remove(i);
+                    if let Some(out) = this.out.upgrade() {
+                        tokio::spawn(run_watcher(this.service.clone(), out, w, true));
+                    }
+                }
+            }
+        }
+        Poll::Pending
     }
 }
 
@@ -390,18 +570,13 @@ impl Stream for OutStream {
 struct StreamState {
     service: Service,
     out: mpsc::Sender<Outgoing>,
-    live: Arc<Mutex<HashSet<i64>>>,
     watchers: HashMap<i64, Running>,
     next_id: i64,
 }
 
 impl StreamState {
-    fn live(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
-        self.live.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     async fn control(&self, response: pb::WatchResponse) -> bool {
-        self.out.send(Outgoing { watcher: None, response }).await.is_ok()
+        self.out.send(Outgoing::Response { alive: None, response }).await.is_ok()
     }
 
     fn header(&self) -> pb::ResponseHeader {
@@ -446,7 +621,6 @@ impl StreamState {
             no_delete: c.filters.contains(&(pb::watch_create_request::FilterType::Nodelete as i32)),
             progress_notify: c.progress_notify,
         };
-        self.live().insert(id);
         let created = pb::WatchResponse {
             header: Some(header),
             watch_id: id,
@@ -457,14 +631,10 @@ impl StreamState {
             return false;
         }
         let next = Arc::new(AtomicI64::new(start));
-        let task = tokio::spawn(run_watcher(
-            self.service.clone(),
-            self.out.clone(),
-            spec,
-            start,
-            next.clone(),
-        ));
-        self.watchers.insert(id, Running { task: task.abort_handle(), next });
+        let alive = Arc::new(AtomicBool::new(true));
+        let w = WatcherState { spec, next: start, progress: next.clone(), alive: alive.clone() };
+        let task = tokio::spawn(run_watcher(self.service.clone(), self.out.clone(), w, true));
+        self.watchers.insert(id, Running { task: task.abort_handle(), alive, next });
         if c.watch_id == 0 {
             self.next_id = id + 1;
         }
@@ -473,8 +643,7 @@ impl StreamState {
 
     async fn cancel(&mut self, id: i64) -> bool {
         let Some(w) = self.watchers.remove(&id) else { return true };
-        self.live().remove(&id);
-        w.task.abort();
+        w.stop();
         self.control(pb::WatchResponse {
             header: Some(self.header()),
             watch_id: id,
@@ -503,7 +672,7 @@ impl StreamState {
 
     fn stop(&mut self) {
         for (_, w) in self.watchers.drain() {
-            w.task.abort();
+            w.stop();
         }
     }
 }
@@ -555,16 +724,11 @@ pub(crate) fn open_stream(
     inbound: Inbound,
 ) -> impl Stream<Item = Result<pb::WatchResponse, Status>> + Send + Unpin + 'static {
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-    let live = Arc::new(Mutex::new(HashSet::new()));
-    let state = StreamState {
-        service: service.clone(),
-        out: tx,
-        live: live.clone(),
-        watchers: HashMap::new(),
-        next_id: 0,
-    };
+    let out = tx.downgrade();
+    let state =
+        StreamState { service: service.clone(), out: tx, watchers: HashMap::new(), next_id: 0 };
     tokio::spawn(run_stream(state, inbound));
-    OutStream { rx, live }
+    OutStream { rx, synced: Vec::new(), cursor: 0, service: service.clone(), out }
 }
 
 /// A watcher on this node's hub outside any client stream (for the lock and
@@ -593,18 +757,29 @@ impl LocalWatch {
             progress_notify: false,
         };
         let (tx, rx) = mpsc::channel(16);
-        let progress = Arc::new(AtomicI64::new(from));
-        let task = tokio::spawn(run_watcher(service.clone(), tx, spec, from, progress));
+        let w = WatcherState {
+            spec,
+            next: from,
+            progress: Arc::new(AtomicI64::new(from)),
+            alive: Arc::new(AtomicBool::new(true)),
+        };
+        let task = tokio::spawn(run_watcher(service.clone(), tx, w, false));
         LocalWatch { rx, _task: AbortOnDrop(task.abort_handle()) }
     }
 
     /// The next response with events; etcd's compaction error if the
     /// history from `from` is gone.
     pub(crate) async fn next(&mut self) -> Result<pb::WatchResponse, Status> {
-        match self.rx.recv().await {
-            Some(o) if o.response.canceled => Err(kv_status(synod_kv::KvError::Compacted)),
-            Some(o) => Ok(o.response),
-            None => Err(Status::unavailable("etcdserver: server stopped")),
+        loop {
+            return match self.rx.recv().await {
+                Some(Outgoing::Response { response, .. }) if response.canceled => {
+                    Err(kv_status(synod_kv::KvError::Compacted))
+                }
+                Some(Outgoing::Response { response, .. }) => Ok(response),
+                // Never sent: this watcher keeps its task.
+                Some(Outgoing::Synced(_)) => continue,
+                None => Err(Status::unavailable("etcdserver: server stopped")),
+            };
         }
     }
 }
@@ -670,6 +845,89 @@ mod tests {
         let _rx = hub.subscribe(10).expect("subscribe");
         assert!(!hub.skip_if_idle(20), "a subscriber must get every revision");
         assert_eq!(hub.next_revision(), 10);
+    }
+
+    fn put(key: &str, revision: i64) -> Event {
+        Event {
+            r#type: EventType::Put,
+            kv: synod_kv::KeyValue {
+                key: bytes::Bytes::copy_from_slice(key.as_bytes()),
+                mod_revision: revision,
+                ..Default::default()
+            },
+            prev_kv: None,
+        }
+    }
+
+    fn events_batch(events: Vec<Event>, through: i64) -> Batch {
+        Batch { events: Arc::new(events), through }
+    }
+
+    /// A caught-up watcher of `[a, c)` on `hub`, from revision `next`.
+    fn synced(hub: &WatchHub, next: i64) -> Synced {
+        let spec = Spec {
+            id: 7,
+            key: b"a".to_vec(),
+            range_end: b"c".to_vec(),
+            prev_kv: false,
+            no_put: false,
+            no_delete: false,
+            progress_notify: false,
+        };
+        let w = WatcherState {
+            spec,
+            next,
+            progress: Arc::new(AtomicI64::new(next)),
+            alive: Arc::new(AtomicBool::new(true)),
+        };
+        Synced { w, rx: hub.subscribe(next).expect("caught up") }
+    }
+
+    fn revisions(p: Polled) -> Option<(i64, Vec<i64>)> {
+        match p {
+            Polled::Response(r) => Some((
+                r.header.map_or(0, |h| h.revision),
+                r.events.iter().map(|e| e.kv.as_ref().map_or(0, |kv| kv.mod_revision)).collect(),
+            )),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_caught_up_watcher_gets_every_waiting_batch_in_one_response_once() {
+        let hub = WatchHub::new(5);
+        let mut s = synced(&hub, 6);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let stamp = HeaderStamp::default();
+        assert!(matches!(s.poll(&mut cx, &stamp), Polled::Idle));
+        hub.publish(events_batch(vec![put("b", 5), put("b", 6)], 6));
+        hub.publish(events_batch(vec![put("z", 7)], 7));
+        hub.publish(events_batch(vec![put("a", 8), put("c", 8)], 8));
+        // Revision 5 was delivered before (next = 6); z and c are outside.
+        assert_eq!(revisions(s.poll(&mut cx, &stamp)), Some((8, vec![6, 8])));
+        assert_eq!(s.w.progress.load(Ordering::Relaxed), 9);
+        assert!(matches!(s.poll(&mut cx, &stamp), Polled::Idle));
+        // Only unwanted events: nothing sent, but progress moves.
+        hub.publish(events_batch(vec![put("x", 9)], 9));
+        assert!(matches!(s.poll(&mut cx, &stamp), Polled::Idle));
+        assert_eq!(s.w.progress.load(Ordering::Relaxed), 10);
+    }
+
+    #[test]
+    fn a_dropped_watcher_delivers_what_it_has_then_catches_up_and_a_canceled_one_is_gone() {
+        let hub = WatchHub::new(2);
+        let mut s = synced(&hub, 2);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let stamp = HeaderStamp::default();
+        hub.publish(events_batch(vec![put("a", 2)], 2));
+        hub.restart_at(10);
+        assert_eq!(revisions(s.poll(&mut cx, &stamp)), Some((2, vec![2])));
+        assert!(matches!(s.poll(&mut cx, &stamp), Polled::Dropped));
+        assert_eq!(s.w.next, 3, "it catches up from revision 3");
+        let mut t = synced(&hub, 10);
+        hub.publish(events_batch(vec![put("a", 10)], 10));
+        t.w.alive.store(false, Ordering::Relaxed);
+        assert!(matches!(t.poll(&mut cx, &stamp), Polled::Gone), "canceled: nothing more");
     }
 
     #[test]
