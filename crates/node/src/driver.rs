@@ -167,7 +167,8 @@ pub enum TransferError {
     Stopped,
 }
 
-/// Leadership transfers waited on at once; more are refused as busy.
+/// Leadership transfers waited on at once; another is answered `TimedOut`
+/// at once.
 pub const MAX_PENDING_TRANSFERS: usize = 16;
 
 /// A transfer waits this many maximal election timeouts for the target to
