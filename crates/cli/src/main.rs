@@ -15,6 +15,7 @@ mod kv;
 mod lease;
 mod lock;
 mod member;
+mod pbft_keys;
 mod seeds;
 mod serve;
 mod session;
@@ -69,6 +70,8 @@ enum Command {
     Watch(watch::WatchArgs),
     /// List the cluster's members.
     Member(member::MemberArgs),
+    /// Write a fresh set of PBFT key files (one per node, for `pbft_keys`).
+    PbftKeys(pbft_keys::PbftKeysArgs),
 }
 
 fn main() -> ExitCode {
@@ -86,5 +89,6 @@ fn main() -> ExitCode {
         Command::Elect(args) => elect::run(args),
         Command::Watch(args) => watch::run(args),
         Command::Member(args) => member::run(args),
+        Command::PbftKeys(args) => pbft_keys::run(args),
     }
 }

@@ -6,6 +6,10 @@
 //! (SIGTERM, then SIGKILL after 10 s). Run again with the same data
 //! directory, it reuses the configs found there and resumes from the data.
 //!
+//! With `--protocol pbft` (n = 3f+1 nodes: 4 or 7) it also writes each
+//! node's PBFT key file (`n<i>.keys`: its own secrets, the pairwise keys it
+//! shares with each other node, everyone's public keys).
+//!
 //! Ports: node `i` (from 1) listens for clients on `base + 10·(i−1)`, for
 //! peers on the next port and for `/metrics` on the one after (2379, 2380,
 //! 2381 for node 1 by default).
@@ -22,7 +26,7 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=9))]
     pub nodes: u16,
     /// The consensus protocol.
-    #[arg(long, default_value = "raft", value_parser = ["raft", "paxos"])]
+    #[arg(long, default_value = "raft", value_parser = ["raft", "paxos", "pbft"])]
     pub protocol: String,
     /// Where configs, logs and each node's data live.
     #[arg(long, default_value = "./synod-data")]
@@ -44,6 +48,9 @@ pub fn node_config(protocol: &str, n: u16, i: u16, base_port: u16) -> Option<Str
         "# written by `synod up`\nnode_id = {i}\ncluster_name = \"synod-up\"\n\
          protocol = \"{protocol}\"\ndata_dir = \"n{i}\"\nsecret_file = \"secret\"\n"
     );
+    if protocol == "pbft" {
+        s.push_str(&format!("pbft_keys = \"n{i}.keys\"\n"));
+    }
     let (_, _, metrics) = ports(base_port, i)?;
     s.push_str(&format!("metrics_addr = \"127.0.0.1:{metrics}\"\n"));
     for j in 1..=n {
@@ -89,6 +96,15 @@ fn prepare(args: &UpArgs) -> Result<(u16, String), String> {
             );
         }
         return Ok((existing, protocol));
+    }
+    if args.protocol == "pbft" {
+        if args.nodes < 4 || (args.nodes - 1) % 3 != 0 {
+            return Err(format!("--nodes {}: PBFT needs n = 3f+1 nodes (4 or 7)", args.nodes));
+        }
+        let ids: Vec<u64> = (1..=u64::from(args.nodes)).collect();
+        for keys in synod_node::pbft_keys::generate(&ids) {
+            keys.write_new(&dir.join(format!("n{}.keys", keys.node_id)))?;
+        }
     }
     let secret_path = dir.join("secret");
     if !secret_path.exists() {
@@ -270,5 +286,26 @@ mod tests {
         assert_eq!(c.protocol, "paxos");
         assert_eq!(configured_protocol(&paxos), Some("paxos"));
         assert_eq!(configured_protocol("node_id = 1\n"), None);
+    }
+
+    #[test]
+    fn a_pbft_cluster_gets_a_key_file_per_node() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let args = |nodes| UpArgs {
+            nodes,
+            protocol: "pbft".into(),
+            data_dir: dir.path().to_path_buf(),
+            base_port: 2379,
+        };
+        let err = prepare(&args(3)).expect_err("3 nodes");
+        assert!(err.contains("3f+1"), "{err}");
+        assert_eq!(prepare(&args(4)), Ok((4, "pbft".to_string())));
+        for i in 1..=4 {
+            let c = synod_node::NodeConfig::load(&config_path(dir.path(), i)).expect("valid");
+            let keys = c.pbft_keys.expect("a key file");
+            assert_eq!(keys, dir.path().join(format!("n{i}.keys")));
+            let text = std::fs::read_to_string(&keys).expect("written");
+            assert!(text.contains(&format!("\nnode_id = {i}\n")), "{text}");
+        }
     }
 }

@@ -5,7 +5,8 @@
 //! ```toml
 //! node_id = 1
 //! cluster_name = "synod-local"        # optional; peers must agree
-//! protocol = "raft"                   # optional: raft (default) or paxos
+//! protocol = "raft"                   # optional: raft (default), paxos or pbft
+//! pbft_keys = "n1.keys"               # PBFT only: this node's key file
 //! data_dir = "n1"
 //! secret_file = "secret"              # the cluster secret (>= 16 bytes)
 //! metrics_addr = "127.0.0.1:2381"     # optional: /metrics and /health
@@ -39,7 +40,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The protocols `protocol` accepts.
-pub const PROTOCOLS: &[&str] = &["raft", "paxos"];
+pub const PROTOCOLS: &[&str] = &["raft", "paxos", "pbft"];
 
 /// A config that does not parse or does not make sense; names its field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -99,6 +100,9 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// A file holding the cluster secret.
     pub secret_file: PathBuf,
+    /// PBFT: this node's key file ([`crate::pbft_keys`]).
+    #[serde(default)]
+    pub pbft_keys: Option<PathBuf>,
     /// Address of the HTTP `/metrics` and `/health` endpoint, if any.
     #[serde(default)]
     pub metrics_addr: Option<SocketAddr>,
@@ -151,6 +155,9 @@ impl NodeConfig {
         if config.secret_file.is_relative() {
             config.secret_file = base.join(&config.secret_file);
         }
+        if let Some(keys) = config.pbft_keys.as_mut().filter(|k| k.is_relative()) {
+            *keys = base.join(&*keys);
+        }
         Ok(config)
     }
 
@@ -178,6 +185,25 @@ impl NodeConfig {
         }
         if self.members.is_empty() {
             return Err("members: at least one member is needed".into());
+        }
+        if self.protocol == "pbft" {
+            let n = self.members.len();
+            if n < 4 || (n - 1) % 3 != 0 {
+                return Err(format!(
+                    "members: PBFT needs n = 3f+1 members, at least 4 ({n} listed)"
+                ));
+            }
+            if self.pbft_keys.is_none() {
+                return Err("pbft_keys: required with protocol = \"pbft\" (`synod pbft-keys` writes the files)".into());
+            }
+            if self.join {
+                return Err("join: PBFT has no membership changes".into());
+            }
+        } else if self.pbft_keys.is_some() {
+            return Err(format!(
+                "pbft_keys: only for protocol = \"pbft\", not `{}`",
+                self.protocol
+            ));
         }
         let mut ids = std::collections::HashSet::new();
         let mut addrs = std::collections::HashSet::new();
@@ -250,6 +276,7 @@ impl NodeConfig {
             election_timeout_max: Duration::from_millis(t.election_max_ms),
             heartbeat_interval: Duration::from_millis(t.heartbeat_ms),
             snapshot_interval_entries: self.snapshot_interval_entries,
+            pbft_keys: self.pbft_keys.clone().map(|p| (synod_core::NodeId(self.node_id), p)),
         }
     }
 

@@ -59,8 +59,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use synod_core::protocol::SnapshotAction;
 use synod_core::{
-    ClientId, Command, Committed, Event, NodeId, Output, ProposeError, ReadId, ReadState, Role,
-    Time,
+    ClientId, ClientRouting, Command, Committed, Event, NodeId, Output, ProposeError, ReadId,
+    ReadState, Role, Time,
 };
 use synod_kv::{CompactionRequest, KvCommand, KvConfig};
 use synod_transport::{Inbound, TransportHandle};
@@ -333,6 +333,8 @@ where
     transfers: Vec<PendingTransfer>,
     /// How long a transfer may take.
     transfer_timeout: Duration,
+    /// How clients reach the protocol.
+    client_routing: ClientRouting,
 }
 
 impl<P: NodeProtocol + Reconfigure> Driver<P>
@@ -357,6 +359,15 @@ where
         let start = Instant::now();
         let seed = rand::random::<u64>();
         let core = P::recover(config.node_id, &core_config, &durable, seed, Time::ZERO);
+        // A fixed client id (PBFT's proxy client) outlives this process: its
+        // sequence numbers continue from the clock, above any used before.
+        fn first_seq(fixed_client: bool) -> u64 {
+            let micros = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64);
+            if fixed_client { micros.max(1) } else { 1 }
+        }
+        let proxy = core.proxy_client();
         let mut machine = Machine::new(config.kv.clone());
         let mut current_snapshot = 0;
         if let Some(meta) = core.snapshot() {
@@ -411,8 +422,8 @@ where
             kv_config: config.kv.clone(),
             transport,
             start,
-            client_id: ClientId(rand::random::<u64>() | 1),
-            next_seq: 1,
+            client_id: proxy.unwrap_or(ClientId(rand::random::<u64>() | 1)),
+            next_seq: first_seq(proxy.is_some()),
             batch: Vec::new(),
             batch_replies: Vec::new(),
             batch_bytes: 0,
@@ -438,6 +449,7 @@ where
             round: RoundTimes::default(),
             transfers: Vec::new(),
             transfer_timeout: config.settings.election_timeout_max * TRANSFER_WAIT_ELECTIONS,
+            client_routing: P::client_routing(&core_config),
         };
         Ok((driver, status_rx))
     }
@@ -454,6 +466,12 @@ where
     pub fn with_auto_compaction(mut self, policy: AutoCompaction) -> Self {
         self.compactor = Compactor::new(policy);
         self
+    }
+
+    /// How clients reach the protocol (PBFT: every replica orders the
+    /// requests it receives).
+    pub fn client_routing(&self) -> ClientRouting {
+        self.client_routing
     }
 
     /// The members as `MemberList` reports them, kept current.
@@ -684,7 +702,10 @@ where
         // reallocated about once per doubling, every round); the replies'
         // vector keeps its capacity.
         let count = self.batch.len();
-        let commands = std::mem::replace(&mut self.batch, Vec::with_capacity(count));
+        let commands: Vec<Command> = std::mem::replace(&mut self.batch, Vec::with_capacity(count))
+            .into_iter()
+            .map(|c| self.core.seal(c))
+            .collect();
         self.batch_bytes = 0;
         let now = self.now();
         match self.core.propose(now, commands, &mut self.out) {
@@ -954,7 +975,7 @@ where
                 self.next_seq += 1;
                 let command = Command::new(self.client_id, seq, directory.registration());
                 let now = self.now();
-                match self.core.propose(now, vec![command], &mut self.out) {
+                match self.core.propose(now, vec![self.core.seal(command)], &mut self.out) {
                     Ok(()) => {
                         let registering = Some(seq);
                         let reconfigure = true;

@@ -48,6 +48,7 @@ async fn start_on(
             election_timeout_max: Duration::from_millis(40),
             heartbeat_interval: Duration::from_millis(5),
             snapshot_interval_entries: SNAPSHOT_EVERY,
+            pbft_keys: None,
         },
         kv: KvConfig::default(),
         directory: crate::members::Directory::default(),

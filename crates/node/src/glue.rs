@@ -10,8 +10,9 @@ use crate::error::NodeError;
 use crate::wire::WireError;
 use bytes::Bytes;
 use std::fmt::Debug;
+use std::path::PathBuf;
 use std::time::Duration;
-use synod_core::{NodeId, Output, ProposeError, Protocol, Time};
+use synod_core::{ClientId, Command, NodeId, Output, ProposeError, Protocol, Time};
 
 /// Protocol tuning from the node's configuration, in protocol-neutral terms.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,6 +26,8 @@ pub struct ProtocolSettings {
     /// Take a snapshot (and compact the log) every this many applied
     /// entries; 0 never.
     pub snapshot_interval_entries: u64,
+    /// This node and its PBFT key file (`pbft_keys`); PBFT only.
+    pub pbft_keys: Option<(NodeId, PathBuf)>,
 }
 
 impl Default for ProtocolSettings {
@@ -34,6 +37,7 @@ impl Default for ProtocolSettings {
             election_timeout_max: Duration::from_millis(300),
             heartbeat_interval: Duration::from_millis(50),
             snapshot_interval_entries: 10_000,
+            pbft_keys: None,
         }
     }
 }
@@ -104,6 +108,19 @@ where
     ) -> Option<Result<(), ProposeError>> {
         let _ = (now, to, out);
         None
+    }
+
+    /// The client id this node's own requests go under when the protocol
+    /// fixes it (PBFT: the proxy client its keys name, whose requests it
+    /// signs); `None`: a random one per start.
+    fn proxy_client(&self) -> Option<ClientId> {
+        None
+    }
+
+    /// `command` as it is proposed (PBFT: signed with the proxy client's
+    /// key). Default: unchanged.
+    fn seal(&self, command: Command) -> Command {
+        command
     }
 
     /// Carries out `writes`, in order. Log appends may be left unsynced (the

@@ -12,7 +12,8 @@
 //!   background thread;
 //! - [`glue`]: [`NodeProtocol`], the per-protocol part (wire format, disk
 //!   mapping, recovery); [`raft_glue`] implements it for Raft,
-//!   [`paxos_glue`] for Multi-Paxos;
+//!   [`paxos_glue`] for Multi-Paxos, [`pbft_glue`] for PBFT (with
+//!   [`pbft_keys`], its key files);
 //! - [`machine`]: the replicated state (store + exactly-once sessions) and
 //!   its snapshots;
 //! - [`service`] and [`convert`]: the etcd `KV`, `Maintenance.Status` and
@@ -47,6 +48,8 @@ pub mod maintenance;
 pub mod members;
 pub mod metrics;
 pub mod paxos_glue;
+pub mod pbft_glue;
+pub mod pbft_keys;
 pub mod raft_glue;
 pub mod server;
 pub mod service;

@@ -29,6 +29,7 @@ use synod_etcdpb::v3electionpb::election_server::ElectionServer;
 use synod_etcdpb::v3lockpb::lock_server::LockServer;
 use synod_kv::KvConfig;
 use synod_paxos::PaxosNode;
+use synod_pbft::PbftNode;
 use synod_raft::RaftNode;
 use synod_transport::{Transport, TransportConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -64,6 +65,7 @@ pub async fn serve(
     match config.protocol.as_str() {
         "raft" => serve_with::<RaftNode>(config, shutdown).await,
         "paxos" => serve_with::<PaxosNode>(config, shutdown).await,
+        "pbft" => serve_with::<PbftNode>(config, shutdown).await,
         other => Err(NodeError::Config(format!("protocol: `{other}` cannot run on a node yet"))),
     }
 }
@@ -120,6 +122,7 @@ where
         Driver::<P>::open(&driver_config, disk, saved, transport.clone(), metrics.clone())?;
     let driver = driver.with_auto_compaction(config.auto_compaction().map_err(NodeError::Config)?);
     let members = driver.members();
+    let serve_locally = matches!(driver.client_routing(), synod_core::ClientRouting::All { .. });
     let (requests_tx, requests_rx) = mpsc::channel(REQUEST_QUEUE_LEN);
     let (stop_tx, stop_rx) = watch::channel(false);
     let driver_task = tokio::spawn(driver.run(inbound, requests_rx, stop_rx));
@@ -139,6 +142,7 @@ where
                 .collect(),
             kv,
             request_timeout: Duration::from_millis(config.timeouts.request_ms),
+            serve_locally,
         },
         requests_tx,
         status.clone(),

@@ -72,6 +72,9 @@ pub struct ServiceConfig {
     pub kv: KvConfig,
     /// How long a request may wait for a leader and an answer.
     pub request_timeout: Duration,
+    /// Every replica orders the requests it receives itself, leader or not
+    /// (PBFT: the core hands them to the primary); nothing is forwarded.
+    pub serve_locally: bool,
 }
 
 /// The gRPC services of a node. Cheap to clone.
@@ -213,6 +216,9 @@ impl Service {
     /// Where a request goes now, waiting (up to the request timeout) for a
     /// leader to be known.
     async fn route(&self, forwarded: bool) -> Result<Route, Status> {
+        if self.inner.config.serve_locally {
+            return Ok(Route::Local);
+        }
         let me = self.inner.config.node_id;
         let mut rx = self.inner.status.clone();
         let deadline = tokio::time::Instant::now() + self.inner.config.request_timeout;

@@ -50,7 +50,7 @@ pub enum NormalCaseAuth {
 }
 
 /// The authentication a normal-case message carries.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Auth {
     /// One MAC per receiver.
     Macs(Authenticator),

@@ -1,6 +1,7 @@
 //! [`Config`]: the cluster and the knobs of one PBFT replica.
 
 use crate::auth::{Keyring, NormalCaseAuth, client_signing_key};
+use crate::request::ClientKeys;
 use crate::shared_checks::SharedChecks;
 use ed25519_dalek::SigningKey;
 use std::collections::HashMap;
@@ -42,6 +43,40 @@ impl PartialEq for KeyCache {
 
 impl Eq for KeyCache {}
 
+/// Real keys, loaded by a deployment instead of derived from a seed: this
+/// replica's [`Keyring`] (its own signing and pairwise MAC keys, every
+/// replica's verifying key), every client's verifying key, and optionally
+/// the signing key of the client this replica acts as for requests it
+/// receives itself (its *proxy client*). No other replica's secret is in it,
+/// so a replica cannot forge another's signatures or MACs to a third.
+#[derive(Clone)]
+pub struct LoadedKeys {
+    /// This replica's keyring; its position must be this replica's.
+    pub keyring: Arc<Keyring>,
+    /// Every client's verifying key ([`ClientKeys::Listed`]).
+    pub clients: ClientKeys,
+    /// The proxy client's id and signing key, if this replica signs
+    /// requests of its own.
+    pub proxy: Option<(synod_core::ClientId, SigningKey)>,
+}
+
+impl std::fmt::Debug for LoadedKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LoadedKeys({:?}, proxy {:?})", self.keyring, self.proxy.as_ref().map(|p| p.0))
+    }
+}
+
+/// Compares equal when the keyrings are the same allocation and the proxy
+/// client ids agree (keys are not configuration to compare byte by byte).
+impl PartialEq for LoadedKeys {
+    fn eq(&self, other: &LoadedKeys) -> bool {
+        Arc::ptr_eq(&self.keyring, &other.keyring)
+            && self.proxy.as_ref().map(|p| p.0) == other.proxy.as_ref().map(|p| p.0)
+    }
+}
+
+impl Eq for LoadedKeys {}
+
 /// How a PBFT replica runs. [`Config::new`] gives the published defaults
 /// (K = 128, L = 256) and timeouts for a LAN.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +90,9 @@ pub struct Config {
     pub key_seed: u64,
     /// Keys derived from `key_seed`, cached.
     pub keys: KeyCache,
+    /// Real keys (a deployment): when set, `key_seed` is not used for this
+    /// replica's keyring nor for client keys.
+    pub loaded: Option<LoadedKeys>,
     /// How PRE-PREPARE, PREPARE and COMMIT are authenticated (MAC
     /// authenticators by default).
     pub normal_case_auth: NormalCaseAuth,
@@ -101,6 +139,7 @@ impl Config {
             replicas,
             key_seed: 0,
             keys: KeyCache::default(),
+            loaded: None,
             normal_case_auth: NormalCaseAuth::Macs,
             checkpoint_interval: 128,
             log_window: 256,
@@ -149,12 +188,31 @@ impl Config {
         if self.max_pending_requests == 0 || self.max_pending_reads == 0 {
             return Err("pending limits must be positive".into());
         }
+        if let Some(l) = &self.loaded {
+            if l.keyring.replicas() != n {
+                return Err(format!(
+                    "the loaded keys know {} replicas, the cluster has {n}",
+                    l.keyring.replicas()
+                ));
+            }
+            if !matches!(l.clients, ClientKeys::Listed(_)) {
+                return Err("loaded keys must list the clients' keys".into());
+            }
+        }
         Ok(())
     }
 
-    /// The keyring of the replica at `position`, derived from `key_seed`
-    /// on first use and cached.
+    /// The keyring of the replica at `position`: the loaded one, else
+    /// derived from `key_seed` on first use and cached.
+    ///
+    /// # Panics
+    /// With loaded keys, if `position` is not theirs (a replica only holds
+    /// its own secrets).
     pub fn keyring(&self, position: usize) -> Arc<Keyring> {
+        if let Some(l) = &self.loaded {
+            assert_eq!(l.keyring.position(), position, "the loaded keys are another replica's");
+            return l.keyring.clone();
+        }
         let n = self.replicas.len();
         let id = (self.key_seed, n, self.normal_case_auth);
         let mut cache = self.keys.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -185,6 +243,15 @@ impl Config {
             .entry(client)
             .or_insert_with(|| client_signing_key(self.key_seed, client))
             .clone()
+    }
+
+    /// Where a replica finds clients' verifying keys: the loaded registry,
+    /// else derived from `key_seed`.
+    pub fn client_keys(&self) -> ClientKeys {
+        match &self.loaded {
+            Some(l) => l.clients.clone(),
+            None => ClientKeys::Derived { seed: self.key_seed },
+        }
     }
 
     /// The position of `id` in [`replicas`](Config::replicas).
@@ -220,5 +287,43 @@ mod tests {
         assert!(!Arc::ptr_eq(&a, &c.keyring(2)), "another seed derives again");
         assert_eq!(c.client_key(5).verifying_key(), client_signing_key(9, 5).verifying_key());
         assert_eq!(c.clone(), c, "the cache is not configuration");
+    }
+
+    #[test]
+    fn loaded_keys_replace_derived_ones_and_must_fit_the_cluster() {
+        use std::collections::HashMap;
+        use synod_core::ClientId;
+        let mut c = Config::new((1..=4).map(NodeId).collect());
+        let ring = Arc::new(Keyring::derive(77, 1, 4));
+        let client = client_signing_key(77, 9);
+        let listed = HashMap::from([(ClientId(9), client.verifying_key())]);
+        c.loaded = Some(LoadedKeys {
+            keyring: ring.clone(),
+            clients: ClientKeys::Listed(Arc::new(listed)),
+            proxy: Some((ClientId(9), client)),
+        });
+        assert_eq!(c.validate(), Ok(()));
+        assert!(Arc::ptr_eq(&c.keyring(1), &ring), "the loaded keyring, not a derived one");
+        assert!(matches!(c.client_keys(), ClientKeys::Listed(_)));
+        let mut small = c.clone();
+        small.replicas.pop();
+        assert!(small.validate().unwrap_err().contains("know 4 replicas"));
+        let mut derived = c.clone();
+        if let Some(l) = derived.loaded.as_mut() {
+            l.clients = ClientKeys::Derived { seed: 1 };
+        }
+        assert!(derived.validate().is_err());
+    }
+
+    #[test]
+    #[should_panic(expected = "another replica's")]
+    fn loaded_keys_serve_only_their_own_position() {
+        let mut c = Config::new((1..=4).map(NodeId).collect());
+        c.loaded = Some(LoadedKeys {
+            keyring: Arc::new(Keyring::derive(1, 0, 4)),
+            clients: ClientKeys::Listed(Arc::default()),
+            proxy: None,
+        });
+        let _ = c.keyring(2);
     }
 }

@@ -31,8 +31,9 @@ pub mod storage;
 pub mod view_change;
 
 pub use auth::{AuthStats, Authenticator, Keyring, Mac};
-pub use config::Config;
+pub use config::{Config, LoadedKeys};
 pub use digest::Digest;
 pub use message::{Batch, Message};
 pub use node::{PbftNode, PbftOutput};
+pub use request::ClientKeys;
 pub use storage::{Durable, Write};

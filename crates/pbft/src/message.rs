@@ -29,7 +29,7 @@ pub(crate) mod tag {
 }
 
 /// ⟨PRE-PREPARE, v, n, d⟩ with the batch `m` beside it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PrePrepare {
     /// View.
     pub view: u64,
@@ -52,7 +52,7 @@ impl PrePrepare {
 }
 
 /// ⟨PREPARE, v, n, d, i⟩ or ⟨COMMIT, v, n, d, i⟩.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Vote {
     /// View.
     pub view: u64,
@@ -110,7 +110,7 @@ pub struct StableCheckpoint {
 }
 
 /// An element of a VIEW-CHANGE's P: a request prepared at the sender.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PreparedEntry {
     /// Sequence number.
     pub seq: u64,
@@ -134,7 +134,7 @@ pub struct PrePreparedEntry {
 }
 
 /// ⟨VIEW-CHANGE, v+1, C, P, Q, i⟩σi.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ViewChange {
     /// The view being moved to.
     pub view: u64,
@@ -170,7 +170,7 @@ impl ViewChange {
 }
 
 /// ⟨NEW-VIEW, v+1, V, O⟩σp.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewView {
     /// The new view.
     pub view: u64,
@@ -208,7 +208,7 @@ impl NewView {
 }
 
 /// A PBFT message.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
     /// Primary → backups.
     PrePrepare(PrePrepare),

@@ -49,7 +49,7 @@ use crate::message::{
     Batch, Checkpoint, Message, NewView, PrePrepare, PreparedEntry, StableCheckpoint, ViewChange,
     Vote,
 };
-use crate::request::{ClientKeys, RequestCheck, inner_op};
+use crate::request::{RequestCheck, inner_op};
 use crate::storage::{Durable, Write, note_q};
 use crate::view_change;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -1498,7 +1498,7 @@ impl Protocol for PbftNode {
             next_nonce: 1,
             stats: AuthStats::default(),
             verified: HashSet::new(),
-            requests: RequestCheck::new(ClientKeys::Derived { seed: config.key_seed })
+            requests: RequestCheck::new(config.client_keys())
                 .with_shared(config.shared_checks.clone()),
             announced: None,
             config: config.clone(),

@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 pub const MAX_Q_PER_SEQ: usize = 4;
 
 /// One durable write.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Write {
     /// The current view; `changing` while a VIEW-CHANGE to it is pending.
     View {
@@ -71,7 +71,7 @@ pub enum Write {
 
 /// What a replica persisted about one sequence number above the low
 /// watermark.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DurableSlot {
     /// The latest pre-prepare: view, digest, batch.
     pub latest: Option<(u64, Digest, Batch)>,
@@ -104,7 +104,7 @@ pub fn note_q(q: &mut Vec<PrePreparedEntry>, seq: u64, view: u64, digest: Digest
 }
 
 /// Everything that survives a crash.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Durable {
     /// The view.
     pub view: u64,

@@ -1,0 +1,836 @@
+//! PBFT on a real node: the wire format of [`synod_pbft::Message`], its
+//! [`Write`]s carried out on the [`Disk`], and the node's PBFT
+//! configuration (real keys from the `pbft_keys` file, never derived).
+//!
+//! **Wire.** Every message starts with a version byte ([`WIRE_VERSION`])
+//! and a kind tag. Decoding never panics, and every count is bounded
+//! ([`MAX_REPLICAS`] for per-replica vectors, [`MAX_WIRE_ITEMS`] for
+//! entries and batches, [`MAX_WIRE_COMMANDS`] for requests in a batch)
+//! and checked against the bytes left before anything is allocated.
+//! Authentication is the core's business: the codec only carries MACs,
+//! authenticators and signatures.
+//!
+//! **Disk.** A PBFT replica's durable state (`synod_pbft::storage`) is the
+//! result of applying its writes in order ([`Durable::apply`]): the view,
+//! pre-prepares and prepared certificates above the stable checkpoint, the
+//! executed batches (the whole history: it is replayed into the state
+//! machine after a restart and served to replicas that fetch state; the
+//! core has no snapshots yet), the stable checkpoint and the NEW-VIEW. So
+//! the write-ahead log here is a journal of writes: every [`Write`] is one
+//! record, appended in order and synced by the driver's group commit
+//! before the messages that depend on it leave; recovery replays the
+//! records through [`Durable::apply`], which gives exactly the durable
+//! state the core's model defines. Records below the stable checkpoint
+//! become obsolete except the executed batches, so the journal is not
+//! compacted (the executed history is needed anyway).
+//!
+//! The hard-state file holds only a magic and a version ([`PbftHardState`]),
+//! written before the first record: a Raft or Paxos data directory is
+//! refused, and a PBFT one is refused by them.
+
+use crate::disk::Disk;
+use crate::driver::MAX_BATCH_COMMANDS;
+use crate::error::NodeError;
+use crate::glue::{NodeProtocol, ProtocolSettings};
+use crate::members::Reconfigure;
+use crate::wire::{Reader, WireError, Writer};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+use synod_core::{ClientId, Command, NodeId};
+use synod_pbft::auth::{Auth, MAC_BYTES, Mac};
+use synod_pbft::message::{
+    Batch, Checkpoint, NewView, PrePrepare, PrePreparedEntry, PreparedEntry, Signature,
+    StableCheckpoint, ViewChange, Vote,
+};
+use synod_pbft::request::sign_command;
+use synod_pbft::{Config, Digest, Durable, Message, PbftNode, Write};
+
+/// The first byte of every message and record.
+pub const WIRE_VERSION: u8 = 1;
+
+/// The hard-state file starts with this, so that a data directory another
+/// protocol wrote is refused, not misread.
+const HARD_STATE_MAGIC: &[u8; 4] = b"pbft";
+const HARD_STATE_VERSION: u8 = 1;
+
+/// Most replicas (authenticator entries, checkpoint proofs, view changes in
+/// a NEW-VIEW); the core's own limit.
+pub const MAX_REPLICAS: u32 = 64;
+
+/// Most entries (prepared / pre-prepared entries, NEW-VIEW's O, batches in
+/// a state transfer) in one message.
+pub const MAX_WIRE_ITEMS: u32 = 1 << 16;
+
+/// Most requests in one batch.
+pub const MAX_WIRE_COMMANDS: u32 = 1 << 16;
+
+/// What the hard-state file says: only that this directory is PBFT's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PbftHardState {
+    /// Whether the file has been written.
+    saved: bool,
+    /// The index the next journal record gets.
+    next_record: u64,
+}
+
+impl PbftHardState {
+    fn encode() -> Vec<u8> {
+        let mut bytes = HARD_STATE_MAGIC.to_vec();
+        bytes.push(HARD_STATE_VERSION);
+        bytes
+    }
+
+    fn check(bytes: &[u8]) -> Result<(), WireError> {
+        let Some(rest) = bytes.strip_prefix(HARD_STATE_MAGIC) else {
+            return Err(WireError::new(
+                "pbft hard state",
+                "not written by PBFT (is this data directory another protocol's?)",
+            ));
+        };
+        let mut r = Reader::new("pbft hard state", rest);
+        let version = r.u8()?;
+        if version != HARD_STATE_VERSION {
+            return Err(r.invalid(format!("unsupported version {version}")));
+        }
+        r.finish()
+    }
+}
+
+// ----- pieces ---------------------------------------------------------------
+
+fn put_digest(w: &mut Writer, d: &Digest) {
+    for chunk in d.0.chunks(8) {
+        w.u64(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+    }
+}
+
+fn get_array<const N: usize>(r: &mut Reader<'_>) -> Result<[u8; N], WireError> {
+    let mut out = [0u8; N];
+    for b in out.iter_mut() {
+        *b = r.u8()?;
+    }
+    Ok(out)
+}
+
+fn get_digest(r: &mut Reader<'_>) -> Result<Digest, WireError> {
+    Ok(Digest(get_array::<32>(r)?))
+}
+
+fn put_raw(w: &mut Writer, bytes: &[u8]) {
+    for &b in bytes {
+        w.u8(b);
+    }
+}
+
+fn put_sig(w: &mut Writer, s: &Signature) {
+    put_raw(w, &s.to_bytes());
+}
+
+fn get_sig(r: &mut Reader<'_>) -> Result<Signature, WireError> {
+    Ok(Signature::from_bytes(&get_array::<64>(r)?))
+}
+
+fn get_mac(r: &mut Reader<'_>) -> Result<Mac, WireError> {
+    get_array::<MAC_BYTES>(r)
+}
+
+/// A count, refused above `max` or above what the bytes left could hold
+/// at `min_bytes` each.
+fn get_count(
+    r: &mut Reader<'_>,
+    what: &str,
+    max: u32,
+    min_bytes: usize,
+) -> Result<usize, WireError> {
+    let count = r.u32()?;
+    if count > max {
+        return Err(r.invalid(format!("{count} {what} (at most {max})")));
+    }
+    let count = count as usize;
+    if count.saturating_mul(min_bytes) > r.remaining() {
+        return Err(r.invalid(format!("{count} {what} do not fit in {} bytes", r.remaining())));
+    }
+    Ok(count)
+}
+
+fn put_count(w: &mut Writer, n: usize) {
+    w.u32(u32::try_from(n).expect("the core bounds its collections"));
+}
+
+fn put_auth(w: &mut Writer, a: &Auth) {
+    match a {
+        Auth::Macs(macs) => {
+            w.u8(0);
+            put_count(w, macs.len());
+            for m in macs.iter() {
+                put_raw(w, m);
+            }
+        }
+        Auth::Signed(s) => {
+            w.u8(1);
+            put_sig(w, s);
+        }
+    }
+}
+
+fn get_auth(r: &mut Reader<'_>) -> Result<Auth, WireError> {
+    match r.u8()? {
+        0 => {
+            let n = get_count(r, "authenticator entries", MAX_REPLICAS, MAC_BYTES)?;
+            let macs = (0..n).map(|_| get_mac(r)).collect::<Result<Vec<_>, _>>()?;
+            Ok(Auth::Macs(Arc::from(macs)))
+        }
+        1 => Ok(Auth::Signed(get_sig(r)?)),
+        t => Err(r.invalid(format!("bad auth tag {t}"))),
+    }
+}
+
+fn put_batch(w: &mut Writer, b: &[Command]) {
+    put_count(w, b.len());
+    for c in b {
+        w.u64(c.client.0).u64(c.seq).bytes(&c.op);
+    }
+}
+
+fn get_batch(r: &mut Reader<'_>) -> Result<Batch, WireError> {
+    let n = get_count(r, "requests in a batch", MAX_WIRE_COMMANDS, 20)?;
+    let mut commands = Vec::with_capacity(n);
+    for _ in 0..n {
+        commands.push(Command { client: ClientId(r.u64()?), seq: r.u64()?, op: r.bytes()? });
+    }
+    Ok(Arc::from(commands))
+}
+
+fn put_vote(w: &mut Writer, v: &Vote) {
+    w.u64(v.view).u64(v.seq);
+    put_digest(w, &v.digest);
+    w.u64(v.replica.0);
+    put_auth(w, &v.auth);
+}
+
+fn get_vote(r: &mut Reader<'_>) -> Result<Vote, WireError> {
+    Ok(Vote {
+        view: r.u64()?,
+        seq: r.u64()?,
+        digest: get_digest(r)?,
+        replica: NodeId(r.u64()?),
+        auth: get_auth(r)?,
+    })
+}
+
+fn put_checkpoint(w: &mut Writer, c: &Checkpoint) {
+    w.u64(c.seq);
+    put_digest(w, &c.state);
+    w.u64(c.replica.0);
+    put_sig(w, &c.sig);
+}
+
+fn get_checkpoint(r: &mut Reader<'_>) -> Result<Checkpoint, WireError> {
+    Ok(Checkpoint {
+        seq: r.u64()?,
+        state: get_digest(r)?,
+        replica: NodeId(r.u64()?),
+        sig: get_sig(r)?,
+    })
+}
+
+fn put_stable(w: &mut Writer, s: &StableCheckpoint) {
+    w.u64(s.seq);
+    put_digest(w, &s.state);
+    put_count(w, s.proof.len());
+    for c in s.proof.iter() {
+        put_checkpoint(w, c);
+    }
+}
+
+fn get_stable(r: &mut Reader<'_>) -> Result<StableCheckpoint, WireError> {
+    let seq = r.u64()?;
+    let state = get_digest(r)?;
+    let n = get_count(r, "checkpoints in a proof", MAX_REPLICAS, 112)?;
+    let proof = (0..n).map(|_| get_checkpoint(r)).collect::<Result<Vec<_>, _>>()?;
+    Ok(StableCheckpoint { seq, state, proof: Arc::from(proof) })
+}
+
+fn put_view_change(w: &mut Writer, vc: &ViewChange) {
+    w.u64(vc.view).u64(vc.replica.0);
+    put_stable(w, &vc.stable);
+    put_count(w, vc.prepared.len());
+    for p in &vc.prepared {
+        w.u64(p.seq).u64(p.view);
+        put_digest(w, &p.digest);
+        put_batch(w, &p.batch);
+    }
+    put_count(w, vc.pre_prepared.len());
+    for q in &vc.pre_prepared {
+        w.u64(q.seq).u64(q.view);
+        put_digest(w, &q.digest);
+    }
+    put_sig(w, &vc.sig);
+}
+
+fn get_view_change(r: &mut Reader<'_>) -> Result<ViewChange, WireError> {
+    let view = r.u64()?;
+    let replica = NodeId(r.u64()?);
+    let stable = get_stable(r)?;
+    let n = get_count(r, "prepared entries", MAX_WIRE_ITEMS, 52)?;
+    let mut prepared = Vec::with_capacity(n);
+    for _ in 0..n {
+        prepared.push(PreparedEntry {
+            seq: r.u64()?,
+            view: r.u64()?,
+            digest: get_digest(r)?,
+            batch: get_batch(r)?,
+        });
+    }
+    let n = get_count(r, "pre-prepared entries", MAX_WIRE_ITEMS, 48)?;
+    let mut pre_prepared = Vec::with_capacity(n);
+    for _ in 0..n {
+        pre_prepared.push(PrePreparedEntry {
+            seq: r.u64()?,
+            view: r.u64()?,
+            digest: get_digest(r)?,
+        });
+    }
+    Ok(ViewChange { view, replica, stable, prepared, pre_prepared, sig: get_sig(r)? })
+}
+
+fn put_new_view(w: &mut Writer, nv: &NewView) {
+    w.u64(nv.view).u64(nv.replica.0);
+    put_count(w, nv.view_changes.len());
+    for vc in &nv.view_changes {
+        put_view_change(w, vc);
+    }
+    w.u64(nv.checkpoint_seq);
+    put_digest(w, &nv.checkpoint_state);
+    put_count(w, nv.pre_prepares.len());
+    for (seq, d) in &nv.pre_prepares {
+        w.u64(*seq);
+        put_digest(w, d);
+    }
+    put_sig(w, &nv.sig);
+}
+
+fn get_new_view(r: &mut Reader<'_>) -> Result<NewView, WireError> {
+    let view = r.u64()?;
+    let replica = NodeId(r.u64()?);
+    let n = get_count(r, "view changes", MAX_REPLICAS, 128)?;
+    let view_changes =
+        (0..n).map(|_| get_view_change(r).map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
+    let checkpoint_seq = r.u64()?;
+    let checkpoint_state = get_digest(r)?;
+    let n = get_count(r, "re-proposals", MAX_WIRE_ITEMS, 40)?;
+    let mut pre_prepares = Vec::with_capacity(n);
+    for _ in 0..n {
+        pre_prepares.push((r.u64()?, get_digest(r)?));
+    }
+    Ok(NewView {
+        view,
+        replica,
+        view_changes,
+        checkpoint_seq,
+        checkpoint_state,
+        pre_prepares,
+        sig: get_sig(r)?,
+    })
+}
+
+// ----- messages -------------------------------------------------------------
+
+fn encode(msg: &Message) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(WIRE_VERSION);
+    match msg {
+        Message::PrePrepare(p) => {
+            w.u8(1).u64(p.view).u64(p.seq);
+            put_digest(&mut w, &p.digest);
+            put_batch(&mut w, &p.batch);
+            put_auth(&mut w, &p.auth);
+        }
+        Message::Prepare(v) => {
+            w.u8(2);
+            put_vote(&mut w, v);
+        }
+        Message::Commit(v) => {
+            w.u8(3);
+            put_vote(&mut w, v);
+        }
+        Message::Checkpoint(c) => {
+            w.u8(4);
+            put_checkpoint(&mut w, c);
+        }
+        Message::ViewChange(vc) => {
+            w.u8(5);
+            put_view_change(&mut w, vc);
+        }
+        Message::NewView(nv) => {
+            w.u8(6);
+            put_new_view(&mut w, nv);
+        }
+        Message::Status { view, active, executed, auth } => {
+            w.u8(7).u64(*view).bool(*active).u64(*executed);
+            put_raw(&mut w, auth);
+        }
+        Message::Forward { requests, auth } => {
+            w.u8(8);
+            put_batch(&mut w, requests);
+            put_raw(&mut w, auth);
+        }
+        Message::Fetch { from, upto, auth } => {
+            w.u8(9).u64(*from).u64(*upto);
+            put_raw(&mut w, auth);
+        }
+        Message::State { first, batches } => {
+            w.u8(10).u64(*first);
+            put_count(&mut w, batches.len());
+            for b in batches.iter() {
+                put_batch(&mut w, b);
+            }
+        }
+        Message::ReadQuery { nonce, auth } => {
+            w.u8(11).u64(*nonce);
+            put_raw(&mut w, auth);
+        }
+        Message::ReadIndex { nonce, seq, auth } => {
+            w.u8(12).u64(*nonce).u64(*seq);
+            put_raw(&mut w, auth);
+        }
+    }
+    w.finish()
+}
+
+fn decode(bytes: &Bytes) -> Result<Message, WireError> {
+    let mut r = Reader::shared("pbft message", bytes);
+    let version = r.u8()?;
+    if version != WIRE_VERSION {
+        return Err(r.invalid(format!("unsupported wire version {version}")));
+    }
+    let msg = match r.u8()? {
+        1 => Message::PrePrepare(PrePrepare {
+            view: r.u64()?,
+            seq: r.u64()?,
+            digest: get_digest(&mut r)?,
+            batch: get_batch(&mut r)?,
+            auth: get_auth(&mut r)?,
+        }),
+        2 => Message::Prepare(get_vote(&mut r)?),
+        3 => Message::Commit(get_vote(&mut r)?),
+        4 => Message::Checkpoint(get_checkpoint(&mut r)?),
+        5 => Message::ViewChange(Arc::new(get_view_change(&mut r)?)),
+        6 => Message::NewView(Arc::new(get_new_view(&mut r)?)),
+        7 => Message::Status {
+            view: r.u64()?,
+            active: r.bool()?,
+            executed: r.u64()?,
+            auth: get_mac(&mut r)?,
+        },
+        8 => Message::Forward { requests: get_batch(&mut r)?, auth: get_mac(&mut r)? },
+        9 => Message::Fetch { from: r.u64()?, upto: r.u64()?, auth: get_mac(&mut r)? },
+        10 => {
+            let first = r.u64()?;
+            let n = get_count(&mut r, "batches", MAX_WIRE_ITEMS, 4)?;
+            let batches = (0..n).map(|_| get_batch(&mut r)).collect::<Result<Vec<_>, _>>()?;
+            Message::State { first, batches: Arc::from(batches) }
+        }
+        11 => Message::ReadQuery { nonce: r.u64()?, auth: get_mac(&mut r)? },
+        12 => Message::ReadIndex { nonce: r.u64()?, seq: r.u64()?, auth: get_mac(&mut r)? },
+        t => return Err(r.invalid(format!("unknown message tag {t}"))),
+    };
+    r.finish()?;
+    Ok(msg)
+}
+
+// ----- journal records ------------------------------------------------------
+
+fn encode_write(write: &Write) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(WIRE_VERSION);
+    match write {
+        Write::View { view, changing } => {
+            w.u8(1).u64(*view).bool(*changing);
+        }
+        Write::PrePrepared { seq, view, digest, batch } => {
+            w.u8(2).u64(*seq).u64(*view);
+            put_digest(&mut w, digest);
+            put_batch(&mut w, batch);
+        }
+        Write::Prepared { seq, view, digest } => {
+            w.u8(3).u64(*seq).u64(*view);
+            put_digest(&mut w, digest);
+        }
+        Write::Executed { seq, batch } => {
+            w.u8(4).u64(*seq);
+            put_batch(&mut w, batch);
+        }
+        Write::Stable(s) => {
+            w.u8(5);
+            put_stable(&mut w, s);
+        }
+        Write::NewView(nv) => {
+            w.u8(6);
+            put_new_view(&mut w, nv);
+        }
+    }
+    w.finish()
+}
+
+fn decode_write(bytes: &Bytes) -> Result<Write, WireError> {
+    let mut r = Reader::shared("pbft journal record", bytes);
+    let version = r.u8()?;
+    if version != WIRE_VERSION {
+        return Err(r.invalid(format!("unsupported record version {version}")));
+    }
+    let write = match r.u8()? {
+        1 => Write::View { view: r.u64()?, changing: r.bool()? },
+        2 => Write::PrePrepared {
+            seq: r.u64()?,
+            view: r.u64()?,
+            digest: get_digest(&mut r)?,
+            batch: get_batch(&mut r)?,
+        },
+        3 => Write::Prepared { seq: r.u64()?, view: r.u64()?, digest: get_digest(&mut r)? },
+        4 => Write::Executed { seq: r.u64()?, batch: get_batch(&mut r)? },
+        5 => Write::Stable(get_stable(&mut r)?),
+        6 => Write::NewView(Arc::new(get_new_view(&mut r)?)),
+        t => return Err(r.invalid(format!("unknown record tag {t}"))),
+    };
+    r.finish()?;
+    Ok(write)
+}
+
+// ----- the node protocol ------------------------------------------------------
+
+/// PBFT has no membership changes: the driver refuses them.
+impl Reconfigure for PbftNode {}
+
+impl NodeProtocol for PbftNode {
+    const NAME: &'static str = "pbft";
+    type HardState = PbftHardState;
+
+    /// The core's configuration for `voters` (n = 3f+1, at least 4), with
+    /// this node's real keys loaded from `settings.pbft_keys` (required:
+    /// a node never derives keys from a seed). Timers follow the node's
+    /// timeouts: a backup waits twice the election timeout's upper bound
+    /// for a request before it moves to the next view; STATUS goes out
+    /// every heartbeat interval.
+    fn config(voters: Vec<NodeId>, settings: &ProtocolSettings) -> Result<Config, String> {
+        if voters.len() < 4 || (voters.len() - 1) % 3 != 0 {
+            return Err(format!(
+                "members: PBFT needs n = 3f+1 replicas, at least 4 ({} listed)",
+                voters.len()
+            ));
+        }
+        let Some((me, path)) = &settings.pbft_keys else {
+            return Err("pbft_keys: a PBFT node needs its key file (`synod pbft-keys`)".into());
+        };
+        let loaded = crate::pbft_keys::load(path, *me, &voters)?;
+        let mut c = Config::new(voters);
+        c.loaded = Some(loaded);
+        c.view_change_timeout = (2 * settings.election_timeout_max).max(Duration::from_millis(1));
+        c.max_view_change_timeout = c.max_view_change_timeout.max(c.view_change_timeout);
+        c.status_interval = settings.heartbeat_interval.max(Duration::from_millis(1));
+        // The driver proposes up to this many requests at once; they queue
+        // at the primary (and wait at backups) until ordered.
+        c.max_pending_requests = c.max_pending_requests.max(4 * MAX_BATCH_COMMANDS);
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn encode_message(msg: &Message) -> Vec<u8> {
+        encode(msg)
+    }
+
+    fn decode_message(bytes: &Bytes) -> Result<Message, WireError> {
+        decode(bytes)
+    }
+
+    fn recover_durable(
+        disk: &mut Disk,
+        saved: Option<&[u8]>,
+    ) -> Result<(PbftHardState, Durable), NodeError> {
+        let wal = &disk.wal;
+        let saved = match saved {
+            Some(bytes) => {
+                PbftHardState::check(bytes)?;
+                true
+            }
+            None if wal.last_index() > 0 => {
+                return Err(NodeError::Corrupt(format!(
+                    "the log in {} holds records but there is no PBFT hard state (is this \
+                     data directory another protocol's?)",
+                    wal.dir().display()
+                )));
+            }
+            None => false,
+        };
+        let mut durable = Durable::default();
+        if wal.last_index() > 0 {
+            for item in wal.entries(wal.first_index()..=wal.last_index())? {
+                let (_, payload) = item?;
+                durable.apply(&decode_write(&payload)?);
+            }
+        }
+        Ok((PbftHardState { saved, next_record: wal.last_index() + 1 }, durable))
+    }
+
+    fn persist(
+        disk: &mut Disk,
+        hard: &mut PbftHardState,
+        writes: &[Write],
+    ) -> Result<(), NodeError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        if !hard.saved {
+            disk.hard_state.save(&PbftHardState::encode())?;
+            hard.saved = true;
+        }
+        let records: Vec<Vec<u8>> = writes.iter().map(encode_write).collect();
+        disk.wal.append(hard.next_record, &records)?;
+        hard.next_record += records.len() as u64;
+        Ok(())
+    }
+
+    fn proxy_client(&self) -> Option<ClientId> {
+        self.config().loaded.as_ref().and_then(|l| l.proxy.as_ref()).map(|p| p.0)
+    }
+
+    fn seal(&self, command: Command) -> Command {
+        match self.config().loaded.as_ref().and_then(|l| l.proxy.as_ref()) {
+            Some((client, key)) if *client == command.client => sign_command(key, command),
+            _ => command,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use synod_pbft::auth::Keyring;
+
+    fn batch(seed: u64) -> Batch {
+        Arc::from(vec![
+            Command::new(ClientId(7), seed, Bytes::from(vec![seed as u8; 70])),
+            Command::new(ClientId(8), seed + 1, Bytes::new()),
+        ])
+    }
+
+    fn d(x: u8) -> Digest {
+        Digest::of(&[x])
+    }
+
+    fn sig(x: u8) -> Signature {
+        Keyring::derive(1, 0, 4).sign(&d(x))
+    }
+
+    fn macs() -> Auth {
+        Auth::Macs(Arc::from(vec![
+            [1u8; MAC_BYTES],
+            [0; MAC_BYTES],
+            [3; MAC_BYTES],
+            [4; MAC_BYTES],
+        ]))
+    }
+
+    fn stable() -> StableCheckpoint {
+        let cp = |r| Checkpoint { seq: 128, state: d(9), replica: NodeId(r), sig: sig(r as u8) };
+        StableCheckpoint { seq: 128, state: d(9), proof: Arc::from(vec![cp(1), cp(2), cp(3)]) }
+    }
+
+    fn view_change() -> ViewChange {
+        ViewChange {
+            view: 3,
+            replica: NodeId(2),
+            stable: stable(),
+            prepared: vec![PreparedEntry { seq: 130, view: 2, digest: d(1), batch: batch(5) }],
+            pre_prepared: vec![
+                PrePreparedEntry { seq: 130, view: 2, digest: d(1) },
+                PrePreparedEntry { seq: 131, view: 1, digest: d(2) },
+            ],
+            sig: sig(7),
+        }
+    }
+
+    fn new_view() -> NewView {
+        NewView {
+            view: 3,
+            replica: NodeId(4),
+            view_changes: vec![Arc::new(view_change()), Arc::new(view_change())],
+            checkpoint_seq: 128,
+            checkpoint_state: d(9),
+            pre_prepares: vec![(129, Digest::ZERO), (130, d(1))],
+            sig: sig(8),
+        }
+    }
+
+    fn all_messages() -> Vec<Message> {
+        let vote = |auth| Vote { view: 2, seq: 9, digest: d(3), replica: NodeId(3), auth };
+        vec![
+            Message::PrePrepare(PrePrepare {
+                view: 2,
+                seq: 9,
+                digest: d(3),
+                batch: batch(1),
+                auth: macs(),
+            }),
+            Message::PrePrepare(PrePrepare {
+                view: 2,
+                seq: 10,
+                digest: Digest::ZERO,
+                batch: Arc::from(Vec::new()),
+                auth: Auth::Signed(sig(1)),
+            }),
+            Message::Prepare(vote(macs())),
+            Message::Commit(vote(Auth::Signed(sig(2)))),
+            Message::Checkpoint(stable().proof[0].clone()),
+            Message::ViewChange(Arc::new(view_change())),
+            Message::NewView(Arc::new(new_view())),
+            Message::Status { view: 4, active: false, executed: 77, auth: [5; MAC_BYTES] },
+            Message::Forward { requests: batch(3), auth: [6; MAC_BYTES] },
+            Message::Fetch { from: 3, upto: 256, auth: [7; MAC_BYTES] },
+            Message::State { first: 3, batches: Arc::from(vec![batch(1), Arc::from(Vec::new())]) },
+            Message::ReadQuery { nonce: 11, auth: [8; MAC_BYTES] },
+            Message::ReadIndex { nonce: 11, seq: 40, auth: [9; MAC_BYTES] },
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips_and_every_truncation_is_an_error() {
+        crate::glue::checks::codec_round_trips_and_refuses_truncations::<PbftNode>(&all_messages());
+    }
+
+    #[test]
+    fn counts_beyond_the_bounds_or_the_bytes_are_refused() {
+        let mut w = Writer::new();
+        w.u8(WIRE_VERSION).u8(10).u64(1).u32(MAX_WIRE_ITEMS + 1);
+        let err = decode(&Bytes::from(w.finish())).expect_err("too many batches");
+        assert!(err.reason.contains("at most"), "{err}");
+        let mut w = Writer::new();
+        w.u8(WIRE_VERSION).u8(8).u32(1000);
+        let err = decode(&Bytes::from(w.finish())).expect_err("no room");
+        assert!(err.reason.contains("do not fit"), "{err}");
+        let mut bytes = encode(&all_messages()[0]);
+        bytes[0] = 2;
+        let err = decode(&Bytes::from(bytes)).expect_err("version");
+        assert!(err.reason.contains("wire version 2"), "{err}");
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut with_version = vec![WIRE_VERSION];
+            with_version.extend_from_slice(&data);
+            let _ = decode(&Bytes::from(data.clone()));
+            let _ = decode(&Bytes::from(with_version.clone()));
+            let _ = decode_write(&Bytes::from(with_version));
+            let _ = PbftHardState::check(&data);
+        }
+
+        #[test]
+        fn mutated_messages_never_panic(
+            which in 0usize..13,
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4),
+        ) {
+            let mut bytes = encode(&all_messages()[which]);
+            for (at, byte) in flips {
+                let i = at % bytes.len();
+                bytes[i] = byte;
+            }
+            let _ = decode(&Bytes::from(bytes));
+        }
+    }
+
+    fn all_writes() -> Vec<Vec<Write>> {
+        vec![
+            vec![Write::View { view: 0, changing: false }],
+            vec![
+                Write::PrePrepared { seq: 1, view: 0, digest: d(1), batch: batch(1) },
+                Write::Prepared { seq: 1, view: 0, digest: d(1) },
+            ],
+            vec![Write::Executed { seq: 1, batch: batch(1) }],
+            vec![
+                Write::PrePrepared { seq: 2, view: 0, digest: d(2), batch: batch(2) },
+                Write::View { view: 1, changing: true },
+            ],
+            vec![Write::NewView(Arc::new(new_view())), Write::View { view: 3, changing: false }],
+            vec![
+                Write::PrePrepared { seq: 2, view: 3, digest: d(4), batch: batch(4) },
+                Write::Prepared { seq: 2, view: 3, digest: d(4) },
+                Write::Executed { seq: 2, batch: batch(4) },
+                Write::PrePrepared { seq: 130, view: 3, digest: d(5), batch: batch(5) },
+            ],
+            vec![Write::Stable(stable())],
+            vec![Write::Executed { seq: 3, batch: Arc::from(Vec::new()) }],
+        ]
+    }
+
+    #[test]
+    fn views_certificates_history_and_checkpoints_recover_as_written() {
+        crate::glue::checks::recovery_matches_the_model::<PbftNode>(&all_writes());
+    }
+
+    #[test]
+    fn every_record_round_trips() {
+        for w in all_writes().into_iter().flatten() {
+            let bytes = Bytes::from(encode_write(&w));
+            assert_eq!(decode_write(&bytes), Ok(w.clone()));
+            for cut in 0..bytes.len() {
+                assert!(decode_write(&bytes.slice(..cut)).is_err(), "{w:?} cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn another_protocols_data_directory_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut disk, _) = Disk::open(dir.path()).expect("open");
+        // Raft's hard state starts with its version byte; Paxos's with "paxos".
+        for other in [&[1u8, 3, 0, 0][..], b"paxos\x01"] {
+            let err = PbftNode::recover_durable(&mut disk, Some(other)).expect_err("refused");
+            assert!(err.to_string().contains("another protocol"), "{err}");
+        }
+        disk.wal.append(1, &[b"raft entry"]).expect("append");
+        let err = PbftNode::recover_durable(&mut disk, None).expect_err("log without hard state");
+        assert!(err.to_string().contains("no PBFT hard state"), "{err}");
+        assert!(PbftHardState::check(&PbftHardState::encode()).is_ok());
+    }
+
+    #[test]
+    fn the_node_config_needs_3f_plus_1_replicas_and_real_keys() {
+        let ids: Vec<NodeId> = (1..=4).map(NodeId).collect();
+        let settings = ProtocolSettings::default();
+        let err = <PbftNode as NodeProtocol>::config(ids[..3].to_vec(), &settings).unwrap_err();
+        assert!(err.contains("3f+1"), "{err}");
+        let err = <PbftNode as NodeProtocol>::config(ids.clone(), &settings).unwrap_err();
+        assert!(err.starts_with("pbft_keys"), "{err}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("keys.toml");
+        crate::pbft_keys::generate(&[1, 2, 3, 4])[2].write_new(&path).expect("write");
+        let settings = ProtocolSettings { pbft_keys: Some((NodeId(3), path)), ..settings };
+        let c = <PbftNode as NodeProtocol>::config(ids, &settings).expect("valid");
+        assert_eq!(c.keyring(2).position(), 2);
+        assert_eq!(c.view_change_timeout, 2 * settings.election_timeout_max);
+    }
+
+    #[test]
+    fn a_node_signs_only_its_proxy_clients_commands() {
+        use synod_core::{Protocol, Time};
+        use synod_pbft::request::RequestCheck;
+        let ids: Vec<NodeId> = (1..=4).map(NodeId).collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("keys.toml");
+        crate::pbft_keys::generate(&[1, 2, 3, 4])[0].write_new(&path).expect("write");
+        let settings =
+            ProtocolSettings { pbft_keys: Some((NodeId(1), path)), ..ProtocolSettings::default() };
+        let config = <PbftNode as NodeProtocol>::config(ids, &settings).expect("valid");
+        let node = PbftNode::recover(NodeId(1), &config, &Durable::default(), 0, Time::ZERO);
+        let me = node.proxy_client().expect("a proxy client");
+        assert_eq!(me, crate::pbft_keys::proxy_client_id(1));
+        let mut check = RequestCheck::new(config.client_keys());
+        let mine = node.seal(Command::new(me, 5, &b"put"[..]));
+        assert!(check.check(&mine));
+        let other = node.seal(Command::new(crate::pbft_keys::proxy_client_id(2), 5, &b"put"[..]));
+        assert!(!check.check(&other), "never signs as another client");
+    }
+}
