@@ -1184,7 +1184,21 @@ impl PbftNode {
             }
         }
         self.next_seq = max_seq.max(self.executed) + 1;
-        // Requests still pending go to the new primary's queue (or wait).
+        // Requests still pending go to the new primary's queue; a backup
+        // forwards its own to the new primary, since the client may have
+        // sent them to it alone (a replica acting as its clients' proxy, on
+        // a node) and the primary they were forwarded to is gone.
+        if !primary && !self.pending.is_empty() {
+            let mut pending: Vec<Command> = self.pending.values().cloned().collect();
+            pending.sort_by_key(|c| (c.client, c.seq));
+            let p = self.primary_position(self.view);
+            for chunk in pending.chunks(self.config.max_batch) {
+                let requests: Batch = Arc::from(chunk.to_vec());
+                let d = batch_digest(&requests);
+                let auth = self.keys.mac(p, Message::forward_header(&d).as_bytes());
+                self.send_to(p, Message::Forward { requests, auth }, out);
+            }
+        }
         if primary {
             let mut pending: Vec<Command> = self.pending.drain().map(|(_, c)| c).collect();
             pending.sort_by_key(|c| (c.client, c.seq));

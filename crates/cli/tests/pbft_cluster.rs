@@ -1,0 +1,278 @@
+//! The service on PBFT (issue 7 §7): four real `synod serve` processes
+//! with `protocol = "pbft"` (n = 3f+1, f = 1) on loopback ports, each with
+//! its own key file from `synod pbft-keys`, talked to through the generated
+//! etcd gRPC clients.
+//!
+//! One scenario: every replica serves put/get/del/txn (each orders what it
+//! receives through the primary, signing as its own proxy client); the
+//! primary is killed with SIGKILL and the three others (2f+1) change view
+//! and keep serving writes, readable from each of them; more than a
+//! checkpoint interval of writes later, the killed replica restarts,
+//! recovers its journal and catches up (by retransmission or state
+//! transfer) to serve every acknowledged write. Every wait is bounded; a
+//! Drop guard kills the processes even on failure.
+
+mod common;
+
+use common::{free_port, get, put, rpc_channel, status, synod};
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use synod_etcdpb::etcdserverpb as pb;
+use synod_etcdpb::etcdserverpb::kv_client::KvClient;
+
+/// Replicas (f = 1).
+const N: usize = 4;
+/// Bound on every wait for the cluster (view changes take a few timeouts).
+const WAIT: Duration = Duration::from_secs(15);
+
+struct PbftCluster {
+    dir: tempfile::TempDir,
+    client_ports: Vec<u16>,
+    children: Vec<Option<Child>>,
+}
+
+impl Drop for PbftCluster {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut().flatten() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl PbftCluster {
+    fn start() -> PbftCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keys = Command::new(synod())
+            .args(["pbft-keys", "--nodes", "4", "--out"])
+            .arg(dir.path())
+            .output()
+            .expect("synod pbft-keys");
+        assert!(keys.status.success(), "{}", String::from_utf8_lossy(&keys.stderr));
+        std::fs::write(dir.path().join("secret"), "0123456789abcdef0123456789abcdef")
+            .expect("secret");
+        let ports: Vec<(u16, u16)> = (0..N).map(|_| (free_port(), free_port())).collect();
+        for i in 1..=N {
+            let mut s = format!(
+                "node_id = {i}\nprotocol = \"pbft\"\npbft_keys = \"n{i}.keys\"\n\
+                 data_dir = \"n{i}\"\nsecret_file = \"secret\"\n\
+                 [timeouts]\nrequest_ms = 3000\n"
+            );
+            for (j, (client, peer)) in ports.iter().enumerate() {
+                s.push_str(&format!(
+                    "[[members]]\nid = {}\npeer_addr = \"127.0.0.1:{peer}\"\n\
+                     client_addr = \"127.0.0.1:{client}\"\n",
+                    j + 1
+                ));
+            }
+            std::fs::write(dir.path().join(format!("n{i}.toml")), s).expect("config");
+        }
+        let mut cluster = PbftCluster {
+            dir,
+            client_ports: ports.iter().map(|p| p.0).collect(),
+            children: (0..N).map(|_| None).collect(),
+        };
+        for i in 0..N {
+            cluster.spawn(i);
+        }
+        cluster
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("n{}.log", i + 1)))
+            .expect("log");
+        let child = Command::new(synod())
+            .arg("serve")
+            .arg("--config")
+            .arg(self.dir.path().join(format!("n{}.toml", i + 1)))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn synod serve");
+        self.children[i] = Some(child);
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
+            c.kill().expect("SIGKILL");
+            c.wait().expect("reap");
+        }
+    }
+
+    fn endpoint(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.client_ports[i])
+    }
+
+    fn live(&self) -> Vec<usize> {
+        (0..N).filter(|&i| self.children[i].is_some()).collect()
+    }
+
+    /// Waits until every live replica names the same live primary; returns
+    /// its index and the view.
+    async fn primary(&self) -> (usize, u64) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let mut seen = Vec::new();
+            for i in self.live() {
+                seen.push(status(&self.endpoint(i)).await.map(|s| (s.leader, s.term)));
+            }
+            if let Some(Some((l, view))) = seen.first().copied()
+                && l != 0
+                && seen.iter().all(|x| *x == Some((l, view)))
+                && self.live().contains(&(l as usize - 1))
+            {
+                return (l as usize - 1, view);
+            }
+            assert!(Instant::now() < deadline, "no primary agreed: {seen:?}\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn logs(&self) -> String {
+        (1..=N)
+            .map(|i| {
+                let text = std::fs::read_to_string(self.dir.path().join(format!("n{i}.log")))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(12).collect();
+                format!("--- n{i} ---\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Puts `count` keys from `first`, round-robin over the live replicas,
+    /// retrying a refused put a bounded number of times.
+    async fn put_many(&self, acked: &mut BTreeMap<String, String>, first: usize, count: usize) {
+        let live = self.live();
+        for k in first..first + count {
+            let (key, value) = (format!("key{k:03}"), format!("value{k}"));
+            let mut attempts = 0;
+            loop {
+                let endpoint = self.endpoint(live[(k + attempts) % live.len()]);
+                match put(&endpoint, &key, &value).await {
+                    Ok(_) => break,
+                    Err(e) => {
+                        attempts += 1;
+                        assert!(attempts < 20, "put {key} kept failing: {e:?}\n{}", self.logs());
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+            acked.insert(key, value);
+        }
+    }
+
+    /// Every acknowledged key reads back through replica `i`.
+    async fn check(&self, i: usize, acked: &BTreeMap<String, String>, serializable: bool) {
+        for (key, value) in acked {
+            let got = get(&self.endpoint(i), key, serializable).await;
+            assert_eq!(
+                got.as_ref().ok(),
+                Some(&Some(value.clone())),
+                "{key} via replica {}\n{}",
+                i + 1,
+                self.logs()
+            );
+        }
+    }
+}
+
+fn put_op(key: &str, value: &str) -> pb::RequestOp {
+    let put = pb::PutRequest {
+        key: key.as_bytes().to_vec(),
+        value: value.as_bytes().to_vec(),
+        ..pb::PutRequest::default()
+    };
+    pb::RequestOp { request: Some(pb::request_op::Request::RequestPut(put)) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pbft_cluster_serves_through_every_replica_survives_a_killed_primary_and_catches_it_up() {
+    let mut cluster = PbftCluster::start();
+    let (primary, view) = cluster.primary().await;
+    let log = std::fs::read_to_string(cluster.dir.path().join("n1.log")).expect("log");
+    assert!(log.contains("pbft"), "the node runs PBFT:\n{log}");
+    let mut acked = BTreeMap::new();
+
+    // put/get through every replica; a write at one is read at the others.
+    cluster.put_many(&mut acked, 0, 12).await;
+    for i in 0..N {
+        cluster.check(i, &acked, false).await;
+    }
+    let backup = (primary + 1) % N;
+    let mut kv = KvClient::new(rpc_channel(&cluster.endpoint(backup)));
+    let deleted = kv
+        .delete_range(pb::DeleteRangeRequest { key: b"key000".to_vec(), ..Default::default() })
+        .await
+        .expect("delete through a backup")
+        .into_inner();
+    assert_eq!(deleted.deleted, 1);
+    acked.remove("key000");
+    // A transaction through another backup: key001 is at version 1.
+    let compare = pb::Compare {
+        result: pb::compare::CompareResult::Equal as i32,
+        target: pb::compare::CompareTarget::Version as i32,
+        key: b"key001".to_vec(),
+        target_union: Some(pb::compare::TargetUnion::Version(1)),
+        range_end: Vec::new(),
+    };
+    let txn = KvClient::new(rpc_channel(&cluster.endpoint((primary + 2) % N)))
+        .txn(pb::TxnRequest {
+            compare: vec![compare],
+            success: vec![put_op("key001", "txn"), put_op("txnkey", "yes")],
+            failure: vec![],
+        })
+        .await
+        .expect("txn")
+        .into_inner();
+    assert!(txn.succeeded, "the compare holds");
+    acked.insert("key001".into(), "txn".into());
+    acked.insert("txnkey".into(), "yes".into());
+    for i in 0..N {
+        assert_eq!(get(&cluster.endpoint(i), "key000", false).await.expect("get"), None);
+        cluster.check(i, &acked, false).await;
+    }
+
+    // SIGKILL the primary: the other three (2f+1) move to a new view and
+    // keep serving; what each acknowledges is readable at the others.
+    cluster.kill(primary);
+    let killed_at = Instant::now();
+    cluster.put_many(&mut acked, 100, 10).await;
+    let (new_primary, new_view) = cluster.primary().await;
+    assert_ne!(new_primary, primary);
+    assert!(new_view > view, "view {new_view} after view {view}");
+    assert!(killed_at.elapsed() < WAIT, "took {:?}", killed_at.elapsed());
+    for i in cluster.live() {
+        cluster.check(i, &acked, false).await;
+    }
+    // More than a checkpoint interval (K = 128) of writes while it is down.
+    cluster.put_many(&mut acked, 200, 140).await;
+
+    // The killed replica restarts and catches up.
+    let target = status(&cluster.endpoint(new_primary)).await.expect("status").applied_index;
+    cluster.spawn(primary);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let back = status(&cluster.endpoint(primary)).await.map(|s| s.applied_index);
+        if back.is_some_and(|b| b >= target) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica {} did not catch up: {back:?} < {target}\n{}",
+            primary + 1,
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.check(primary, &acked, true).await;
+    assert_eq!(get(&cluster.endpoint(primary), "key000", true).await.expect("get"), None);
+    // It serves writes and linearizable reads again.
+    cluster.put_many(&mut acked, 400, 4).await;
+    cluster.check(primary, &acked, false).await;
+}
