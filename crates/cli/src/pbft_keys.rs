@@ -20,7 +20,7 @@ pub struct PbftKeysArgs {
 
 /// Runs `synod pbft-keys`.
 pub fn run(args: PbftKeysArgs) -> ExitCode {
-    if (args.nodes - 1) % 3 != 0 {
+    if !(args.nodes - 1).is_multiple_of(3) {
         eprintln!("synod pbft-keys: --nodes {}: PBFT needs n = 3f+1 replicas", args.nodes);
         return ExitCode::from(2);
     }

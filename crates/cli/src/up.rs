@@ -98,7 +98,7 @@ fn prepare(args: &UpArgs) -> Result<(u16, String), String> {
         return Ok((existing, protocol));
     }
     if args.protocol == "pbft" {
-        if args.nodes < 4 || (args.nodes - 1) % 3 != 0 {
+        if args.nodes < 4 || !(args.nodes - 1).is_multiple_of(3) {
             return Err(format!("--nodes {}: PBFT needs n = 3f+1 nodes (4 or 7)", args.nodes));
         }
         let ids: Vec<u64> = (1..=u64::from(args.nodes)).collect();

@@ -188,7 +188,7 @@ impl NodeConfig {
         }
         if self.protocol == "pbft" {
             let n = self.members.len();
-            if n < 4 || (n - 1) % 3 != 0 {
+            if n < 4 || !(n - 1).is_multiple_of(3) {
                 return Err(format!(
                     "members: PBFT needs n = 3f+1 members, at least 4 ({n} listed)"
                 ));

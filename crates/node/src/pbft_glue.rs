@@ -514,7 +514,7 @@ impl NodeProtocol for PbftNode {
     /// for a request before it moves to the next view; STATUS goes out
     /// every heartbeat interval.
     fn config(voters: Vec<NodeId>, settings: &ProtocolSettings) -> Result<Config, String> {
-        if voters.len() < 4 || (voters.len() - 1) % 3 != 0 {
+        if voters.len() < 4 || !(voters.len() - 1).is_multiple_of(3) {
             return Err(format!(
                 "members: PBFT needs n = 3f+1 replicas, at least 4 ({} listed)",
                 voters.len()

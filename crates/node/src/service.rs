@@ -214,9 +214,12 @@ impl Service {
     }
 
     /// Where a request goes now, waiting (up to the request timeout) for a
-    /// leader to be known.
-    async fn route(&self, forwarded: bool) -> Result<Route, Status> {
-        if self.inner.config.serve_locally {
+    /// leader to be known. A request `stamped` with the clock of the node
+    /// that runs it (lease commands) goes to the leader even when every
+    /// replica serves ([`ServiceConfig::serve_locally`]), so that one clock
+    /// stamps every lease.
+    async fn route(&self, forwarded: bool, stamped: bool) -> Result<Route, Status> {
+        if self.inner.config.serve_locally && !stamped {
             return Ok(Route::Local);
         }
         let me = self.inner.config.node_id;
@@ -365,7 +368,7 @@ impl Service {
         op: Op,
         pb: PbRequest,
     ) -> Result<Answer, Status> {
-        self.execute_at(forwarded, move |_| op, pb).await
+        self.execute_routed(forwarded, false, move |_| op, pb).await
     }
 
     /// [`Service::execute`] for a request the leader stamps with its clock:
@@ -373,6 +376,16 @@ impl Service {
     pub(crate) async fn execute_at(
         &self,
         forwarded: bool,
+        op: impl FnOnce(Time) -> Op,
+        pb: PbRequest,
+    ) -> Result<Answer, Status> {
+        self.execute_routed(forwarded, true, op, pb).await
+    }
+
+    async fn execute_routed(
+        &self,
+        forwarded: bool,
+        stamped: bool,
         op: impl FnOnce(Time) -> Op,
         pb: PbRequest,
     ) -> Result<Answer, Status> {
@@ -384,7 +397,7 @@ impl Service {
             Op::Read(q) => q.encode(),
         };
         for _ in 0..MAX_ROUTE_ATTEMPTS {
-            match self.route(forwarded).await? {
+            match self.route(forwarded, stamped).await? {
                 Route::Local => {
                     let (tx, rx) = oneshot::channel();
                     let request = match &op {
