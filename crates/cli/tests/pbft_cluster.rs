@@ -168,6 +168,24 @@ impl PbftCluster {
         }
     }
 
+    /// Puts `count` keys from `first` through `replicas` in turn, each of
+    /// which must answer (they stayed up).
+    async fn put_through(
+        &self,
+        replicas: &[usize],
+        acked: &mut BTreeMap<String, String>,
+        first: usize,
+        count: usize,
+    ) {
+        for k in first..first + count {
+            let (key, value) = (format!("key{k:03}"), format!("value{k}"));
+            put(&self.endpoint(replicas[k % replicas.len()]), &key, &value)
+                .await
+                .expect("put through a replica that stayed up");
+            acked.insert(key, value);
+        }
+    }
+
     /// Every acknowledged key reads back through replica `i`.
     async fn check(&self, i: usize, acked: &BTreeMap<String, String>, serializable: bool) {
         for (key, value) in acked {
@@ -291,13 +309,7 @@ async fn a_pbft_cluster_serves_through_every_replica_survives_a_killed_primary_a
             cluster.logs()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
-        for k in next_key..next_key + 20 {
-            let (key, value) = (format!("key{k:03}"), format!("value{k}"));
-            put(&cluster.endpoint(others[k % others.len()]), &key, &value)
-                .await
-                .expect("put through a replica that stayed up");
-            acked.insert(key, value);
-        }
+        cluster.put_through(&others, &mut acked, next_key, 20).await;
         next_key += 20;
     }
     // Writes made while it caught up may still be on their way to it, and a
@@ -320,13 +332,7 @@ async fn a_pbft_cluster_serves_through_every_replica_survives_a_killed_primary_a
             cluster.logs()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
-        for k in next_key..next_key + 20 {
-            let (key, value) = (format!("key{k:03}"), format!("value{k}"));
-            put(&cluster.endpoint(others[k % others.len()]), &key, &value)
-                .await
-                .expect("put through a replica that stayed up");
-            acked.insert(key, value);
-        }
+        cluster.put_through(&others, &mut acked, next_key, 20).await;
         next_key += 20;
     }
     cluster.check(primary, &acked_by_then, true).await;

@@ -77,6 +77,37 @@ pub fn parse_url(url: &str) -> Option<SocketAddr> {
     rest.trim_end_matches('/').parse().ok()
 }
 
+/// The [`CLIENT_URL`] metadata of `request`, if any.
+fn client_url_of<T>(request: &Request<T>) -> Option<String> {
+    request.metadata().get(CLIENT_URL).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+/// The peer address of a `MemberAdd` / `MemberUpdate` (exactly one URL) and
+/// the client address its metadata names, if any.
+fn addresses(
+    peer_urls: &[String],
+    client_url: Option<&str>,
+) -> Result<(SocketAddr, Option<SocketAddr>), Status> {
+    let bad = || Status::invalid_argument(BAD_URLS);
+    let peer_addr = match peer_urls {
+        [one] => parse_url(one).ok_or_else(bad)?,
+        _ => return Err(bad()),
+    };
+    let client_addr = match client_url {
+        Some(u) => Some(parse_url(u).ok_or_else(bad)?),
+        None => None,
+    };
+    Ok((peer_addr, client_addr))
+}
+
+/// `request` carrying `client_url` in its [`CLIENT_URL`] metadata.
+fn with_client_url<T>(mut request: Request<T>, client_url: Option<&str>) -> Request<T> {
+    if let Some(u) = client_url.and_then(|u| u.parse().ok()) {
+        request.metadata_mut().insert(CLIENT_URL, u);
+    }
+    request
+}
+
 fn url(addr: SocketAddr) -> String {
     format!("http://{addr}")
 }
@@ -220,25 +251,14 @@ impl Cluster for Service {
         request: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
         let forwarded = is_forwarded(&request);
-        let client_url =
-            request.metadata().get(CLIENT_URL).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let client_url = client_url_of(&request);
         let req = request.into_inner();
-        let peer_addr = match req.peer_ur_ls.as_slice() {
-            [one] => parse_url(one).ok_or_else(|| Status::invalid_argument(BAD_URLS))?,
-            _ => return Err(Status::invalid_argument(BAD_URLS)),
-        };
-        let client_addr = match &client_url {
-            Some(u) => Some(parse_url(u).ok_or_else(|| Status::invalid_argument(BAD_URLS))?),
-            None => None,
-        };
+        let (peer_addr, client_addr) = addresses(&req.peer_ur_ls, client_url.as_deref())?;
         let change = MemberChange::Add { peer_addr, client_addr, learner: req.is_learner };
         let timeout = self.inner().config.request_timeout;
         let outcome = self
             .change(forwarded, change, |mut client| {
-                let mut r = mark(req.clone(), timeout);
-                if let Some(u) = client_url.as_deref().and_then(|u| u.parse().ok()) {
-                    r.metadata_mut().insert(CLIENT_URL, u);
-                }
+                let r = with_client_url(mark(req.clone(), timeout), client_url.as_deref());
                 async move { Ok(client.member_add(r).await?.into_inner()) }
             })
             .await?;
@@ -319,25 +339,14 @@ impl Cluster for Service {
         request: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
         let forwarded = is_forwarded(&request);
-        let client_url =
-            request.metadata().get(CLIENT_URL).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let client_url = client_url_of(&request);
         let req = request.into_inner();
-        let peer_addr = match req.peer_ur_ls.as_slice() {
-            [one] => parse_url(one).ok_or_else(|| Status::invalid_argument(BAD_URLS))?,
-            _ => return Err(Status::invalid_argument(BAD_URLS)),
-        };
-        let client_addr = match &client_url {
-            Some(u) => Some(parse_url(u).ok_or_else(|| Status::invalid_argument(BAD_URLS))?),
-            None => None,
-        };
+        let (peer_addr, client_addr) = addresses(&req.peer_ur_ls, client_url.as_deref())?;
         let change = MemberChange::Update { id: req.id, peer_addr, client_addr };
         let timeout = self.inner().config.request_timeout;
         let outcome = self
             .change(forwarded, change, |mut client| {
-                let mut r = mark(req.clone(), timeout);
-                if let Some(u) = client_url.as_deref().and_then(|u| u.parse().ok()) {
-                    r.metadata_mut().insert(CLIENT_URL, u);
-                }
+                let r = with_client_url(mark(req.clone(), timeout), client_url.as_deref());
                 async move { Ok(client.member_update(r).await?.into_inner()) }
             })
             .await?;
@@ -400,11 +409,8 @@ pub async fn publish_client_url(
             }
             Some(None) => {}
         }
-        let mut request =
-            Request::new(pb::MemberUpdateRequest { id: me.0, peer_ur_ls: vec![url(peer_addr)] });
-        if let Ok(v) = url(client_addr).parse() {
-            request.metadata_mut().insert(CLIENT_URL, v);
-        }
+        let update = pb::MemberUpdateRequest { id: me.0, peer_ur_ls: vec![url(peer_addr)] };
+        let request = with_client_url(Request::new(update), Some(&url(client_addr)));
         match service.member_update(request).await {
             Ok(_) => tracing::info!(node = %me, client = %client_addr, "client URL published"),
             Err(e) => tracing::debug!(node = %me, error = %e, "client URL not published yet"),

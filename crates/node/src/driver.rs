@@ -258,6 +258,20 @@ struct MemberOp {
     reply: oneshot::Sender<Result<u64, MemberError>>,
 }
 
+impl MemberOp {
+    /// A change to `voters` and `learners` for member `id`, not (yet)
+    /// registering anything.
+    fn new(
+        id: u64,
+        voters: BTreeSet<NodeId>,
+        learners: BTreeSet<NodeId>,
+        reconfigure: bool,
+        reply: oneshot::Sender<Result<u64, MemberError>>,
+    ) -> MemberOp {
+        MemberOp { id, voters, learners, registering: None, reconfigure, reply }
+    }
+}
+
 /// How often the leader tries to promote learners that were added as
 /// voters.
 const PROMOTE_CHECK: Duration = Duration::from_millis(50);
@@ -955,10 +969,7 @@ where
         let (mut voters, mut learners) = (info.voters.clone(), info.learners.clone());
         match change {
             MemberChange::Add { peer_addr, client_addr, learner } => {
-                let taken = self.directory.members.iter().any(|(&id, a)| {
-                    is_member(id) && (a.peer_addr == peer_addr || Some(peer_addr) == a.client_addr)
-                });
-                if taken {
+                if self.peer_addr_taken(peer_addr, None, &info) {
                     return refuse(reply, MemberError::PeerAddrExists);
                 }
                 let id = self.directory.next_id(&info);
@@ -971,19 +982,7 @@ where
                     .members
                     .insert(id, MemberAddrs { name, peer_addr, client_addr, promote: !learner });
                 learners.insert(NodeId(id));
-                let seq = self.next_seq;
-                self.next_seq += 1;
-                let command = Command::new(self.client_id, seq, directory.registration());
-                let now = self.now();
-                match self.core.propose(now, vec![self.core.seal(command)], &mut self.out) {
-                    Ok(()) => {
-                        let registering = Some(seq);
-                        let reconfigure = true;
-                        let op = MemberOp { id, voters, learners, registering, reconfigure, reply };
-                        self.member_op = Some(op);
-                    }
-                    Err(e) => refuse(reply, member_refusal(e)),
-                }
+                self.register(&directory, MemberOp::new(id, voters, learners, true, reply));
             }
             MemberChange::Remove { id } => {
                 if !is_member(id) {
@@ -997,15 +996,7 @@ where
                         MemberError::Invalid("cannot remove the last voter".into()),
                     );
                 }
-                let (registering, reconfigure) = (None, true);
-                self.start_change(MemberOp {
-                    id,
-                    voters,
-                    learners,
-                    registering,
-                    reconfigure,
-                    reply,
-                });
+                self.start_change(MemberOp::new(id, voters, learners, true, reply));
             }
             MemberChange::Promote { id } => {
                 if !is_member(id) {
@@ -1015,26 +1006,13 @@ where
                     return refuse(reply, MemberError::NotLearner);
                 }
                 voters.insert(NodeId(id));
-                let (registering, reconfigure) = (None, true);
-                self.start_change(MemberOp {
-                    id,
-                    voters,
-                    learners,
-                    registering,
-                    reconfigure,
-                    reply,
-                });
+                self.start_change(MemberOp::new(id, voters, learners, true, reply));
             }
             MemberChange::Update { id, peer_addr, client_addr } => {
                 if !is_member(id) {
                     return refuse(reply, MemberError::NotFound);
                 }
-                let taken = self.directory.members.iter().any(|(&other, a)| {
-                    other != id
-                        && is_member(other)
-                        && (a.peer_addr == peer_addr || Some(peer_addr) == a.client_addr)
-                });
-                if taken {
+                if self.peer_addr_taken(peer_addr, Some(id), &info) {
                     return refuse(reply, MemberError::PeerAddrExists);
                 }
                 let mut directory = self.directory.clone();
@@ -1052,18 +1030,41 @@ where
                     let _ = reply.send(Ok(id));
                     return;
                 }
-                let seq = self.next_seq;
-                self.next_seq += 1;
-                let command = Command::new(self.client_id, seq, directory.registration());
-                let now = self.now();
-                match self.core.propose(now, vec![command], &mut self.out) {
-                    Ok(()) => {
-                        let (registering, reconfigure) = (Some(seq), false);
-                        let op = MemberOp { id, voters, learners, registering, reconfigure, reply };
-                        self.member_op = Some(op);
-                    }
-                    Err(e) => refuse(reply, member_refusal(e)),
-                }
+                self.register(&directory, MemberOp::new(id, voters, learners, false, reply));
+            }
+        }
+    }
+
+    /// Whether a member other than `except` listens on `peer_addr` (as its
+    /// peer or its client address).
+    fn peer_addr_taken(
+        &self,
+        peer_addr: std::net::SocketAddr,
+        except: Option<u64>,
+        info: &MembershipInfo,
+    ) -> bool {
+        self.directory.members.iter().any(|(&id, a)| {
+            let member = info.voters.contains(&NodeId(id)) || info.learners.contains(&NodeId(id));
+            Some(id) != except
+                && member
+                && (a.peer_addr == peer_addr || Some(peer_addr) == a.client_addr)
+        })
+    }
+
+    /// Proposes `directory` as a registration; `op` is answered once it is
+    /// applied (and, for an add, once the membership then changes).
+    fn register(&mut self, directory: &Directory, mut op: MemberOp) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let command = Command::new(self.client_id, seq, directory.registration());
+        let now = self.now();
+        match self.core.propose(now, vec![self.core.seal(command)], &mut self.out) {
+            Ok(()) => {
+                op.registering = Some(seq);
+                self.member_op = Some(op);
+            }
+            Err(e) => {
+                let _ = op.reply.send(Err(member_refusal(e)));
             }
         }
     }
