@@ -381,8 +381,9 @@ const PUBLISH_MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// an entry for this node without `client_addr` (a member added by
 /// `etcdctl member add`, which carries peer URLs only), sends a
 /// `MemberUpdate` for itself (routed to the leader), retrying with backoff.
-/// Ends once the address is listed, when the protocol reports no
-/// membership, or when `stop` fires.
+/// Ends once the address is listed or when `stop` fires; while the view
+/// does not list this node (not a member yet, or a protocol that reports no
+/// membership) it only waits for the view to change.
 pub async fn publish_client_url(
     service: Service,
     peer_addr: SocketAddr,
