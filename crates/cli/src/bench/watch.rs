@@ -19,7 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use synod_etcdpb::etcdserverpb::kv_client::KvClient;
 use synod_etcdpb::etcdserverpb::watch_client::WatchClient;
-use synod_etcdpb::etcdserverpb::{PutRequest, WatchCreateRequest, WatchRequest, watch_request};
+use synod_etcdpb::etcdserverpb::{
+    PutRequest, RangeRequest, WatchCreateRequest, WatchRequest, watch_request,
+};
 use tokio::sync::{mpsc, watch};
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -64,6 +66,10 @@ fn stamp_of(value: &[u8]) -> Option<Duration> {
 #[derive(Clone)]
 struct Watching {
     range: (Vec<u8>, Vec<u8>),
+    /// The revision every watch starts at: the one after the cluster's
+    /// latest when the load began, so that a watcher on a member still
+    /// applying an earlier load's writes does not see them as events.
+    start_revision: i64,
     started: Instant,
     writer_started: watch::Receiver<Option<Instant>>,
     done: watch::Receiver<Option<WriterDone>>,
@@ -75,9 +81,23 @@ struct Watching {
 /// One watcher: creates its watch, reports that, then records every event
 /// until it has all the writer's puts or the wait is over.
 async fn watcher(channel: Channel, w: Watching) -> Result<(), String> {
-    let Watching { range, started, writer_started, mut done, created, seen, timeout } = w;
+    let Watching {
+        range,
+        start_revision,
+        started,
+        writer_started,
+        mut done,
+        created,
+        seen,
+        timeout,
+    } = w;
     let (tx, rx) = mpsc::channel(1);
-    let create = WatchCreateRequest { key: range.0, range_end: range.1, ..Default::default() };
+    let create = WatchCreateRequest {
+        key: range.0,
+        range_end: range.1,
+        start_revision,
+        ..Default::default()
+    };
     let request =
         WatchRequest { request_union: Some(watch_request::RequestUnion::CreateRequest(create)) };
     tx.send(request).await.map_err(|_| "watch stream closed".to_string())?;
@@ -165,11 +185,26 @@ pub(super) async fn run(args: BenchArgs, channels: Vec<Channel>) -> Report {
     let mut range_end = key(args.key_space - 1, key_size);
     range_end.push(0);
     let range = (key(0, key_size), range_end);
+    // The cluster's latest revision, read linearizably.
+    let mut reader = KvClient::new(channels[0].clone());
+    let latest = reader.range(RangeRequest {
+        key: range.0.clone(),
+        range_end: range.1.clone(),
+        count_only: true,
+        ..RangeRequest::default()
+    });
+    let start_revision = match tokio::time::timeout(timeout, latest).await {
+        Ok(Ok(r)) => r.into_inner().header.map_or(0, |h| h.revision + 1),
+        // The watchers then start at their member's revision; a failure
+        // to reach the cluster shows in the watches and puts below.
+        Ok(Err(_)) | Err(_) => 0,
+    };
     let (writer_started_tx, writer_started) = watch::channel(None);
     let (done_tx, done) = watch::channel(None);
     let (created_tx, mut created_rx) = mpsc::channel(args.watchers as usize);
     let watching = Watching {
         range,
+        start_revision,
         started,
         writer_started,
         done,
