@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::{Cluster, check_all, get, put, rpc_channel, status, synod};
+use common::{Cluster, check_all, get, rpc_channel, status, synod};
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -85,21 +85,7 @@ async fn put_some(
     first: usize,
     count: usize,
 ) {
-    for k in first..first + count {
-        let (key, value) = (format!("key{k:03}"), format!("value{k}"));
-        let mut attempt = 0;
-        loop {
-            match put(&endpoints[(k + attempt) % endpoints.len()], &key, &value).await {
-                Ok(_) => break,
-                Err(e) => {
-                    attempt += 1;
-                    assert!(attempt < 50, "put {key}: {e:?}\n{}", cluster.logs());
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-        acked.insert(key, value);
-    }
+    common::put_rotating(endpoints, acked, first, count, 50, || cluster.logs()).await;
 }
 
 /// The leader's member id, as `endpoints` agree on it (never `not`).

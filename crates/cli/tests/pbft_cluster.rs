@@ -149,23 +149,8 @@ impl PbftCluster {
     /// Puts `count` keys from `first`, round-robin over the live replicas,
     /// retrying a refused put a bounded number of times.
     async fn put_many(&self, acked: &mut BTreeMap<String, String>, first: usize, count: usize) {
-        let live = self.live();
-        for k in first..first + count {
-            let (key, value) = (format!("key{k:03}"), format!("value{k}"));
-            let mut attempts = 0;
-            loop {
-                let endpoint = self.endpoint(live[(k + attempts) % live.len()]);
-                match put(&endpoint, &key, &value).await {
-                    Ok(_) => break,
-                    Err(e) => {
-                        attempts += 1;
-                        assert!(attempts < 20, "put {key} kept failing: {e:?}\n{}", self.logs());
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            }
-            acked.insert(key, value);
-        }
+        let endpoints: Vec<String> = self.live().into_iter().map(|i| self.endpoint(i)).collect();
+        common::put_rotating(&endpoints, acked, first, count, 20, || self.logs()).await;
     }
 
     /// Puts `count` keys from `first` through `replicas` in turn, each of

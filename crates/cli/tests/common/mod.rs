@@ -241,25 +241,41 @@ pub async fn get(
     Ok(r.kvs.first().map(|kv| String::from_utf8_lossy(&kv.value).into_owned()))
 }
 
-/// Puts `count` keys from `first`, round-robin over the live nodes, retrying
-/// a refused put a bounded number of times; records each acknowledged one.
+/// Puts `count` keys from `first` round-robin over the live nodes,
+/// retrying a refused put a bounded number of times; records each
+/// acknowledged one.
 pub async fn put_many(
     cluster: &Cluster,
     acked: &mut BTreeMap<String, String>,
     first: usize,
     count: usize,
 ) {
-    let live = cluster.live();
+    let endpoints: Vec<String> = cluster.live().into_iter().map(|i| cluster.endpoint(i)).collect();
+    put_rotating(&endpoints, acked, first, count, 20, || cluster.logs()).await;
+}
+
+/// Puts keys `key<k>` = `value<k>` for `k` in `first..first + count`, key
+/// `k` through `endpoints[k % len]` and, after each refusal (at most
+/// `max_attempts - 1`, 100 ms apart), through the next endpoint; records
+/// each acknowledged one. A put refused `max_attempts - 1` times fails the
+/// test, with `logs()`.
+pub async fn put_rotating(
+    endpoints: &[String],
+    acked: &mut BTreeMap<String, String>,
+    first: usize,
+    count: usize,
+    max_attempts: usize,
+    logs: impl Fn() -> String,
+) {
     for k in first..first + count {
         let (key, value) = (format!("key{k:03}"), format!("value{k}"));
         let mut attempts = 0;
         loop {
-            let endpoint = cluster.endpoint(live[(k + attempts) % live.len()]);
-            match put(&endpoint, &key, &value).await {
+            match put(&endpoints[(k + attempts) % endpoints.len()], &key, &value).await {
                 Ok(_) => break,
                 Err(e) => {
                     attempts += 1;
-                    assert!(attempts < 20, "put {key} kept failing: {e:?}\n{}", cluster.logs());
+                    assert!(attempts < max_attempts, "put {key} kept failing: {e:?}\n{}", logs());
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
