@@ -60,6 +60,11 @@ pub struct SimArgs {
     /// Raft: followers serve reads after asking the leader for a read index.
     #[arg(long)]
     follower_reads: bool,
+    /// Raft: the leader writes its log in parallel with replicating it and
+    /// counts itself toward a quorum only once its appends are durable (as
+    /// `synod serve` runs it; thesis §10.2.1).
+    #[arg(long)]
+    leader_parallel_write: bool,
     /// Replicas an adversary controls (nodes 1..=N; PBFT only).
     #[arg(long, default_value_t = 0)]
     byzantine: usize,
@@ -150,6 +155,7 @@ fn options(args: &SimArgs) -> Result<(SimOptions, Range<u64>), String> {
         reads_through_log: args.reads_through_log,
         lease_reads: args.lease_reads,
         follower_reads: args.follower_reads,
+        leader_parallel_write: args.leader_parallel_write,
         byzantine: args.byzantine,
         attack: args.attack.clone(),
         // Only scenario tests read the per-node applied log.
@@ -290,6 +296,7 @@ mod tests {
             reads_through_log: true,
             lease_reads: true,
             follower_reads: true,
+            leader_parallel_write: true,
             max_time_ms: 90_000,
             fault_window_ms: 5_000,
             keep_applied_log: false,

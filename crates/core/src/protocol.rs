@@ -210,6 +210,19 @@ pub trait Protocol: Sized {
         let _ = (now, to, index, offset, data, out);
     }
 
+    /// The host made this node's own log durable up to position `index`:
+    /// every write the core emitted for a position `<= index` is synced (a
+    /// sync that began before a later write replaced one of those positions
+    /// does not count). Only a core configured to let its leader write its
+    /// log in parallel with replicating it (Raft's
+    /// `leader_parallel_write`, thesis §10.2.1) needs this: it counts its
+    /// own log toward a quorum only up to the last `index` reported, so
+    /// the host may sync a leader's appends after sending them and after
+    /// going on with other calls. Other cores ignore it.
+    fn persisted(&mut self, now: Time, index: u64, out: &mut Output<Self::Message, Self::Write>) {
+        let _ = (now, index, out);
+    }
+
     /// The snapshot the core's state starts from (its durable snapshot after
     /// [`recover`](Protocol::recover), later whichever it took or installed
     /// last), or `None` when it has none. A host loads exactly this snapshot

@@ -16,6 +16,10 @@ pub enum InjectedBug {
     /// Grant a vote to every candidate of the current term, even after voting
     /// for another (two leaders in one term).
     VoteTwiceInTerm,
+    /// With `leader_parallel_write`: the leader counts its own appends toward
+    /// a quorum before they are durable (an acknowledged write is lost when
+    /// the leader crashes before its fsync and a node without it is elected).
+    CountUnsyncedLeaderAppends,
 }
 
 /// How a leader confirms it still leads before answering a read.
@@ -97,6 +101,15 @@ pub struct Config {
     /// read is released once they applied up to it. Off: they answer
     /// `NotLeader`.
     pub follower_reads: bool,
+    /// The leader writes its own log in parallel with replicating it
+    /// (thesis §10.2.1): it counts its own entries toward a quorum only
+    /// once the host reported them durable with
+    /// [`persisted`](synod_core::Protocol::persisted), so the host may send
+    /// a leader's AppendEntries and keep calling the core while the
+    /// leader's appends are still syncing. Off: the leader counts its
+    /// entries as soon as their write is emitted, and the host must sync
+    /// every output's writes before anything that depends on them.
+    pub leader_parallel_write: bool,
     /// A bug to inject (tests only).
     pub bug: InjectedBug,
 }
@@ -129,6 +142,7 @@ impl Config {
             read_mode: ReadMode::ReadIndex,
             max_clock_drift: 0.1,
             follower_reads: false,
+            leader_parallel_write: false,
             bug: InjectedBug::None,
         }
     }

@@ -13,7 +13,12 @@
 //! that depends on it is pushed to `out.messages`; the driver syncs the
 //! writes of an output before sending its messages. A leader counts its own
 //! entries toward commit as soon as their write is in `out.writes`: nothing
-//! leaves the node until it is durable. After a restart
+//! leaves the node until it is durable. With
+//! [`leader_parallel_write`](Config::leader_parallel_write) (thesis
+//! §10.2.1) a leader's AppendEntries may leave, and the core be called
+//! again, before its appends are synced: it counts its own log toward a
+//! quorum only up to what the host reported with
+//! [`persisted`](Protocol::persisted). After a restart
 //! ([`recover`](Protocol::recover)) the commit and applied indexes start at
 //! 0 and the node learns the commit index again from a leader.
 //!
@@ -137,6 +142,11 @@ pub struct RaftNode {
     /// Index of this leader's no-op: commit reaching it means the leader has
     /// committed an entry of its term.
     term_start_index: u64,
+    /// With `leader_parallel_write`: the host reported this node's log
+    /// durable up to here ([`Protocol::persisted`]); a leader counts its
+    /// own log toward a quorum only this far. Lowered when a conflicting
+    /// suffix is replaced or a snapshot replaces the log.
+    persisted_index: u64,
     /// Reused for quorum computations.
     scratch: Vec<u64>,
 
@@ -416,9 +426,21 @@ impl RaftNode {
     /// index for itself).
     fn match_of(&self, id: NodeId) -> u64 {
         if id == self.id {
-            return self.log.last_index();
+            return self.own_durable_index();
         }
         self.peer_position(id).map_or(0, |p| self.peers[p].match_index)
+    }
+
+    /// How far this node's own log counts toward a quorum: all of it, or
+    /// with `leader_parallel_write` what the host reported durable.
+    fn own_durable_index(&self) -> u64 {
+        if self.config.leader_parallel_write
+            && self.config.bug != InjectedBug::CountUnsyncedLeaderAppends
+        {
+            self.persisted_index.min(self.log.last_index())
+        } else {
+            self.log.last_index()
+        }
     }
 
     /// The configuration in effect changed (an entry appended or truncated,
@@ -495,6 +517,18 @@ impl RaftNode {
 
     /// `out.writes[from..]` holds what a follower's AppendEntries changed:
     /// the configurations follow its log.
+    /// The writes from `from` on may replace positions the host reported
+    /// durable: those count again only once reported anew.
+    fn forget_replaced_persistence(&mut self, from: usize, out: &RaftOutput) {
+        for w in &out.writes[from..] {
+            if let Write::Append { entries } = w
+                && let Some(first) = entries.first()
+            {
+                self.persisted_index = self.persisted_index.min(first.index - 1);
+            }
+        }
+    }
+
     fn track_appended_configs(&mut self, from: usize, out: &mut RaftOutput) {
         let mut changed = false;
         for w in &out.writes[from..] {
@@ -639,6 +673,9 @@ impl RaftNode {
         self.snapshot = meta;
         self.applied_bytes_since_snapshot = 0;
         let keep_tail = self.log.matches(meta.index, meta.epoch);
+        if !keep_tail {
+            self.persisted_index = self.persisted_index.min(meta.index);
+        }
         self.log.apply_snapshot(meta.index, meta.epoch, purge_index);
         self.configs.rebase(meta.index, membership.clone(), keep_tail);
         out.writes.push(Write::Snapshot { meta, purge_index, membership });
@@ -1123,6 +1160,7 @@ impl RaftNode {
         );
         self.commit_index = result.commit_index;
         out.send(from, result.response);
+        self.forget_replaced_persistence(writes_before, out);
         self.track_appended_configs(writes_before, out);
         self.apply(out);
     }
@@ -1402,6 +1440,7 @@ impl Protocol for RaftNode {
             timer.fire_at(now);
         }
         let peers = Vec::new();
+        let recovered_last_index = log.last_index();
         let mut node = RaftNode {
             id,
             is_voter,
@@ -1425,6 +1464,8 @@ impl Protocol for RaftNode {
             reads: ReadQueue::new(config.max_pending_reads),
             transfer: None,
             term_start_index: u64::MAX,
+            // Everything recovered was durable.
+            persisted_index: recovered_last_index,
             config: config.clone(),
             snapshot_requested: None,
             snapshot_retry_at: None,
@@ -1692,6 +1733,19 @@ impl Protocol for RaftNode {
         let membership = self.configs.at(index).clone();
         self.adopt_snapshot(meta, purge_index, membership, out);
         self.check_invariants();
+    }
+
+    fn persisted(&mut self, now: Time, index: u64, out: &mut RaftOutput) {
+        self.now = self.now.max(now);
+        let index = index.min(self.log.last_index());
+        if index <= self.persisted_index {
+            return;
+        }
+        self.persisted_index = index;
+        if self.role == Role::Leader && self.config.leader_parallel_write {
+            self.maybe_commit(out);
+            self.check_invariants();
+        }
     }
 
     fn snapshot_chunk(

@@ -290,6 +290,84 @@ fn acknowledgements_leave_with_the_append_write_they_promise() {
     }
 }
 
+// ----- the leader writing in parallel (thesis §10.2.1) ---------------------
+
+fn persisted(c: &mut Cluster, id: NodeId, index: u64) {
+    let mut out = RaftOutput::new();
+    let now = c.now;
+    c.nodes[id.0 as usize - 1].persisted(now, index, &mut out);
+    c.handle_output(id, out);
+}
+
+#[test]
+fn a_parallel_writing_leader_counts_itself_only_up_to_what_was_persisted() {
+    let mut c = Cluster::new(3, |cfg| cfg.leader_parallel_write = true);
+    let leader = c.elect();
+    let f = followers(&c, leader);
+    let committed = c.node(leader).commit_index();
+    // Only one follower hears: leader + that follower are a majority, but
+    // the leader's own append is not durable yet.
+    c.cut.insert((leader, f[1]));
+    c.propose(leader, vec![cmd(1)]).expect("leader");
+    c.deliver_all();
+    let last = c.node(leader).last_index();
+    assert_eq!(c.node(leader).commit_index(), committed, "not committed before persisted");
+    assert!(c.applied_commands(leader).is_empty());
+    persisted(&mut c, leader, last - 1);
+    assert_eq!(c.node(leader).commit_index(), committed, "persisted below the entry");
+    persisted(&mut c, leader, last);
+    assert_eq!(c.node(leader).commit_index(), last, "committed once persisted");
+    assert_eq!(c.applied_commands(leader), vec![cmd(1)]);
+    // A report beyond the log counts only the log.
+    persisted(&mut c, leader, last + 10);
+    assert_eq!(c.node(leader).persisted_index, last);
+}
+
+#[test]
+fn a_parallel_writing_leader_commits_on_its_followers_alone() {
+    let mut c = Cluster::new(3, |cfg| cfg.leader_parallel_write = true);
+    let leader = c.elect();
+    c.propose(leader, vec![cmd(1)]).expect("leader");
+    c.deliver_all();
+    let last = c.node(leader).last_index();
+    assert_eq!(c.node(leader).commit_index(), last, "two followers are a majority of three");
+    assert_eq!(c.applied_commands(leader), vec![cmd(1)]);
+}
+
+#[test]
+fn without_parallel_writes_the_leader_counts_its_emitted_appends() {
+    let mut c = Cluster::new(3, |_| {});
+    let leader = c.elect();
+    let f = followers(&c, leader);
+    c.cut.insert((leader, f[1]));
+    c.propose(leader, vec![cmd(1)]).expect("leader");
+    c.deliver_all();
+    assert_eq!(c.node(leader).commit_index(), c.node(leader).last_index());
+}
+
+#[test]
+fn a_replaced_suffix_is_no_longer_counted_as_persisted() {
+    // Node 1 holds entries of term 1 up to 5 (all durable after recovery);
+    // node 2, leader of term 2, replaces 3..=5.
+    let mut c = Cluster::from_durables(
+        vec![durable(1, &[1, 1, 1, 1, 1]), durable(1, &[1, 1]), durable(1, &[1, 1])],
+        |cfg| cfg.leader_parallel_write = true,
+    );
+    assert_eq!(c.node(NodeId(1)).persisted_index, 5);
+    c.isolate(NodeId(1));
+    campaign_now(&mut c, NodeId(2));
+    c.run_for(ms(400));
+    assert_eq!(c.leader(), Some(NodeId(2)));
+    c.heal();
+    c.run_for(ms(400));
+    assert_eq!(c.node(NodeId(1)).term_at(3), Some(c.node(NodeId(2)).term()));
+    assert!(
+        c.node(NodeId(1)).persisted_index <= 2,
+        "positions 3.. were rewritten: {}",
+        c.node(NodeId(1)).persisted_index
+    );
+}
+
 #[test]
 fn a_restarted_cluster_recovers_its_log_and_relearns_commit() {
     let mut c = Cluster::new(3, |_| {});

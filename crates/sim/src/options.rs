@@ -95,6 +95,12 @@ pub struct SimOptions {
     /// protocol's simulator default (see
     /// [`crate::SimProtocol::configure_snapshots`]).
     pub snapshot_interval_entries: Option<u64>,
+    /// The leader writes its log in parallel with replicating it (Raft's
+    /// `leader_parallel_write`, as the node runs it): its AppendEntries leave
+    /// before its appends sync, and it counts its own log toward a quorum
+    /// only once the simulated disk reports it durable. See
+    /// [`crate::SimProtocol::configure_parallel_write`].
+    pub leader_parallel_write: bool,
     /// Check linearizability of the client history at the end.
     pub check_linearizability: bool,
     /// Keep every position each node applies, for
@@ -136,6 +142,7 @@ impl Default for SimOptions {
             lease_reads: false,
             follower_reads: false,
             snapshot_interval_entries: None,
+            leader_parallel_write: false,
             check_linearizability: true,
             keep_applied_log: true,
             lincheck_max_steps: 20_000_000,
@@ -236,6 +243,9 @@ impl SimOptions {
         }
         if self.follower_reads {
             s.push_str(" --follower-reads");
+        }
+        if self.leader_parallel_write {
+            s.push_str(" --leader-parallel-write");
         }
         if self.byzantine > 0 {
             s.push_str(&format!(" --byzantine {}", self.byzantine));

@@ -80,6 +80,35 @@ pub trait SimProtocol: Protocol + 'static {
         Err(format!("{} has no configurable snapshot interval", Self::name()))
     }
 
+    /// Lets a leader write its log in parallel with replicating it
+    /// ([`SimOptions::leader_parallel_write`](crate::SimOptions::leader_parallel_write)):
+    /// its replication leaves before its appends are synced
+    /// ([`leaves_before_sync`](SimProtocol::leaves_before_sync)) and the
+    /// simulator reports durability with
+    /// [`Protocol::persisted`](synod_core::Protocol::persisted)
+    /// ([`persisted_index`](SimProtocol::persisted_index)). Protocols
+    /// without it refuse.
+    fn configure_parallel_write(config: &mut Self::Config) -> Result<(), String> {
+        let _ = config;
+        Err(format!("{} has no parallel leader write", Self::name()))
+    }
+
+    /// With parallel leader writes: whether `msg` may leave before the
+    /// writes of its output are synced.
+    fn leaves_before_sync(msg: &Self::Message) -> bool {
+        let _ = msg;
+        false
+    }
+
+    /// With parallel leader writes: how far the node's own log is durable,
+    /// given its durable state and the writes still unsynced (in order), to
+    /// report with [`Protocol::persisted`](synod_core::Protocol::persisted);
+    /// `None` reports nothing.
+    fn persisted_index(durable: &Self::Durable, unsynced: &[Self::Write]) -> Option<u64> {
+        let _ = (durable, unsynced);
+        None
+    }
+
     /// Spare node ids (outside the bootstrap configuration) a run of
     /// `nodes` replicas gets when its fault profile changes the membership
     /// (see [`FaultProfile::includes_membership`](crate::FaultProfile::includes_membership)).

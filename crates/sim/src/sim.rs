@@ -133,6 +133,9 @@ impl<P: SimProtocol> Sim<P> {
         if let Some(every) = opts.snapshot_interval_entries {
             P::configure_snapshots(&mut config, every)?;
         }
+        if opts.leader_parallel_write {
+            P::configure_parallel_write(&mut config)?;
+        }
         let mut rng = SimRng::new(seed);
         let ids = (1..=(opts.nodes + spares) as u64).map(NodeId);
         let nodes = ids.map(|id| SimNode::new(id, rng.below(1_000_000) as i64)).collect();
@@ -377,6 +380,24 @@ impl<P: SimProtocol> Sim<P> {
                 let from = n.id;
                 for (to, msg) in out.messages.drain(..) {
                     self.send_peer(from, to, msg);
+                }
+            } else if self.opts.leader_parallel_write
+                && out.messages.iter().any(|(_, m)| P::leaves_before_sync(m))
+            {
+                let from = n.id;
+                let spare = n.spare.pop().unwrap_or_default();
+                let all = std::mem::replace(&mut out.messages, spare);
+                let mut waiting = Vec::new();
+                for (to, msg) in all {
+                    if P::leaves_before_sync(&msg) {
+                        self.send_peer(from, to, msg);
+                    } else {
+                        waiting.push((to, msg));
+                    }
+                }
+                if !waiting.is_empty() {
+                    let n = &mut self.nodes[i];
+                    n.batches.push_back(Batch { upto: n.written, messages: waiting });
                 }
             } else {
                 let spare = n.spare.pop().unwrap_or_default();
@@ -723,6 +744,16 @@ impl<P: SimProtocol> Sim<P> {
         }
         self.record(TraceKind::Synced, i as u64 + 1, 0, "", upto);
         self.release_batches(i);
+        if self.opts.leader_parallel_write {
+            let n = &mut self.nodes[i];
+            if let Some(index) = P::persisted_index(&n.durable, n.unsynced.make_contiguous()) {
+                let local = n.local_time(self.now);
+                if let Some(core) = n.core.as_mut() {
+                    core.persisted(local, index, &mut self.out);
+                    self.after_call(i);
+                }
+            }
+        }
     }
 
     fn release_batches(&mut self, i: usize) {

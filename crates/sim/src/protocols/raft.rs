@@ -7,12 +7,13 @@ use crate::protocol::SimProtocol;
 use std::collections::BTreeSet;
 use std::time::Duration;
 use synod_core::{NodeId, Time};
-use synod_raft::{Config, InjectedBug, RaftNode, RaftOutput, ReadMode};
+use synod_raft::{Config, Durable, InjectedBug, Message, RaftNode, RaftOutput, ReadMode, Write};
 
 /// Bug names accepted by `--bug` for Raft, and what they break.
 pub const RAFT_BUGS: &[(&str, InjectedBug)] = &[
     ("commit-previous-term-by-count", InjectedBug::CommitPreviousTermByCount),
     ("vote-twice-in-term", InjectedBug::VoteTwiceInTerm),
+    ("count-unsynced-leader-appends", InjectedBug::CountUnsyncedLeaderAppends),
 ];
 
 impl SimProtocol for RaftNode {
@@ -36,7 +37,7 @@ impl SimProtocol for RaftNode {
     }
 
     fn bugs() -> &'static [&'static str] {
-        &["commit-previous-term-by-count", "vote-twice-in-term"]
+        &["commit-previous-term-by-count", "vote-twice-in-term", "count-unsynced-leader-appends"]
     }
 
     fn inject_bug(config: &mut Config, bug: &str) -> Result<(), String> {
@@ -89,6 +90,36 @@ impl SimProtocol for RaftNode {
         }
         config.follower_reads = follower;
         config.validate()
+    }
+
+    fn configure_parallel_write(config: &mut Config) -> Result<(), String> {
+        config.leader_parallel_write = true;
+        config.validate()
+    }
+
+    /// A leader's AppendEntries (entries or heartbeat): the thesis's §10.2.1
+    /// lets it leave before the leader's own append is durable.
+    fn leaves_before_sync(msg: &Message) -> bool {
+        matches!(msg, Message::AppendEntries { .. })
+    }
+
+    /// The durable log's last index, lowered below the first position an
+    /// unsynced write replaces: until that write syncs, the durable entries
+    /// from there on may differ from the core's.
+    fn persisted_index(durable: &Durable, unsynced: &[Write]) -> Option<u64> {
+        let mut index = durable.log.last().map_or(durable.purged_index, |e| e.index);
+        for w in unsynced {
+            match w {
+                Write::Append { entries } => {
+                    if let Some(first) = entries.first() {
+                        index = index.min(first.index - 1);
+                    }
+                }
+                Write::Snapshot { meta, .. } => index = index.min(meta.index),
+                Write::HardState { .. } => {}
+            }
+        }
+        Some(index)
     }
 
     /// `snapshot_interval_entries`, keeping a tenth of it (at most 100) as
@@ -281,6 +312,78 @@ mod harness_tests {
         assert!(v.failure.replay.contains("--bug vote-twice-in-term"), "{}", v.failure.replay);
         assert!(v.failure.replay.contains(&format!("--seed {}", v.seed)));
         assert!(!v.failure.recent_events.is_empty());
+    }
+
+    /// The write §10.2.1 can lose if a parallel-writing leader counts itself
+    /// too early: the leader's disk is stalled, its append reaches one
+    /// follower (A) only, and A acknowledges. The leader then crashes
+    /// (losing its unsynced append), A is cut off, and the other follower
+    /// (B), which never had the entry, is elected with the restarted
+    /// leader's vote and overwrites A. Returns whether the put was
+    /// acknowledged before the crash, and whether A holds it at the end (an
+    /// unacknowledged put is retried by its client, so it may be there).
+    fn parallel_write_crash(bug: Option<&str>) -> (bool, bool) {
+        let mut o = SimOptions {
+            nodes: 3,
+            clients: 0,
+            leader_parallel_write: true,
+            bug: bug.map(String::from),
+            ..SimOptions::default()
+        };
+        o.fault_config.torn_write_probability = 0.0;
+        let mut sim = Sim::<RaftNode>::new(&o, 7).expect("valid");
+        assert!(sim.run_until(|s| s.leader().is_some(), Duration::from_secs(3)), "election");
+        let put = sim.submit(KvOp::Put { key: Bytes::from("warm"), value: Bytes::from("1") });
+        assert_eq!(sim.wait(put, Duration::from_secs(3)), Some(KvResult::Done));
+        let leader = sim.leader().expect("a leader");
+        let others: Vec<NodeId> = (1..=3).map(NodeId).filter(|&n| n != leader).collect();
+        let (a, b) = (others[0], others[1]);
+        sim.block(leader, b);
+        sim.stall_disk(leader, Duration::from_secs(1));
+        let put =
+            sim.submit_to(leader, KvOp::Put { key: Bytes::from("x"), value: Bytes::from("1") });
+        sim.run_for(Duration::from_millis(20));
+        let acked = sim.result(put) == Some(&KvResult::Done);
+        sim.crash(leader);
+        sim.isolate(a);
+        sim.unblock(leader, b);
+        sim.restart(leader);
+        assert!(
+            sim.run_until(|s| s.leader().is_some_and(|l| l != a), Duration::from_secs(5)),
+            "the restarted leader and B elect one of them"
+        );
+        sim.heal_all();
+        sim.run_for(Duration::from_secs(2));
+        (acked, sim.kv_get(a, b"x").is_some())
+    }
+
+    #[test]
+    fn a_parallel_writing_leader_acknowledges_only_what_survives_its_crash() {
+        let (acked, _) = parallel_write_crash(None);
+        assert!(!acked, "acknowledged while only A held it durably");
+    }
+
+    #[test]
+    fn a_leader_counting_its_unsynced_appends_loses_an_acknowledged_write() {
+        let (acked, kept) = parallel_write_crash(Some("count-unsynced-leader-appends"));
+        assert!(acked && !kept, "the bug acknowledges a write the cluster then loses");
+    }
+
+    /// A disk much slower than the network, every fault: a parallel-writing
+    /// leader's followers acknowledge long before its own fsync completes.
+    #[test]
+    fn a_parallel_writing_leader_survives_every_fault_on_a_slow_disk() {
+        let mut o = SimOptions {
+            nodes: 3,
+            leader_parallel_write: true,
+            fsync_min_us: 5_000,
+            fsync_max_us: 40_000,
+            ..opts(FaultProfile::All)
+        };
+        o.net.latency_us = 100;
+        o.net.jitter_us = 200;
+        let s = run_seeds(&o, 1..101, 2);
+        assert_eq!(s.passed, 100, "{}", s.render());
     }
 
     #[test]
