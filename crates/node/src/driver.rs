@@ -15,7 +15,13 @@
 //!    chunks are stored, every write is persisted and the log is synced with
 //!    **one fsync for the round** (group commit), and only then are the
 //!    messages sent (a Raft leader's replication excepted: it leaves before
-//!    the fsync, so that leader and followers sync in parallel); committed positions are applied (snapshots taken or
+//!    the fsync, so that leader and followers sync in parallel). A Raft
+//!    leader (`NodeProtocol::PARALLEL_LEADER_WRITE`, thesis §10.2.1) does
+//!    not even wait: when the node led all round, its appends are synced
+//!    off the driver's thread, one sync at a time covering every round
+//!    since the last, its other messages wait for that sync, and the core
+//!    counts the leader's own log toward a quorum once the sync reports
+//!    back (`Protocol::persisted`); any other round syncs inline as before; committed positions are applied (snapshots taken or
 //!    installed at their positions), waiting clients answered, read barriers
 //!    served once applied far enough;
 //! 3. snapshots: a snapshot the core asked for is a copy of the state
@@ -63,6 +69,7 @@ use synod_core::{
     ReadState, Role, Time,
 };
 use synod_kv::{CompactionRequest, KvCommand, KvConfig};
+use synod_storage::SyncDone;
 use synod_transport::{Inbound, TransportHandle};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -194,6 +201,31 @@ struct PendingTransfer {
 /// ([`NodeProtocol::leaves_before_sync`]: a Paxos leader's accepts). Votes,
 /// acknowledgements and everything else wait for the sync, as the
 /// persistence contract says.
+/// Messages to send, with their destinations.
+type Outgoing<P> = Vec<(NodeId, <P as synod_core::Protocol>::Message)>;
+
+/// Waits for the background log sync in `task` (never called without one):
+/// the last round it covers, its result and how long the fsync took. The
+/// task is taken once it finished.
+async fn sync_finished(
+    task: &mut Option<(u64, tokio::task::JoinHandle<(SyncDone, Duration)>)>,
+) -> Result<(u64, SyncDone, Duration), NodeError> {
+    let Some((rounds, handle)) = task.as_mut() else {
+        return std::future::pending().await;
+    };
+    let rounds = *rounds;
+    let joined = handle.await;
+    *task = None;
+    match joined {
+        Ok((done, took)) => Ok((rounds, done, took)),
+        Err(e) => Err(NodeError::Storage(synod_storage::Error::Fatal {
+            op: "fsync",
+            path: std::path::PathBuf::from("wal"),
+            source: std::io::Error::other(format!("the log sync task failed: {e}")),
+        })),
+    }
+}
+
 fn leaves_before_sync<P: NodeProtocol>(msg: &P::Message) -> bool
 where
     P::Message: Send,
@@ -349,6 +381,18 @@ where
     transfer_timeout: Duration,
     /// How clients reach the protocol.
     client_routing: ClientRouting,
+    /// The leader's log sync running off this thread, if any: the last
+    /// round it covers, and its task.
+    sync_task: Option<(u64, tokio::task::JoinHandle<(SyncDone, Duration)>)>,
+    /// Rounds whose appends were left to a background sync, numbered.
+    async_rounds: u64,
+    /// The last of those a finished sync covered.
+    synced_rounds: u64,
+    /// Messages of those rounds that wait for their sync, by round.
+    held: std::collections::VecDeque<(u64, Outgoing<P>)>,
+    /// The epoch this node led in when the round began (before any call
+    /// into the core), if it led.
+    round_leader_epoch: Option<u64>,
 }
 
 impl<P: NodeProtocol + Reconfigure> Driver<P>
@@ -464,6 +508,11 @@ where
             transfers: Vec::new(),
             transfer_timeout: config.settings.election_timeout_max * TRANSFER_WAIT_ELECTIONS,
             client_routing: P::client_routing(&core_config),
+            sync_task: None,
+            async_rounds: 0,
+            synced_rounds: 0,
+            held: std::collections::VecDeque::new(),
+            round_leader_epoch: None,
         };
         Ok((driver, status_rx))
     }
@@ -532,6 +581,10 @@ where
     ) -> Result<(), NodeError> {
         tracing::info!(node = %self.core.id(), protocol = P::NAME, "driver started");
         loop {
+            // Before any call into the core this round (see
+            // `leading_all_round`).
+            let st = self.core.status();
+            self.round_leader_epoch = (st.role == Role::Leader).then_some(st.epoch);
             let deadline = self.core.next_deadline();
             let wake = if deadline == Time::MAX {
                 self.start + self.start.elapsed() + Duration::from_millis(100)
@@ -556,6 +609,9 @@ where
                 },
                 done = self.snapshotter.finished(), if self.snapshotter.busy() => {
                     self.on_snapshot_done(done)?;
+                }
+                synced = sync_finished(&mut self.sync_task), if self.sync_task.is_some() => {
+                    self.on_async_sync(synced)?;
                 }
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
             }
@@ -584,6 +640,7 @@ where
                 self.on_snapshot_done(done)?;
             }
             self.carry_out()?;
+            self.start_async_sync()?;
             self.remove_obsolete_snapshots()?;
             self.after_membership_round()?;
             self.sweep();
@@ -602,6 +659,11 @@ where
                 );
             }
             self.answer_transfers();
+        }
+        if let Some((_, task)) = self.sync_task.take()
+            && let Ok((done, _)) = task.await
+        {
+            self.disk.wal.finish_sync(done)?;
         }
         self.disk.sync()?;
         // Let a snapshot being written finish (it is not reported: the core
@@ -782,12 +844,30 @@ where
                 self.round.persist += began.elapsed();
                 let (early, late): (Vec<_>, Vec<_>) =
                     out.messages.drain(..).partition(|(_, m)| leaves_before_sync::<P>(m));
-                out.messages = late;
                 self.send(early);
-                let began = Instant::now();
-                self.disk.sync()?;
-                self.metrics.observe_fsync(began.elapsed());
-                self.round.fsync += began.elapsed();
+                if self.leading_all_round() {
+                    // Only the log appends are unsynced (`persist` made the
+                    // rest durable), and a leader's messages promise nothing
+                    // about them except what waits here: they leave when a
+                    // sync off this thread covers this round
+                    // (`start_async_sync`), which also tells the core.
+                    self.async_rounds += 1;
+                    if !late.is_empty() {
+                        self.held.push_back((self.async_rounds, late));
+                    }
+                } else {
+                    out.messages = late;
+                    let began = Instant::now();
+                    let durable = self.disk.sync()?;
+                    self.metrics.observe_fsync(began.elapsed());
+                    self.round.fsync += began.elapsed();
+                    // Every append so far is durable, those of rounds left
+                    // to a background sync too.
+                    self.synced_rounds = self.async_rounds;
+                    self.release_held(u64::MAX);
+                    let now = self.now();
+                    self.core.persisted(now, durable, &mut self.out);
+                }
             }
             // 2. Only then does everything else leave.
             let messages = std::mem::take(&mut out.messages);
@@ -824,6 +904,59 @@ where
             self.round.snapshot_io += began.elapsed();
         }
         Ok(())
+    }
+
+    /// Whether this node led, in one epoch, from the start of the round to
+    /// now: then every output of the round is a leader's, none promises the
+    /// durability of an append, and none truncates the log.
+    fn leading_all_round(&self) -> bool {
+        if !P::PARALLEL_LEADER_WRITE {
+            return false;
+        }
+        let st = self.core.status();
+        st.role == Role::Leader && self.round_leader_epoch == Some(st.epoch)
+    }
+
+    /// Starts syncing the log off this thread if rounds wait for it and no
+    /// sync is running (one at a time: the next covers every round since).
+    fn start_async_sync(&mut self) -> Result<(), NodeError> {
+        if self.sync_task.is_some() || self.async_rounds == self.synced_rounds {
+            return Ok(());
+        }
+        let pending = self.disk.wal.begin_sync()?;
+        let task = tokio::task::spawn_blocking(move || {
+            let began = Instant::now();
+            let done = pending.run();
+            (done, began.elapsed())
+        });
+        self.sync_task = Some((self.async_rounds, task));
+        Ok(())
+    }
+
+    /// A sync started by [`start_async_sync`](Self::start_async_sync)
+    /// finished: record it (a failed fsync is fatal), release what waited
+    /// for it, and tell the core how far its log is durable.
+    fn on_async_sync(
+        &mut self,
+        synced: Result<(u64, SyncDone, Duration), NodeError>,
+    ) -> Result<(), NodeError> {
+        let (rounds, done, took) = synced?;
+        let durable = self.disk.wal.finish_sync(done)?;
+        self.metrics.observe_fsync(took);
+        self.synced_rounds = self.synced_rounds.max(rounds);
+        self.release_held(rounds);
+        let now = self.now();
+        self.core.persisted(now, durable, &mut self.out);
+        Ok(())
+    }
+
+    /// Sends the held messages of every round up to `rounds`.
+    fn release_held(&mut self, rounds: u64) {
+        while self.held.front().is_some_and(|(r, _)| *r <= rounds) {
+            if let Some((_, messages)) = self.held.pop_front() {
+                self.send(messages);
+            }
+        }
     }
 
     fn send(&mut self, messages: Vec<(NodeId, P::Message)>) {

@@ -87,6 +87,13 @@ where
         false
     }
 
+    /// Whether the core's configuration lets a leader write its log in
+    /// parallel with replicating it (Raft's `leader_parallel_write`): then
+    /// the driver syncs a leader's appends off its thread, keeps going, and
+    /// reports them with `Protocol::persisted` when they are durable.
+    /// Default: false (every round's appends are synced inline).
+    const PARALLEL_LEADER_WRITE: bool = false;
+
     /// The host could not take the snapshot at `index` the core asked for
     /// (its write failed without poisoning the storage: a full disk, say);
     /// the core should ask again later rather than wait for an answer that

@@ -387,9 +387,15 @@ impl NodeProtocol for RaftNode {
         c.heartbeat_interval = settings.heartbeat_interval;
         c.snapshot_interval_entries = settings.snapshot_interval_entries;
         c.snapshot_trailing_entries = 1000.min(settings.snapshot_interval_entries);
+        c.leader_parallel_write = Self::PARALLEL_LEADER_WRITE;
         c.validate()?;
         Ok(c)
     }
+
+    /// The leader syncs its appends off the driver's thread (thesis
+    /// §10.2.1): its round goes on while the fsync runs, and it counts
+    /// itself toward a quorum once the sync reports back.
+    const PARALLEL_LEADER_WRITE: bool = true;
 
     fn encode_message(msg: &Message) -> Vec<u8> {
         encode(msg)
