@@ -8,13 +8,14 @@ use std::path::PathBuf;
 
 /// Every .proto file, relative to `proto/` (also the include root, so imports
 /// read like `import "etcdserverpb/rpc.proto";`).
-const PROTO_FILES: [&str; 6] = [
+const PROTO_FILES: [&str; 7] = [
     "mvccpb/kv.proto",
     "authpb/auth.proto",
     "etcdserverpb/rpc.proto",
     "v3lockpb/v3lock.proto",
     "v3electionpb/v3election.proto",
     "grpc/health/v1/health.proto",
+    "synodpb/pbft.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

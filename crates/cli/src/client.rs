@@ -24,6 +24,12 @@ pub struct ClientOpts {
     /// (streams such as watch and keep-alive are not bounded by it).
     #[arg(long, global = true, default_value_t = 5000)]
     pub timeout_ms: u64,
+    /// On a PBFT cluster: this client's key file (`c<i>.keys`), with which
+    /// `synod kv` signs its requests, sends them to every replica and takes
+    /// a result only when f+1 replicas agree. Default: `synod-data/c1.keys`
+    /// (what `synod up --protocol pbft` writes) if it exists.
+    #[arg(long, global = true)]
+    pub pbft_client_key: Option<std::path::PathBuf>,
 }
 
 impl ClientOpts {

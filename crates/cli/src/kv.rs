@@ -3,10 +3,17 @@
 //! Output follows etcdctl's simple format: `put` prints `OK`, `get` prints
 //! key and value lines, `del` prints how many keys it deleted.
 //!
+//! On a PBFT cluster, put, del and linearizable get go through Synod's own
+//! PBFT client ([`crate::pbft_client`]): the request signed with the
+//! client's key and sent to every replica, the result taken only when f+1
+//! replicas agree. Everywhere else (and `--consistency=s`) they are plain
+//! etcd requests to the first endpoint that answers.
+//!
 //! Exit codes: 0 success, 1 the cluster answered with an error or could not
 //! be reached, 2 bad usage.
 
 use crate::client::{self, ClientOpts, Failure, parse_lease, prefix_end, text, within};
+use crate::pbft_client;
 use clap::{Args, Subcommand, ValueEnum};
 use std::process::ExitCode;
 use synod_etcdpb::etcdserverpb::kv_client::KvClient;
@@ -88,21 +95,27 @@ pub fn run(args: KvArgs) -> ExitCode {
 
 async fn execute(args: KvArgs) -> Result<(), Failure> {
     let timeout = args.client.timeout();
-    let mut client = KvClient::new(client::connect(&args.client.endpoints, timeout).await?);
+    let serializable = matches!(args.op, KvOp::Get { consistency: Consistency::S, .. });
+    let mut pbft = if serializable { None } else { pbft_client::choose(&args.client).await? };
+    let mut plain = None;
+    if pbft.is_none() {
+        plain = Some(KvClient::new(client::connect(&args.client.endpoints, timeout).await?));
+    }
     let mut out = String::new();
     match args.op {
         KvOp::Put { key, value, lease, prev_kv } => {
-            let r = within(
-                timeout,
-                client.put(PutRequest {
-                    key: key.into_bytes(),
-                    value: value.into_bytes(),
-                    lease: lease.unwrap_or(0),
-                    prev_kv,
-                    ..Default::default()
-                }),
-            )
-            .await?;
+            let request = PutRequest {
+                key: key.into_bytes(),
+                value: value.into_bytes(),
+                lease: lease.unwrap_or(0),
+                prev_kv,
+                ..Default::default()
+            };
+            let r = match (&mut pbft, &mut plain) {
+                (Some(p), _) => p.put(request).await?,
+                (None, Some(c)) => within(timeout, c.put(request)).await?,
+                (None, None) => unreachable!("one client is connected"),
+            };
             out.push_str("OK\n");
             if let Some(kv) = r.prev_kv {
                 out.push_str(&format!("{}\n{}\n", text(&kv.key), text(&kv.value)));
@@ -116,19 +129,20 @@ async fn execute(args: KvArgs) -> Result<(), Failure> {
             } else {
                 Vec::new()
             };
-            let r = within(
-                timeout,
-                client.range(RangeRequest {
-                    key: key.into_bytes(),
-                    range_end,
-                    limit,
-                    revision: rev,
-                    keys_only,
-                    serializable: matches!(consistency, Consistency::S),
-                    ..Default::default()
-                }),
-            )
-            .await?;
+            let request = RangeRequest {
+                key: key.into_bytes(),
+                range_end,
+                limit,
+                revision: rev,
+                keys_only,
+                serializable: matches!(consistency, Consistency::S),
+                ..Default::default()
+            };
+            let r = match (&mut pbft, &mut plain) {
+                (Some(p), _) => p.range(request).await?,
+                (None, Some(c)) => within(timeout, c.range(request)).await?,
+                (None, None) => unreachable!("one client is connected"),
+            };
             for kv in r.kvs {
                 out.push_str(&text(&kv.key));
                 out.push('\n');
@@ -140,15 +154,12 @@ async fn execute(args: KvArgs) -> Result<(), Failure> {
         }
         KvOp::Del { key, prefix, prev_kv } => {
             let range_end = if prefix { prefix_end(key.as_bytes()) } else { Vec::new() };
-            let r = within(
-                timeout,
-                client.delete_range(DeleteRangeRequest {
-                    key: key.into_bytes(),
-                    range_end,
-                    prev_kv,
-                }),
-            )
-            .await?;
+            let request = DeleteRangeRequest { key: key.into_bytes(), range_end, prev_kv };
+            let r = match (&mut pbft, &mut plain) {
+                (Some(p), _) => p.delete_range(request).await?,
+                (None, Some(c)) => within(timeout, c.delete_range(request)).await?,
+                (None, None) => unreachable!("one client is connected"),
+            };
             out.push_str(&format!("{}\n", r.deleted));
             for kv in r.prev_kvs {
                 out.push_str(&format!("{}\n{}\n", text(&kv.key), text(&kv.value)));

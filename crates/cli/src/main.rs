@@ -15,6 +15,7 @@ mod kv;
 mod lease;
 mod lock;
 mod member;
+mod pbft_client;
 mod pbft_keys;
 mod seeds;
 mod serve;

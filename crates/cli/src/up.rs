@@ -8,7 +8,10 @@
 //!
 //! With `--protocol pbft` (n = 3f+1 nodes: 4 or 7) it also writes each
 //! node's PBFT key file (`n<i>.keys`: its own secrets, the pairwise keys it
-//! shares with each other node, everyone's public keys).
+//! shares with each other node, everyone's public keys) and one client key
+//! file, `c1.keys`, which `synod kv` uses to talk PBFT itself (f+1
+//! matching replies; `--pbft-client-key`, found by default in the default
+//! data directory).
 //!
 //! Ports: node `i` (from 1) listens for clients on `base + 10·(i−1)`, for
 //! peers on the next port and for `/metrics` on the one after (2379, 2380,
@@ -102,8 +105,12 @@ fn prepare(args: &UpArgs) -> Result<(u16, String), String> {
             return Err(format!("--nodes {}: PBFT needs n = 3f+1 nodes (4 or 7)", args.nodes));
         }
         let ids: Vec<u64> = (1..=u64::from(args.nodes)).collect();
-        for keys in synod_node::pbft_keys::generate(&ids) {
+        let (replicas, clients) = synod_node::pbft_keys::generate_with_clients(&ids, 1);
+        for keys in replicas {
             keys.write_new(&dir.join(format!("n{}.keys", keys.node_id)))?;
+        }
+        for keys in clients {
+            keys.write_new(&dir.join(format!("c{}.keys", keys.client_id)))?;
         }
     }
     let secret_path = dir.join("secret");
@@ -223,6 +230,13 @@ pub fn run(args: UpArgs) -> ExitCode {
         "try:\n  etcdctl --endpoints {joined} put foo bar\n  etcdctl --endpoints {joined} get foo"
     );
     println!("  synod status --endpoints {joined}");
+    if protocol == "pbft" {
+        println!(
+            "  synod kv --endpoints {joined} --pbft-client-key {} put foo bar  \
+             (f+1 matching replies)",
+            dir.join("c1.keys").display()
+        );
+    }
     println!("press Ctrl-C to stop");
 
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -307,5 +321,8 @@ mod tests {
             let text = std::fs::read_to_string(&keys).expect("written");
             assert!(text.contains(&format!("\nnode_id = {i}\n")), "{text}");
         }
+        let client = synod_node::pbft_keys::load_client(&dir.path().join("c1.keys"))
+            .expect("a client key file");
+        assert_eq!(client.replicas.len(), 4);
     }
 }

@@ -11,6 +11,10 @@
 //! recovers its journal and catches up (by retransmission or state
 //! transfer) to serve every acknowledged write. Every wait is bounded; a
 //! Drop guard kills the processes even on failure.
+//!
+//! Another: `synod kv` through Synod's own PBFT client path (f+1 matching
+//! signed replies), with one replica lying on that path (fault injection)
+//! and then one correct replica killed.
 
 mod common;
 
@@ -31,6 +35,8 @@ struct PbftCluster {
     dir: tempfile::TempDir,
     client_ports: Vec<u16>,
     children: Vec<Option<Child>>,
+    /// The replica (index) started with the lying-replies fault injected.
+    liar: Option<usize>,
 }
 
 impl Drop for PbftCluster {
@@ -44,6 +50,10 @@ impl Drop for PbftCluster {
 
 impl PbftCluster {
     fn start() -> PbftCluster {
+        PbftCluster::start_with_liar(None)
+    }
+
+    fn start_with_liar(liar: Option<usize>) -> PbftCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let keys = Command::new(synod())
             .args(["pbft-keys", "--nodes", "4", "--out"])
@@ -73,6 +83,7 @@ impl PbftCluster {
             dir,
             client_ports: ports.iter().map(|p| p.0).collect(),
             children: (0..N).map(|_| None).collect(),
+            liar,
         };
         for i in 0..N {
             cluster.spawn(i);
@@ -86,7 +97,11 @@ impl PbftCluster {
             .append(true)
             .open(self.dir.path().join(format!("n{}.log", i + 1)))
             .expect("log");
-        let child = Command::new(synod())
+        let mut command = Command::new(synod());
+        if self.liar == Some(i) {
+            command.env(synod_node::pbft_service::FAULT_WRONG_REPLIES, "1");
+        }
+        let child = command
             .arg("serve")
             .arg("--config")
             .arg(self.dir.path().join(format!("n{}.toml", i + 1)))
@@ -132,6 +147,14 @@ impl PbftCluster {
             assert!(Instant::now() < deadline, "no primary agreed: {seen:?}\n{}", self.logs());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// `synod kv ARGS` with the client key `c1.keys` through `endpoints`,
+    /// which must succeed: its output.
+    fn kv(&self, endpoints: &str, args: &[&str]) -> String {
+        let (ok, out, err) = synod_kv(self.dir.path(), endpoints, true, args);
+        assert!(ok, "synod kv {args:?}: {err}\n{}", self.logs());
+        out
     }
 
     fn logs(&self) -> String {
@@ -328,4 +351,93 @@ async fn a_pbft_cluster_serves_through_every_replica_survives_a_killed_primary_a
     // executed, which it reaches only at their next stable checkpoint, so
     // its linearizable reads can fail until then.)
     cluster.check(others[0], &acked, false).await;
+}
+
+/// `synod kv ARGS` through `endpoints` with the client key `c1.keys`, run in
+/// `cwd`: (success, stdout, stderr).
+fn synod_kv(
+    cwd: &std::path::Path,
+    endpoints: &str,
+    key: bool,
+    args: &[&str],
+) -> (bool, String, String) {
+    let mut command = Command::new(synod());
+    command.current_dir(cwd).args(["kv", "--endpoints", endpoints, "--timeout-ms", "15000"]);
+    if key {
+        command.arg("--pbft-client-key").arg(cwd.join("c1.keys"));
+    }
+    let out = command.args(args).output().expect("synod kv");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synod_kv_takes_f_plus_1_matching_replies_outvoting_a_liar_with_a_replica_down() {
+    use synod_etcdpb::synodpb::SubmitRequest;
+    use synod_etcdpb::synodpb::pbft_client::PbftClient;
+    let liar = 3;
+    let mut cluster = PbftCluster::start_with_liar(Some(liar));
+    let (primary, _) = cluster.primary().await;
+    let dir = cluster.dir.path().to_path_buf();
+    let all: Vec<String> = (0..N).map(|i| cluster.endpoint(i)).collect();
+    let all = all.join(",");
+
+    assert_eq!(cluster.kv(&all, &["put", "k1", "v1"]), "OK\n");
+    assert_eq!(cluster.kv(&all, &["get", "k1"]), "k1\nv1\n");
+
+    // The liar does lie on this path: asked alone, it answers a made-up
+    // value, validly signed; a plain etcd client of it would take that.
+    let keys = synod_node::pbft_keys::load_client(&dir.join("c1.keys")).expect("client key");
+    let range = synod_kv::KvCommand::Range(synod_kv::RangeRequest {
+        key: bytes::Bytes::from_static(b"k1"),
+        ..Default::default()
+    });
+    // Above the sequence numbers `synod kv` took from the clock so far.
+    let seq = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_micros() as u64;
+    let op = synod_pbft::request::seal(&keys.signing, keys.client, seq, &range.encode());
+    let reply = PbftClient::new(rpc_channel(&cluster.endpoint(liar)))
+        .submit(SubmitRequest { client: keys.client.0, seq, op: op.to_vec() })
+        .await
+        .expect("the liar answers")
+        .into_inner();
+    let text = String::from_utf8_lossy(&reply.result).into_owned();
+    assert!(text.contains("forged by replica 4"), "{text:?}\n{}", cluster.logs());
+    let mut tally = synod_node::pbft_reply::Tally::new(&keys, seq);
+    assert_eq!(tally.add(&reply), Ok(None), "validly signed, yet one reply is not enough");
+
+    // Given only the liar's endpoint, the client finds the others
+    // (MemberList) and is not fooled.
+    assert_eq!(cluster.kv(&cluster.endpoint(liar), &["get", "k1"]), "k1\nv1\n");
+
+    // One correct replica down (a backup, so no view change is needed):
+    // the two correct ones left still make f+1 = 2 against the liar.
+    let victim = (0..N).find(|&i| i != primary && i != liar).expect("a correct backup");
+    cluster.kill(victim);
+    assert_eq!(cluster.kv(&all, &["put", "k2", "v2"]), "OK\n");
+    assert_eq!(cluster.kv(&all, &["get", "k2"]), "k2\nv2\n");
+    assert_eq!(cluster.kv(&all, &["del", "k1"]), "1\n");
+    assert_eq!(cluster.kv(&all, &["get", "k1"]), "");
+    // A plain etcd read through a correct replica agrees.
+    let survivor = (0..N).find(|&i| i != victim && i != liar).expect("a correct replica");
+    assert_eq!(
+        get(&cluster.endpoint(survivor), "k2", false).await.expect("get"),
+        Some("v2".into())
+    );
+
+    // `synod up`'s default key location is found without the flag...
+    let cwd = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(cwd.path().join("synod-data")).expect("mkdir");
+    std::fs::copy(dir.join("c1.keys"), cwd.path().join("synod-data/c1.keys")).expect("copy");
+    let (ok, out, err) = synod_kv(cwd.path(), &all, false, &["get", "k2"]);
+    assert!(ok && out == "k2\nv2\n", "{out}{err}");
+    // ...and without any key a PBFT cluster is refused, saying what is missing.
+    let empty = tempfile::tempdir().expect("tempdir");
+    let (ok, _, err) = synod_kv(empty.path(), &all, false, &["get", "k2"]);
+    assert!(!ok && err.contains("--pbft-client-key"), "{err}");
 }

@@ -91,6 +91,15 @@ generated_module!(
     "grpc.health.v1"
 );
 
+generated_module!(
+    /// Package `synodpb`: Synod's own services, not etcd's. `Pbft.Submit`
+    /// is the PBFT client path: a request signed by the client, sent to
+    /// every replica, answered by each with a signed result (see
+    /// `crates/node/src/pbft_reply.rs`).
+    synodpb,
+    "synodpb"
+);
+
 /// The `protoc` binary this crate's build used (from the `protoc-bin-vendored`
 /// crate), for other builds that need one, such as the Rust `etcd-client`
 /// compatibility test (`crates/cli/tests/rust_etcd_client.rs`), which runs

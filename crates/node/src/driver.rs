@@ -141,6 +141,16 @@ pub enum ClientRequest {
         /// Where the answer goes.
         reply: oneshot::Sender<Result<u64, MemberError>>,
     },
+    /// Order a client's own signed request unchanged (PBFT's client path,
+    /// [`crate::pbft_service`]: the client sends the same request to every
+    /// replica) and answer with the result of applying it; a retry of a
+    /// request already executed is answered from the session cache.
+    Submit {
+        /// The request as the client signed it.
+        command: Command,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Reply>,
+    },
     /// Hand leadership to `to` (etcd's MoveLeader, on the leader):
     /// answered once this node knows `to` as the leader, or with why not.
     TransferLeader {
@@ -173,6 +183,11 @@ pub enum TransferError {
     #[error("etcdserver: server stopped")]
     Stopped,
 }
+
+/// Client requests ([`ClientRequest::Submit`]) waited on at once.
+pub const MAX_PENDING_SUBMITS: usize = 16_384;
+/// Answers waited on for one submitted request (retries of it).
+pub const MAX_WAITERS_PER_SUBMIT: usize = 8;
 
 /// Leadership transfers waited on at once; another is answered `TimedOut`
 /// at once.
@@ -344,6 +359,9 @@ where
     batch_replies: Vec<(u64, oneshot::Sender<Reply>)>,
     batch_bytes: usize,
     pending_writes: HashMap<u64, oneshot::Sender<Reply>>,
+    /// Clients' own requests ([`ClientRequest::Submit`]) waiting to be
+    /// applied, by client and sequence number.
+    pending_submits: HashMap<(ClientId, u64), Vec<oneshot::Sender<Reply>>>,
     round_reads: Vec<PendingRead>,
     pending_reads: HashMap<ReadId, Vec<PendingRead>>,
     waiting_reads: Vec<(u64, PendingRead)>,
@@ -486,6 +504,7 @@ where
             batch_replies: Vec::new(),
             batch_bytes: 0,
             pending_writes: HashMap::new(),
+            pending_submits: HashMap::new(),
             round_reads: Vec::new(),
             pending_reads: HashMap::new(),
             waiting_reads: Vec::new(),
@@ -678,6 +697,9 @@ where
         for (_, tx) in self.pending_writes.drain() {
             let _ = tx.send(Err(ClientError::Stopped));
         }
+        for tx in self.pending_submits.drain().flat_map(|(_, txs)| txs) {
+            let _ = tx.send(Err(ClientError::Stopped));
+        }
         if let Some(op) = self.member_op.take() {
             let _ = op.reply.send(Err(MemberError::Stopped));
         }
@@ -730,8 +752,40 @@ where
                 }
                 self.round_reads.push(PendingRead { query, reply });
             }
+            ClientRequest::Submit { command, reply } => self.on_submit(command, reply),
             ClientRequest::Member { change, reply } => self.on_member(change, reply),
             ClientRequest::TransferLeader { to, reply } => self.on_transfer(to, reply),
+        }
+    }
+
+    /// A client's own signed request: proposed as it is (the core checks
+    /// the client's signature and orders a request once however many
+    /// replicas propose it), answered when applied.
+    fn on_submit(&mut self, command: Command, reply: oneshot::Sender<Reply>) {
+        if !matches!(self.client_routing, ClientRouting::All { .. }) {
+            let why = format!("{} has no client-signed requests", P::NAME);
+            let _ = reply.send(Err(ClientError::Rejected(why)));
+            return;
+        }
+        let key = (command.client, command.seq);
+        if self.pending_submits.len() >= MAX_PENDING_SUBMITS
+            && !self.pending_submits.contains_key(&key)
+        {
+            let _ = reply.send(Err(ClientError::Busy));
+            return;
+        }
+        let now = self.now();
+        match self.core.propose(now, vec![command], &mut self.out) {
+            Ok(()) => {
+                let waiters = self.pending_submits.entry(key).or_default();
+                if waiters.len() >= MAX_WAITERS_PER_SUBMIT {
+                    let _ = waiters.remove(0).send(Err(ClientError::Busy));
+                }
+                waiters.push(reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(Self::refusal(e)));
+            }
         }
     }
 
@@ -1000,6 +1054,15 @@ where
             return Ok(());
         }
         let answer = self.machine.apply(&c);
+        if !self.pending_submits.is_empty()
+            && let Some(cmd) = &c.command
+            && let Some(waiters) = self.pending_submits.remove(&(cmd.client, cmd.seq))
+        {
+            let reply = answer.clone().ok_or_else(|| ClientError::Rejected("superseded".into()));
+            for tx in waiters {
+                let _ = tx.send(reply.clone());
+            }
+        }
         if let Some(cmd) = &c.command
             && cmd.client == self.client_id
             && let Some(tx) = self.pending_writes.remove(&cmd.seq)
@@ -1519,6 +1582,10 @@ where
         }
         self.last_sweep = Instant::now();
         self.pending_writes.retain(|_, tx| !tx.is_closed());
+        self.pending_submits.retain(|_, txs| {
+            txs.retain(|tx| !tx.is_closed());
+            !txs.is_empty()
+        });
     }
 
     fn publish_status(&mut self) {

@@ -13,7 +13,9 @@
 //! - [`glue`]: [`NodeProtocol`], the per-protocol part (wire format, disk
 //!   mapping, recovery); [`raft_glue`] implements it for Raft,
 //!   [`paxos_glue`] for Multi-Paxos, [`pbft_glue`] for PBFT (with
-//!   [`pbft_keys`], its key files);
+//!   [`pbft_keys`], its key files, and PBFT's client path: [`pbft_service`]
+//!   orders requests clients signed themselves, [`pbft_reply`] signs the
+//!   answers and counts f+1 matching ones on the client side);
 //! - [`machine`]: the replicated state (store + exactly-once sessions) and
 //!   its snapshots;
 //! - [`service`] and [`convert`]: the etcd `KV`, `Maintenance.Status` and
@@ -50,6 +52,8 @@ pub mod metrics;
 pub mod paxos_glue;
 pub mod pbft_glue;
 pub mod pbft_keys;
+pub mod pbft_reply;
+pub mod pbft_service;
 pub mod raft_glue;
 pub mod server;
 pub mod service;

@@ -24,6 +24,22 @@
 //! signing key in one file only. [`generate`] makes a consistent set for a
 //! cluster; [`load`] checks a file against the cluster it is for, naming
 //! the field at fault.
+//!
+//! A *client key file* ([`ClientKeyFile`], `c<i>.keys`) is what one of
+//! Synod's own clients (`synod kv`) needs to talk PBFT itself: its id and
+//! Ed25519 secret (it signs its requests; every replica file lists its
+//! public key under `[[clients]]`) and every replica's public key (it
+//! checks the replicas' signed replies, [`crate::pbft_reply`]). Client ids
+//! are small numbers (1, 2, ...), never a proxy's (top bit set).
+//!
+//! ```toml
+//! client_id = 1
+//! signing_key = "<64 hex digits>"
+//!
+//! [[replicas]]
+//! id = 1
+//! verifying_key = "<64 hex digits>"
+//! ```
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -102,33 +118,63 @@ fn public_key(field: &str, s: &str) -> Result<VerifyingKey, String> {
         .map_err(|_| format!("{field}: not an Ed25519 public key"))
 }
 
-/// A fresh, consistent set of key files for the replicas `nodes`, by node.
+/// A fresh, consistent set of key files for the replicas `nodes`, by node
+/// (no clients of their own: see [`generate_with_clients`]).
 pub fn generate(nodes: &[u64]) -> Vec<KeyFile> {
+    generate_with_clients(nodes, 0).0
+}
+
+/// A fresh, consistent set of key files for the replicas `nodes` and for
+/// `clients` clients (ids 1..=clients), each listed in every replica file.
+pub fn generate_with_clients(nodes: &[u64], clients: u64) -> (Vec<KeyFile>, Vec<ClientKeyFile>) {
     let fresh = || SigningKey::from_bytes(&rand::random::<[u8; 32]>());
     let signing: Vec<SigningKey> = nodes.iter().map(|_| fresh()).collect();
-    let clients: Vec<SigningKey> = nodes.iter().map(|_| fresh()).collect();
+    let proxies: Vec<SigningKey> = nodes.iter().map(|_| fresh()).collect();
+    let own: Vec<SigningKey> = (0..clients).map(|_| fresh()).collect();
     let mut pairwise = HashMap::new();
     for (i, &a) in nodes.iter().enumerate() {
         for &b in &nodes[i + 1..] {
             pairwise.insert((a.min(b), a.max(b)), rand::random::<[u8; 32]>());
         }
     }
-    let client_entries: Vec<ClientEntry> = nodes
+    let mut client_entries: Vec<ClientEntry> = nodes
         .iter()
-        .zip(&clients)
+        .zip(&proxies)
         .map(|(&id, k)| ClientEntry {
             id: proxy_client_id(id).0,
             verifying_key: hex(k.verifying_key().as_bytes()),
         })
         .collect();
-    nodes
+    client_entries.extend(
+        (1..=clients)
+            .zip(&own)
+            .map(|(id, k)| ClientEntry { id, verifying_key: hex(k.verifying_key().as_bytes()) }),
+    );
+    let public: Vec<ReplicaEntry> = nodes
+        .iter()
+        .zip(&signing)
+        .map(|(&id, k)| ReplicaEntry {
+            id,
+            verifying_key: hex(k.verifying_key().as_bytes()),
+            pairwise_key: None,
+        })
+        .collect();
+    let client_files = (1..=clients)
+        .zip(&own)
+        .map(|(id, k)| ClientKeyFile {
+            client_id: id,
+            signing_key: hex(&k.to_bytes()),
+            replicas: public.clone(),
+        })
+        .collect();
+    let replica_files = nodes
         .iter()
         .enumerate()
         .map(|(i, &me)| KeyFile {
             node_id: me,
             signing_key: hex(&signing[i].to_bytes()),
             client_id: proxy_client_id(me).0,
-            client_signing_key: hex(&clients[i].to_bytes()),
+            client_signing_key: hex(&proxies[i].to_bytes()),
             replicas: nodes
                 .iter()
                 .zip(&signing)
@@ -140,7 +186,104 @@ pub fn generate(nodes: &[u64]) -> Vec<KeyFile> {
                 .collect(),
             clients: client_entries.clone(),
         })
-        .collect()
+        .collect();
+    (replica_files, client_files)
+}
+
+/// A client key file (see the module doc), as written.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientKeyFile {
+    /// The client's id (listed in every replica's `[[clients]]`).
+    pub client_id: u64,
+    /// Its Ed25519 signing key (hex).
+    pub signing_key: String,
+    /// Every replica's public key (`pairwise_key` never set).
+    pub replicas: Vec<ReplicaEntry>,
+}
+
+/// A client's keys, checked ([`ClientKeyFile::keys`]).
+#[derive(Clone)]
+pub struct ClientIdentity {
+    /// The client's id.
+    pub client: ClientId,
+    /// Its signing key.
+    pub signing: SigningKey,
+    /// Every replica's verifying key, by node id.
+    pub replicas: Arc<HashMap<NodeId, VerifyingKey>>,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClientIdentity({}, {} replicas)", self.client, self.replicas.len())
+    }
+}
+
+impl ClientKeyFile {
+    /// The file's text.
+    pub fn to_toml(&self) -> String {
+        let body = toml::to_string(self).expect("a key file serializes");
+        format!(
+            "# PBFT keys of client {}: secret, for this client only (`synod pbft-keys`).\n{body}",
+            self.client_id
+        )
+    }
+
+    /// Writes the file (mode 0600 on Unix), refusing to overwrite one.
+    pub fn write_new(&self, path: &Path) -> Result<(), String> {
+        write_new(path, &self.to_toml())
+    }
+
+    /// The keys of this file, checked: a client id that is not a proxy's,
+    /// a valid secret, n = 3f+1 replicas (at least 4) each listed once with
+    /// a valid public key.
+    pub fn keys(&self) -> Result<ClientIdentity, String> {
+        if self.client_id == 0 || self.client_id & (1 << 63) != 0 {
+            return Err(format!(
+                "client_id: {} is not a client id (1 up to 2^63-1; larger ones are the replicas' proxies)",
+                self.client_id
+            ));
+        }
+        let signing = SigningKey::from_bytes(&unhex32("signing_key", &self.signing_key)?);
+        let n = self.replicas.len();
+        if n < 4 || !(n - 1).is_multiple_of(3) {
+            return Err(format!("replicas: {n} listed; PBFT has n = 3f+1 replicas, at least 4"));
+        }
+        let mut replicas = HashMap::with_capacity(n);
+        for (i, r) in self.replicas.iter().enumerate() {
+            let key = public_key(&format!("replicas[{i}].verifying_key"), &r.verifying_key)?;
+            if replicas.insert(NodeId(r.id), key).is_some() {
+                return Err(format!("replicas[{i}].id: replica {} is listed twice", r.id));
+            }
+        }
+        Ok(ClientIdentity {
+            client: ClientId(self.client_id),
+            signing,
+            replicas: Arc::new(replicas),
+        })
+    }
+}
+
+/// Reads and checks the client key file at `path`. Errors name the file
+/// and the field (`pbft client key: <path>: <field>: …`).
+pub fn load_client(path: &Path) -> Result<ClientIdentity, String> {
+    let at = |m: String| format!("pbft client key: {}: {m}", path.display());
+    let text = std::fs::read_to_string(path).map_err(|e| at(e.to_string()))?;
+    let file: ClientKeyFile = toml::from_str(&text).map_err(|e| at(e.message().to_string()))?;
+    file.keys().map_err(at)
+}
+
+/// Creates `path` with `text` (mode 0600 on Unix), refusing to overwrite.
+fn write_new(path: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options.open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 impl KeyFile {
@@ -155,15 +298,7 @@ impl KeyFile {
 
     /// Writes the file (mode 0600 on Unix), refusing to overwrite one.
     pub fn write_new(&self, path: &Path) -> Result<(), String> {
-        use std::io::Write as _;
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut f = options.open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        f.write_all(self.to_toml().as_bytes())
-            .and_then(|()| f.sync_all())
-            .map_err(|e| format!("{}: {e}", path.display()))
+        write_new(path, &self.to_toml())
     }
 
     /// The keys of this file for node `me` of the cluster `replicas` (in
@@ -279,6 +414,44 @@ mod tests {
         assert!(files[0].replicas[0].pairwise_key.is_none());
         assert_eq!(files[0].replicas[1].pairwise_key, files[1].replicas[0].pairwise_key);
         assert_ne!(files[0].replicas[2].pairwise_key, files[1].replicas[2].pairwise_key);
+    }
+
+    #[test]
+    fn client_files_sign_what_every_replica_accepts_and_know_every_replica() {
+        let (replicas, clients) = generate_with_clients(&[1, 2, 3, 4], 2);
+        assert_eq!(clients.len(), 2);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c2.keys");
+        clients[1].write_new(&path).expect("write");
+        assert!(clients[1].write_new(&path).is_err(), "never overwritten");
+        let c = load_client(&path).expect("load");
+        assert_eq!(c.client, ClientId(2));
+        let ring = replicas[2].keys(NodeId(3), &ids()).expect("replica keys");
+        let mut check = synod_pbft::request::RequestCheck::new(ring.clients.clone());
+        let signed = synod_pbft::request::sign_command(
+            &c.signing,
+            synod_core::Command::new(c.client, 7, &b"op"[..]),
+        );
+        assert!(check.check(&signed), "every replica knows the client's public key");
+        let d = Digest::of(b"reply");
+        assert!(c.replicas[&NodeId(3)].verify_strict(&d.0, &ring.keyring.sign(&d)).is_ok());
+        assert_eq!(c.replicas.len(), 4);
+        assert!(clients[0].replicas.iter().all(|r| r.pairwise_key.is_none()), "no secrets");
+        // A bad client file names its field.
+        let bad = [
+            (ClientKeyFile { client_id: 1 << 63, ..clients[0].clone() }, "client_id"),
+            (ClientKeyFile { signing_key: "x".into(), ..clients[0].clone() }, "signing_key"),
+            (
+                ClientKeyFile { replicas: clients[0].replicas[..3].to_vec(), ..clients[0].clone() },
+                "3f+1",
+            ),
+        ];
+        for (file, want) in bad {
+            let err = file.keys().expect_err(want);
+            assert!(err.contains(want), "{err} (wanted {want})");
+        }
+        let err = load_client(&dir.path().join("missing.keys")).expect_err("no file");
+        assert!(err.starts_with("pbft client key: ") && err.contains("missing.keys"), "{err}");
     }
 
     #[test]

@@ -25,6 +25,7 @@ use synod_etcdpb::etcdserverpb::lease_server::LeaseServer;
 use synod_etcdpb::etcdserverpb::maintenance_server::MaintenanceServer;
 use synod_etcdpb::etcdserverpb::watch_server::WatchServer;
 use synod_etcdpb::health::health_server::HealthServer;
+use synod_etcdpb::synodpb::pbft_server::PbftServer;
 use synod_etcdpb::v3electionpb::election_server::ElectionServer;
 use synod_etcdpb::v3lockpb::lock_server::LockServer;
 use synod_kv::KvConfig;
@@ -126,6 +127,26 @@ where
     let (requests_tx, requests_rx) = mpsc::channel(REQUEST_QUEUE_LEN);
     let (stop_tx, stop_rx) = watch::channel(false);
     let driver_task = tokio::spawn(driver.run(inbound, requests_rx, stop_rx));
+    // PBFT's client path (`synodpb.Pbft`), signing replies with this
+    // replica's key (the driver loaded and checked the same file).
+    let pbft_client_path = match (&config.protocol_settings().pbft_keys, P::NAME) {
+        (Some((me, path)), "pbft") => {
+            let keys = crate::pbft_keys::load(path, *me, &driver_config.voters)
+                .map_err(NodeError::Config)?;
+            let service = crate::pbft_service::PbftService::new(
+                node_id,
+                keys.keyring,
+                requests_tx.clone(),
+                status.clone(),
+                Duration::from_millis(config.timeouts.request_ms),
+                kv.max_request_bytes,
+            );
+            Some(PbftServer::new(service).max_decoding_message_size(
+                kv.max_request_bytes + crate::service::GRPC_OVERHEAD_BYTES,
+            ))
+        }
+        _ => None,
+    };
 
     let service = Service::new(
         ServiceConfig {
@@ -164,6 +185,7 @@ where
         .add_service(ElectionServer::new(service.clone()))
         .add_service(HealthServer::new(crate::health::HealthService::new(status.clone())))
         .add_service(ClusterServer::new(service))
+        .add_optional_service(pbft_client_path)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = grpc_stop_rx.wait_for(|stop| *stop).await;
         });

@@ -1,0 +1,302 @@
+//! Synod's own PBFT client (issue 7 §7): on a PBFT cluster `synod kv`
+//! accepts a result only when f+1 replicas sent the same one, so at least
+//! one correct replica vouches for it (a plain etcd client talking to one
+//! replica gets that replica's answer, which a faulty replica can make up).
+//!
+//! The client needs a PBFT client key file (`c<i>.keys`, from `synod
+//! pbft-keys` or `synod up --protocol pbft`): its id and secret, and every
+//! replica's public key. For each request it builds the signed envelope
+//! itself (client id, sequence number, the encoded store command), sends
+//! the same bytes to every replica (`synodpb.Pbft/Submit`), and counts the
+//! signed replies ([`synod_node::pbft_reply::Tally`]). A call that fails or
+//! takes longer than [`ATTEMPT_TIMEOUT`] is sent again to that replica
+//! (a retry of an executed request is answered from the replicas' session
+//! cache, never executed twice) until `--timeout-ms` runs out. Reads go
+//! through the same ordered path (a store range ordered like a write), so a
+//! linearizable get is as trustworthy as a put; `--consistency=s` reads one
+//! replica's local state, through the plain etcd API.
+//!
+//! Which replicas: the `--endpoints` given, plus the client addresses the
+//! first of them lists in `MemberList` when fewer than n were given. A lying
+//! member list can only make the client wait: replies are checked against
+//! the replicas' public keys in the key file, not against addresses.
+//!
+//! Sequence numbers start from the clock (microseconds since the epoch) so
+//! that consecutive commands with one key never reuse one; commands run
+//! *concurrently* with one key may have one of them refused as superseded
+//! (a client session orders its requests): give concurrent clients their
+//! own keys (`synod pbft-keys --clients N`).
+
+use crate::client::{ClientOpts, Failure};
+use bytes::Bytes;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use synod_etcdpb::etcdserverpb as pb;
+use synod_etcdpb::etcdserverpb::cluster_client::ClusterClient;
+use synod_etcdpb::synodpb::pbft_client::PbftClient as PbftRpc;
+use synod_etcdpb::synodpb::{SubmitReply, SubmitRequest};
+use synod_kv::{KvCommand, KvResponse, decode_result};
+use synod_node::convert::{self, HeaderStamp};
+use synod_node::pbft_keys::{ClientIdentity, load_client};
+use synod_node::pbft_reply::Tally;
+use tokio::task::JoinSet;
+use tonic::transport::{Channel, Endpoint};
+
+/// Where `synod up` (default data directory) writes the client key.
+pub const DEFAULT_KEY: &str = "synod-data/c1.keys";
+/// One call to one replica waits at most this long before it is sent again.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause before a failed call to a replica is sent again.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// Calls per replica for one request, at most.
+const MAX_ATTEMPTS_PER_REPLICA: u32 = 50;
+
+/// A PBFT client: its keys and a channel to every replica.
+pub struct PbftClient {
+    keys: ClientIdentity,
+    replicas: Vec<(String, PbftRpc<Channel>)>,
+    next_seq: u64,
+    timeout: Duration,
+    /// Replies dropped (bad signature, unknown replica, another request).
+    pub dropped: u64,
+}
+
+fn channel(endpoint: &str, timeout: Duration) -> Result<Channel, Failure> {
+    let url =
+        if endpoint.contains("://") { endpoint.to_string() } else { format!("http://{endpoint}") };
+    Endpoint::from_shared(url)
+        .map(|ep| ep.connect_timeout(timeout.min(ATTEMPT_TIMEOUT)).connect_lazy())
+        .map_err(|e| Failure::Usage(format!("bad endpoint `{endpoint}`: {e}")))
+}
+
+/// Whether `endpoint` serves `synodpb.Pbft` (a PBFT replica): `None` if it
+/// cannot be reached.
+async fn serves_pbft(endpoint: &str, timeout: Duration) -> Option<bool> {
+    let mut rpc = PbftRpc::new(channel(endpoint, timeout).ok()?);
+    match tokio::time::timeout(timeout, rpc.submit(SubmitRequest::default())).await {
+        Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => Some(false),
+        Ok(Err(s)) if s.code() == tonic::Code::Unavailable => None,
+        Ok(_) => Some(true),
+        Err(_) => None,
+    }
+}
+
+/// The PBFT client `synod kv` should use with `opts`: `None` for a cluster
+/// that is not PBFT (the plain etcd path). A key given with
+/// `--pbft-client-key` is always used; without it, [`DEFAULT_KEY`] is used
+/// if it exists and the cluster runs PBFT; a PBFT cluster without a key is
+/// an error that says what is missing.
+pub async fn choose(opts: &ClientOpts) -> Result<Option<PbftClient>, Failure> {
+    let timeout = opts.timeout();
+    if let Some(path) = &opts.pbft_client_key {
+        return PbftClient::connect(path, &opts.endpoints, timeout).await.map(Some);
+    }
+    let mut pbft = None;
+    for e in &opts.endpoints {
+        if let Some(found) = serves_pbft(e, timeout).await {
+            pbft = Some(found);
+            break;
+        }
+    }
+    if pbft != Some(true) {
+        return Ok(None);
+    }
+    let default = PathBuf::from(DEFAULT_KEY);
+    if !default.exists() {
+        return Err(Failure::Usage(format!(
+            "the cluster runs PBFT: synod's client accepts a result only when f+1 replicas \
+             agree, and needs a PBFT client key for that: pass --pbft-client-key FILE \
+             (`synod up --protocol pbft` writes DATA_DIR/c1.keys, `synod pbft-keys` writes \
+             c<i>.keys); none given, and no {DEFAULT_KEY} here. (etcdctl talks to one replica \
+             and trusts its answer.)"
+        )));
+    }
+    PbftClient::connect(&default, &opts.endpoints, timeout).await.map(Some)
+}
+
+impl PbftClient {
+    /// A client with the key file at `key`, talking to `endpoints` (plus the
+    /// members the first of them lists, when fewer than n are given).
+    pub async fn connect(
+        key: &Path,
+        endpoints: &[String],
+        timeout: Duration,
+    ) -> Result<PbftClient, Failure> {
+        let keys = load_client(key).map_err(Failure::Usage)?;
+        let mut all: Vec<String> = endpoints.to_vec();
+        if all.len() < keys.replicas.len() {
+            for e in endpoints {
+                let Ok(ch) = channel(e, timeout) else { continue };
+                let listed = tokio::time::timeout(
+                    timeout,
+                    ClusterClient::new(ch).member_list(pb::MemberListRequest::default()),
+                )
+                .await;
+                if let Ok(Ok(r)) = listed {
+                    for m in r.into_inner().members {
+                        if let Some(url) = m.client_ur_ls.first() {
+                            let addr = url.trim_start_matches("http://").to_string();
+                            if !all.contains(&addr) && !all.contains(url) {
+                                all.push(addr);
+                            }
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        let mut replicas = Vec::with_capacity(all.len());
+        for e in all {
+            let rpc = PbftRpc::new(channel(&e, timeout)?);
+            replicas.push((e, rpc));
+        }
+        let now_micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_micros() as u64);
+        Ok(PbftClient { keys, replicas, next_seq: now_micros.max(1), timeout, dropped: 0 })
+    }
+
+    /// Orders `command` and returns its result once f+1 replicas agree.
+    pub async fn execute(&mut self, command: &KvCommand) -> Result<KvResponse, Failure> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let op =
+            synod_pbft::request::seal(&self.keys.signing, self.keys.client, seq, &command.encode());
+        let request = SubmitRequest { client: self.keys.client.0, seq, op: op.to_vec() };
+        let result = self.collect(seq, request).await?;
+        match decode_result(&result) {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(Failure::Cluster(format!("error: {}", e.message()))),
+            Err(e) => Err(Failure::Cluster(format!(
+                "error: f+1 replicas agreed on a result that does not decode: {}",
+                e.message()
+            ))),
+        }
+    }
+
+    /// Sends `request` to every replica (again to one whose call failed)
+    /// until f+1 matching signed replies came, or the timeout.
+    async fn collect(&mut self, seq: u64, request: SubmitRequest) -> Result<Bytes, Failure> {
+        let deadline = Instant::now() + self.timeout;
+        let mut tally = Tally::new(&self.keys, seq);
+        let mut calls: JoinSet<(usize, Result<SubmitReply, String>)> = JoinSet::new();
+        let mut attempts = vec![0u32; self.replicas.len()];
+        let mut errors: Vec<Option<String>> = vec![None; self.replicas.len()];
+        let send = |calls: &mut JoinSet<_>, i: usize, pause: Duration, attempts: &mut [u32]| {
+            attempts[i] += 1;
+            let mut rpc = self.replicas[i].1.clone();
+            let request = request.clone();
+            let budget = deadline.saturating_duration_since(Instant::now()).min(ATTEMPT_TIMEOUT);
+            calls.spawn(async move {
+                tokio::time::sleep(pause).await;
+                let answer = match tokio::time::timeout(budget, rpc.submit(request)).await {
+                    Ok(Ok(r)) => Ok(r.into_inner()),
+                    Ok(Err(s)) => Err(format!("{:?}: {}", s.code(), s.message())),
+                    Err(_) => Err(format!("no answer within {} ms", budget.as_millis())),
+                };
+                (i, answer)
+            });
+        };
+        for i in 0..self.replicas.len() {
+            send(&mut calls, i, Duration::ZERO, &mut attempts);
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let next = tokio::time::timeout(left, calls.join_next()).await;
+            let (i, answer) = match next {
+                Ok(Some(Ok(done))) => done,
+                Ok(Some(Err(e))) => return Err(Failure::Cluster(format!("error: {e}"))),
+                Ok(None) | Err(_) => break,
+            };
+            match answer {
+                Ok(reply) => match tally.add(&reply) {
+                    Ok(Some(result)) => {
+                        self.dropped += tally.dropped();
+                        return Ok(result);
+                    }
+                    Ok(None) => {}
+                    Err(why) => {
+                        errors[i] = Some(format!("reply dropped ({why:?})"));
+                    }
+                },
+                Err(e) => {
+                    errors[i] = Some(e);
+                    if Instant::now() < deadline && attempts[i] < MAX_ATTEMPTS_PER_REPLICA {
+                        send(&mut calls, i, RETRY_PAUSE, &mut attempts);
+                    }
+                }
+            }
+            if tally.hopeless() {
+                break;
+            }
+        }
+        self.dropped += tally.dropped();
+        let why: Vec<String> = self
+            .replicas
+            .iter()
+            .zip(&errors)
+            .filter_map(|((e, _), err)| err.as_ref().map(|err| format!("{e}: {err}")))
+            .collect();
+        Err(Failure::Cluster(format!(
+            "error: no result that f+1 = {} replicas agree on within {} ms ({} valid answers, \
+             {} dropped replies{}{})",
+            tally.needed(),
+            self.timeout.as_millis(),
+            tally.answers(),
+            tally.dropped(),
+            if why.is_empty() { "" } else { "; " },
+            why.join("; ")
+        )))
+    }
+
+    /// `KV.Put` through PBFT.
+    pub async fn put(&mut self, r: pb::PutRequest) -> Result<pb::PutResponse, Failure> {
+        match self.execute(&KvCommand::Put(convert::put_request(r))).await? {
+            KvResponse::Put(p) => {
+                let h = header(&p.header);
+                Ok(convert::put_response(p, h))
+            }
+            _ => Err(unexpected("put")),
+        }
+    }
+
+    /// `KV.Range` through PBFT (ordered: linearizable).
+    pub async fn range(&mut self, r: pb::RangeRequest) -> Result<pb::RangeResponse, Failure> {
+        let request = convert::range_request(r).map_err(kv_failure)?;
+        match self.execute(&KvCommand::Range(request)).await? {
+            KvResponse::Range(r) => {
+                let h = header(&r.header);
+                Ok(convert::range_response(r, h))
+            }
+            _ => Err(unexpected("range")),
+        }
+    }
+
+    /// `KV.DeleteRange` through PBFT.
+    pub async fn delete_range(
+        &mut self,
+        r: pb::DeleteRangeRequest,
+    ) -> Result<pb::DeleteRangeResponse, Failure> {
+        match self.execute(&KvCommand::DeleteRange(convert::delete_request(r))).await? {
+            KvResponse::DeleteRange(d) => {
+                let h = header(&d.header);
+                Ok(convert::delete_response(d, h))
+            }
+            _ => Err(unexpected("delete")),
+        }
+    }
+}
+
+/// The header of an answer f+1 replicas agreed on: the store revision
+/// (member id and term differ by replica and are left out).
+fn header(h: &synod_kv::ResponseHeader) -> pb::ResponseHeader {
+    HeaderStamp::default().header(h.revision)
+}
+
+fn kv_failure(e: synod_kv::KvError) -> Failure {
+    Failure::Cluster(format!("error: {}", e.message()))
+}
+
+fn unexpected(what: &str) -> Failure {
+    Failure::Cluster(format!("error: unexpected answer to {what}"))
+}
