@@ -35,7 +35,7 @@ use synod_etcdpb::etcdserverpb as pb;
 use synod_etcdpb::etcdserverpb::cluster_client::ClusterClient;
 use synod_etcdpb::synodpb::pbft_client::PbftClient as PbftRpc;
 use synod_etcdpb::synodpb::{SubmitReply, SubmitRequest};
-use synod_kv::{KvCommand, KvResponse, decode_result};
+use synod_kv::{KvCommand, KvConfig, KvResponse, decode_result};
 use synod_node::convert::{self, HeaderStamp};
 use synod_node::pbft_keys::{ClientIdentity, load_client};
 use synod_node::pbft_reply::Tally;
@@ -160,8 +160,8 @@ impl PbftClient {
     pub async fn execute(&mut self, command: &KvCommand) -> Result<KvResponse, Failure> {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let op =
-            synod_pbft::request::seal(&self.keys.signing, self.keys.client, seq, &command.encode());
+        let inner = command.encode_checked(&KvConfig::default()).map_err(kv_failure)?;
+        let op = synod_pbft::request::seal(&self.keys.signing, self.keys.client, seq, &inner);
         let request = SubmitRequest { client: self.keys.client.0, seq, op: op.to_vec() };
         let result = self.collect(seq, request).await?;
         match decode_result(&result) {

@@ -387,6 +387,11 @@ async fn synod_kv_takes_f_plus_1_matching_replies_outvoting_a_liar_with_a_replic
 
     assert_eq!(cluster.kv(&all, &["put", "k1", "v1"]), "OK\n");
     assert_eq!(cluster.kv(&all, &["get", "k1"]), "k1\nv1\n");
+    assert_eq!(cluster.kv(&all, &["put", "k1", "v1b", "--prev-kv"]), "OK\nk1\nv1\n");
+    assert_eq!(cluster.kv(&all, &["put", "k1", "v1"]), "OK\n");
+    assert_eq!(cluster.kv(&all, &["get", "k", "--prefix", "--keys-only"]), "k1\n");
+    let (ok, _, err) = synod_kv(cluster.dir.path(), &all, true, &["put", "", "x"]);
+    assert!(!ok && err.contains("etcdserver: key is not provided"), "{err}");
 
     // The liar does lie on this path: asked alone, it answers a made-up
     // value, validly signed; a plain etcd client of it would take that.

@@ -10,6 +10,11 @@
 //! replica key ([`crate::pbft_reply`]). The client accepts a result once
 //! f+1 replicas sent the same one.
 //!
+//! Only what an etcd client may ask for is accepted on this path: ranges,
+//! puts, deletes, txns and compactions. Lease commands carry the clock of
+//! the node that proposes them and expiries are the primary's to decide,
+//! so a client never sends one itself (they stay on the etcd `Lease` API).
+//!
 //! **Fault injection.** With the environment variable
 //! [`FAULT_WRONG_REPLIES`] set to `1` at start, this replica lies on this
 //! path: it answers every request with a result it made up (a read's
@@ -24,7 +29,7 @@ use std::time::Duration;
 use synod_core::{ClientId, Command, NodeId};
 use synod_etcdpb::synodpb::pbft_server::Pbft;
 use synod_etcdpb::synodpb::{SubmitReply, SubmitRequest};
-use synod_kv::{KvError, KvResponse, decode_result, encode_result};
+use synod_kv::{KvCommand, KvError, KvResponse, decode_result, encode_result};
 use synod_pbft::Keyring;
 use synod_pbft::request::SIGNATURE_BYTES;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -105,6 +110,21 @@ impl Pbft for PbftService {
         }
         if r.op.len() - SIGNATURE_BYTES > self.max_request_bytes {
             return Err(Status::invalid_argument("etcdserver: request is too large"));
+        }
+        match KvCommand::decode(&r.op[SIGNATURE_BYTES..]) {
+            Ok(
+                KvCommand::Range(_)
+                | KvCommand::Put(_)
+                | KvCommand::DeleteRange(_)
+                | KvCommand::Txn(_)
+                | KvCommand::Compact(_),
+            ) => {}
+            Ok(_) => {
+                return Err(Status::invalid_argument(
+                    "synod: only ranges, puts, deletes, txns and compactions are submitted by clients",
+                ));
+            }
+            Err(e) => return Err(Status::invalid_argument(format!("synod: {}", e.message()))),
         }
         let command = Command { client: ClientId(r.client), seq: r.seq, op: Bytes::from(r.op) };
         let (tx, rx) = oneshot::channel();
