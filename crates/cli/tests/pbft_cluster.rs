@@ -420,6 +420,31 @@ async fn synod_kv_takes_f_plus_1_matching_replies_outvoting_a_liar_with_a_replic
     // (MemberList) and is not fooled.
     assert_eq!(cluster.kv(&cluster.endpoint(liar), &["get", "k1"]), "k1\nv1\n");
 
+    // A retransmission to a correct replica is answered from the session
+    // cache: the same result bytes (the same revision), executed once.
+    let honest = cluster.endpoint((liar + 1) % N);
+    let put = synod_kv::KvCommand::Put(synod_kv::PutRequest {
+        key: bytes::Bytes::from_static(b"k3"),
+        value: bytes::Bytes::from_static(b"v3"),
+        ..Default::default()
+    });
+    let seq = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_micros() as u64;
+    let op = synod_pbft::request::seal(&keys.signing, keys.client, seq, &put.encode());
+    let request = SubmitRequest { client: keys.client.0, seq, op: op.to_vec() };
+    let mut rpc = PbftClient::new(rpc_channel(&honest));
+    let first = rpc.submit(request.clone()).await.expect("put").into_inner();
+    let again = rpc.submit(request).await.expect("retransmitted put").into_inner();
+    assert_eq!(first.result, again.result);
+    let revision = |r: &[u8]| match synod_kv::decode_result(r) {
+        Ok(Ok(synod_kv::KvResponse::Put(p))) => p.header.revision,
+        other => panic!("not a put result: {other:?}"),
+    };
+    assert_eq!(revision(&first.result), revision(&again.result));
+    assert_eq!(cluster.kv(&all, &["get", "k3"]), "k3\nv3\n");
+
     // One correct replica down (a backup, so no view change is needed):
     // the two correct ones left still make f+1 = 2 against the liar.
     let victim = (0..N).find(|&i| i != primary && i != liar).expect("a correct backup");

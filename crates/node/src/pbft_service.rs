@@ -150,3 +150,120 @@ impl Pbft for PbftService {
         Ok(Response::new(crate::pbft_reply::sign_reply(&self.keyring, reply)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pbft_keys::generate_with_clients;
+    use crate::pbft_reply::Tally;
+    use synod_core::Role;
+    use synod_kv::{PutRequest, RangeRequest};
+
+    struct Fixture {
+        service: PbftService,
+        client: crate::pbft_keys::ClientIdentity,
+        _status: watch::Sender<NodeStatus>,
+    }
+
+    /// Replica 2's service over a fake driver that answers every submitted
+    /// request with `b"result of <seq>"` encoded as a range of one key.
+    fn fixture(lie: bool) -> Fixture {
+        let ids: Vec<NodeId> = (1..=4).map(NodeId).collect();
+        let (replicas, clients) = generate_with_clients(&[1, 2, 3, 4], 1);
+        let keys = replicas[1].keys(NodeId(2), &ids).expect("keys");
+        let (requests, mut rx) = mpsc::channel(8);
+        tokio::spawn(async move {
+            while let Some(r) = rx.recv().await {
+                if let ClientRequest::Submit { command, reply } = r {
+                    let response = synod_kv::RangeResponse {
+                        kvs: vec![synod_kv::KeyValue {
+                            key: Bytes::from_static(b"k"),
+                            value: Bytes::from(format!("result of {}", command.seq)),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    };
+                    let _ = reply.send(Ok(encode_result(&Ok(KvResponse::Range(response)))));
+                }
+            }
+        });
+        let status = NodeStatus {
+            id: NodeId(2),
+            role: Role::Follower,
+            term: 5,
+            leader: Some(NodeId(2)),
+            commit_index: 0,
+            applied_index: 0,
+            last_index: 0,
+            revision: 1,
+            snapshot_index: 0,
+        };
+        let (status_tx, status_rx) = watch::channel(status);
+        let mut service = PbftService::new(
+            NodeId(2),
+            keys.keyring,
+            requests,
+            status_rx,
+            Duration::from_secs(5),
+            1 << 20,
+        );
+        service.lie = lie;
+        Fixture { service, client: clients[0].keys().expect("client"), _status: status_tx }
+    }
+
+    fn request(f: &Fixture, seq: u64, command: &KvCommand) -> Request<SubmitRequest> {
+        let op =
+            synod_pbft::request::seal(&f.client.signing, f.client.client, seq, &command.encode());
+        Request::new(SubmitRequest { client: f.client.client.0, seq, op: op.to_vec() })
+    }
+
+    fn range() -> KvCommand {
+        KvCommand::Range(RangeRequest { key: Bytes::from_static(b"k"), ..Default::default() })
+    }
+
+    #[tokio::test]
+    async fn a_submitted_request_is_answered_with_a_reply_the_client_verifies() {
+        let f = fixture(false);
+        let reply =
+            f.service.submit(request(&f, 7, &range())).await.expect("answered").into_inner();
+        assert_eq!((reply.view, reply.client, reply.seq, reply.replica), (5, 1, 7, 2));
+        let mut tally = Tally::new(&f.client, 7);
+        assert_eq!(tally.add(&reply), Ok(None), "verified, and one of f+1");
+        assert_eq!(tally.dropped(), 0);
+        let text = String::from_utf8_lossy(&reply.result).into_owned();
+        assert!(text.contains("result of 7"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn lease_commands_and_unsigned_or_malformed_requests_are_refused() {
+        let f = fixture(false);
+        let expire = KvCommand::LeaseExpire { ids: vec![1], now: synod_core::Time(u64::MAX) };
+        let err = f.service.submit(request(&f, 1, &expire)).await.expect_err("refused");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("only ranges, puts"), "{}", err.message());
+        let err =
+            f.service.submit(Request::new(SubmitRequest::default())).await.expect_err("empty");
+        assert!(err.message().contains("not a signed request"), "{}", err.message());
+        let garbage = SubmitRequest { client: 1, seq: 1, op: vec![0xff; 80] };
+        let err = f.service.submit(Request::new(garbage)).await.expect_err("malformed");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        let put = KvCommand::Put(PutRequest {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from(vec![0u8; 2 << 20]),
+            ..Default::default()
+        });
+        let err = f.service.submit(request(&f, 2, &put)).await.expect_err("too large");
+        assert!(err.message().contains("too large"), "{}", err.message());
+    }
+
+    #[tokio::test]
+    async fn a_lying_replica_signs_a_made_up_result() {
+        let f = fixture(true);
+        let reply =
+            f.service.submit(request(&f, 7, &range())).await.expect("answered").into_inner();
+        let text = String::from_utf8_lossy(&reply.result).into_owned();
+        assert!(text.contains("forged by replica 2") && !text.contains("result of"), "{text}");
+        let mut tally = Tally::new(&f.client, 7);
+        assert_eq!(tally.add(&reply), Ok(None), "validly signed: only f+1 matching expose it");
+    }
+}
