@@ -12,9 +12,10 @@
 //! transfer) to serve every acknowledged write. Every wait is bounded; a
 //! Drop guard kills the processes even on failure.
 //!
-//! Another: `synod kv` through Synod's own PBFT client path (f+1 matching
+//! Two more: `synod kv` through Synod's own PBFT client path (f+1 matching
 //! signed replies), with one replica lying on that path (fault injection)
-//! and then one correct replica killed.
+//! and then one correct replica killed; and with the primary killed (the
+//! client waits out the view change).
 
 mod common;
 
@@ -470,4 +471,20 @@ async fn synod_kv_takes_f_plus_1_matching_replies_outvoting_a_liar_with_a_replic
     let empty = tempfile::tempdir().expect("tempdir");
     let (ok, _, err) = synod_kv(empty.path(), &all, false, &["get", "k2"]);
     assert!(!ok && err.contains("--pbft-client-key"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synod_kv_keeps_working_through_the_view_change_after_the_primary_is_killed() {
+    let mut cluster = PbftCluster::start();
+    let (primary, view) = cluster.primary().await;
+    let all: Vec<String> = (0..N).map(|i| cluster.endpoint(i)).collect();
+    let all = all.join(",");
+    assert_eq!(cluster.kv(&all, &["put", "a", "1"]), "OK\n");
+    cluster.kill(primary);
+    // The backups forward the request to the dead primary, suspect it,
+    // change view, and the new primary orders it; the client waits.
+    assert_eq!(cluster.kv(&all, &["put", "b", "2"]), "OK\n");
+    assert_eq!(cluster.kv(&all, &["get", "a", "--from-key"]), "a\n1\nb\n2\n");
+    let (new_primary, new_view) = cluster.primary().await;
+    assert!(new_primary != primary && new_view > view, "view {new_view} after {view}");
 }
