@@ -9,9 +9,11 @@
 //! itself (client id, sequence number, the encoded store command), sends
 //! the same bytes to every replica (`synodpb.Pbft/Submit`), and counts the
 //! signed replies ([`synod_node::pbft_reply::Tally`]). A call that fails or
-//! takes longer than [`ATTEMPT_TIMEOUT`] is sent again to that replica
-//! (a retry of an executed request is answered from the replicas' session
-//! cache, never executed twice) until `--timeout-ms` runs out. Reads go
+//! takes longer than [`ATTEMPT_TIMEOUT`] is sent again to that replica (a
+//! retry of an executed request is answered from the replicas' session
+//! cache, never executed twice) until `--timeout-ms` runs out, unless the
+//! replica refused the request (bad signature, stale, malformed): once
+//! every replica answered or refused, the client stops. Reads go
 //! through the same ordered path (a store range ordered like a write), so a
 //! linearizable get is as trustworthy as a put; `--consistency=s` reads one
 //! replica's local state, through the plain etcd API.
@@ -179,7 +181,7 @@ impl PbftClient {
     async fn collect(&mut self, seq: u64, request: SubmitRequest) -> Result<Bytes, Failure> {
         let deadline = Instant::now() + self.timeout;
         let mut tally = Tally::new(&self.keys, seq);
-        let mut calls: JoinSet<(usize, Result<SubmitReply, String>)> = JoinSet::new();
+        let mut calls: JoinSet<(usize, Result<SubmitReply, (bool, String)>)> = JoinSet::new();
         let mut attempts = vec![0u32; self.replicas.len()];
         let mut errors: Vec<Option<String>> = vec![None; self.replicas.len()];
         let send = |calls: &mut JoinSet<_>, i: usize, pause: Duration, attempts: &mut [u32]| {
@@ -191,8 +193,13 @@ impl PbftClient {
                 tokio::time::sleep(pause).await;
                 let answer = match tokio::time::timeout(budget, rpc.submit(request)).await {
                     Ok(Ok(r)) => Ok(r.into_inner()),
-                    Ok(Err(s)) => Err(format!("{:?}: {}", s.code(), s.message())),
-                    Err(_) => Err(format!("no answer within {} ms", budget.as_millis())),
+                    // A refusal (bad signature, stale or malformed request)
+                    // is final at that replica; anything else is retried.
+                    Ok(Err(s)) => Err((
+                        s.code() != tonic::Code::InvalidArgument,
+                        format!("{:?}: {}", s.code(), s.message()),
+                    )),
+                    Err(_) => Err((true, format!("no answer within {} ms", budget.as_millis()))),
                 };
                 (i, answer)
             });
@@ -219,9 +226,10 @@ impl PbftClient {
                         errors[i] = Some(format!("reply dropped ({why:?})"));
                     }
                 },
-                Err(e) => {
+                Err((retry, e)) => {
                     errors[i] = Some(e);
-                    if Instant::now() < deadline && attempts[i] < MAX_ATTEMPTS_PER_REPLICA {
+                    if retry && Instant::now() < deadline && attempts[i] < MAX_ATTEMPTS_PER_REPLICA
+                    {
                         send(&mut calls, i, RETRY_PAUSE, &mut attempts);
                     }
                 }
@@ -238,10 +246,10 @@ impl PbftClient {
             .filter_map(|((e, _), err)| err.as_ref().map(|err| format!("{e}: {err}")))
             .collect();
         Err(Failure::Cluster(format!(
-            "error: no result that f+1 = {} replicas agree on within {} ms ({} valid answers, \
+            "error: no result that f+1 = {} replicas agree on after {} ms ({} valid answers, \
              {} dropped replies{}{})",
             tally.needed(),
-            self.timeout.as_millis(),
+            (self.timeout - deadline.saturating_duration_since(Instant::now())).as_millis(),
             tally.answers(),
             tally.dropped(),
             if why.is_empty() { "" } else { "; " },
