@@ -53,6 +53,9 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Calls per replica for one request, at most.
 const MAX_ATTEMPTS_PER_REPLICA: u32 = 50;
 
+/// One call's outcome: the reply, or whether to retry and why it failed.
+type Attempt = Result<SubmitReply, (bool, String)>;
+
 /// A PBFT client: its keys and a channel to every replica.
 pub struct PbftClient {
     keys: ClientIdentity,
@@ -181,7 +184,7 @@ impl PbftClient {
     async fn collect(&mut self, seq: u64, request: SubmitRequest) -> Result<Bytes, Failure> {
         let deadline = Instant::now() + self.timeout;
         let mut tally = Tally::new(&self.keys, seq);
-        let mut calls: JoinSet<(usize, Result<SubmitReply, (bool, String)>)> = JoinSet::new();
+        let mut calls: JoinSet<(usize, Attempt)> = JoinSet::new();
         let mut attempts = vec![0u32; self.replicas.len()];
         let mut errors: Vec<Option<String>> = vec![None; self.replicas.len()];
         let send = |calls: &mut JoinSet<_>, i: usize, pause: Duration, attempts: &mut [u32]| {
