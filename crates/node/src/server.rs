@@ -124,29 +124,31 @@ where
     let driver = driver.with_auto_compaction(config.auto_compaction().map_err(NodeError::Config)?);
     let members = driver.members();
     let serve_locally = matches!(driver.client_routing(), synod_core::ClientRouting::All { .. });
+    // PBFT's client path (`synodpb.Pbft`) signs replies with this replica's
+    // key (the driver loaded and checked the same file).
+    let pbft_keyring = match (&config.protocol_settings().pbft_keys, P::NAME) {
+        (Some((me, path)), "pbft") => Some(
+            crate::pbft_keys::load(path, *me, &driver_config.voters)
+                .map_err(NodeError::Config)?
+                .keyring,
+        ),
+        _ => None,
+    };
     let (requests_tx, requests_rx) = mpsc::channel(REQUEST_QUEUE_LEN);
     let (stop_tx, stop_rx) = watch::channel(false);
     let driver_task = tokio::spawn(driver.run(inbound, requests_rx, stop_rx));
-    // PBFT's client path (`synodpb.Pbft`), signing replies with this
-    // replica's key (the driver loaded and checked the same file).
-    let pbft_client_path = match (&config.protocol_settings().pbft_keys, P::NAME) {
-        (Some((me, path)), "pbft") => {
-            let keys = crate::pbft_keys::load(path, *me, &driver_config.voters)
-                .map_err(NodeError::Config)?;
-            let service = crate::pbft_service::PbftService::new(
-                node_id,
-                keys.keyring,
-                requests_tx.clone(),
-                status.clone(),
-                Duration::from_millis(config.timeouts.request_ms),
-                kv.max_request_bytes,
-            );
-            Some(PbftServer::new(service).max_decoding_message_size(
-                kv.max_request_bytes + crate::service::GRPC_OVERHEAD_BYTES,
-            ))
-        }
-        _ => None,
-    };
+    let pbft_client_path = pbft_keyring.map(|keyring| {
+        let service = crate::pbft_service::PbftService::new(
+            node_id,
+            keyring,
+            requests_tx.clone(),
+            status.clone(),
+            Duration::from_millis(config.timeouts.request_ms),
+            kv.max_request_bytes,
+        );
+        PbftServer::new(service)
+            .max_decoding_message_size(kv.max_request_bytes + crate::service::GRPC_OVERHEAD_BYTES)
+    });
 
     let service = Service::new(
         ServiceConfig {
