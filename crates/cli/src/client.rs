@@ -1,5 +1,7 @@
 //! What every etcd client command (`synod kv | lease | lock | elect | watch |
-//! member`) shares: the `--endpoints` / `--timeout-ms` flags, connecting to the
+//! member`) shares: the `--endpoints` / `--timeout-ms` flags (and
+//! `--pbft-client-key`, which `synod kv` uses on PBFT:
+//! [`crate::pbft_client`]), connecting to the
 //! first endpoint that answers, a runtime to run the command on, and how
 //! errors become exit codes and messages.
 //!
