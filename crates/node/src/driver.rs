@@ -204,18 +204,6 @@ struct PendingTransfer {
     reply: oneshot::Sender<Result<(), TransferError>>,
 }
 
-/// Whether `msg` may leave before this round's log appends are synced.
-///
-/// Raft lets a leader write its log in parallel with replicating it (thesis
-/// §10.2.1): its AppendEntries (and heartbeats) promise nothing about its
-/// own disk, so the followers' fsyncs can run while the leader's does. It
-/// is safe here because the answers to those messages are stepped only in a
-/// later round, after this round's fsync completed, so the leader's own log
-/// (which the Raft core counts towards the commit quorum) is durable before
-/// any commit counts it. Other protocols say which of their messages may
-/// ([`NodeProtocol::leaves_before_sync`]: a Paxos leader's accepts). Votes,
-/// acknowledgements and everything else wait for the sync, as the
-/// persistence contract says.
 /// Messages to send, with their destinations.
 type Outgoing<P> = Vec<(NodeId, <P as synod_core::Protocol>::Message)>;
 
@@ -241,14 +229,21 @@ async fn sync_finished(
     }
 }
 
+/// Whether `msg` may leave before this round's log appends are synced:
+/// what [`NodeProtocol::leaves_before_sync`] says (a Raft leader's
+/// AppendEntries, thesis §10.2.1; a Paxos leader's accepts). Such a message
+/// promises nothing about this node's own disk: a Raft leader counts its
+/// own log toward a quorum only once `Protocol::persisted` reported it
+/// durable, a Paxos leader steps the answers only in a later round, after
+/// this round's fsync. Votes, acknowledgements and everything else wait for
+/// the sync, as the persistence contract says.
 fn leaves_before_sync<P: NodeProtocol>(msg: &P::Message) -> bool
 where
     P::Message: Send,
     P::Write: Send,
     P::Config: Send + Sync,
 {
-    (P::NAME == "raft" && matches!(synod_core::Message::kind(msg), "append_entries" | "heartbeat"))
-        || P::leaves_before_sync(msg)
+    P::leaves_before_sync(msg)
 }
 
 /// What the driver publishes after every round.

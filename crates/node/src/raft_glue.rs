@@ -392,6 +392,12 @@ impl NodeProtocol for RaftNode {
         Ok(c)
     }
 
+    /// A leader's AppendEntries (entries or heartbeat): its followers'
+    /// fsyncs then run alongside its own.
+    fn leaves_before_sync(msg: &Message) -> bool {
+        matches!(msg, Message::AppendEntries { .. })
+    }
+
     /// The leader syncs its appends off the driver's thread (thesis
     /// §10.2.1): its round goes on while the fsync runs, and it counts
     /// itself toward a quorum once the sync reports back.
