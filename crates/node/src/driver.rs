@@ -151,6 +151,13 @@ pub enum ClientRequest {
         /// Where the answer goes.
         reply: oneshot::Sender<Reply>,
     },
+    /// A point-in-time copy of the local store (key histories are shared
+    /// copy-on-write, so this costs a pointer per key, not the data), for
+    /// the Maintenance Snapshot stream to encode off the driver's thread.
+    CopyStore {
+        /// Where the copy goes.
+        reply: oneshot::Sender<synod_kv::KvStore>,
+    },
     /// Hand leadership to `to` (etcd's MoveLeader, on the leader):
     /// answered once this node knows `to` as the leader, or with why not.
     TransferLeader {
@@ -748,6 +755,9 @@ where
                 self.round_reads.push(PendingRead { query, reply });
             }
             ClientRequest::Submit { command, reply } => self.on_submit(command, reply),
+            ClientRequest::CopyStore { reply } => {
+                let _ = reply.send(self.machine.kv().clone());
+            }
             ClientRequest::Member { change, reply } => self.on_member(change, reply),
             ClientRequest::TransferLeader { to, reply } => self.on_transfer(to, reply),
         }

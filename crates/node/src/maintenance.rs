@@ -11,7 +11,10 @@
 //!   compaction point etcd's compacted error. The number is not etcd's
 //!   (etcd hashes its bbolt encoding). **Hash** (deprecated in etcd) is HashKV
 //!   at the current revision.
-//! - **Snapshot** streams this member's store as etcd streams its database:
+//! - **Snapshot** streams this member's store as etcd streams its database
+//!   (from a point-in-time copy the driver hands over, encoded on a blocking
+//!   thread a chunk at a time: never whole in memory, a few chunks ahead of
+//!   the client at most, stopped when the client goes away):
 //!   32 KiB blobs with `remaining_bytes` counting down to 0, then one last
 //!   message whose blob is the SHA-256 of everything before it; the data is
 //!   zero-padded to a multiple of 512 bytes, because etcdctl recognises the
@@ -44,7 +47,7 @@ use synod_core::NodeId;
 use synod_etcdpb::etcdserverpb as pb;
 use synod_etcdpb::etcdserverpb::maintenance_server::Maintenance;
 use synod_kv::{KvQuery, KvResponse};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status};
 
 /// Bytes per Snapshot message (etcd's `snapshotSendBufferSize`).
@@ -65,6 +68,127 @@ pub fn transfer_status(e: &TransferError) -> Status {
         TransferError::Unsupported(_) => Status::unimplemented(format!("synod: {e}")),
         TransferError::Stopped => Status::unavailable(e.to_string()),
     }
+}
+
+/// Snapshot messages encoded ahead of the client (bounds the memory a slow
+/// client can hold up to this many [`SNAPSHOT_CHUNK_BYTES`] blobs).
+const SNAPSHOT_MESSAGES_AHEAD: usize = 4;
+
+/// Counts the bytes written to it.
+#[derive(Default)]
+struct Counter(u64);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Cuts what is written to it into Snapshot messages of
+/// [`SNAPSHOT_CHUNK_BYTES`] (the last padded with zeros to a multiple of
+/// [`SNAPSHOT_ALIGN_BYTES`]), each with the bytes still to come after it,
+/// hashing everything for etcd's SHA-256 trailer. A send fails (and so the
+/// encoding stops) once the client went away.
+struct SnapshotSender {
+    tx: mpsc::Sender<Result<pb::SnapshotResponse, Status>>,
+    header: pb::ResponseHeader,
+    /// The padded size of the whole stream (without the trailer).
+    total: u64,
+    sent: u64,
+    chunk: Vec<u8>,
+    hash: Sha256,
+}
+
+impl SnapshotSender {
+    fn send_chunk(&mut self) -> std::io::Result<()> {
+        let blob = std::mem::replace(&mut self.chunk, Vec::with_capacity(SNAPSHOT_CHUNK_BYTES));
+        self.hash.update(&blob);
+        self.sent += blob.len() as u64;
+        let m = pb::SnapshotResponse {
+            header: Some(self.header),
+            remaining_bytes: self.total.saturating_sub(self.sent),
+            blob,
+            version: ETCD_VERSION.to_string(),
+        };
+        self.tx
+            .blocking_send(Ok(m))
+            .map_err(|_| std::io::Error::other("the snapshot's client went away"))
+    }
+
+    /// Pads, sends what is left and the trailer.
+    fn finish(mut self) -> std::io::Result<()> {
+        let unpadded = self.sent + self.chunk.len() as u64;
+        let rem = (unpadded % SNAPSHOT_ALIGN_BYTES as u64) as usize;
+        if rem != 0 {
+            self.chunk.resize(self.chunk.len() + SNAPSHOT_ALIGN_BYTES - rem, 0);
+        }
+        while !self.chunk.is_empty() {
+            let rest = if self.chunk.len() > SNAPSHOT_CHUNK_BYTES {
+                self.chunk.split_off(SNAPSHOT_CHUNK_BYTES)
+            } else {
+                Vec::new()
+            };
+            self.send_chunk()?;
+            self.chunk = rest;
+        }
+        let digest = std::mem::take(&mut self.hash).finalize().to_vec();
+        let trailer = pb::SnapshotResponse {
+            header: Some(self.header),
+            remaining_bytes: 0,
+            blob: digest,
+            version: ETCD_VERSION.to_string(),
+        };
+        self.tx
+            .blocking_send(Ok(trailer))
+            .map_err(|_| std::io::Error::other("the snapshot's client went away"))
+    }
+}
+
+impl std::io::Write for SnapshotSender {
+    fn write(&mut self, mut buf: &[u8]) -> std::io::Result<usize> {
+        let n = buf.len();
+        while !buf.is_empty() {
+            let take = (SNAPSHOT_CHUNK_BYTES - self.chunk.len()).min(buf.len());
+            self.chunk.extend_from_slice(&buf[..take]);
+            buf = &buf[take..];
+            if self.chunk.len() == SNAPSHOT_CHUNK_BYTES {
+                self.send_chunk()?;
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Streams `store`'s snapshot as Snapshot messages into `tx` (on a blocking
+/// thread: it encodes the store twice, once to learn the size that
+/// `remaining_bytes` counts down from, never holding more than a chunk).
+fn stream_snapshot(
+    store: &synod_kv::KvStore,
+    header: pb::ResponseHeader,
+    tx: mpsc::Sender<Result<pb::SnapshotResponse, Status>>,
+) -> std::io::Result<()> {
+    let mut counter = Counter::default();
+    store.write_snapshot(&mut counter)?;
+    let total = counter.0.div_ceil(SNAPSHOT_ALIGN_BYTES as u64) * SNAPSHOT_ALIGN_BYTES as u64;
+    let mut sender = SnapshotSender {
+        tx,
+        header,
+        total,
+        sent: 0,
+        chunk: Vec::with_capacity(SNAPSHOT_CHUNK_BYTES),
+        hash: Sha256::new(),
+    };
+    store.write_snapshot(&mut sender)?;
+    sender.finish()
 }
 
 /// `bytes` followed by zeros up to a multiple of [`SNAPSHOT_ALIGN_BYTES`].
@@ -183,15 +307,26 @@ impl Maintenance for Service {
         &self,
         _request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<tonic::codegen::BoxStream<pb::SnapshotResponse>>, Status> {
-        let (header, bytes) = match self.serializable(KvQuery::Snapshot).await {
-            Ok((KvResponse::Snapshot { header, bytes }, stamp)) => {
-                (stamp.header(header.revision), bytes)
-            }
-            Ok(_) => return Err(unexpected("snapshot")),
-            Err(s) => return Err(s),
+        // A point-in-time copy from the driver, encoded and streamed from a
+        // blocking thread: neither the driver nor memory holds the whole
+        // snapshot.
+        let (reply, copy) = oneshot::channel();
+        let stopped = || Status::unavailable("etcdserver: server stopped");
+        let request = ClientRequest::CopyStore { reply };
+        self.inner().requests.send(request).await.map_err(|_| stopped())?;
+        let store = match tokio::time::timeout(self.inner().config.request_timeout, copy).await {
+            Ok(Ok(store)) => store,
+            Ok(Err(_)) => return Err(stopped()),
+            Err(_) => return Err(Status::unavailable("etcdserver: request timed out")),
         };
-        let messages = snapshot_messages(bytes, header).map(Ok);
-        Ok(Response::new(Box::pin(tonic::codegen::tokio_stream::iter(messages))))
+        let header = self.stamp().header(store.current_revision());
+        let (tx, rx) = mpsc::channel(SNAPSHOT_MESSAGES_AHEAD);
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = stream_snapshot(&store, header, tx) {
+                tracing::debug!(error = %e, "snapshot stream stopped");
+            }
+        });
+        Ok(Response::new(Box::pin(tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
     async fn move_leader(
@@ -220,6 +355,50 @@ impl Maintenance for Service {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use synod_kv::{KvCommand, KvConfig, KvStore, PutRequest};
+
+    fn store(keys: usize) -> KvStore {
+        let mut s = KvStore::new(KvConfig::default());
+        for i in 0..keys {
+            let op = KvCommand::Put(PutRequest {
+                key: bytes::Bytes::from(format!("key{i:06}")),
+                value: bytes::Bytes::from(vec![i as u8; 300]),
+                ..PutRequest::default()
+            })
+            .encode();
+            synod_core::StateMachine::apply(&mut s, i as u64 + 1, &op);
+        }
+        s
+    }
+
+    #[test]
+    fn the_streamed_snapshot_is_the_whole_one_cut_the_same_way() {
+        for keys in [0, 1, 500] {
+            let s = store(keys);
+            let whole: Vec<_> = snapshot_messages(s.snapshot(), header()).collect();
+            let (tx, mut rx) = mpsc::channel(SNAPSHOT_MESSAGES_AHEAD);
+            let writer = std::thread::spawn(move || stream_snapshot(&s, header(), tx));
+            let mut streamed = Vec::new();
+            while let Some(m) = rx.blocking_recv() {
+                streamed.push(m.expect("a message"));
+            }
+            writer.join().expect("thread").expect("streamed");
+            assert_eq!(streamed, whole, "{keys} keys");
+            assert!(whole.len() > 2 || keys < 500, "500 keys take several chunks");
+        }
+    }
+
+    #[test]
+    fn a_client_that_goes_away_stops_the_encoding() {
+        let s = store(500);
+        let (tx, mut rx) = mpsc::channel(1);
+        let writer = std::thread::spawn(move || stream_snapshot(&s, header(), tx));
+        let first = rx.blocking_recv().expect("a first message").expect("data");
+        assert_eq!(first.blob.len(), SNAPSHOT_CHUNK_BYTES);
+        drop(rx);
+        let stopped = writer.join().expect("thread");
+        assert!(stopped.is_err(), "the encoder notices the closed stream");
+    }
 
     #[test]
     fn transfer_errors_are_etcds() {
