@@ -38,7 +38,7 @@ use bytes::Bytes;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use synod_core::protocol::SnapshotMeta;
-use synod_core::{ClientId, Command, NodeId};
+use synod_core::{ClientId, Command, NodeId, Time};
 use synod_paxos::Ballot;
 use synod_paxos::multi::{
     Config, Durable, Message, PaxosNode, SlotEntry, SnapshotPoint, Value, Write,
@@ -511,6 +511,10 @@ impl NodeProtocol for PaxosNode {
             )));
         }
         Ok((hard, durable))
+    }
+
+    fn snapshot_failed(&mut self, now: Time, index: u64) {
+        PaxosNode::snapshot_failed(self, now, index);
     }
 
     fn persist(

@@ -77,7 +77,9 @@
 //! chosen slot (a snapshot covers whole slots: a slot's batch is one
 //! decision); once the host calls [`snapshot_taken`](Protocol::snapshot_taken)
 //! the core records the snapshot and purges every slot up to the
-//! snapshot's minus `snapshot_trailing_slots` ([`Write::Snapshot`]). Purged
+//! snapshot's minus `snapshot_trailing_slots` ([`Write::Snapshot`]); if the
+//! host could not take it ([`PaxosNode::snapshot_failed`]), the core asks
+//! again one minimum election timeout later, from a tick. Purged
 //! slots are chosen, so nobody needs their acceptances again — except a
 //! peer that has not learned them: a follower whose chosen slot lies in
 //! the leader's purged prefix, or a candidate whose Phase 1 starts in an
@@ -243,6 +245,9 @@ pub struct PaxosNode {
     /// The (position, slot) of the [`SnapshotAction::Take`] the host is
     /// working on.
     snapshot_requested: Option<(u64, u64)>,
+    /// After [`PaxosNode::snapshot_failed`]: the policy may ask again from
+    /// this time on (a tick then checks it, so an idle node retries too).
+    snapshot_retry_at: Option<Time>,
     /// The snapshot being received, if any.
     incoming: Option<Incoming>,
 }
@@ -293,6 +298,18 @@ impl PaxosNode {
         }
         self.request_snapshot(out);
         true
+    }
+    /// The host could not take the snapshot at position `index` it was
+    /// asked for (its write failed without poisoning the storage: a full
+    /// disk, say). The core forgets the request and asks again, at its
+    /// chosen slot then, once the policy still says so and one minimum
+    /// election timeout has passed (a tick checks, so an idle node retries
+    /// too). An answer about any other position is ignored.
+    pub fn snapshot_failed(&mut self, now: Time, index: u64) {
+        if self.snapshot_requested.is_some_and(|(position, _)| position == index) {
+            self.snapshot_requested = None;
+            self.snapshot_retry_at = Some(now + self.config.election_timeout_min);
+        }
     }
     /// What this acceptor accepted at `slot`.
     pub fn entry(&self, slot: u64) -> Option<&SlotEntry> {
@@ -1004,6 +1021,7 @@ impl Protocol for PaxosNode {
             check_quorum_deadline: Time::MAX,
             reads: ReadQueue::new(config.max_pending_reads),
             snapshot_requested: None,
+            snapshot_retry_at: None,
             incoming: None,
             config: config.clone(),
         };
@@ -1025,16 +1043,21 @@ impl Protocol for PaxosNode {
         } else if self.bit != 0 && self.timer.expired(now) {
             self.campaign(now, out);
         }
+        if self.snapshot_retry_at.is_some_and(|t| now >= t) {
+            self.snapshot_retry_at = None;
+            self.maybe_request_snapshot(out);
+        }
         self.check_invariants();
     }
 
     fn next_deadline(&self) -> Time {
+        let retry = self.snapshot_retry_at.unwrap_or(Time::MAX);
         if self.role == Role::Leader {
             let check_quorum =
                 if self.config.check_quorum { self.check_quorum_deadline } else { Time::MAX };
-            self.heartbeat_deadline.min(check_quorum)
+            self.heartbeat_deadline.min(check_quorum).min(retry)
         } else {
-            self.timer.deadline()
+            self.timer.deadline().min(retry)
         }
     }
 

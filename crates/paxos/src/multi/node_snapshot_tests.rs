@@ -350,3 +350,45 @@ fn trigger_snapshot_asks_once_and_only_with_something_new() {
     assert_eq!(n.snapshot_point().slot, 4);
     assert!(!n.trigger_snapshot(&mut out), "nothing chosen since");
 }
+
+/// Time passes by `ms` in steps of 10 ms, every message delivered.
+fn run_for(c: &mut Cluster, ms: u64) {
+    for _ in 0..ms / 10 {
+        c.advance(10);
+        c.deliver_all();
+    }
+}
+
+#[test]
+fn a_failed_snapshot_is_asked_for_again_after_a_back_off() {
+    let mut c = led_by_1(config(3));
+    c.fail_takes = true;
+    // The no-op and three commands: slot 4 is chosen, the policy asks.
+    commit(&mut c, 1..=3);
+    assert_eq!(c.takes[0], 1, "the policy asked at slot 4");
+    assert!(!c.node(1).snapshot_point().exists());
+    // While it backs off, newly chosen slots do not ask again at once.
+    commit(&mut c, 4..=8);
+    assert_eq!(c.takes[0], 1, "no retry before the back-off ends");
+    // The host keeps failing: the core asks again about once per minimum
+    // election timeout (150 ms), each node on its own, even when idle.
+    run_for(&mut c, 1_000);
+    for i in 0..3 {
+        assert!((6..=8).contains(&c.takes[i]), "n{}: {} takes in 1 s", i + 1, c.takes[i]);
+    }
+    assert!(!c.node(1).snapshot_point().exists());
+    // It recovers: the next retry succeeds, and the log is purged.
+    c.fail_takes = false;
+    run_for(&mut c, 200);
+    for id in 1..=3 {
+        let n = c.node(id);
+        assert_eq!(n.snapshot_point().slot, n.chosen_slot(), "n{id}");
+        assert_eq!(n.purged_slot(), n.chosen_slot() - 2, "n{id} keeps two trailing slots");
+    }
+    // A failure reported for a position never asked for changes nothing.
+    let takes = c.takes.clone();
+    c.call(1, |n, now, _| n.snapshot_failed(now, 3));
+    run_for(&mut c, 1_000);
+    assert_eq!(c.takes, takes);
+    assert_eq!(c.client_commands(3), (1..=8).collect::<Vec<_>>());
+}

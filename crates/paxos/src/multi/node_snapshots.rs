@@ -12,9 +12,13 @@ use synod_core::protocol::{SnapshotAction, SnapshotMeta};
 use synod_core::{NodeId, Role, Time};
 
 impl PaxosNode {
-    /// The snapshot policy: every `snapshot_interval_slots` chosen slots.
+    /// The snapshot policy: every `snapshot_interval_slots` chosen slots,
+    /// except while backing off after [`PaxosNode::snapshot_failed`].
     pub(super) fn maybe_request_snapshot(&mut self, out: &mut PaxosOutput) {
         let interval = self.config.snapshot_interval_slots;
+        if self.snapshot_retry_at.is_some() {
+            return; // the host failed the last one: back off until a tick ends it
+        }
         if interval > 0
             && self.snapshot_requested.is_none()
             && self.chosen_slot >= self.snapshot.slot + interval
@@ -27,6 +31,7 @@ impl PaxosNode {
     pub(super) fn request_snapshot(&mut self, out: &mut PaxosOutput) {
         assert!(self.chosen_slot > self.snapshot.slot, "nothing new to snapshot");
         self.snapshot_requested = Some((self.applied_position, self.chosen_slot));
+        self.snapshot_retry_at = None;
         out.snapshots.push(SnapshotAction::Take { index: self.applied_position });
     }
 

@@ -25,6 +25,10 @@ pub(super) struct Cluster {
     pub(super) snapshots: Vec<Vec<(u64, Bytes)>>,
     /// Per node, the partial snapshot being received (volatile).
     pub(super) partial: Vec<Option<(u64, Vec<u8>)>>,
+    /// While set, every `Take` fails (the host calls `snapshot_failed`).
+    pub(super) fail_takes: bool,
+    /// Per node, how many `Take`s the core asked for.
+    pub(super) takes: Vec<u64>,
 }
 
 /// A state's bytes: per position 8 bytes, the command's seq (or all ones
@@ -77,6 +81,8 @@ impl Cluster {
             sent: Vec::new(),
             snapshots: vec![Vec::new(); n],
             partial: vec![None; n],
+            fail_takes: false,
+            takes: vec![0; n],
         }
     }
 
@@ -146,7 +152,11 @@ impl Cluster {
         // Calls back into the core.
         for (index, size) in taken {
             let mut out = PaxosOutput::new();
-            self.nodes[i].as_mut().expect("live").snapshot_taken(now, index, size, &mut out);
+            let node = self.nodes[i].as_mut().expect("live");
+            match size {
+                Some(size) => node.snapshot_taken(now, index, size, &mut out),
+                None => node.snapshot_failed(now, index),
+            }
             self.carry_out(id, out);
         }
         for a in out.snapshots {
@@ -164,15 +174,20 @@ impl Cluster {
         }
     }
 
-    /// A `Take` or `Install` at its position: returns a snapshot taken.
-    fn at_position(&mut self, i: usize, a: &SnapshotAction) -> Option<(u64, u64)> {
+    /// A `Take` or `Install` at its position: returns a snapshot taken
+    /// (its position and size; no size if the take failed).
+    fn at_position(&mut self, i: usize, a: &SnapshotAction) -> Option<(u64, Option<u64>)> {
         match a {
             SnapshotAction::Take { index } => {
                 assert_eq!(*index, self.committed[i].len() as u64, "take at the applied position");
+                self.takes[i] += 1;
+                if self.fail_takes {
+                    return Some((*index, None));
+                }
                 let bytes = encode(&self.committed[i]);
                 let size = bytes.len() as u64;
                 self.snapshots[i].push((*index, bytes));
-                Some((*index, size))
+                Some((*index, Some(size)))
             }
             SnapshotAction::Install { meta } => {
                 let (_, bytes) = self.snapshots[i].iter().rev().find(|s| s.0 == meta.index)?;
