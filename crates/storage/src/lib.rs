@@ -43,5 +43,5 @@ pub use snapshot::{SnapshotReader, SnapshotStore, SnapshotWriter};
 pub use vfs::{StdFs, Vfs, VfsFile};
 pub use wal::{
     Entries, MAX_SEGMENT_OR_BATCH_BYTES, PendingSync, Recovered, SyncDone, TornTail, Wal,
-    WalOptions,
+    WalOptions, WalPurger,
 };

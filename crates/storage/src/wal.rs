@@ -209,6 +209,9 @@ pub struct Wal {
     epoch: u64,
     poison: Poison,
     encode_buf: Vec<u8>,
+    /// Segments [`Wal::detach_prefix`] took out, until the purger deletes
+    /// them.
+    detached: Arc<purge::Detached>,
 }
 
 impl Wal {
@@ -291,6 +294,7 @@ impl Wal {
             epoch: 0,
             poison: Poison::default(),
             encode_buf: Vec::new(),
+            detached: Arc::default(),
         };
         wal.durable_index = wal.last_index();
         let recovered = Recovered {
@@ -449,6 +453,11 @@ impl Wal {
     /// rename, directory fsync.
     fn start_segment(&mut self, first_index: u64) -> Result<()> {
         self.sync_last()?;
+        if self.segments.is_empty() {
+            // Detached segments (see `purge`) go first; this segment's
+            // directory fsync makes that durable.
+            self.detached.remove_all(&*self.fs)?;
+        }
         let name = segment_file_name(first_index);
         let temp = self.dir.join(format!("{name}{TEMP_SUFFIX}"));
         let path = self.dir.join(name);
@@ -532,6 +541,7 @@ impl Wal {
         if let Err((path, e)) = done.outcome {
             return Err(self.poison.taint(Error::fatal("fsync", &path, e)));
         }
+        self.detached.release_through(done.epoch);
         if done.epoch == self.epoch {
             self.durable_index = self.durable_index.max(done.index.min(self.last_index()));
             if done.write_count == self.write_count {
@@ -562,6 +572,10 @@ impl Wal {
             self.unsynced = false;
             removed = true;
         }
+        if self.segments.is_empty() {
+            // Emptied: detached older segments go too (see `purge`).
+            self.detached.remove_all(&*self.fs)?;
+        }
         if removed {
             self.sync_dir()?;
         }
@@ -588,11 +602,16 @@ impl Wal {
     ///
     /// Segments are deleted oldest first, so a crash part-way leaves a
     /// contiguous log holding more than was purged; after a restart, call
-    /// this again with the snapshot's index (it is idempotent).
+    /// this again with the snapshot's index (it is idempotent). To leave
+    /// the deleting and the directory fsync to another thread, see
+    /// [`Wal::detach_prefix`].
     pub fn purge_prefix(&mut self, up_to_index: u64) -> Result<()> {
         self.poison.check()?;
         self.epoch += 1;
-        let mut removed = false;
+        // Older segments detached earlier go first, so that the log stays
+        // contiguous on disk.
+        let detached = self.detached.remove_all(&*self.fs)?;
+        let mut removed = detached > 0;
         while let Some(segment) = self.segments.first()
             && segment.count() > 0
             && segment.last_index() <= up_to_index
@@ -882,6 +901,9 @@ fn recover_segment(
     }
     Ok(Segment { path: path.to_path_buf(), file, first_index, offsets: scanned.offsets, len })
 }
+
+mod purge;
+pub use purge::WalPurger;
 
 #[cfg(test)]
 mod tests;

@@ -442,3 +442,134 @@ fn a_failed_pipelined_fsync_is_fatal() {
     assert!(err.is_fatal());
     assert!(matches!(wal.sync(), Err(Error::Poisoned { .. })));
 }
+
+fn segment_files(fs: &FaultFs) -> usize {
+    fs.file_names(&dir()).iter().filter(|n| n.ends_with(".wal")).count()
+}
+
+#[test]
+fn a_detached_prefix_leaves_the_log_at_once_and_its_files_after_a_later_sync() {
+    let fs = FaultFs::new();
+    let (mut wal, _) = open(&fs, &small_segments()).expect("open");
+    append_each(&mut wal, 1, 60);
+    wal.sync().expect("sync");
+    let (segments, purger) = (wal.segment_count(), wal.purger());
+    append_range(&mut wal, 61, 61);
+    // A sync begun before the detach does not release it.
+    let early = wal.begin_sync().expect("begin");
+    let taken = wal.detach_prefix(30).expect("detach");
+    wal.finish_sync(early.run()).expect("finish");
+    assert!(taken > 0 && wal.segment_count() == segments - taken);
+    let first = wal.first_index();
+    assert!(first > 1 && first <= 31, "first index {first}");
+    assert!(matches!(wal.entry(1), Err(Error::OutOfRange { .. })));
+    assert_eq!(read_all(&wal), expected(first, 61));
+    assert_eq!(segment_files(&fs), segments);
+    assert!(!purger.has_work());
+    assert_eq!(purger.run().expect("nothing to do"), 0);
+    assert_eq!(segment_files(&fs), segments);
+    // One begun after it does.
+    append_range(&mut wal, 62, 62);
+    wal.sync().expect("sync");
+    // Now it may go: the purger deletes exactly those files.
+    assert!(purger.has_work());
+    assert_eq!(purger.run().expect("purge"), taken);
+    assert_eq!(segment_files(&fs), segments - taken);
+    assert_eq!(purger.detached_count(), 0);
+    // Appends go on as before; a reopen sees the log from `first`.
+    append_range(&mut wal, 63, 70);
+    wal.sync().expect("sync");
+    drop(wal);
+    let (wal, recovered) = open(&fs, &small_segments()).expect("reopen");
+    assert_eq!((recovered.first_index, recovered.last_index), (first, 70));
+    assert_eq!(read_all(&wal), expected(first, 70));
+}
+
+#[test]
+fn a_crash_between_detaching_and_purging_recovers_every_acknowledged_record() {
+    for seed in 0..20 {
+        let fs = FaultFs::new();
+        let (mut wal, _) = open(&fs, &small_segments()).expect("open");
+        append_each(&mut wal, 1, 60);
+        wal.sync().expect("sync");
+        let purger = wal.purger();
+        wal.detach_prefix(30).expect("detach");
+        append_each(&mut wal, 61, 65);
+        if seed % 2 == 0 {
+            // Released but never run; or not even released.
+            wal.sync().expect("sync");
+            assert!(purger.has_work());
+        }
+        drop(wal);
+        fs.crash(seed);
+        let (wal, recovered) = open(&fs, &small_segments()).expect("recover");
+        // Every acknowledged record is there, the detached ones too.
+        assert_eq!(recovered.first_index, 1, "seed {seed}");
+        let last = if seed % 2 == 0 { 65 } else { recovered.last_index };
+        assert!(last >= 60, "seed {seed}: {last}");
+        assert_eq!(read_all(&wal), expected(1, last), "seed {seed}");
+    }
+}
+
+#[test]
+fn a_crash_after_the_purger_ran_leaves_a_contiguous_log() {
+    for seed in 0..20 {
+        let fs = FaultFs::new();
+        let (mut wal, _) = open(&fs, &small_segments()).expect("open");
+        append_each(&mut wal, 1, 60);
+        wal.sync().expect("sync");
+        let purger = wal.purger();
+        wal.detach_prefix(45).expect("detach");
+        let first = wal.first_index();
+        wal.sync().expect("sync");
+        // The purger runs on a thread of its own while the log appends.
+        let running = {
+            let purger = purger.clone();
+            std::thread::spawn(move || purger.run())
+        };
+        append_each(&mut wal, 61, 80);
+        wal.sync().expect("sync");
+        assert!(running.join().expect("purger thread").expect("purge") > 0);
+        drop(wal);
+        fs.crash(seed);
+        let (wal, recovered) = open(&fs, &small_segments()).expect("recover");
+        assert_eq!(recovered.first_index, first, "seed {seed}");
+        assert_eq!(read_all(&wal), expected(first, 80), "seed {seed}");
+    }
+}
+
+#[test]
+fn a_log_emptied_by_a_detach_restarts_anywhere_without_old_segments_beside_it() {
+    for restart_at in [1, 7, 41, 1001] {
+        let fs = FaultFs::new();
+        let (mut wal, _) = open(&fs, &small_segments()).expect("open");
+        append_each(&mut wal, 1, 60);
+        // Unsynced records in the last segment, which goes too.
+        append_range(&mut wal, 61, 62);
+        let purger = wal.purger();
+        wal.detach_prefix(1000).expect("detach everything");
+        assert_eq!((wal.first_index(), wal.last_index(), wal.segment_count()), (0, 0, 0));
+        append_range(&mut wal, restart_at, restart_at + 4);
+        wal.sync().expect("sync");
+        // The old files went before the new segment was made: nothing left
+        // to purge, and the new segment (maybe of an old one's name) stays.
+        assert_eq!(purger.detached_count(), 0, "restart at {restart_at}");
+        assert_eq!(purger.run().expect("purge"), 0);
+        drop(wal);
+        fs.crash(restart_at);
+        let (wal, _) = open(&fs, &small_segments()).expect("recover");
+        assert_eq!(read_all(&wal), expected(restart_at, restart_at + 4), "at {restart_at}");
+    }
+}
+
+#[test]
+fn a_failed_directory_fsync_in_the_purger_is_fatal() {
+    let fs = FaultFs::new();
+    let (mut wal, _) = open(&fs, &small_segments()).expect("open");
+    append_each(&mut wal, 1, 60);
+    wal.detach_prefix(30).expect("detach");
+    wal.sync().expect("sync");
+    fs.fail_next_syncs(1);
+    let err = wal.purger().run().expect_err("the directory fsync fails");
+    assert!(err.is_fatal(), "{err}");
+}
