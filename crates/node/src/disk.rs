@@ -4,11 +4,23 @@
 //! as the [`Disk`] lives, so a second process (or a second open in this
 //! one) on the same directory fails at once with a clear error instead of
 //! corrupting the log. The lock goes with the process, even on SIGKILL.
+//!
+//! The log's head is purged off the driver thread: the glue detaches the
+//! segments a snapshot made obsolete ([`Wal::detach_prefix`]: no disk work)
+//! and [`Disk::sync`], once its fsync made the round's writes durable,
+//! hands them to a thread that unlinks them and fsyncs the directory (one
+//! at a time; work found meanwhile waits for the next sync). Unlinking
+//! files of 64 MiB and the directory fsync used to run inline after each
+//! snapshot, where they queued behind the snapshot's own writeback. A
+//! crash before the files go leaves a log that starts earlier than the
+//! hard state's purge point, which recovery reads as before; an error
+//! there stops the node (at the next sync), as an inline one did.
 
 use crate::error::NodeError;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
-use synod_storage::{HardStateFile, SnapshotStore, Wal, WalOptions};
+use std::thread::JoinHandle;
+use synod_storage::{HardStateFile, SnapshotStore, Wal, WalOptions, WalPurger};
 
 /// The durable state of one node.
 #[derive(Debug)]
@@ -20,7 +32,12 @@ pub struct Disk {
     /// The snapshot store.
     pub snapshots: SnapshotStore,
     dir: PathBuf,
-    /// Holds the directory's lock while open.
+    /// Deletes the log segments purged by [`Wal::detach_prefix`].
+    purger: WalPurger,
+    /// The purger's run in flight, if any.
+    purging: Option<JoinHandle<synod_storage::Result<usize>>>,
+    /// Holds the directory's lock while open (after the purger's thread is
+    /// joined: fields drop in order, and `Drop` joins it first).
     _lock: File,
 }
 
@@ -54,11 +71,19 @@ impl Disk {
     /// error naming the file and offset). Returns the saved hard state, if
     /// any. A directory locked by someone else is an error.
     pub fn open(dir: &Path) -> Result<(Disk, Option<Vec<u8>>), NodeError> {
+        Disk::open_with(dir, WalOptions::default())
+    }
+
+    /// [`Disk::open`] with the log's `options` (tests use small segments).
+    pub fn open_with(
+        dir: &Path,
+        options: WalOptions,
+    ) -> Result<(Disk, Option<Vec<u8>>), NodeError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             NodeError::Startup(format!("cannot create data directory {}: {e}", dir.display()))
         })?;
         let lock = lock(dir)?;
-        let (wal, recovered) = Wal::open(dir.join("wal"), WalOptions::default())?;
+        let (wal, recovered) = Wal::open(dir.join("wal"), options)?;
         if let Some(torn) = &recovered.torn_tail {
             tracing::warn!(
                 file = %torn.path.display(), offset = torn.offset, bytes = torn.dropped_bytes,
@@ -67,7 +92,17 @@ impl Disk {
         }
         let (hard_state, saved) = HardStateFile::open(dir)?;
         let snapshots = SnapshotStore::open(dir.join("snap"))?;
-        Ok((Disk { wal, hard_state, snapshots, dir: dir.to_path_buf(), _lock: lock }, saved))
+        let purger = wal.purger();
+        let disk = Disk {
+            wal,
+            hard_state,
+            snapshots,
+            dir: dir.to_path_buf(),
+            purger,
+            purging: None,
+            _lock: lock,
+        };
+        Ok((disk, saved))
     }
 
     /// The data directory.
@@ -75,9 +110,63 @@ impl Disk {
         &self.dir
     }
 
-    /// Makes every log append so far durable with one fsync (group commit).
+    /// Makes every log append so far durable with one fsync (group
+    /// commit), then starts deleting the log segments purged before it, if
+    /// no deletion is running (an error of a finished one is returned here:
+    /// the node stops).
     pub fn sync(&mut self) -> Result<u64, NodeError> {
-        Ok(self.wal.sync()?)
+        let durable = self.wal.sync()?;
+        self.poll_purge()?;
+        Ok(durable)
+    }
+
+    /// Collects a finished deletion of purged log segments and starts the
+    /// next when there is work and none runs.
+    pub fn poll_purge(&mut self) -> Result<(), NodeError> {
+        if self.purging.as_ref().is_some_and(JoinHandle::is_finished) {
+            self.join_purge()?;
+        }
+        if self.purging.is_none() && self.purger.has_work() {
+            let purger = self.purger.clone();
+            let thread = std::thread::Builder::new()
+                .name("synod-wal-purge".into())
+                .spawn(move || purger.run())
+                .map_err(|e| NodeError::Startup(format!("cannot start a purge thread: {e}")))?;
+            self.purging = Some(thread);
+        }
+        Ok(())
+    }
+
+    /// Waits for the deletion of purged log segments in flight, if any.
+    pub fn wait_purge(&mut self) -> Result<(), NodeError> {
+        self.join_purge()
+    }
+
+    /// Log segments purged and not yet deleted.
+    pub fn purged_segments_left(&self) -> usize {
+        self.purger.detached_count()
+    }
+
+    fn join_purge(&mut self) -> Result<(), NodeError> {
+        let Some(thread) = self.purging.take() else { return Ok(()) };
+        match thread.join() {
+            Ok(Ok(removed)) => {
+                tracing::debug!(removed, "deleted purged log segments");
+                Ok(())
+            }
+            Ok(Err(e)) => Err(NodeError::Storage(e)),
+            Err(_) => Err(NodeError::Startup("the purge of log segments panicked".into())),
+        }
+    }
+}
+
+impl Drop for Disk {
+    /// Waits for a deletion in flight, so that nothing touches the
+    /// directory once its lock is released.
+    fn drop(&mut self) {
+        if let Err(e) = self.join_purge() {
+            tracing::warn!(error = %e, "deleting purged log segments failed");
+        }
     }
 }
 

@@ -549,9 +549,10 @@ impl NodeProtocol for PaxosNode {
                     let wal = &mut disk.wal;
                     if wal.last_index() > 0 && wal.first_index() < obsolete_below {
                         // What makes a record obsolete may be a later record
-                        // of this batch: it is durable before the old goes.
-                        wal.sync()?;
-                        wal.purge_prefix(obsolete_below - 1)?;
+                        // of this batch: the files go only after the round's
+                        // sync made it durable, on a thread of their own
+                        // (see `Disk`).
+                        wal.detach_prefix(obsolete_below - 1)?;
                     }
                 }
             }
@@ -785,6 +786,50 @@ mod tests {
         assert_eq!(durable.promised, b(7, 2), "the ballot accepted in is still promised");
         assert_eq!((durable.purged_slot, durable.last_slot()), (50, 51));
         assert_eq!(durable.log, vec![Some(SlotEntry { ballot: b(7, 2), value: Value::Noop })]);
+    }
+
+    #[test]
+    fn a_crash_between_the_snapshot_and_the_purge_keeps_every_acknowledged_slot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let small = synod_storage::WalOptions { segment_size_bytes: 600, ..Default::default() };
+        let accept =
+            |slot| Write::Accept { ballot: b(7, 2), first_slot: slot, values: vec![batch(slot)] };
+        {
+            let (mut disk, saved) = Disk::open_with(dir.path(), small.clone()).expect("open");
+            let (mut hard, _) =
+                PaxosNode::recover_durable(&mut disk, saved.as_deref()).expect("recover");
+            for slot in 1..=50 {
+                PaxosNode::persist(&mut disk, &mut hard, &[accept(slot)]).expect("accept");
+            }
+            disk.sync().expect("sync");
+            let segments = disk.wal.segment_count();
+            let snap = Write::Snapshot { point: point(40, 80), purge_slot: 30 };
+            PaxosNode::persist(&mut disk, &mut hard, &[snap]).expect("snapshot");
+            assert!(disk.wal.segment_count() < segments, "segments were detached");
+            // The process dies before the round's sync deletes them.
+        }
+        let (mut disk, saved) = Disk::open_with(dir.path(), small.clone()).expect("reopen");
+        assert_eq!(disk.wal.first_index(), 1, "nothing was deleted");
+        let (mut hard, durable) =
+            PaxosNode::recover_durable(&mut disk, saved.as_deref()).expect("recover");
+        assert_eq!((durable.purged_slot, durable.snapshot.slot), (30, 40));
+        let held: Vec<_> =
+            (31..=50).map(|slot| Some(SlotEntry { ballot: b(7, 2), value: batch(slot) })).collect();
+        assert_eq!(durable.log, held);
+        // The next snapshot's purge deletes them, after its round's sync.
+        let snap = Write::Snapshot { point: point(50, 100), purge_slot: 45 };
+        PaxosNode::persist(&mut disk, &mut hard, &[snap, accept(51)]).expect("snapshot");
+        assert!(disk.purged_segments_left() > 0);
+        disk.sync().expect("sync");
+        disk.wait_purge().expect("purge");
+        assert_eq!(disk.purged_segments_left(), 0);
+        drop(disk);
+        let (mut disk, saved) = Disk::open_with(dir.path(), small).expect("reopen");
+        assert!(disk.wal.first_index() > 1);
+        let (_, durable) =
+            PaxosNode::recover_durable(&mut disk, saved.as_deref()).expect("recover");
+        assert_eq!((durable.purged_slot, durable.last_slot()), (45, 51));
+        assert_eq!(durable.log[..5], held[15..]);
     }
 
     #[test]

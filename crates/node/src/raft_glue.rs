@@ -526,7 +526,9 @@ impl NodeProtocol for RaftNode {
                         }
                         hard.snapshot = *meta;
                         hard.save(disk)?;
-                        disk.wal.purge_prefix(hard.purged_index)?;
+                        // The files go after the round's sync, on a thread
+                        // of their own (see `Disk`).
+                        disk.wal.detach_prefix(hard.purged_index)?;
                     } else {
                         hard.snapshot = *meta;
                         hard.purged_index = meta.index;
@@ -706,5 +708,62 @@ mod tests {
         assert!(durable.log.is_empty(), "stale entries came back: {:?}", durable.log);
         assert_eq!((durable.purged_index, durable.last_index()), (8, 8));
         assert_eq!(disk.wal.last_index(), 0);
+    }
+
+    /// Segments of about ten entries each.
+    fn small_segments() -> synod_storage::WalOptions {
+        synod_storage::WalOptions { segment_size_bytes: 400, ..Default::default() }
+    }
+
+    #[test]
+    fn a_crash_between_the_snapshot_and_the_purge_keeps_every_acknowledged_entry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let snapshot = |index| Write::Snapshot {
+            meta: SnapshotMeta { index, epoch: 1, size_bytes: 10 },
+            purge_index: index - 5,
+            membership: members(),
+        };
+        {
+            let (mut disk, _) = Disk::open_with(dir.path(), small_segments()).expect("open");
+            let mut hard = RaftHardState::default();
+            for i in 1..=100 {
+                RaftNode::persist(
+                    &mut disk,
+                    &mut hard,
+                    &[Write::Append { entries: vec![e(1, i)] }],
+                )
+                .expect("append");
+            }
+            disk.sync().expect("sync");
+            let segments = disk.wal.segment_count();
+            // The snapshot is recorded and the segments leave the log, but
+            // the process dies before the round's sync deletes their files.
+            RaftNode::persist(&mut disk, &mut hard, &[snapshot(60)]).expect("snapshot");
+            assert!(disk.wal.segment_count() < segments, "segments were detached");
+            assert!(disk.purged_segments_left() > 0);
+        }
+        let (mut disk, saved) = Disk::open_with(dir.path(), small_segments()).expect("reopen");
+        assert_eq!(disk.wal.first_index(), 1, "nothing was deleted");
+        let mut hard;
+        {
+            let (h, durable) =
+                RaftNode::recover_durable(&mut disk, saved.as_deref()).expect("recover");
+            hard = h;
+            assert_eq!((durable.snapshot.index, durable.purged_index), (60, 55));
+            assert_eq!(durable.log, (56..=100).map(|i| e(1, i)).collect::<Vec<_>>());
+        }
+        // The next snapshot purges them too, once its round synced.
+        RaftNode::persist(&mut disk, &mut hard, &[snapshot(90)]).expect("snapshot");
+        let files_before = std::fs::read_dir(dir.path().join("wal")).expect("list").count();
+        disk.sync().expect("sync");
+        disk.wait_purge().expect("purge");
+        assert_eq!(disk.purged_segments_left(), 0);
+        let files_after = std::fs::read_dir(dir.path().join("wal")).expect("list").count();
+        assert!(files_after < files_before, "{files_after} files of {files_before} left");
+        drop(disk);
+        let (mut disk, saved) = Disk::open_with(dir.path(), small_segments()).expect("reopen");
+        assert!(disk.wal.first_index() > 1 && disk.wal.first_index() <= 86);
+        let (_, durable) = RaftNode::recover_durable(&mut disk, saved.as_deref()).expect("recover");
+        assert_eq!(durable.log, (86..=100).map(|i| e(1, i)).collect::<Vec<_>>());
     }
 }
