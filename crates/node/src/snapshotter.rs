@@ -491,9 +491,11 @@ fn write(store: &SnapshotStore, index: u64, view: &Machine) -> Outcome {
     let failed = |error| TakeFailed { index, error };
     let mut writer = store.begin(index, &[]).map_err(|e| failed(e.into()))?;
     let size_bytes = view.write_snapshot(&mut writer).map_err(|e| {
-        failed(NodeError::Storage(synod_storage::Error::InvalidArgument(format!(
-            "writing snapshot {index}: {e}"
-        ))))
+        // A failed piece fsync poisoned the store: that is fatal.
+        let error = store.check_poisoned().err().unwrap_or_else(|| {
+            synod_storage::Error::InvalidArgument(format!("writing snapshot {index}: {e}"))
+        });
+        failed(NodeError::Storage(error))
     })?;
     writer.finish_keeping_older().map_err(|e| failed(e.into()))?;
     Ok(TakenSnapshot { index, size_bytes })

@@ -39,7 +39,7 @@ mod wal;
 pub use error::{Error, Result};
 pub use fault_fs::FaultFs;
 pub use hard_state::HardStateFile;
-pub use snapshot::{SnapshotReader, SnapshotStore, SnapshotWriter};
+pub use snapshot::{SYNC_EVERY_BYTES, SnapshotReader, SnapshotStore, SnapshotWriter};
 pub use vfs::{StdFs, Vfs, VfsFile};
 pub use wal::{
     Entries, MAX_SEGMENT_OR_BATCH_BYTES, PendingSync, Recovered, SyncDone, TornTail, Wal,
