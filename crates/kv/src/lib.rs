@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+mod change_log;
 mod codec;
 pub mod command;
 pub mod error;

@@ -17,7 +17,8 @@
 //! - `changes`: `(revision, key)` for every version with revision ≥ the
 //!   compaction revision, in apply order (the order of events within a txn).
 //!   The key is a clone of the map's key handle (a reference count, not a
-//!   copy).
+//!   copy). It is a [`ChangeLog`]: chunks shared copy-on-write, so the
+//!   point-in-time copy copies a pointer per chunk, not a handle per change.
 //!
 //! Compaction at `C` keeps, per key, every version above `C` and the newest
 //! version at or below `C` unless it is a tombstone older than `C`. Keeping a
@@ -25,10 +26,11 @@
 //! that delete, the bug etcd #19179 had.
 
 use crate::api::{Event, EventType, KeyValue};
+use crate::change_log::ChangeLog;
 use crate::range::KeyRange;
 use bytes::Bytes;
+use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 /// One version of one key.
@@ -74,7 +76,7 @@ pub struct EventBatch {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Mvcc {
     pub(crate) keys: BTreeMap<Bytes, Arc<Vec<Version>>>,
-    pub(crate) changes: VecDeque<(i64, Bytes)>,
+    pub(crate) changes: ChangeLog,
     /// The revision of the last write; an empty store is at 1 (etcd).
     pub(crate) current_revision: i64,
     /// The last compaction revision; -1 before any (etcd's `compactMainRev`).
@@ -85,7 +87,7 @@ impl Default for Mvcc {
     fn default() -> Self {
         Mvcc {
             keys: BTreeMap::new(),
-            changes: VecDeque::new(),
+            changes: ChangeLog::default(),
             current_revision: 1,
             compact_revision: -1,
         }
@@ -173,7 +175,7 @@ impl Mvcc {
         let new = Version { mod_revision: rev, create_revision, version, lease, value };
         let kv = new.to_kv(&key);
         Arc::make_mut(history).push(new);
-        self.changes.push_back((rev, key));
+        self.changes.push_back(rev, key);
         Event { r#type: EventType::Put, kv, prev_kv }
     }
 
@@ -193,7 +195,7 @@ impl Mvcc {
             value: Bytes::new(),
         };
         Arc::make_mut(self.keys.get_mut(key).expect("looked up above")).push(tombstone);
-        self.changes.push_back((rev, k.clone()));
+        self.changes.push_back(rev, k.clone());
         let kv = KeyValue { key: k, mod_revision: rev, ..KeyValue::default() };
         Some(Event { r#type: EventType::Delete, kv, prev_kv: Some(prev_kv) })
     }
@@ -232,8 +234,7 @@ impl Mvcc {
             !history.is_empty()
         });
         let keep = self.changes.partition_point(|(r, _)| *r < rev);
-        self.changes.drain(..keep);
-        self.changes.shrink_to_fit();
+        self.changes.drain_front(keep);
         self.compact_revision = rev;
     }
 
@@ -251,7 +252,7 @@ impl Mvcc {
         let from = self.changes.partition_point(|(r, _)| *r < start_revision);
         let mut next_revision = self.current_revision + 1;
         let mut last_rev = None;
-        for (rev, key) in self.changes.range(from..) {
+        for (rev, key) in self.changes.iter_from(from) {
             if events.len() >= max_events && last_rev != Some(*rev) {
                 next_revision = *rev;
                 break;
@@ -318,7 +319,7 @@ impl Mvcc {
             }
         }
         let mut prev = i64::MIN;
-        for (rev, key) in &self.changes {
+        for (rev, key) in self.changes.iter() {
             if *rev < prev || *rev < self.compact_revision || *rev > self.current_revision {
                 return Err("change log out of order".into());
             }

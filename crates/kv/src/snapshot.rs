@@ -22,7 +22,7 @@ use crate::lease::{Lease, Leases};
 use crate::mvcc::{Mvcc, Version};
 use crate::store::KvStore;
 use bytes::{BufMut, Bytes, BytesMut};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::sync::Arc;
 use synod_core::Time;
@@ -77,7 +77,7 @@ impl KvStore {
             }
         }
         out.buf.put_u32_le(self.mvcc.changes.len() as u32);
-        for (rev, key) in &self.mvcc.changes {
+        for (rev, key) in self.mvcc.changes.iter() {
             let number = keys
                 .binary_search_by(|k| k.as_ref().cmp(key.as_ref()))
                 .expect("the change log names held keys");
@@ -120,7 +120,7 @@ impl KvStore {
             current_revision: d.u64()? as i64,
             compact_revision: d.u64()? as i64,
             keys: BTreeMap::new(),
-            changes: VecDeque::new(),
+            changes: Default::default(),
         };
         let key_count = d.len()?;
         let mut keys = Vec::with_capacity(key_count.min(MAX_RESERVE));
@@ -148,7 +148,7 @@ impl KvStore {
             let rev = d.u64()? as i64;
             let i = d.u32()? as usize;
             let key = keys.get(i).ok_or_else(|| malformed("change names no key"))?;
-            mvcc.changes.push_back((rev, key.clone()));
+            mvcc.changes.push_back(rev, key.clone());
         }
         drop(keys);
         mvcc.check().map_err(malformed)?;
