@@ -1001,6 +1001,8 @@ where
     ) -> Result<(), NodeError> {
         let (rounds, done, took) = synced?;
         let durable = self.disk.wal.finish_sync(done)?;
+        // Log segments purged before this sync may go now (see `Disk`).
+        self.disk.poll_purge()?;
         self.metrics.observe_fsync(took);
         self.synced_rounds = self.synced_rounds.max(rounds);
         self.release_held(rounds);

@@ -420,6 +420,44 @@ async fn a_failed_snapshot_is_asked_for_again_and_then_taken() {
 }
 
 #[tokio::test]
+async fn a_leader_deletes_purged_log_segments_while_it_runs() {
+    bounded(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Segments of a few entries, so every snapshot purges some.
+        let small = synod_storage::WalOptions { segment_size_bytes: 1024, ..Default::default() };
+        let (disk, saved) = Disk::open_with(dir.path(), small).expect("open");
+        let node = start_on(disk, saved, open_gate(), AutoCompaction::Off).await;
+        let segments = || {
+            let names = std::fs::read_dir(dir.path().join("wal")).expect("list");
+            names
+                .filter(|e| {
+                    e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "wal"))
+                })
+                .count()
+        };
+        // The leader syncs its log off the driver thread; the segments its
+        // snapshots purge are deleted while it runs, not only at shutdown.
+        let mut most = 0;
+        let mut i = 0;
+        while i < 300 {
+            node.put(&format!("k{i}"), &value(i)).await;
+            most = most.max(segments());
+            i += 1;
+        }
+        assert!(most > 0);
+        let mut left = segments();
+        while left > 8 && i < 2000 {
+            node.put(&format!("k{i}"), &value(i)).await;
+            left = segments();
+            i += 1;
+        }
+        assert!(left <= 8, "{left} segments after {i} puts (at most {most} before)");
+        node.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_failed_paxos_snapshot_is_asked_for_again_and_then_taken() {
     use synod_paxos::multi::PaxosNode;
     bounded(async {
