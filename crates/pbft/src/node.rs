@@ -118,6 +118,34 @@ fn count_votes(votes: &[(Digest, u64)], digest: &Digest) -> u32 {
     votes.iter().find(|(d, _)| d == digest).map_or(0, |(_, m)| m.count_ones())
 }
 
+/// A peer's latest STATUS, as it claimed it: its MAC was checked, but a
+/// faulty sender may lie, so a decision takes f+1 of them at least.
+#[derive(Clone, Copy, Debug)]
+struct PeerStatus {
+    view: u64,
+    active: bool,
+    executed: u64,
+    /// When it arrived (local time).
+    at: Time,
+}
+
+/// What the peers' recent STATUS messages say about this replica's view
+/// ([`PbftNode::view_standing`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Standing {
+    /// Fewer than `q − 1` peers were heard from recently (a restart, a
+    /// partition): this replica cannot tell whether its view is current.
+    Unknown,
+    /// f+1 peers recently reported a view above this replica's that they
+    /// are active in, or this view with more executed: at least one correct
+    /// replica is ahead, so the primary is making progress and this replica
+    /// is the one that lags (it obtains the NEW-VIEW, or the missing
+    /// requests, from them).
+    Behind,
+    /// Otherwise: a stalled request is the primary's fault.
+    Current,
+}
+
 /// A read barrier waiting for its index.
 #[derive(Clone, Debug)]
 struct PendingRead {
@@ -208,6 +236,9 @@ pub struct PbftNode {
     // Retransmission and state transfer.
     status_deadline: Time,
     peer_executed: Vec<u64>,
+    /// Each peer's latest STATUS (`None` until one arrives in this
+    /// incarnation).
+    peer_status: Vec<Option<PeerStatus>>,
     fetch_deadline: Time,
     fetch_peer: usize,
 
@@ -218,6 +249,9 @@ pub struct PbftNode {
     stats: AuthStats,
     verified: HashSet<(usize, Digest)>,
     requests: RequestCheck,
+    /// Request timeouts on which this replica did not suspect its primary
+    /// because it lagged or could not tell ([`Standing`]).
+    suspicions_deferred: u64,
     /// Role, view and primary last reported in events (`None` until the
     /// first call of this incarnation).
     announced: Option<(Role, u64, Option<NodeId>)>,
@@ -259,6 +293,12 @@ impl PbftNode {
     /// Messages dropped because a check failed.
     pub fn auth_stats(&self) -> AuthStats {
         self.stats
+    }
+    /// Request timeouts on which this replica did not suspect its primary
+    /// because it lagged behind its peers or could not hear enough of them
+    /// to know its view is current.
+    pub fn suspicions_deferred(&self) -> u64 {
+        self.suspicions_deferred
     }
     /// Sequence numbers held in the log window.
     pub fn log_len(&self) -> usize {
@@ -982,13 +1022,13 @@ impl PbftNode {
     /// VIEW-CHANGE, doubles the timeout.
     fn start_view_change(&mut self, now: Time, view: u64, out: &mut PbftOutput) {
         assert!(view > self.view || (view == self.view && !self.active));
+        self.requeue_for_view_change();
         self.view = view;
         self.active = false;
         out.writes.push(Write::View { view, changing: true });
         for slot in self.slots.values_mut() {
             slot.enter_view(view);
         }
-        self.requeue_for_view_change();
         let vc = Arc::new(self.build_view_change(view));
         self.my_view_change = Some(vc.clone());
         self.view_changes.insert(self.me, vc.clone());
@@ -1018,11 +1058,30 @@ impl PbftNode {
     }
 
     /// Requests queued at a primary that leaves its view become pending (a
-    /// later primary orders them).
+    /// later primary orders them), and so do those it pre-prepared in the
+    /// view it leaves and has not executed: they reached it alone (a
+    /// node's clients send to one replica), so if the new view does not
+    /// re-propose them, nobody else would ever order them. Called before
+    /// the view changes (it reads the view being left).
     fn requeue_for_view_change(&mut self) {
         for c in self.queue.drain(..) {
             self.ordering.remove(&(c.client, c.seq));
             self.pending.insert((c.client, c.seq), c);
+        }
+        if self.active && self.is_primary() {
+            let view = self.view;
+            for (_, slot) in self.slots.range(self.executed + 1..) {
+                let Some((_, batch, _)) = slot.pre_prepare.as_ref().filter(|_| slot.view == view)
+                else {
+                    continue;
+                };
+                for c in batch.iter() {
+                    let last = self.last_executed.get(&c.client).copied().unwrap_or(0);
+                    if c.seq >= last {
+                        self.pending.entry((c.client, c.seq)).or_insert_with(|| c.clone());
+                    }
+                }
+            }
         }
         self.ordering.clear();
     }
@@ -1144,8 +1203,11 @@ impl PbftNode {
         }
         self.view = view;
         self.active = true;
-        out.writes.push(Write::View { view, changing: false });
+        // The NEW-VIEW first: a replica active in a view after a restart
+        // (even one whose last writes were torn) holds that view's NEW-VIEW,
+        // which peers behind it obtain from it.
         out.writes.push(Write::NewView(nv.clone()));
+        out.writes.push(Write::View { view, changing: false });
         self.last_new_view = Some(nv);
         self.my_view_change = None;
         self.view_changes.retain(|_, vc| vc.view > view);
@@ -1188,16 +1250,8 @@ impl PbftNode {
         // forwards its own to the new primary, since the client may have
         // sent them to it alone (a replica acting as its clients' proxy, on
         // a node) and the primary they were forwarded to is gone.
-        if !primary && !self.pending.is_empty() {
-            let mut pending: Vec<Command> = self.pending.values().cloned().collect();
-            pending.sort_by_key(|c| (c.client, c.seq));
-            let p = self.primary_position(self.view);
-            for chunk in pending.chunks(self.config.max_batch) {
-                let requests: Batch = Arc::from(chunk.to_vec());
-                let d = batch_digest(&requests);
-                let auth = self.keys.mac(p, Message::forward_header(&d).as_bytes());
-                self.send_to(p, Message::Forward { requests, auth }, out);
-            }
+        if !primary {
+            self.forward_pending(out);
         }
         if primary {
             let mut pending: Vec<Command> = self.pending.drain().map(|(_, c)| c).collect();
@@ -1214,6 +1268,23 @@ impl PbftNode {
             if self.pending.is_empty() { Time::MAX } else { now + self.vc_timeout };
         if self.executed < self.stable.seq {
             self.fetch_deadline = Time::ZERO;
+        }
+    }
+
+    /// A backup sends every request it waits for to the primary of its
+    /// view (in batches of at most `max_batch`).
+    fn forward_pending(&mut self, out: &mut PbftOutput) {
+        if self.pending.is_empty() || !self.active || self.is_primary() {
+            return;
+        }
+        let mut pending: Vec<Command> = self.pending.values().cloned().collect();
+        pending.sort_by_key(|c| (c.client, c.seq));
+        let p = self.primary_position(self.view);
+        for chunk in pending.chunks(self.config.max_batch) {
+            let requests: Batch = Arc::from(chunk.to_vec());
+            let d = batch_digest(&requests);
+            let auth = self.keys.mac(p, Message::forward_header(&d).as_bytes());
+            self.send_to(p, Message::Forward { requests, auth }, out);
         }
     }
 
@@ -1238,6 +1309,7 @@ impl PbftNode {
 
     fn on_status(
         &mut self,
+        now: Time,
         pos: usize,
         view: u64,
         active: bool,
@@ -1246,6 +1318,7 @@ impl PbftNode {
     ) {
         let stalled = self.peer_executed[pos] == executed;
         self.peer_executed[pos] = executed;
+        self.peer_status[pos] = Some(PeerStatus { view, active, executed, at: now });
         if view < self.view || (view == self.view && !active) {
             if self.active {
                 if let Some(nv) = self.last_new_view.clone() {
@@ -1408,9 +1481,21 @@ impl PbftNode {
         } else if self.active && now >= self.request_deadline {
             if !self.waiting_for_work() || self.is_primary() {
                 self.request_deadline = Time::MAX;
-            } else {
+            } else if self.view_standing(now) == Standing::Current {
                 let next = self.view + 1;
                 self.start_view_change(now, next, out);
+            } else {
+                // Not the primary's fault as far as this replica can tell:
+                // it lags (its peers push the NEW-VIEW or the missing
+                // requests on its STATUS, sent now) or cannot hear enough
+                // of them to know its view. A VIEW-CHANGE now would be
+                // joined by nobody, and views never go back: it would wait
+                // alone in the next view. It waits another period instead,
+                // and sends its requests to the primary again.
+                self.suspicions_deferred += 1;
+                self.request_deadline = now + self.vc_timeout;
+                self.forward_pending(out);
+                self.send_status(now, out);
             }
         }
         while let Some(r) = self.reads.front() {
@@ -1420,6 +1505,41 @@ impl PbftNode {
             let id = r.id;
             self.reads.pop_front();
             out.events.push(Event::ReadFailed { id });
+        }
+    }
+
+    /// How long a peer's STATUS counts in [`view_standing`](Self::view_standing).
+    fn status_freshness(&self) -> std::time::Duration {
+        self.config.view_change_timeout.max(self.config.status_interval * 4)
+    }
+
+    /// Whether this replica may suspect its primary: what its peers' recent
+    /// STATUS messages say about its view (TOCS'02 §5, Castro's thesis: a
+    /// replica learns the current view from its peers before it acts on a
+    /// timeout). f+1 peers active in a higher view, or in this view with
+    /// more executed, include a correct one, so `f` faulty peers cannot make
+    /// a correct replica hold back; nor can they push it anywhere: it moves
+    /// only on a NEW-VIEW it verifies itself, or f+1 VIEW-CHANGEs.
+    fn view_standing(&self, now: Time) -> Standing {
+        let fresh = self.status_freshness();
+        let (mut heard, mut ahead) = (0, 0);
+        for s in self.peer_status.iter().flatten() {
+            if now.saturating_since(s.at) > fresh {
+                continue;
+            }
+            heard += 1;
+            let later_view = s.view > self.view;
+            let more_executed = s.view == self.view && s.executed > self.executed;
+            if s.active && (later_view || more_executed) {
+                ahead += 1;
+            }
+        }
+        if ahead > self.f() {
+            Standing::Behind
+        } else if heard + 1 < self.q {
+            Standing::Unknown
+        } else {
+            Standing::Current
         }
     }
 
@@ -1502,6 +1622,7 @@ impl Protocol for PbftNode {
             announce_view_change: false,
             status_deadline: now,
             peer_executed: vec![u64::MAX; n],
+            peer_status: vec![None; n],
             fetch_deadline: if durable.executed.len() as u64 >= durable.stable.seq {
                 Time::MAX
             } else {
@@ -1512,6 +1633,7 @@ impl Protocol for PbftNode {
             next_nonce: 1,
             stats: AuthStats::default(),
             verified: HashSet::new(),
+            suspicions_deferred: 0,
             requests: RequestCheck::new(config.client_keys())
                 .with_shared(config.shared_checks.clone()),
             announced: None,
@@ -1616,7 +1738,7 @@ impl Protocol for PbftNode {
                 if !self.keys.check_mac(pos, h.as_bytes(), &auth) {
                     self.stats.bad_mac += 1;
                 } else {
-                    self.on_status(pos, view, active, executed, out);
+                    self.on_status(now, pos, view, active, executed, out);
                 }
             }
             Message::Forward { requests, auth } => {
@@ -1759,6 +1881,31 @@ mod tests {
         (config, nodes)
     }
 
+    /// A STATUS from replica position `from` to position `to`, MAC'd with
+    /// `from`'s keys.
+    fn status(
+        config: &Config,
+        from: usize,
+        to: usize,
+        view: u64,
+        active: bool,
+        executed: u64,
+    ) -> Message {
+        let auth =
+            config.keyring(from).mac(to, Message::status_header(view, active, executed).as_bytes());
+        Message::Status { view, active, executed, auth }
+    }
+
+    /// Every other replica tells `nodes[to]` it is active in `view` with
+    /// `executed` done.
+    fn hear_peers(config: &Config, nodes: &mut [PbftNode], to: usize, now: Time, view: u64) {
+        for from in (0..nodes.len()).filter(|&j| j != to) {
+            let executed = nodes[to].executed;
+            let m = status(config, from, to, view, true, executed);
+            nodes[to].step(now, config.replicas[from], m, &mut PbftOutput::new());
+        }
+    }
+
     #[test]
     fn the_view_0_primary_announces_itself_on_its_first_call() {
         let (_, mut nodes) = cluster();
@@ -1858,6 +2005,7 @@ mod tests {
         nodes[1].step(Time::ZERO, NodeId(1), Message::PrePrepare(pp), &mut out);
         assert!(out.messages.iter().any(|(_, m)| matches!(m, Message::Prepare(_))));
         let later = Time::ZERO + config.view_change_timeout;
+        hear_peers(&config, &mut nodes, 1, later, 0);
         out.clear();
         nodes[1].tick(later, &mut out);
         assert!(
@@ -1938,6 +2086,107 @@ mod tests {
             "not live after the primary failed: {:?}",
             nodes[1..].iter().map(PbftNode::summary).collect::<Vec<_>>()
         );
+    }
+
+    /// Gives `nodes[i]` a pending client request (so its request timer runs).
+    fn give_request(config: &Config, node: &mut PbftNode, seq: u64, now: Time) {
+        let c = crate::request::sign_command(
+            &config.client_key(1),
+            Command::new(ClientId(1), seq, &b"put"[..]),
+        );
+        node.propose(now, vec![c], &mut PbftOutput::new()).expect("well signed");
+    }
+
+    fn asks_for_view(out: &PbftOutput, view: u64) -> bool {
+        out.messages.iter().any(|(_, m)| matches!(m, Message::ViewChange(vc) if vc.view == view))
+    }
+
+    /// A Byzantine replica (position 3, the primary of view 7) claims in
+    /// its STATUS to be active in view 7 far ahead, and sends a NEW-VIEW for
+    /// view 7 whose other VIEW-CHANGEs it forged: the correct backup neither
+    /// enters view 7 nor holds back its suspicion of a primary that does not
+    /// order its request (f claims are not f+1).
+    #[test]
+    fn a_byzantine_replicas_higher_view_claims_do_not_move_a_correct_replica() {
+        let (config, mut nodes) = cluster();
+        let now = Time::ZERO;
+        give_request(&config, &mut nodes[1], 1, now);
+        let lie = status(&config, 3, 1, 7, true, 1_000);
+        nodes[1].step(now, NodeId(4), lie, &mut PbftOutput::new());
+        let own = nodes[3].build_view_change(7);
+        let forged = |replica: u64| {
+            let mut vc = own.clone();
+            vc.replica = NodeId(replica);
+            vc.sig = config.keyring(3).sign(&vc.digest());
+            Arc::new(vc)
+        };
+        let mut nv = NewView {
+            view: 7,
+            replica: NodeId(4),
+            view_changes: vec![Arc::new(own.clone()), forged(1), forged(2)],
+            checkpoint_seq: 0,
+            checkpoint_state: Digest::ZERO,
+            pre_prepares: Vec::new(),
+            sig: ed25519_dalek::Signature::from_bytes(&[0; 64]),
+        };
+        nv.sig = config.keyring(3).sign(&nv.digest());
+        let mut out = PbftOutput::new();
+        nodes[1].step(now, NodeId(4), Message::NewView(Arc::new(nv)), &mut out);
+        assert_eq!((nodes[1].view, nodes[1].active), (0, true), "{}", nodes[1].summary());
+        assert!(nodes[1].stats.bad_signature > 0, "the forged VIEW-CHANGEs were not caught");
+        // The two other replicas report view 0 (the Byzantine one keeps
+        // lying): the request timer expires and the backup suspects view 0's
+        // primary, as it should.
+        let later = now + config.view_change_timeout;
+        for from in [0, 2] {
+            let m = status(&config, from, 1, 0, true, 0);
+            nodes[1].step(later, config.replicas[from], m, &mut PbftOutput::new());
+        }
+        let lie = status(&config, 3, 1, 9, true, 2_000);
+        nodes[1].step(later, NodeId(4), lie, &mut PbftOutput::new());
+        let mut out = PbftOutput::new();
+        nodes[1].tick(later, &mut out);
+        assert!(asks_for_view(&out, 1), "no VIEW-CHANGE for view 1: {}", nodes[1].summary());
+        assert_eq!(nodes[1].suspicions_deferred(), 0);
+        assert_eq!(nodes[1].view, 1);
+    }
+
+    /// A replica that hears fewer than 2f of its peers (a restart, a
+    /// partition) cannot tell whether its view is current: its request
+    /// timer does not send it into a view change alone. Once f+1 peers say
+    /// they are active and ahead in its view, it still waits (it lags); once
+    /// 2f peers say they are level with it, it suspects the primary.
+    #[test]
+    fn a_replica_suspects_its_primary_only_when_it_knows_its_view_is_current() {
+        let (config, mut nodes) = cluster();
+        let mut now = Time::ZERO;
+        give_request(&config, &mut nodes[2], 1, now);
+        for _ in 0..5 {
+            now = now + config.view_change_timeout;
+            let mut out = PbftOutput::new();
+            nodes[2].tick(now, &mut out);
+            assert!(!asks_for_view(&out, 1), "alone into view 1: {}", nodes[2].summary());
+        }
+        assert_eq!(nodes[2].suspicions_deferred(), 5);
+        // Two peers active in view 0 with more executed: it lags.
+        now = now + config.view_change_timeout;
+        for from in [1, 3] {
+            let m = status(&config, from, 2, 0, true, 5);
+            nodes[2].step(now, config.replicas[from], m, &mut PbftOutput::new());
+        }
+        let mut out = PbftOutput::new();
+        nodes[2].tick(now, &mut out);
+        assert!(!asks_for_view(&out, 1), "suspected while behind: {}", nodes[2].summary());
+        assert!(
+            out.messages.iter().any(|(_, m)| matches!(m, Message::Forward { .. })),
+            "its request was not sent to the primary again"
+        );
+        // Level peers: the primary is at fault.
+        now = now + config.view_change_timeout;
+        hear_peers(&config, &mut nodes, 2, now, 0);
+        let mut out = PbftOutput::new();
+        nodes[2].tick(now, &mut out);
+        assert!(asks_for_view(&out, 1), "no VIEW-CHANGE: {}", nodes[2].summary());
     }
 
     #[test]

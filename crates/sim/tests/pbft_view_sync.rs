@@ -1,0 +1,107 @@
+//! A PBFT replica that is behind in view learns the current view from its
+//! peers instead of suspecting the primary and running ahead alone (TOCS'02
+//! §5, Castro's thesis: STATUS messages, and a replica learning the current
+//! view from its peers).
+//!
+//! The scenario seen on real processes (`crates/cli/tests/pbft_cluster.rs`):
+//! the primary of view 0 is killed, the other three move to view 1 and run
+//! past a stable checkpoint; the old primary restarts from its durable state
+//! in view 0, receives requests, and for a while hears only some of the
+//! others (on a node: their connections to it come back one by one). Before
+//! the fix its request timer expired while it could not catch up and it
+//! asked for view 2 alone, where it stayed (views never go back; nobody
+//! joins a lone VIEW-CHANGE), serving no write and no linearizable read.
+
+use bytes::Bytes;
+use std::time::Duration;
+use synod_core::kv::KvOp;
+use synod_core::{ClientId, Command, NodeId};
+use synod_pbft::PbftNode;
+use synod_sim::{ProtocolKind, Sim, SimOptions};
+
+/// A fault-free 4-replica cluster (f = 1) with no workload clients.
+fn quiet(seed: u64) -> Sim<PbftNode> {
+    let o =
+        SimOptions { protocol: ProtocolKind::Pbft, nodes: 4, clients: 0, ..SimOptions::default() };
+    Sim::<PbftNode>::new(&o, seed).expect("valid options")
+}
+
+fn put(key: &str, value: &str) -> KvOp {
+    KvOp::Put { key: Bytes::from(key.to_string()), value: Bytes::from(value.to_string()) }
+}
+
+/// A request of the test's own client (as a node's proxy client would
+/// send it to its own replica only).
+fn request(seq: u64) -> Command {
+    Command::new(ClientId(1_000), seq, put(&format!("p{seq}"), "x").encode())
+}
+
+fn core(sim: &Sim<PbftNode>, n: u64) -> &PbftNode {
+    sim.core(NodeId(n)).unwrap_or_else(|| panic!("n{n} is down"))
+}
+
+fn summaries(sim: &Sim<PbftNode>) -> String {
+    (1..=4)
+        .map(|n| sim.core(NodeId(n)).map_or(format!("n{n} down"), PbftNode::summary))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Kills the primary of view 0, has the others change view and order 300
+/// writes (past the stable checkpoint at 256), and restarts it with only
+/// the new primary (n2) able to reach it, proposing a request at it.
+fn restart_old_primary_behind(seed: u64) -> Sim<PbftNode> {
+    let mut sim = quiet(seed);
+    let op = sim.submit(put("a", "0"));
+    assert!(sim.wait(op, Duration::from_secs(5)).is_some(), "{}", summaries(&sim));
+    sim.crash(NodeId(1));
+    for i in 0..300 {
+        let op = sim.submit(put("b", &i.to_string()));
+        assert!(sim.wait(op, Duration::from_secs(10)).is_some(), "{}", summaries(&sim));
+    }
+    for n in 2..=4 {
+        assert_eq!((core(&sim, n).view(), core(&sim, n).is_active()), (1, true));
+    }
+    sim.block(NodeId(3), NodeId(1));
+    sim.block(NodeId(4), NodeId(1));
+    sim.restart(NodeId(1));
+    sim.propose(NodeId(1), request(1)).expect("accepted");
+    sim
+}
+
+#[test]
+fn a_restarted_primary_learns_the_current_view_and_executes_new_requests() {
+    let mut sim = restart_old_primary_behind(1);
+    // Several request timeouts (300 ms) while it hears only n2: it learns
+    // view 1 from n2's NEW-VIEW, cannot execute (n3's and n4's votes do not
+    // reach it), and must not suspect n2 for that.
+    sim.run_for(Duration::from_secs(3));
+    sim.propose(NodeId(1), request(2)).expect("accepted");
+    sim.run_for(Duration::from_secs(1));
+    let n1 = core(&sim, 1);
+    assert_eq!((n1.view(), n1.is_active()), (1, true), "ran ahead:\n{}", summaries(&sim));
+    sim.heal();
+    // Within a bounded time it is in the others' view and executes new
+    // requests proposed at it, and writes of the others.
+    sim.propose(NodeId(1), request(3)).expect("accepted");
+    let op = sim.submit(put("c", "after"));
+    let caught_up = sim.run_until(
+        |s| {
+            let n1 = core(s, 1);
+            let others = core(s, 2).executed_seq();
+            n1.view() == core(s, 2).view()
+                && n1.is_active()
+                && n1.executed_seq() >= others
+                && s.kv_get(NodeId(1), b"p3").is_some()
+                && s.kv_get(NodeId(1), b"c").is_some()
+        },
+        Duration::from_secs(5),
+    );
+    assert!(caught_up, "n1 did not rejoin:\n{}", summaries(&sim));
+    assert!(sim.result(op).is_some(), "the write through the others completed");
+    for key in [&b"p1"[..], b"p2", b"p3"] {
+        assert!(sim.kv_get(NodeId(2), key).is_some(), "{key:?} proposed at n1 never executed");
+    }
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+    assert!(sim.check_linearizable().is_ok());
+}
