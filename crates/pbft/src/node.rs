@@ -19,6 +19,11 @@
 //! (timeouts double on consecutive view changes); a replica joins once f+1
 //! replicas asked for higher views; the new primary sends NEW-VIEW with the
 //! VIEW-CHANGEs and O, and each backup recomputes O before accepting it.
+//! A backup suspects its primary only when its peers' recent STATUS
+//! messages show its view is current (`Standing`): one that lags (f+1
+//! peers ahead) or cannot hear 2f peers (just restarted, cut off) waits
+//! and obtains the current NEW-VIEW or the missing requests instead of
+//! asking alone for a view nobody joins.
 //!
 //! Retransmission: every replica multicasts a STATUS periodically; a peer
 //! that sees the sender stuck retransmits what it misses (pre-prepares with

@@ -71,7 +71,13 @@ fn restart_old_primary_behind(seed: u64) -> Sim<PbftNode> {
 
 #[test]
 fn a_restarted_primary_learns_the_current_view_and_executes_new_requests() {
-    let mut sim = restart_old_primary_behind(1);
+    for seed in 1..=4 {
+        restarted_primary_rejoins(seed);
+    }
+}
+
+fn restarted_primary_rejoins(seed: u64) {
+    let mut sim = restart_old_primary_behind(seed);
     // Several request timeouts (300 ms) while it hears only n2: it learns
     // view 1 from n2's NEW-VIEW, cannot execute (n3's and n4's votes do not
     // reach it), and must not suspect n2 for that.
@@ -79,7 +85,13 @@ fn a_restarted_primary_learns_the_current_view_and_executes_new_requests() {
     sim.propose(NodeId(1), request(2)).expect("accepted");
     sim.run_for(Duration::from_secs(1));
     let n1 = core(&sim, 1);
-    assert_eq!((n1.view(), n1.is_active()), (1, true), "ran ahead:\n{}", summaries(&sim));
+    assert_eq!(
+        (n1.view(), n1.is_active()),
+        (1, true),
+        "seed {seed}: ran ahead:\n{}",
+        summaries(&sim)
+    );
+    assert!(n1.suspicions_deferred() > 0, "its request timer never fired");
     sim.heal();
     // Within a bounded time it is in the others' view and executes new
     // requests proposed at it, and writes of the others.
@@ -97,7 +109,7 @@ fn a_restarted_primary_learns_the_current_view_and_executes_new_requests() {
         },
         Duration::from_secs(5),
     );
-    assert!(caught_up, "n1 did not rejoin:\n{}", summaries(&sim));
+    assert!(caught_up, "seed {seed}: n1 did not rejoin:\n{}", summaries(&sim));
     assert!(sim.result(op).is_some(), "the write through the others completed");
     for key in [&b"p1"[..], b"p2", b"p3"] {
         assert!(sim.kv_get(NodeId(2), key).is_some(), "{key:?} proposed at n1 never executed");

@@ -18,7 +18,7 @@
 //! | `slow` | hold every PRE-PREPARE for 90% of the view-change timeout |
 //! | `vc-flood` | signed VIEW-CHANGEs for ever higher views, one with most messages |
 //! | `lying-checkpoint` | signed CHECKPOINTs with wrong state digests, also for sequence numbers not reached |
-//! | `lying-new-view` | NEW-VIEWs whose O or checkpoint is not what V decides (re-signed), NEW-VIEWs with too few VIEW-CHANGEs, VIEW-CHANGEs claiming a prepared certificate for an invented batch |
+//! | `lying-new-view` | NEW-VIEWs whose O or checkpoint is not what V decides (re-signed), NEW-VIEWs with too few VIEW-CHANGEs, VIEW-CHANGEs claiming a prepared certificate for an invented batch, STATUS claiming to be active in a higher view far ahead |
 //! | `bad-client-auth` | a Byzantine primary adds requests no client made to its batches: invented clients' requests sealed with the wrong key, or a real client's signature over another operation and sequence number |
 //! | `lying-replies` | every client reply says the same wrong value; READ-INDEX answers claim a sequence number never reached, or 0 |
 //! | `twins` | node 1 runs twice with one identity and one key set: the original talks to X, a second correct core (the twin) to Y |
@@ -563,9 +563,20 @@ impl PbftAdversary {
                 lie.sig = self.keys(b).sign(&lie.digest());
                 Message::ViewChange(Arc::new(lie))
             }
-            Message::Status { .. } if self.rng.chance(0.2) => {
-                // A NEW-VIEW for a view it leads, backed by its own VIEW-CHANGE only.
+            Message::Status { executed, .. } => {
+                // Its STATUS claims it is active in a view it leads, far
+                // ahead (a correct replica must neither follow one such
+                // claim nor hold back its suspicion of a primary for it).
                 let view = (self.view_hint / n + 1) * n + b as u64;
+                let executed = executed + 10_000;
+                let header = Message::status_header(view, true, executed);
+                let auth = self.keys(b).mac(self.pos(to), header.as_bytes());
+                let lie = Message::Status { view, active: true, executed, auth };
+                if !self.rng.chance(0.2) {
+                    out.push(Forged::plain(from, to, lie));
+                    return;
+                }
+                // And a NEW-VIEW for that view, backed by its own VIEW-CHANGE only.
                 if let Message::ViewChange(vc) = self.view_change(b, view, Vec::new()) {
                     let mut nv = NewView {
                         view,
@@ -579,7 +590,7 @@ impl PbftAdversary {
                     nv.sig = self.keys(b).sign(&nv.digest());
                     out.push(Forged::plain(from, to, Message::NewView(Arc::new(nv))));
                 }
-                msg
+                lie
             }
             other => other,
         };
