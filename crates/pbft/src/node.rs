@@ -257,6 +257,9 @@ pub struct PbftNode {
     /// Request timeouts on which this replica did not suspect its primary
     /// because it lagged or could not tell ([`Standing`]).
     suspicions_deferred: u64,
+    /// The view and last executed sequence number when this replica last
+    /// held back because it was [`Standing::Behind`].
+    deferred_behind: Option<(u64, u64)>,
     /// Role, view and primary last reported in events (`None` until the
     /// first call of this incarnation).
     announced: Option<(Role, u64, Option<NodeId>)>,
@@ -1486,7 +1489,7 @@ impl PbftNode {
         } else if self.active && now >= self.request_deadline {
             if !self.waiting_for_work() || self.is_primary() {
                 self.request_deadline = Time::MAX;
-            } else if self.view_standing(now) == Standing::Current {
+            } else if self.may_suspect(now) {
                 let next = self.view + 1;
                 self.start_view_change(now, next, out);
             } else {
@@ -1510,6 +1513,34 @@ impl PbftNode {
             let id = r.id;
             self.reads.pop_front();
             out.events.push(Event::ReadFailed { id });
+        }
+    }
+
+    /// Whether the request timer, expired, may start a view change.
+    ///
+    /// `Current`: yes. `Unknown`: no (fewer than 2f peers heard; every
+    /// correct peer is eventually heard, so this does not stall a correct
+    /// majority). `Behind`: once only per stall. The timer expires only
+    /// after a whole period without executing anything, and a correct peer
+    /// ahead may be unable to help (it cannot retransmit q COMMITs when the
+    /// third correct replica has left the view: seed 387 of the
+    /// `lying-new-view` sweep, where f lying STATUS messages plus that peer
+    /// held a correct replica back for good). So if the next expiry finds
+    /// the replica where the first left it (same view, same executed), it
+    /// suspects.
+    fn may_suspect(&mut self, now: Time) -> bool {
+        match self.view_standing(now) {
+            Standing::Current => true,
+            Standing::Unknown => false,
+            Standing::Behind => {
+                let here = (self.view, self.executed);
+                if self.deferred_behind == Some(here) {
+                    true
+                } else {
+                    self.deferred_behind = Some(here);
+                    false
+                }
+            }
         }
     }
 
@@ -1639,6 +1670,7 @@ impl Protocol for PbftNode {
             stats: AuthStats::default(),
             verified: HashSet::new(),
             suspicions_deferred: 0,
+            deferred_behind: None,
             requests: RequestCheck::new(config.client_keys())
                 .with_shared(config.shared_checks.clone()),
             announced: None,
@@ -2159,8 +2191,8 @@ mod tests {
     /// A replica that hears fewer than 2f of its peers (a restart, a
     /// partition) cannot tell whether its view is current: its request
     /// timer does not send it into a view change alone. Once f+1 peers say
-    /// they are active and ahead in its view, it still waits (it lags); once
-    /// 2f peers say they are level with it, it suspects the primary.
+    /// they are active and ahead in its view, it waits one more period (it
+    /// lags), then suspects the primary if it got nowhere.
     #[test]
     fn a_replica_suspects_its_primary_only_when_it_knows_its_view_is_current() {
         let (config, mut nodes) = cluster();
@@ -2186,12 +2218,32 @@ mod tests {
             out.messages.iter().any(|(_, m)| matches!(m, Message::Forward { .. })),
             "its request was not sent to the primary again"
         );
-        // Level peers: the primary is at fault.
+        // A whole period later it is still where it was, though the same
+        // peers still claim to be ahead: being behind excuses one period
+        // without progress, not more (the peer ahead may be unable to help,
+        // and one of the two may lie).
         now = now + config.view_change_timeout;
+        for from in [1, 3] {
+            let m = status(&config, from, 2, 0, true, 5);
+            nodes[2].step(now, config.replicas[from], m, &mut PbftOutput::new());
+        }
+        let mut out = PbftOutput::new();
+        nodes[2].tick(now, &mut out);
+        assert!(asks_for_view(&out, 1), "no VIEW-CHANGE: {}", nodes[2].summary());
+    }
+
+    /// With its peers level with it (2f of them heard), a backup whose
+    /// request is not ordered suspects the primary at the first expiry.
+    #[test]
+    fn a_replica_level_with_its_peers_suspects_at_once() {
+        let (config, mut nodes) = cluster();
+        give_request(&config, &mut nodes[2], 1, Time::ZERO);
+        let now = Time::ZERO + config.view_change_timeout;
         hear_peers(&config, &mut nodes, 2, now, 0);
         let mut out = PbftOutput::new();
         nodes[2].tick(now, &mut out);
         assert!(asks_for_view(&out, 1), "no VIEW-CHANGE: {}", nodes[2].summary());
+        assert_eq!(nodes[2].suspicions_deferred(), 0);
     }
 
     #[test]
