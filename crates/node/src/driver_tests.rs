@@ -537,3 +537,40 @@ fn on_disk_files(dir: &Path) -> Vec<String> {
     let names = names.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned());
     names.filter(|n| n.ends_with(".snap")).collect()
 }
+
+/// A one-node Raft cluster whose log is on `fs` (the rest on `dir`).
+async fn start_on_fault_fs(dir: &Path, fs: &synod_storage::FaultFs) -> TestNode {
+    let (mut disk, saved) = Disk::open(dir).expect("open the data directory");
+    let options = synod_storage::WalOptions::default();
+    disk.wal = synod_storage::Wal::open_with(Arc::new(fs.clone()), dir.join("wal"), options)
+        .expect("the log on the fault-injecting layer")
+        .0;
+    start_protocol::<RaftNode>(disk, saved, open_gate(), AutoCompaction::Off).await
+}
+
+#[tokio::test]
+async fn a_failed_fsync_off_the_drivers_thread_stops_the_node() {
+    bounded(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fs = synod_storage::FaultFs::new();
+        let node = start_on_fault_fs(dir.path(), &fs).await;
+        node.put("a", "1").await;
+        // The next sync is the leader's own, off the driver's thread (a
+        // one-node leader leads all round once elected).
+        fs.fail_next_syncs(1);
+        let op = KvCommand::Put(PutRequest {
+            key: Bytes::from_static(b"b"),
+            value: Bytes::from_static(b"2"),
+            ..PutRequest::default()
+        })
+        .encode();
+        let (reply, answer) = oneshot::channel();
+        node.requests.send(ClientRequest::Write { op, reply }).await.expect("driver running");
+        let answer = answer.await;
+        assert!(!matches!(answer, Ok(Ok(_))), "a put whose fsync failed was answered: {answer:?}");
+        let stopped = node.run.await.expect("driver task");
+        let err = stopped.expect_err("a failed fsync is fatal, never retried");
+        assert!(err.to_string().contains("fsync"), "{err}");
+    })
+    .await;
+}
