@@ -574,3 +574,113 @@ async fn a_failed_fsync_off_the_drivers_thread_stops_the_node() {
     })
     .await;
 }
+
+/// A file layer over [`synod_storage::FaultFs`] whose file syncs wait while
+/// held (so a test can keep the leader's background log sync from
+/// finishing).
+#[derive(Debug, Default)]
+struct HeldSyncs {
+    fs: synod_storage::FaultFs,
+    held: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl HeldSyncs {
+    fn hold(&self, held: bool) {
+        let (lock, cv) = &*self.held;
+        *lock.lock().expect("lock") = held;
+        cv.notify_all();
+    }
+}
+
+#[derive(Debug)]
+struct HeldFile {
+    file: Arc<dyn synod_storage::VfsFile>,
+    held: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl synod_storage::VfsFile for HeldFile {
+    fn len(&self) -> std::io::Result<u64> {
+        self.file.len()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        self.file.read_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.file.write_all_at(buf, offset)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.file.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        let (lock, cv) = &*self.held;
+        let mut held = lock.lock().expect("lock");
+        while *held {
+            held = cv.wait(held).expect("lock");
+        }
+        drop(held);
+        self.file.sync_data()
+    }
+}
+
+impl synod_storage::Vfs for HeldSyncs {
+    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
+        self.fs.create_dir_all(dir)
+    }
+    fn list_dir(&self, dir: &Path) -> std::io::Result<Vec<String>> {
+        self.fs.list_dir(dir)
+    }
+    fn open_file(&self, path: &Path) -> std::io::Result<Arc<dyn synod_storage::VfsFile>> {
+        let file = self.fs.open_file(path)?;
+        Ok(Arc::new(HeldFile { file, held: self.held.clone() }))
+    }
+    fn create_file(&self, path: &Path) -> std::io::Result<Arc<dyn synod_storage::VfsFile>> {
+        let file = self.fs.create_file(path)?;
+        Ok(Arc::new(HeldFile { file, held: self.held.clone() }))
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        self.fs.remove_file(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.fs.rename(from, to)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        self.fs.sync_dir(dir)
+    }
+}
+
+#[tokio::test]
+async fn a_leader_answers_a_put_only_once_its_own_log_holds_it_durably() {
+    bounded(async {
+        // One node: its own copy is the whole quorum, so a put commits only
+        // when the sync off the driver's thread reports it durable.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let layer = Arc::new(HeldSyncs::default());
+        let (mut disk, saved) = Disk::open(dir.path()).expect("open the data directory");
+        let options = synod_storage::WalOptions::default();
+        disk.wal = synod_storage::Wal::open_with(layer.clone(), dir.path().join("wal"), options)
+            .expect("the log on the held layer")
+            .0;
+        let node = start_protocol::<RaftNode>(disk, saved, open_gate(), AutoCompaction::Off).await;
+        node.put("a", "1").await;
+        layer.hold(true);
+        let op = KvCommand::Put(PutRequest {
+            key: Bytes::from_static(b"b"),
+            value: Bytes::from_static(b"2"),
+            ..PutRequest::default()
+        })
+        .encode();
+        let (reply, mut answer) = oneshot::channel();
+        node.requests.send(ClientRequest::Write { op, reply }).await.expect("driver running");
+        // The driver keeps serving while its sync is held, but cannot
+        // answer the put: not durable yet.
+        assert_eq!(node.get("a").await, Some(Bytes::from_static(b"1")), "still serving");
+        let early = tokio::time::timeout(Duration::from_millis(300), &mut answer).await;
+        assert!(early.is_err(), "answered before its log was durable: {early:?}");
+        layer.hold(false);
+        let answer = answer.await.expect("answered").expect("applied");
+        assert!(matches!(decode_result(&answer), Ok(Ok(KvResponse::Put(_)))), "{answer:?}");
+        assert_eq!(node.get("b").await, Some(Bytes::from_static(b"2")));
+        node.stop().await;
+    })
+    .await;
+}
