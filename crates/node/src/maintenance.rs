@@ -90,74 +90,76 @@ impl std::io::Write for Counter {
 }
 
 /// Cuts what is written to it into Snapshot messages of
-/// [`SNAPSHOT_CHUNK_BYTES`] (the last padded with zeros to a multiple of
-/// [`SNAPSHOT_ALIGN_BYTES`]), each with the bytes still to come after it,
-/// hashing everything for etcd's SHA-256 trailer. A send fails (and so the
-/// encoding stops) once the client went away.
-struct SnapshotSender {
-    tx: mpsc::Sender<Result<pb::SnapshotResponse, Status>>,
+/// [`SNAPSHOT_CHUNK_BYTES`], each with the bytes still to come after it
+/// (counting down from `total`, the padded size), and hands them to `emit`;
+/// [`finish`](Self::finish) pads the data with zeros to a multiple of
+/// [`SNAPSHOT_ALIGN_BYTES`] and ends with the SHA-256 of all of it (etcd's
+/// integrity trailer, `remaining_bytes` 0). An error from `emit` (the
+/// client went away) stops the writing.
+struct SnapshotCutter<F: FnMut(pb::SnapshotResponse) -> std::io::Result<()>> {
+    emit: F,
     header: pb::ResponseHeader,
-    /// The padded size of the whole stream (without the trailer).
     total: u64,
-    sent: u64,
+    written: u64,
     chunk: Vec<u8>,
     hash: Sha256,
 }
 
-impl SnapshotSender {
-    fn send_chunk(&mut self) -> std::io::Result<()> {
-        let blob = std::mem::replace(&mut self.chunk, Vec::with_capacity(SNAPSHOT_CHUNK_BYTES));
-        self.hash.update(&blob);
-        self.sent += blob.len() as u64;
-        let m = pb::SnapshotResponse {
-            header: Some(self.header),
-            remaining_bytes: self.total.saturating_sub(self.sent),
-            blob,
-            version: ETCD_VERSION.to_string(),
-        };
-        self.tx
-            .blocking_send(Ok(m))
-            .map_err(|_| std::io::Error::other("the snapshot's client went away"))
+impl<F: FnMut(pb::SnapshotResponse) -> std::io::Result<()>> SnapshotCutter<F> {
+    /// A cutter for `unpadded` bytes of data.
+    fn new(unpadded: u64, header: pb::ResponseHeader, emit: F) -> Self {
+        let align = SNAPSHOT_ALIGN_BYTES as u64;
+        SnapshotCutter {
+            emit,
+            header,
+            total: unpadded.div_ceil(align) * align,
+            written: 0,
+            chunk: Vec::with_capacity(SNAPSHOT_CHUNK_BYTES),
+            hash: Sha256::new(),
+        }
     }
 
-    /// Pads, sends what is left and the trailer.
-    fn finish(mut self) -> std::io::Result<()> {
-        let unpadded = self.sent + self.chunk.len() as u64;
-        let rem = (unpadded % SNAPSHOT_ALIGN_BYTES as u64) as usize;
-        if rem != 0 {
-            self.chunk.resize(self.chunk.len() + SNAPSHOT_ALIGN_BYTES - rem, 0);
+    fn message(&self, blob: Vec<u8>, remaining_bytes: u64) -> pb::SnapshotResponse {
+        pb::SnapshotResponse {
+            header: Some(self.header),
+            remaining_bytes,
+            blob,
+            version: ETCD_VERSION.to_string(),
         }
-        while !self.chunk.is_empty() {
-            let rest = if self.chunk.len() > SNAPSHOT_CHUNK_BYTES {
-                self.chunk.split_off(SNAPSHOT_CHUNK_BYTES)
-            } else {
-                Vec::new()
-            };
-            self.send_chunk()?;
-            self.chunk = rest;
+    }
+
+    fn emit_chunk(&mut self) -> std::io::Result<()> {
+        let blob = std::mem::replace(&mut self.chunk, Vec::with_capacity(SNAPSHOT_CHUNK_BYTES));
+        self.hash.update(&blob);
+        let m = self.message(blob, self.total.saturating_sub(self.written));
+        (self.emit)(m)
+    }
+
+    /// Pads, emits what is left and the trailer.
+    fn finish(mut self) -> std::io::Result<()> {
+        let rem = (self.written % SNAPSHOT_ALIGN_BYTES as u64) as usize;
+        if rem != 0 {
+            std::io::Write::write_all(&mut self, &[0; SNAPSHOT_ALIGN_BYTES][rem..])?;
+        }
+        if !self.chunk.is_empty() {
+            self.emit_chunk()?;
         }
         let digest = std::mem::take(&mut self.hash).finalize().to_vec();
-        let trailer = pb::SnapshotResponse {
-            header: Some(self.header),
-            remaining_bytes: 0,
-            blob: digest,
-            version: ETCD_VERSION.to_string(),
-        };
-        self.tx
-            .blocking_send(Ok(trailer))
-            .map_err(|_| std::io::Error::other("the snapshot's client went away"))
+        let trailer = self.message(digest, 0);
+        (self.emit)(trailer)
     }
 }
 
-impl std::io::Write for SnapshotSender {
+impl<F: FnMut(pb::SnapshotResponse) -> std::io::Result<()>> std::io::Write for SnapshotCutter<F> {
     fn write(&mut self, mut buf: &[u8]) -> std::io::Result<usize> {
         let n = buf.len();
         while !buf.is_empty() {
             let take = (SNAPSHOT_CHUNK_BYTES - self.chunk.len()).min(buf.len());
             self.chunk.extend_from_slice(&buf[..take]);
+            self.written += take as u64;
             buf = &buf[take..];
             if self.chunk.len() == SNAPSHOT_CHUNK_BYTES {
-                self.send_chunk()?;
+                self.emit_chunk()?;
             }
         }
         Ok(n)
@@ -178,59 +180,29 @@ fn stream_snapshot(
 ) -> std::io::Result<()> {
     let mut counter = Counter::default();
     store.write_snapshot(&mut counter)?;
-    let total = counter.0.div_ceil(SNAPSHOT_ALIGN_BYTES as u64) * SNAPSHOT_ALIGN_BYTES as u64;
-    let mut sender = SnapshotSender {
-        tx,
-        header,
-        total,
-        sent: 0,
-        chunk: Vec::with_capacity(SNAPSHOT_CHUNK_BYTES),
-        hash: Sha256::new(),
-    };
-    store.write_snapshot(&mut sender)?;
-    sender.finish()
+    let mut cutter = SnapshotCutter::new(counter.0, header, |m| {
+        tx.blocking_send(Ok(m))
+            .map_err(|_| std::io::Error::other("the snapshot's client went away"))
+    });
+    store.write_snapshot(&mut cutter)?;
+    cutter.finish()
 }
 
-/// `bytes` followed by zeros up to a multiple of [`SNAPSHOT_ALIGN_BYTES`].
-fn pad_to_boundary(bytes: bytes::Bytes) -> bytes::Bytes {
-    let rem = bytes.len() % SNAPSHOT_ALIGN_BYTES;
-    if rem == 0 {
-        return bytes;
-    }
-    let mut padded = Vec::with_capacity(bytes.len() + SNAPSHOT_ALIGN_BYTES - rem);
-    padded.extend_from_slice(&bytes);
-    padded.resize(bytes.len() + SNAPSHOT_ALIGN_BYTES - rem, 0);
-    bytes::Bytes::from(padded)
-}
-
-/// The Snapshot stream's messages for `bytes` (zero-padded to a multiple of
-/// [`SNAPSHOT_ALIGN_BYTES`]): `SNAPSHOT_CHUNK_BYTES`
-/// blobs, each with the bytes still to come after it, then the SHA-256 of
-/// all of them (etcd's integrity trailer, `remaining_bytes` 0).
-pub fn snapshot_messages(
+/// The Snapshot stream's messages for `bytes` held in memory (what
+/// [`stream_snapshot`] sends for a store whose snapshot is `bytes`).
+#[cfg(test)]
+fn snapshot_messages(
     bytes: bytes::Bytes,
     header: pb::ResponseHeader,
-) -> impl Iterator<Item = pb::SnapshotResponse> + Send {
-    let bytes = pad_to_boundary(bytes);
-    let digest = Sha256::digest(&bytes).to_vec();
-    let total = bytes.len();
-    let chunks = total.div_ceil(SNAPSHOT_CHUNK_BYTES);
-    let data = (0..chunks).map(move |i| {
-        let start = i * SNAPSHOT_CHUNK_BYTES;
-        let end = (start + SNAPSHOT_CHUNK_BYTES).min(total);
-        pb::SnapshotResponse {
-            header: Some(header),
-            remaining_bytes: (total - end) as u64,
-            blob: bytes.slice(start..end).to_vec(),
-            version: ETCD_VERSION.to_string(),
-        }
+) -> impl Iterator<Item = pb::SnapshotResponse> {
+    let mut messages = Vec::new();
+    let mut cutter = SnapshotCutter::new(bytes.len() as u64, header, |m| {
+        messages.push(m);
+        Ok(())
     });
-    data.chain(std::iter::once(pb::SnapshotResponse {
-        header: Some(header),
-        remaining_bytes: 0,
-        blob: digest,
-        version: ETCD_VERSION.to_string(),
-    }))
+    std::io::Write::write_all(&mut cutter, &bytes).expect("into memory");
+    cutter.finish().expect("into memory");
+    messages.into_iter()
 }
 
 impl Service {
