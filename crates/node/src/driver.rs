@@ -236,23 +236,6 @@ async fn sync_finished(
     }
 }
 
-/// Whether `msg` may leave before this round's log appends are synced:
-/// what [`NodeProtocol::leaves_before_sync`] says (a Raft leader's
-/// AppendEntries, thesis §10.2.1; a Paxos leader's accepts). Such a message
-/// promises nothing about this node's own disk: a Raft leader counts its
-/// own log toward a quorum only once `Protocol::persisted` reported it
-/// durable, a Paxos leader steps the answers only in a later round, after
-/// this round's fsync. Votes, acknowledgements and everything else wait for
-/// the sync, as the persistence contract says.
-fn leaves_before_sync<P: NodeProtocol>(msg: &P::Message) -> bool
-where
-    P::Message: Send,
-    P::Write: Send,
-    P::Config: Send + Sync,
-{
-    P::leaves_before_sync(msg)
-}
-
 /// What the driver publishes after every round.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NodeStatus {
@@ -895,14 +878,14 @@ where
             }
             self.round.snapshot_io += began.elapsed();
             // 1. Writes become durable: one fsync for the whole round. A
-            //    leader's replication leaves first (see `leaves_before_sync`)
+            //    leader's replication leaves first (`NodeProtocol::leaves_before_sync`)
             //    so that the followers' fsyncs run alongside this one.
             if !out.writes.is_empty() {
                 let began = Instant::now();
                 P::persist(&mut self.disk, &mut self.hard, &out.writes)?;
                 self.round.persist += began.elapsed();
                 let (early, late): (Vec<_>, Vec<_>) =
-                    out.messages.drain(..).partition(|(_, m)| leaves_before_sync::<P>(m));
+                    out.messages.drain(..).partition(|(_, m)| P::leaves_before_sync(m));
                 self.send(early);
                 if self.leading_all_round() {
                     // Only the log appends are unsynced (`persist` made the

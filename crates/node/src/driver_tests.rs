@@ -235,8 +235,10 @@ fn only_a_leaders_replication_leaves_before_the_fsync() {
     let accept =
         |values| Px::Accept { ballot: b, first_slot: 4, values, chosen_slot: 3, read_round: 1 };
     // A Paxos leader's Phase 2a (with values, or empty: a heartbeat) may.
-    assert!(leaves_before_sync::<PaxosNode>(&accept(vec![synod_paxos::multi::Value::Noop])));
-    assert!(leaves_before_sync::<PaxosNode>(&accept(vec![])));
+    assert!(<PaxosNode as NodeProtocol>::leaves_before_sync(&accept(vec![
+        synod_paxos::multi::Value::Noop
+    ])));
+    assert!(<PaxosNode as NodeProtocol>::leaves_before_sync(&accept(vec![])));
     // A Phase 2b vote, a promise, a refusal and a candidate's prepare wait.
     let accepted = Px::Accepted {
         ballot: b,
@@ -251,7 +253,7 @@ fn only_a_leaders_replication_leaves_before_the_fsync() {
     let prepare = Px::Prepare { ballot: b, first_slot: 4, from_slot: 4 };
     let nack = Px::Nack { ballot: b, promised: Ballot::new(4, NodeId(2)) };
     for m in [accepted, promise, prepare, nack] {
-        assert!(!leaves_before_sync::<PaxosNode>(&m), "{m:?}");
+        assert!(!<PaxosNode as NodeProtocol>::leaves_before_sync(&m), "{m:?}");
     }
     // Raft: AppendEntries leaves early, its answer and votes do not.
     let append = Rf::AppendEntries {
@@ -262,9 +264,9 @@ fn only_a_leaders_replication_leaves_before_the_fsync() {
         leader_commit: 0,
         read_round: 0,
     };
-    assert!(leaves_before_sync::<RaftNode>(&append));
+    assert!(<RaftNode as NodeProtocol>::leaves_before_sync(&append));
     let vote = Rf::RequestVoteResponse { term: 2, granted: true };
-    assert!(!leaves_before_sync::<RaftNode>(&vote));
+    assert!(!<RaftNode as NodeProtocol>::leaves_before_sync(&vote));
 }
 
 #[tokio::test]

@@ -79,9 +79,12 @@ where
     /// produced it are synced (the driver's group commit), so that the
     /// receivers' fsyncs run alongside this node's. Only a message that
     /// promises nothing about this node's own disk may: a leader's
-    /// replication, whose answers the driver steps only in a later round,
-    /// after this round's fsync. Default: none (every message waits for the
-    /// sync, as the persistence contract of `synod_core::protocol` says).
+    /// replication — a Raft leader's AppendEntries (thesis §10.2.1: the core
+    /// counts the leader's own log toward a quorum only once
+    /// `Protocol::persisted` reported it durable), a Paxos leader's accepts
+    /// (the driver steps their answers only in a later round, after this
+    /// round's fsync). Default: none (every message waits for the sync, as
+    /// the persistence contract of `synod_core::protocol` says).
     fn leaves_before_sync(msg: &Self::Message) -> bool {
         let _ = msg;
         false
