@@ -385,15 +385,10 @@ impl<P: SimProtocol> Sim<P> {
                 && out.messages.iter().any(|(_, m)| P::leaves_before_sync(m))
             {
                 let from = n.id;
-                let spare = n.spare.pop().unwrap_or_default();
-                let all = std::mem::replace(&mut out.messages, spare);
-                let mut waiting = Vec::new();
-                for (to, msg) in all {
-                    if P::leaves_before_sync(&msg) {
-                        self.send_peer(from, to, msg);
-                    } else {
-                        waiting.push((to, msg));
-                    }
+                let (early, waiting): (Vec<_>, Vec<_>) =
+                    out.messages.drain(..).partition(|(_, m)| P::leaves_before_sync(m));
+                for (to, msg) in early {
+                    self.send_peer(from, to, msg);
                 }
                 if !waiting.is_empty() {
                     let n = &mut self.nodes[i];
