@@ -6,7 +6,6 @@
 //! answered; a load whose node is killed mid-run counts a bounded number of
 //! errors. A Drop guard kills the processes on failure.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use synod_etcdpb::etcdserverpb::lease_client::LeaseClient;
@@ -20,9 +19,9 @@ fn synod() -> &'static str {
     env!("CARGO_BIN_EXE_synod")
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
+#[path = "common/ports.rs"]
+mod ports;
+use ports::free_port;
 
 /// The processes of a cluster; killed when dropped.
 struct Cluster {

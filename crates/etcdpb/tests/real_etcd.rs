@@ -5,7 +5,6 @@
 //! Lock, Election). Skipped with a message when `etcd` is not on PATH (install it
 //! with `scripts/install-test-deps`).
 
-use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -46,13 +45,9 @@ fn find_on_path(program: &str) -> Option<PathBuf> {
     std::env::split_paths(&path).map(|dir| dir.join(program)).find(|candidate| candidate.is_file())
 }
 
-/// A port the OS reports free on 127.0.0.1. Another process could take it before
-/// etcd binds it; the test then fails at start with etcd's own message.
-fn free_port() -> u16 {
-    let listener =
-        TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
-}
+#[path = "../../cli/tests/common/ports.rs"]
+mod ports;
+use ports::free_port;
 
 /// Starts a one-member etcd on loopback and waits (bounded) until it logs that it
 /// serves clients (no polling).

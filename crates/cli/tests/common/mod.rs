@@ -5,7 +5,6 @@
 #![allow(dead_code)] // each test binary uses part of it
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,10 +22,8 @@ pub fn synod() -> &'static str {
     env!("CARGO_BIN_EXE_synod")
 }
 
-/// A free loopback port (bound and released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
+mod ports;
+pub use ports::free_port;
 
 /// `tool` if it is on PATH.
 pub fn on_path(tool: &str) -> Option<PathBuf> {

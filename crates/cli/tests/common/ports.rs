@@ -1,0 +1,59 @@
+//! Loopback ports for test processes to listen on.
+//!
+//! Binding port 0 and releasing it is racy: between the release and the
+//! child's own bind, the kernel may hand that port to any outgoing connection
+//! (a gRPC client, a peer link) as its ephemeral source port, and the child
+//! then fails with "Address already in use" (CI saw exactly that). Ports here
+//! come from below the kernel's ephemeral range, so no outgoing connection can
+//! take them; each is handed out once per process, from a start that depends
+//! on the process id so that two test processes rarely meet, and is checked
+//! free before it is handed out.
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// First port handed out (inclusive).
+const LOW: u32 = 10_000;
+/// Last port handed out (exclusive): Linux's default ephemeral range starts at
+/// 32768; a machine configured lower is read from /proc.
+const HIGH: u32 = 32_768;
+
+/// A loopback port nothing listens on, that no outgoing connection will take,
+/// and that this process has not handed out before.
+pub fn free_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let high = ephemeral_low().clamp(LOW + 1_000, HIGH);
+    let span = high - LOW;
+    let start = std::process::id().wrapping_mul(2_654_435_761) % span;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < span, "every test port in {LOW}..{high} was handed out or in use");
+        let port = u16::try_from(LOW + (start + n) % span).expect("below 32768");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// The first port of the kernel's ephemeral range (32768 if unreadable).
+fn ephemeral_low() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(HIGH)
+}
+
+#[test]
+fn ports_are_distinct_below_the_ephemeral_range_and_bindable() {
+    let ports: Vec<u16> = (0..200).map(|_| free_port()).collect();
+    let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+    assert_eq!(distinct.len(), ports.len(), "a port was handed out twice");
+    let low = ephemeral_low();
+    for p in ports {
+        assert!(
+            u32::from(p) >= LOW && u32::from(p) < low.max(LOW + 1_000),
+            "{p} outside {LOW}..{low}"
+        );
+        TcpListener::bind(("127.0.0.1", p)).expect("a handed-out port is bindable");
+    }
+}
