@@ -1,6 +1,8 @@
-//! The `synod` binary: one command for all of Synod. Today it runs the
-//! deterministic simulator (`synod sim`); the node, the service, benchmarks
-//! and chains join it as they land.
+//! The `synod` binary: one command for all of Synod: the deterministic
+//! simulator (`synod sim`), a node (`synod serve`) and a local cluster
+//! (`synod up`), the client commands (`synod kv`, `lease`, `lock`, `elect`,
+//! `watch`, `member`, `status`), the load generator (`synod bench`) and the
+//! chains.
 //!
 //! Exit codes: 0 when everything asked for succeeded (every seed passed every
 //! check), 1 when a check failed (a safety violation, a non-linearizable
@@ -27,6 +29,16 @@ mod watch;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
+
+/// jemalloc instead of the system allocator. The node allocates and frees
+/// small buffers for every request (HTTP/2 frames, protobuf messages, log
+/// entries); glibc's malloc and free were about a tenth of a loaded
+/// leader's CPU. Measured on a 3-node cluster, 64 clients: server CPU per
+/// put 63 → 54 µs, per linearizable get 33–37 → 29–34 µs, and peak
+/// resident memory with 100,000 keys of 256 bytes unchanged (86–92 MiB).
+/// mimalloc was as fast but peaked at 111 MiB there with its defaults.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Synod: a consensus toolkit (Raft, Multi-Paxos, PBFT) with a deterministic
 /// simulator.
