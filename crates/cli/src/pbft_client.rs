@@ -155,10 +155,7 @@ impl PbftClient {
             let rpc = PbftRpc::new(channel(&e, timeout)?);
             replicas.push((e, rpc));
         }
-        let now_micros = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_micros() as u64);
-        Ok(PbftClient { keys, replicas, next_seq: now_micros.max(1), timeout, dropped: 0 })
+        Ok(PbftClient { keys, replicas, next_seq: now_micros(), timeout, dropped: 0 })
     }
 
     /// Orders `command` and returns its result once f+1 replicas agree.
@@ -296,6 +293,56 @@ impl PbftClient {
             _ => Err(unexpected("delete")),
         }
     }
+}
+
+impl PbftClient {
+    /// The changes on `[key, range_end)` from `start_revision` on (0: from
+    /// the next revision), as f+1 replicas agree they are at one position
+    /// of the log: at most `max_events` (about; capped by the store at
+    /// [`synod_kv::MAX_EVENTS_PER_COMMAND`]). The answer's
+    /// `compact_revision` above a non-zero `start_revision` means that
+    /// history is gone.
+    pub async fn events(
+        &mut self,
+        key: Bytes,
+        range_end: Bytes,
+        start_revision: i64,
+        max_events: u64,
+    ) -> Result<synod_kv::EventsResponse, Failure> {
+        let command = KvCommand::Events { key, range_end, start_revision, max_events };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            // From the clock, so that a poll is not older than what another
+            // process with this key sent meanwhile (`synod kv` while a watch
+            // runs); if one was sent between this sequence number and its
+            // arrival, the replicas refuse the poll as stale, and since it
+            // reads only, asking again with a newer number is harmless.
+            self.next_seq = self.next_seq.max(now_micros());
+            match self.execute(&command).await {
+                Err(Failure::Cluster(why)) if why.contains(STALE) && attempt < MAX_STALE_POLLS => {
+                    continue;
+                }
+                Err(e) => return Err(e),
+                Ok(KvResponse::Events(e)) => return Ok(e),
+                Ok(_) => return Err(unexpected("events")),
+            }
+        }
+    }
+}
+
+/// How a replica refuses a request older than its client's session
+/// (`synod_pbft`'s `ProposeError::Rejected`, as `synodpb.Pbft` words it).
+const STALE: &str = "synod: stale request";
+/// Times a read-only poll is sent again after being refused as stale.
+const MAX_STALE_POLLS: u32 = 5;
+
+/// Microseconds since the Unix epoch (1 if the clock is before it).
+fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_micros() as u64)
+        .max(1)
 }
 
 /// The header of an answer f+1 replicas agreed on: the store revision

@@ -7,15 +7,29 @@
 //! A watch from a compacted revision is cancelled by the cluster; this prints
 //! etcdctl's `watch was canceled (...)` line and exits 1.
 //!
+//! On a PBFT cluster (with a PBFT client key, as `synod kv`) the events come
+//! through the ordered, signed client path instead of one replica's Watch
+//! stream ([`crate::pbft_client`]): the command polls the store's history
+//! (`KvCommand::Events`, ordered like a write, changing nothing) and prints
+//! a batch only once f+1 replicas sent the same one, so a lying replica can
+//! neither invent, drop nor reorder an event. A poll that finds nothing new
+//! waits [`PBFT_POLL_INTERVAL`] before the next; each poll costs one PBFT
+//! request.
+//!
 //! Exit codes: 0 success, 1 the cluster answered with an error, cancelled the
 //! watch or could not be reached, 2 bad usage.
 
 use crate::client::{self, ClientOpts, Failure, emit, prefix_end, text};
+use crate::pbft_client::{self, PbftClient};
+use bytes::Bytes;
 use clap::Args;
 use std::process::ExitCode;
+use std::time::Duration;
 use synod_etcdpb::etcdserverpb::watch_client::WatchClient;
 use synod_etcdpb::etcdserverpb::{WatchCreateRequest, WatchRequest, watch_request};
 use synod_etcdpb::mvccpb::{Event, event::EventType};
+use synod_kv::MAX_EVENTS_PER_COMMAND;
+use synod_node::convert;
 use tokio::sync::mpsc;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 
@@ -49,14 +63,25 @@ pub fn run(args: WatchArgs) -> ExitCode {
     client::run_command("watch", execute(args))
 }
 
-async fn execute(args: WatchArgs) -> Result<(), Failure> {
-    let timeout = args.client.timeout();
-    let channel = client::connect(&args.client.endpoints, timeout).await?;
-    let range_end = match (&args.range_end, args.prefix) {
+/// A PBFT watch's pause after a poll that found no new event.
+pub const PBFT_POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The `[key, range_end)` the arguments ask for (etcd's conventions).
+fn range_end(args: &WatchArgs) -> Vec<u8> {
+    match (&args.range_end, args.prefix) {
         (Some(end), _) => end.clone().into_bytes(),
         (None, true) => prefix_end(args.key.as_bytes()),
         (None, false) => Vec::new(),
-    };
+    }
+}
+
+async fn execute(args: WatchArgs) -> Result<(), Failure> {
+    if let Some(pbft) = pbft_client::choose(&args.client).await? {
+        return execute_pbft(args, pbft).await;
+    }
+    let timeout = args.client.timeout();
+    let channel = client::connect(&args.client.endpoints, timeout).await?;
+    let range_end = range_end(&args);
     let (tx, rx) = mpsc::channel(1);
     let create = WatchCreateRequest {
         key: args.key.clone().into_bytes(),
@@ -106,6 +131,58 @@ async fn execute(args: WatchArgs) -> Result<(), Failure> {
             }
         }
         emit(&out);
+    }
+}
+
+/// `synod watch` on PBFT: polls the history through f+1 agreement (see the
+/// module doc) until interrupted or `--count` events were printed.
+async fn execute_pbft(args: WatchArgs, mut pbft: PbftClient) -> Result<(), Failure> {
+    let key = Bytes::from(args.key.clone().into_bytes());
+    let end = Bytes::from(range_end(&args));
+    let mut next = args.rev;
+    let mut seen: u64 = 0;
+    loop {
+        let polled = tokio::select! {
+            r = pbft.events(key.clone(), end.clone(), next, MAX_EVENTS_PER_COMMAND) => r?,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        if next > 0 && next < polled.compact_revision {
+            return Err(Failure::Cluster(
+                "watch was canceled (etcdserver: mvcc: required revision has been compacted)"
+                    .into(),
+            ));
+        }
+        let mut out = String::new();
+        for e in &polled.events {
+            let mut e = pb_event(e);
+            if !args.prev_kv {
+                e.prev_kv = None;
+            }
+            out.push_str(&format_event(&e));
+            seen += 1;
+            if args.count > 0 && seen >= args.count {
+                emit(&out);
+                return Ok(());
+            }
+        }
+        emit(&out);
+        let idle = polled.events.is_empty();
+        next = polled.next_revision;
+        if idle {
+            tokio::select! {
+                () = tokio::time::sleep(PBFT_POLL_INTERVAL) => {}
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+            }
+        }
+    }
+}
+
+/// A store event as the etcd API carries it.
+fn pb_event(e: &synod_kv::Event) -> Event {
+    Event {
+        r#type: e.r#type as i32,
+        kv: Some(convert::key_value(e.kv.clone())),
+        prev_kv: e.prev_kv.clone().map(convert::key_value),
     }
 }
 

@@ -466,6 +466,45 @@ async fn synod_kv_takes_f_plus_1_matching_replies_outvoting_a_liar_with_a_replic
         Some("v2".into())
     );
 
+    // `synod watch` on PBFT: the history as f+1 replicas agree on it (the
+    // liar forges every event's value, and is outvoted)...
+    let watch = |args: &[&str]| {
+        let mut c = Command::new(synod());
+        c.current_dir(&dir)
+            .args(["watch", "--endpoints", &all, "--timeout-ms", "15000"])
+            .arg("--pbft-client-key")
+            .arg(dir.join("c1.keys"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    };
+    let out = watch(&["k", "--prefix", "--rev", "1", "--count", "6"]).output().expect("watch");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "PUT\nk1\nv1\nPUT\nk1\nv1b\nPUT\nk1\nv1\nPUT\nk3\nv3\nPUT\nk2\nv2\nDELETE\nk1\n\n"
+    );
+    // ...and new events from now on: keep writing until the watcher has
+    // printed one (its first poll fixes where "now" is), bounded.
+    let mut live = watch(&["k4", "--count", "1"]).spawn().expect("watch");
+    let mut written = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while live.try_wait().expect("poll the watcher").is_none() {
+        assert!(Instant::now() < deadline, "the watcher printed nothing\n{}", cluster.logs());
+        let value = format!("v4-{}", written.len());
+        assert_eq!(cluster.kv(&all, &["put", "k4", &value]), "OK\n");
+        written.push(value);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let out = live.wait_with_output().expect("watcher output");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        written.iter().any(|v| text == format!("PUT\nk4\n{v}\n")),
+        "{text:?} is none of {written:?}"
+    );
+
     // `synod up`'s default key location is found without the flag...
     let cwd = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir(cwd.path().join("synod-data")).expect("mkdir");

@@ -389,6 +389,12 @@ impl Wire for KvCommand {
                 now.put(out);
             }
             KvCommand::LeasePromote { now } => (9u8, now).put_tagged(out),
+            KvCommand::Events { key, range_end, start_revision, max_events } => {
+                (10u8, key).put_tagged(out);
+                range_end.put(out);
+                start_revision.put(out);
+                max_events.put(out);
+            }
         }
     }
     fn get(d: &mut Decoder<'_>) -> Result<Self, KvError> {
@@ -403,6 +409,12 @@ impl Wire for KvCommand {
             7 => KvCommand::LeaseKeepAlive { request: Wire::get(d)?, now: Wire::get(d)? },
             8 => KvCommand::LeaseExpire { ids: Wire::get(d)?, now: Wire::get(d)? },
             9 => KvCommand::LeasePromote { now: Wire::get(d)? },
+            10 => KvCommand::Events {
+                key: Wire::get(d)?,
+                range_end: Wire::get(d)?,
+                start_revision: Wire::get(d)?,
+                max_events: Wire::get(d)?,
+            },
             _ => return Err(malformed("bad command")),
         })
     }
@@ -670,6 +682,12 @@ mod tests {
             KvCommand::LeaseKeepAlive { request: LeaseKeepAliveRequest { id: 3 }, now },
             KvCommand::LeaseExpire { ids: vec![1, 2], now },
             KvCommand::LeasePromote { now },
+            KvCommand::Events {
+                key: b("a"),
+                range_end: b("b"),
+                start_revision: 7,
+                max_events: 100,
+            },
         ];
         for c in commands {
             let bytes = c.encode();

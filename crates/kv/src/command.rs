@@ -82,7 +82,29 @@ pub enum KvCommand {
         /// The new leader's clock.
         now: Time,
     },
+    /// The changes on `[key, range_end)` from `start_revision` on (0: from
+    /// the next revision), ordered through the log like `Range` and
+    /// changing nothing: a PBFT client's watch. Every replica answers the
+    /// same batch at the same position, so f+1 matching answers vouch for
+    /// it. At most [`MAX_EVENTS_PER_COMMAND`] events (a revision is never
+    /// split); a start below the compaction revision is answered with no
+    /// events and the compaction revision, as etcd cancels such a watch.
+    Events {
+        /// First key.
+        key: Bytes,
+        /// Exclusive end (etcd's conventions; empty: `key` alone).
+        range_end: Bytes,
+        /// First revision wanted (0: the next one).
+        start_revision: i64,
+        /// About this many events at most (capped at
+        /// [`MAX_EVENTS_PER_COMMAND`]).
+        max_events: u64,
+    },
 }
+
+/// Events answered to one [`KvCommand::Events`], at most (about: a revision
+/// is never split).
+pub const MAX_EVENTS_PER_COMMAND: u64 = 256;
 
 /// A read served from one replica's state (after a read barrier for a
 /// linearizable read, or directly for a serializable one).
@@ -329,6 +351,15 @@ impl KvCommand {
             | KvCommand::LeaseKeepAlive { .. }
             | KvCommand::LeaseExpire { .. }
             | KvCommand::LeasePromote { .. } => Ok(()),
+            KvCommand::Events { key, start_revision, .. } => {
+                if key.is_empty() {
+                    Err(KvError::EmptyKey)
+                } else if *start_revision < 0 {
+                    Err(KvError::Malformed("negative start revision".into()))
+                } else {
+                    Ok(())
+                }
+            }
         }
     }
 

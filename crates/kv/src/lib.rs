@@ -39,7 +39,8 @@ pub mod store;
 pub use api::*;
 pub use codec::{KvResult, decode_result, encode_result};
 pub use command::{
-    EventsResponse, KvCommand, KvConfig, KvQuery, KvResponse, LeaseExpireResponse, MAX_TXN_DEPTH,
+    EventsResponse, KvCommand, KvConfig, KvQuery, KvResponse, LeaseExpireResponse,
+    MAX_EVENTS_PER_COMMAND, MAX_TXN_DEPTH,
 };
 pub use error::{GrpcCode, KvError};
 pub use hash::HashKvResponse;

@@ -17,6 +17,7 @@
 use crate::api::*;
 use crate::command::{
     EventsResponse, KvCommand, KvConfig, KvQuery, KvResponse, LeaseExpireResponse,
+    MAX_EVENTS_PER_COMMAND,
 };
 use crate::error::KvError;
 use crate::lease::{Leases, MAX_LEASE_TTL_SECS};
@@ -199,8 +200,40 @@ impl KvStore {
                 self.leases.refresh_all(*now);
                 Ok(KvResponse::LeasePromote(self.header()))
             }
+            KvCommand::Events { key, range_end, start_revision, max_events } => {
+                let start = if *start_revision == 0 {
+                    self.current_revision() + 1
+                } else {
+                    *start_revision
+                };
+                let max = (*max_events).clamp(1, MAX_EVENTS_PER_COMMAND);
+                Ok(self.events_response(key, range_end, start, max))
+            }
         };
         KvApplied { response, events }
+    }
+
+    /// The changes on `[key, range_end)` from `start_revision` on, at most
+    /// about `max_events`; none when that start is compacted (the answer's
+    /// `compact_revision` says so).
+    fn events_response(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        start_revision: i64,
+        max_events: u64,
+    ) -> KvResponse {
+        let max = usize::try_from(max_events).unwrap_or(usize::MAX);
+        let batch = match self.events_since(key, range_end, start_revision, max) {
+            Ok(batch) => batch,
+            Err(_) => EventBatch { events: Vec::new(), next_revision: start_revision },
+        };
+        KvResponse::Events(EventsResponse {
+            header: self.header(),
+            compact_revision: self.compact_revision(),
+            events: batch.events,
+            next_revision: batch.next_revision,
+        })
     }
 
     /// Serves a read-only query against the current state.
@@ -212,17 +245,7 @@ impl KvStore {
             }
             KvQuery::LeaseLeases(_) => Ok(KvResponse::LeaseLeases(self.lease_leases())),
             KvQuery::Events { key, range_end, start_revision, max_events } => {
-                let max = usize::try_from(*max_events).unwrap_or(usize::MAX);
-                let batch = match self.events_since(key, range_end, *start_revision, max) {
-                    Ok(batch) => batch,
-                    Err(_) => EventBatch { events: Vec::new(), next_revision: *start_revision },
-                };
-                Ok(KvResponse::Events(EventsResponse {
-                    header: self.header(),
-                    compact_revision: self.compact_revision(),
-                    events: batch.events,
-                    next_revision: batch.next_revision,
-                }))
+                Ok(self.events_response(key, range_end, *start_revision, *max_events))
             }
             KvQuery::ExpiredLeases { now, max } => {
                 let max = usize::try_from(*max).unwrap_or(usize::MAX);

@@ -11,14 +11,15 @@
 //! f+1 replicas sent the same one.
 //!
 //! Only what an etcd client may ask for is accepted on this path: ranges,
-//! puts, deletes, txns and compactions. Lease commands carry the clock of
+//! puts, deletes, txns, compactions, and the ordered history reads a
+//! client's watch polls with (`KvCommand::Events`). Lease commands carry the clock of
 //! the node that proposes them and expiries are the primary's to decide,
 //! so a client never sends one itself (they stay on the etcd `Lease` API).
 //!
 //! **Fault injection.** With the environment variable
 //! [`FAULT_WRONG_REPLIES`] set to `1` at start, this replica lies on this
-//! path: it answers every request with a result it made up (a read's
-//! values replaced, any other answer turned into an error), validly signed
+//! path: it answers every request with a result it made up (a read's or an
+//! events batch's values replaced, any other answer turned into an error), validly signed
 //! — what a Byzantine replica could do. It is logged loudly at start; tests
 //! use it to show that the client outvotes one lying replica.
 
@@ -84,6 +85,12 @@ impl PbftService {
                 }
                 encode_result(&Ok(KvResponse::Range(r)))
             }
+            Ok(Ok(KvResponse::Events(mut e))) => {
+                for event in &mut e.events {
+                    event.kv.value = Bytes::from(format!("forged by replica {}", self.node_id.0));
+                }
+                encode_result(&Ok(KvResponse::Events(e)))
+            }
             _ => encode_result(&Err(KvError::Malformed(format!(
                 "forged by replica {}",
                 self.node_id.0
@@ -117,11 +124,13 @@ impl Pbft for PbftService {
                 | KvCommand::Put(_)
                 | KvCommand::DeleteRange(_)
                 | KvCommand::Txn(_)
-                | KvCommand::Compact(_),
+                | KvCommand::Compact(_)
+                | KvCommand::Events { .. },
             ) => {}
             Ok(_) => {
                 return Err(Status::invalid_argument(
-                    "synod: only ranges, puts, deletes, txns and compactions are submitted by clients",
+                    "synod: only ranges, puts, deletes, txns, compactions and event reads are \
+                     submitted by clients",
                 ));
             }
             Err(e) => return Err(Status::invalid_argument(format!("synod: {}", e.message()))),

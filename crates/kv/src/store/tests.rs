@@ -595,6 +595,52 @@ fn the_events_query_serves_history_and_reports_compaction() {
 }
 
 #[test]
+fn the_events_command_is_an_ordered_read_of_the_history() {
+    let mut t = T::new();
+    t.put("a", "1"); // 2
+    let ev = |start, max| KvCommand::Events {
+        key: b("a"),
+        range_end: b("b"),
+        start_revision: start,
+        max_events: max,
+    };
+    // From "now": nothing yet, and the next poll starts after revision 2.
+    let KvResponse::Events(e) = t.ok(ev(0, 10)) else { panic!("not events") };
+    assert!(e.events.is_empty());
+    assert_eq!((e.next_revision, e.header.revision), (3, 2));
+    assert_eq!(t.s.current_revision(), 2, "an events command writes nothing");
+    for i in 0..300 {
+        t.put("a", &i.to_string()); // 3..=302
+    }
+    t.put("z", "outside"); // 303
+    // Capped at MAX_EVENTS_PER_COMMAND whatever the client asks for.
+    let KvResponse::Events(e) = t.ok(ev(3, u64::MAX)) else { panic!("not events") };
+    assert_eq!(e.events.len() as u64, MAX_EVENTS_PER_COMMAND);
+    assert_eq!(e.events[0].kv.mod_revision, 3);
+    assert_eq!(e.next_revision, 3 + MAX_EVENTS_PER_COMMAND as i64);
+    let KvResponse::Events(e) = t.ok(ev(e.next_revision, 1_000)) else { panic!("not events") };
+    assert_eq!(e.events.last().map(|e| e.kv.mod_revision), Some(302), "the range only");
+    assert_eq!(e.next_revision, 304);
+    // A start below the compaction revision: no events, and it says so.
+    t.ok(KvCommand::Compact(CompactionRequest { revision: 100, physical: false }));
+    let KvResponse::Events(e) = t.ok(ev(50, 10)) else { panic!("not events") };
+    assert!(e.events.is_empty());
+    assert_eq!(e.compact_revision, 100);
+    // Refused identically on every replica.
+    assert_eq!(
+        t.apply(KvCommand::Events {
+            key: Bytes::new(),
+            range_end: Bytes::new(),
+            start_revision: 1,
+            max_events: 1
+        })
+        .response,
+        Err(KvError::EmptyKey)
+    );
+    assert!(t.apply(ev(-1, 1)).response.is_err());
+}
+
+#[test]
 fn the_expired_leases_query_answers_what_the_leader_proposes() {
     let mut t = T::new();
     let g = t.grant(7, 5, 1_000_000).unwrap();
