@@ -440,7 +440,6 @@ impl Wire for KvQuery {
                 max.put(out);
             }
             KvQuery::HashKv { revision } => (5u8, revision).put_tagged(out),
-            KvQuery::Snapshot => out.put_u8(6),
         }
     }
     fn get(d: &mut Decoder<'_>) -> Result<Self, KvError> {
@@ -456,7 +455,6 @@ impl Wire for KvQuery {
             },
             4 => KvQuery::ExpiredLeases { now: Wire::get(d)?, max: Wire::get(d)? },
             5 => KvQuery::HashKv { revision: Wire::get(d)? },
-            6 => KvQuery::Snapshot,
             _ => return Err(malformed("bad query")),
         })
     }
@@ -480,10 +478,6 @@ impl Wire for KvResponse {
             KvResponse::Events(r) => (12u8, r).put_tagged(out),
             KvResponse::ExpiredLeases(r) => (13u8, r).put_tagged(out),
             KvResponse::HashKv(r) => (14u8, r).put_tagged(out),
-            KvResponse::Snapshot { header, bytes } => {
-                (15u8, header).put_tagged(out);
-                bytes.put(out);
-            }
         }
     }
     fn get(d: &mut Decoder<'_>) -> Result<Self, KvError> {
@@ -503,7 +497,6 @@ impl Wire for KvResponse {
             12 => KvResponse::Events(Wire::get(d)?),
             13 => KvResponse::ExpiredLeases(Wire::get(d)?),
             14 => KvResponse::HashKv(Wire::get(d)?),
-            15 => KvResponse::Snapshot { header: Wire::get(d)?, bytes: Wire::get(d)? },
             _ => return Err(malformed("bad response")),
         })
     }
@@ -701,7 +694,6 @@ mod tests {
             KvQuery::Events { key: b("a"), range_end: b("b"), start_revision: 7, max_events: 100 },
             KvQuery::ExpiredLeases { now, max: 9 },
             KvQuery::HashKv { revision: 4 },
-            KvQuery::Snapshot,
         ];
         for q in queries {
             assert_eq!(KvQuery::decode(&q.encode()), Ok(q));
@@ -731,7 +723,6 @@ mod tests {
                 compact_revision: -1,
                 hash_revision: 8,
             })),
-            Ok(KvResponse::Snapshot { header: ResponseHeader::at(3), bytes: b("SYNODKV1...") }),
         ];
         for r in results {
             assert_eq!(decode_result(&encode_result(&r)), Ok(r));

@@ -149,9 +149,6 @@ pub enum KvQuery {
         /// The revision to hash up to.
         revision: i64,
     },
-    /// The whole store as [`crate::KvStore::snapshot`] bytes
-    /// (`Maintenance.Snapshot`).
-    Snapshot,
 }
 
 /// The answer to [`KvQuery::Events`].
@@ -210,13 +207,6 @@ pub enum KvResponse {
     ExpiredLeases(Vec<i64>),
     /// To [`KvQuery::HashKv`].
     HashKv(crate::hash::HashKvResponse),
-    /// To [`KvQuery::Snapshot`]: the store's revision and its snapshot bytes.
-    Snapshot {
-        /// `revision` is the store revision the snapshot holds.
-        header: ResponseHeader,
-        /// [`crate::KvStore::snapshot`].
-        bytes: Bytes,
-    },
 }
 
 /// etcd's `checkRangeRequest`.

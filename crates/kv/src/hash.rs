@@ -104,16 +104,8 @@ mod tests {
         put(&mut b, 5, "c", "1");
         assert_eq!(b.hash_kv(4).expect("hash").hash, at4.hash, "a later write changed rev 4");
         assert_ne!(b.hash_kv(6).expect("hash").hash, b.hash_kv(5).expect("hash").hash);
-        // Restored from the snapshot the Snapshot query answers, the store
-        // hashes the same.
-        let bytes = match b.query(&crate::KvQuery::Snapshot) {
-            Ok(crate::KvResponse::Snapshot { header, bytes }) => {
-                assert_eq!(header.revision, 6);
-                bytes
-            }
-            other => panic!("snapshot query: {other:?}"),
-        };
-        let restored = KvStore::restore(KvConfig::default(), &bytes).expect("restore");
+        // Restored from its snapshot, the store hashes the same.
+        let restored = KvStore::restore(KvConfig::default(), &b.snapshot()).expect("restore");
         assert_eq!(restored.hash_kv(0), b.hash_kv(0));
         // The query answers what hash_kv does (header at b's revision 6).
         let via_query = b.query(&crate::KvQuery::HashKv { revision: 4 });

@@ -252,9 +252,6 @@ impl KvStore {
                 Ok(KvResponse::ExpiredLeases(self.expired_leases(*now, max)))
             }
             KvQuery::HashKv { revision } => self.hash_kv(*revision).map(KvResponse::HashKv),
-            KvQuery::Snapshot => {
-                Ok(KvResponse::Snapshot { header: self.header(), bytes: self.snapshot() })
-            }
         }
     }
 
