@@ -86,8 +86,8 @@ pub enum KvCommand {
     /// the next revision), ordered through the log like `Range` and
     /// changing nothing: a PBFT client's watch. Every replica answers the
     /// same batch at the same position, so f+1 matching answers vouch for
-    /// it. At most [`MAX_EVENTS_PER_COMMAND`] events (a revision is never
-    /// split); a start below the compaction revision is answered with no
+    /// it. At most [`MAX_EVENTS_PER_COMMAND`] events and about
+    /// [`MAX_EVENT_BYTES_PER_COMMAND`] bytes (a revision is never split); a start below the compaction revision is answered with no
     /// events and the compaction revision, as etcd cancels such a watch.
     Events {
         /// First key.
@@ -105,6 +105,9 @@ pub enum KvCommand {
 /// Events answered to one [`KvCommand::Events`], at most (about: a revision
 /// is never split).
 pub const MAX_EVENTS_PER_COMMAND: u64 = 256;
+/// Bytes of keys and values answered to one [`KvCommand::Events`], about
+/// (the revision that passes it is the last one answered).
+pub const MAX_EVENT_BYTES_PER_COMMAND: usize = 1 << 20;
 
 /// A read served from one replica's state (after a read barrier for a
 /// linearizable read, or directly for a serializable one).

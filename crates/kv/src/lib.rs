@@ -40,7 +40,7 @@ pub use api::*;
 pub use codec::{KvResult, decode_result, encode_result};
 pub use command::{
     EventsResponse, KvCommand, KvConfig, KvQuery, KvResponse, LeaseExpireResponse,
-    MAX_EVENTS_PER_COMMAND, MAX_TXN_DEPTH,
+    MAX_EVENT_BYTES_PER_COMMAND, MAX_EVENTS_PER_COMMAND, MAX_TXN_DEPTH,
 };
 pub use error::{GrpcCode, KvError};
 pub use hash::HashKvResponse;

@@ -17,7 +17,7 @@
 use crate::api::*;
 use crate::command::{
     EventsResponse, KvCommand, KvConfig, KvQuery, KvResponse, LeaseExpireResponse,
-    MAX_EVENTS_PER_COMMAND,
+    MAX_EVENT_BYTES_PER_COMMAND, MAX_EVENTS_PER_COMMAND,
 };
 use crate::error::KvError;
 use crate::lease::{Leases, MAX_LEASE_TTL_SECS};
@@ -207,7 +207,11 @@ impl KvStore {
                     *start_revision
                 };
                 let max = (*max_events).clamp(1, MAX_EVENTS_PER_COMMAND);
-                Ok(self.events_response(key, range_end, start, max))
+                let mut answer = self.events_response(key, range_end, start, max);
+                if let KvResponse::Events(e) = &mut answer {
+                    cut_at_bytes(e, MAX_EVENT_BYTES_PER_COMMAND);
+                }
+                Ok(answer)
             }
         };
         KvApplied { response, events }
@@ -690,6 +694,30 @@ impl StateMachine for KvStore {
     fn query(&self, op: &[u8]) -> Bytes {
         let result = KvQuery::decode(op).and_then(|q| KvStore::query(self, &q));
         crate::codec::encode_result(&result)
+    }
+}
+
+/// Drops the events of `e` from the first revision at which their keys and
+/// values (previous values included) pass `max_bytes`, keeping at least
+/// one revision whole, and points `next_revision` there: a PBFT client's
+/// answer (kept in every replica's reply cache, decoded by a client with a
+/// bounded message size) stays small whatever the values.
+fn cut_at_bytes(e: &mut EventsResponse, max_bytes: usize) {
+    let size = |ev: &Event| {
+        ev.kv.key.len()
+            + ev.kv.value.len()
+            + ev.prev_kv.as_ref().map_or(0, |p| p.key.len() + p.value.len())
+    };
+    let mut total = 0;
+    for i in 0..e.events.len() {
+        let rev = e.events[i].kv.mod_revision;
+        let starts_revision = i == 0 || e.events[i - 1].kv.mod_revision != rev;
+        if starts_revision && i > 0 && total >= max_bytes {
+            e.events.truncate(i);
+            e.next_revision = rev;
+            return;
+        }
+        total += size(&e.events[i]);
     }
 }
 

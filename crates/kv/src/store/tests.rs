@@ -621,6 +621,20 @@ fn the_events_command_is_an_ordered_read_of_the_history() {
     let KvResponse::Events(e) = t.ok(ev(e.next_revision, 1_000)) else { panic!("not events") };
     assert_eq!(e.events.last().map(|e| e.kv.mod_revision), Some(302), "the range only");
     assert_eq!(e.next_revision, 304);
+    // About a mebibyte per answer: 100 KiB values (and as many previous).
+    let big = "x".repeat(100 << 10);
+    for _ in 0..20 {
+        t.put("a", &big); // 304..=323
+    }
+    let KvResponse::Events(e) = t.ok(ev(304, 1_000)) else { panic!("not events") };
+    let bytes: usize = e
+        .events
+        .iter()
+        .map(|e| e.kv.value.len() + e.prev_kv.as_ref().map_or(0, |p| p.value.len()))
+        .sum();
+    assert!(bytes >= MAX_EVENT_BYTES_PER_COMMAND, "{bytes}");
+    assert!(bytes < MAX_EVENT_BYTES_PER_COMMAND + (300 << 10), "{bytes}");
+    assert_eq!(e.next_revision, 304 + e.events.len() as i64, "the next poll starts after");
     // A start below the compaction revision: no events, and it says so.
     t.ok(KvCommand::Compact(CompactionRequest { revision: 100, physical: false }));
     let KvResponse::Events(e) = t.ok(ev(50, 10)) else { panic!("not events") };
