@@ -1,9 +1,10 @@
-//! `synod kv put | get | del`: an etcdctl-like key-value client over the etcd
-//! v3 API, for users without etcdctl. It talks to Synod and to etcd alike.
-//! Output follows etcdctl's simple format: `put` prints `OK`, `get` prints
-//! key and value lines, `del` prints how many keys it deleted.
+//! `synod kv put | get | del | compact`: an etcdctl-like key-value client
+//! over the etcd v3 API, for users without etcdctl. It talks to Synod and to
+//! etcd alike. Output follows etcdctl's simple format: `put` prints `OK`,
+//! `get` prints key and value lines, `del` prints how many keys it deleted,
+//! `compact` prints `compacted revision N` (etcdctl's `compaction`).
 //!
-//! On a PBFT cluster, put, del and linearizable get go through Synod's own
+//! On a PBFT cluster, put, del, compact and linearizable get go through Synod's own
 //! PBFT client ([`crate::pbft_client`]): the request signed with the
 //! client's key and sent to every replica, the result taken only when f+1
 //! replicas agree. Everywhere else (and `--consistency=s`) they are plain
@@ -17,7 +18,7 @@ use crate::pbft_client;
 use clap::{Args, Subcommand, ValueEnum};
 use std::process::ExitCode;
 use synod_etcdpb::etcdserverpb::kv_client::KvClient;
-use synod_etcdpb::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest};
+use synod_etcdpb::etcdserverpb::{CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest};
 
 /// Arguments of `synod kv`.
 #[derive(Args, Debug)]
@@ -77,6 +78,17 @@ enum KvOp {
         /// Print the deleted key-value pairs.
         #[arg(long)]
         prev_kv: bool,
+    },
+    /// Discard the history below REVISION (etcdctl's `compaction`): reads
+    /// and watches from before it are refused afterwards.
+    Compact {
+        /// The revision to compact up to.
+        #[arg(value_parser = clap::value_parser!(i64).range(1..))]
+        revision: i64,
+        /// Wait until the compaction is applied everywhere (etcd's
+        /// `--physical`).
+        #[arg(long)]
+        physical: bool,
     },
 }
 
@@ -164,6 +176,15 @@ async fn execute(args: KvArgs) -> Result<(), Failure> {
             for kv in r.prev_kvs {
                 out.push_str(&format!("{}\n{}\n", text(&kv.key), text(&kv.value)));
             }
+        }
+        KvOp::Compact { revision, physical } => {
+            let request = CompactionRequest { revision, physical };
+            match (&mut pbft, &mut plain) {
+                (Some(p), _) => p.compact(request).await?,
+                (None, Some(c)) => within(timeout, c.compact(request)).await?,
+                (None, None) => unreachable!("one client is connected"),
+            };
+            out.push_str(&format!("compacted revision {revision}\n"));
         }
     }
     client::emit(&out);

@@ -280,6 +280,19 @@ impl PbftClient {
         }
     }
 
+    /// `KV.Compact` through PBFT.
+    pub async fn compact(
+        &mut self,
+        r: pb::CompactionRequest,
+    ) -> Result<pb::CompactionResponse, Failure> {
+        match self.execute(&KvCommand::Compact(convert::compact_request(r))).await? {
+            KvResponse::Compact(c) => {
+                Ok(pb::CompactionResponse { header: Some(header(&c.header)) })
+            }
+            _ => Err(unexpected("compact")),
+        }
+    }
+
     /// `KV.DeleteRange` through PBFT.
     pub async fn delete_range(
         &mut self,

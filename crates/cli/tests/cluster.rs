@@ -180,6 +180,14 @@ async fn synod_kv_puts_gets_and_deletes_through_any_member() {
     assert_eq!(synod_kv(&follower, &["del", "app/", "--prefix"]).1, "2\n");
     assert_eq!(synod_kv(&all, &["get", "app/", "--prefix"]).1, "");
     assert_eq!(synod_kv(&all, &["get", "apple"]).1, "apple\n3\n");
+    // Compaction: reads below it are refused afterwards, as etcd refuses them.
+    assert_eq!(synod_kv(&follower, &["compact", "3"]).1, "compacted revision 3\n");
+    let (code, _, err) = synod_kv(&all, &["get", "apple", "--rev", "2"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("etcdserver: mvcc: required revision has been compacted"), "{err}");
+    let (code, _, err) = synod_kv(&all, &["compact", "1000"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("etcdserver: mvcc: required revision is a future revision"), "{err}");
 
     // Errors: the server's message and exit 1; bad usage exits 2.
     let (code, _, err) = synod_kv(&all, &["put", "", "x"]);

@@ -57,7 +57,7 @@ impl PbftCluster {
     fn start_with_liar(liar: Option<usize>) -> PbftCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let keys = Command::new(synod())
-            .args(["pbft-keys", "--nodes", "4", "--out"])
+            .args(["pbft-keys", "--nodes", "4", "--clients", "2", "--out"])
             .arg(dir.path())
             .output()
             .expect("synod pbft-keys");
@@ -206,6 +206,24 @@ impl PbftCluster {
                 i + 1,
                 self.logs()
             );
+        }
+    }
+}
+
+/// A child process killed (and reaped) when dropped, even by a failed test.
+struct KillOnDrop(Option<Child>);
+
+impl KillOnDrop {
+    fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("running")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
 }
@@ -467,13 +485,15 @@ async fn synod_kv_takes_f_plus_1_matching_replies_outvoting_a_liar_with_a_replic
     );
 
     // `synod watch` on PBFT: the history as f+1 replicas agree on it (the
-    // liar forges every event's value, and is outvoted)...
+    // liar forges every event's value, and is outvoted)... A watch is a
+    // client session of its own: it has its own key, as concurrent clients
+    // must (the writes below use c1.keys meanwhile).
     let watch = |args: &[&str]| {
         let mut c = Command::new(synod());
         c.current_dir(&dir)
             .args(["watch", "--endpoints", &all, "--timeout-ms", "15000"])
             .arg("--pbft-client-key")
-            .arg(dir.join("c1.keys"))
+            .arg(dir.join("c2.keys"))
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -487,23 +507,31 @@ async fn synod_kv_takes_f_plus_1_matching_replies_outvoting_a_liar_with_a_replic
     );
     // ...and new events from now on: keep writing until the watcher has
     // printed one (its first poll fixes where "now" is), bounded.
-    let mut live = watch(&["k4", "--count", "1"]).spawn().expect("watch");
+    let mut live = KillOnDrop(Some(watch(&["k4", "--count", "1"]).spawn().expect("watch")));
     let mut written = Vec::new();
     let deadline = Instant::now() + WAIT;
-    while live.try_wait().expect("poll the watcher").is_none() {
+    while live.child().try_wait().expect("poll the watcher").is_none() {
         assert!(Instant::now() < deadline, "the watcher printed nothing\n{}", cluster.logs());
         let value = format!("v4-{}", written.len());
         assert_eq!(cluster.kv(&all, &["put", "k4", &value]), "OK\n");
         written.push(value);
         std::thread::sleep(Duration::from_millis(300));
     }
-    let out = live.wait_with_output().expect("watcher output");
+    let out = live.0.take().expect("running").wait_with_output().expect("watcher output");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         written.iter().any(|v| text == format!("PUT\nk4\n{v}\n")),
         "{text:?} is none of {written:?}"
     );
+
+    // Compacted through f+1 as well; a watch from before it is cancelled
+    // with etcd's reason.
+    assert_eq!(cluster.kv(&all, &["compact", "3"]), "compacted revision 3\n");
+    let out = watch(&["k", "--prefix", "--rev", "1"]).output().expect("watch");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("required revision has been compacted"), "{err}");
 
     // `synod up`'s default key location is found without the flag...
     let cwd = tempfile::tempdir().expect("tempdir");

@@ -44,7 +44,9 @@ fn ephemeral_low() -> u32 {
 }
 
 #[test]
-fn ports_are_distinct_below_the_ephemeral_range_and_bindable() {
+fn ports_are_distinct_and_below_the_ephemeral_range() {
+    // (Each was free when handed out: `free_port` checks. Whether it still
+    // is a moment later depends on what else runs meanwhile.)
     let ports: Vec<u16> = (0..200).map(|_| free_port()).collect();
     let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
     assert_eq!(distinct.len(), ports.len(), "a port was handed out twice");
@@ -54,6 +56,5 @@ fn ports_are_distinct_below_the_ephemeral_range_and_bindable() {
             u32::from(p) >= LOW && u32::from(p) < low.max(LOW + 1_000),
             "{p} outside {LOW}..{low}"
         );
-        TcpListener::bind(("127.0.0.1", p)).expect("a handed-out port is bindable");
     }
 }
