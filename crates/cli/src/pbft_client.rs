@@ -46,6 +46,10 @@ use tonic::transport::{Channel, Endpoint};
 
 /// Where `synod up` (default data directory) writes the client key.
 pub const DEFAULT_KEY: &str = "synod-data/c1.keys";
+/// Where `synod up` writes a second client key, which `synod watch` uses by
+/// default: a watch is a client session of its own, and a write with the
+/// key a running watch polls with may be refused as superseded.
+pub const DEFAULT_WATCH_KEY: &str = "synod-data/c2.keys";
 /// One call to one replica waits at most this long before it is sent again.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause before a failed call to a replica is sent again.
@@ -92,6 +96,17 @@ async fn serves_pbft(endpoint: &str, timeout: Duration) -> Option<bool> {
 /// if it exists and the cluster runs PBFT; a PBFT cluster without a key is
 /// an error that says what is missing.
 pub async fn choose(opts: &ClientOpts) -> Result<Option<PbftClient>, Failure> {
+    choose_among(opts, &[DEFAULT_KEY]).await
+}
+
+/// [`choose`] for `synod watch`: its default key is [`DEFAULT_WATCH_KEY`],
+/// or [`DEFAULT_KEY`] where there is none (a data directory from before).
+pub async fn choose_for_watch(opts: &ClientOpts) -> Result<Option<PbftClient>, Failure> {
+    choose_among(opts, &[DEFAULT_WATCH_KEY, DEFAULT_KEY]).await
+}
+
+/// [`choose`] with the first of `defaults` that exists as the default key.
+async fn choose_among(opts: &ClientOpts, defaults: &[&str]) -> Result<Option<PbftClient>, Failure> {
     let timeout = opts.timeout();
     if let Some(path) = &opts.pbft_client_key {
         return PbftClient::connect(path, &opts.endpoints, timeout).await.map(Some);
@@ -106,16 +121,16 @@ pub async fn choose(opts: &ClientOpts) -> Result<Option<PbftClient>, Failure> {
     if pbft != Some(true) {
         return Ok(None);
     }
-    let default = PathBuf::from(DEFAULT_KEY);
-    if !default.exists() {
+    let Some(default) = defaults.iter().map(PathBuf::from).find(|p| p.exists()) else {
         return Err(Failure::Usage(format!(
             "the cluster runs PBFT: synod's client accepts a result only when f+1 replicas \
              agree, and needs a PBFT client key for that: pass --pbft-client-key FILE \
              (`synod up --protocol pbft` writes DATA_DIR/c1.keys, `synod pbft-keys` writes \
-             c<i>.keys); none given, and no {DEFAULT_KEY} here. (etcdctl talks to one replica \
-             and trusts its answer.)"
+             c<i>.keys); none given, and no {} here. (etcdctl talks to one replica \
+             and trusts its answer.)",
+            defaults.join(" or ")
         )));
-    }
+    };
     PbftClient::connect(&default, &opts.endpoints, timeout).await.map(Some)
 }
 

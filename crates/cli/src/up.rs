@@ -8,10 +8,11 @@
 //!
 //! With `--protocol pbft` (n = 3f+1 nodes: 4 or 7) it also writes each
 //! node's PBFT key file (`n<i>.keys`: its own secrets, the pairwise keys it
-//! shares with each other node, everyone's public keys) and one client key
-//! file, `c1.keys`, which `synod kv` uses to talk PBFT itself (f+1
+//! shares with each other node, everyone's public keys) and two client key
+//! files: `c1.keys`, which `synod kv` uses to talk PBFT itself (f+1
 //! matching replies; `--pbft-client-key`, found by default in the default
-//! data directory).
+//! data directory), and `c2.keys`, which `synod watch` uses by default (a
+//! watch is a client session of its own).
 //!
 //! Ports: node `i` (from 1) listens for clients on `base + 10·(i−1)`, for
 //! peers on the next port and for `/metrics` on the one after (2379, 2380,
@@ -105,7 +106,7 @@ fn prepare(args: &UpArgs) -> Result<(u16, String), String> {
             return Err(format!("--nodes {}: PBFT needs n = 3f+1 nodes (4 or 7)", args.nodes));
         }
         let ids: Vec<u64> = (1..=u64::from(args.nodes)).collect();
-        let (replicas, clients) = synod_node::pbft_keys::generate_with_clients(&ids, 1);
+        let (replicas, clients) = synod_node::pbft_keys::generate_with_clients(&ids, 2);
         for keys in replicas {
             keys.write_new(&dir.join(format!("n{}.keys", keys.node_id)))?;
         }
@@ -321,8 +322,10 @@ mod tests {
             let text = std::fs::read_to_string(&keys).expect("written");
             assert!(text.contains(&format!("\nnode_id = {i}\n")), "{text}");
         }
-        let client = synod_node::pbft_keys::load_client(&dir.path().join("c1.keys"))
-            .expect("a client key file");
-        assert_eq!(client.replicas.len(), 4);
+        for c in ["c1.keys", "c2.keys"] {
+            let client =
+                synod_node::pbft_keys::load_client(&dir.path().join(c)).expect("a client key file");
+            assert_eq!(client.replicas.len(), 4);
+        }
     }
 }

@@ -7,7 +7,8 @@
 //! A watch from a compacted revision is cancelled by the cluster; this prints
 //! etcdctl's `watch was canceled (...)` line and exits 1.
 //!
-//! On a PBFT cluster (with a PBFT client key, as `synod kv`) the events come
+//! On a PBFT cluster (with a PBFT client key: by default `synod-data/c2.keys`,
+//! which `synod up --protocol pbft` writes for watches, else `c1.keys`) the events come
 //! through the ordered, signed client path instead of one replica's Watch
 //! stream ([`crate::pbft_client`]): the command polls the store's history
 //! (`KvCommand::Events`, ordered like a write, changing nothing) and prints
@@ -76,7 +77,7 @@ fn range_end(args: &WatchArgs) -> Vec<u8> {
 }
 
 async fn execute(args: WatchArgs) -> Result<(), Failure> {
-    if let Some(pbft) = pbft_client::choose(&args.client).await? {
+    if let Some(pbft) = pbft_client::choose_for_watch(&args.client).await? {
         return execute_pbft(args, pbft).await;
     }
     let timeout = args.client.timeout();

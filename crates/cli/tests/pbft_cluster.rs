@@ -539,6 +539,20 @@ async fn synod_kv_takes_f_plus_1_matching_replies_outvoting_a_liar_with_a_replic
     std::fs::copy(dir.join("c1.keys"), cwd.path().join("synod-data/c1.keys")).expect("copy");
     let (ok, out, err) = synod_kv(cwd.path(), &all, false, &["get", "k2"]);
     assert!(ok && out == "k2\nv2\n", "{out}{err}");
+    // `synod watch` finds its own default key (c2.keys, which `synod up`
+    // writes for watches) where `synod kv` finds none.
+    let watch_only = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(watch_only.path().join("synod-data")).expect("mkdir");
+    std::fs::copy(dir.join("c2.keys"), watch_only.path().join("synod-data/c2.keys")).expect("copy");
+    let out = Command::new(synod())
+        .current_dir(watch_only.path())
+        .args(["watch", "--endpoints", &all, "k2", "--rev", "3", "--count", "1"])
+        .output()
+        .expect("watch");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "PUT\nk2\nv2\n");
+    let (ok, _, err) = synod_kv(watch_only.path(), &all, false, &["get", "k2"]);
+    assert!(!ok && err.contains("synod-data/c1.keys"), "{err}");
     // ...and without any key a PBFT cluster is refused, saying what is missing.
     let empty = tempfile::tempdir().expect("tempdir");
     let (ok, _, err) = synod_kv(empty.path(), &all, false, &["get", "k2"]);
