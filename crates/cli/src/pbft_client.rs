@@ -344,11 +344,17 @@ impl PbftClient {
             // From the clock, so that a poll is not older than what another
             // process with this key sent meanwhile (`synod kv` while a watch
             // runs); if one was sent between this sequence number and its
-            // arrival, the replicas refuse the poll as stale, and since it
-            // reads only, asking again with a newer number is harmless.
+            // arrival, the replicas refuse the poll as stale (before
+            // ordering it) or superseded (ordered after the newer one, so
+            // skipped), and since it reads only, asking again with a newer
+            // number is harmless. (A write is never re-sent so: whether it
+            // took effect earlier is not known.)
             self.next_seq = self.next_seq.max(now_micros());
             match self.execute(&command).await {
-                Err(Failure::Cluster(why)) if why.contains(STALE) && attempt < MAX_STALE_POLLS => {
+                Err(Failure::Cluster(why))
+                    if (why.contains(STALE) || why.contains(SUPERSEDED))
+                        && attempt < MAX_STALE_POLLS =>
+                {
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -362,7 +368,11 @@ impl PbftClient {
 /// How a replica refuses a request older than its client's session
 /// (`synod_pbft`'s `ProposeError::Rejected`, as `synodpb.Pbft` words it).
 const STALE: &str = "synod: stale request";
-/// Times a read-only poll is sent again after being refused as stale.
+/// How a replica answers a request that was ordered after a newer one of
+/// its client and therefore skipped (the driver's session check).
+const SUPERSEDED: &str = "synod: superseded";
+/// Times a read-only poll is sent again after being refused as stale or
+/// superseded.
 const MAX_STALE_POLLS: u32 = 5;
 
 /// Microseconds since the Unix epoch (1 if the clock is before it).
