@@ -321,9 +321,7 @@ impl PbftClient {
             _ => Err(unexpected("delete")),
         }
     }
-}
 
-impl PbftClient {
     /// The changes on `[key, range_end)` from `start_revision` on (0: from
     /// the next revision), as f+1 replicas agree they are at one position
     /// of the log: at most `max_events` (about; capped by the store at

@@ -155,11 +155,7 @@ async fn execute_pbft(args: WatchArgs, mut pbft: PbftClient) -> Result<(), Failu
         }
         let mut out = String::new();
         for e in &polled.events {
-            let mut e = pb_event(e);
-            if !args.prev_kv {
-                e.prev_kv = None;
-            }
-            out.push_str(&format_event(&e));
+            out.push_str(&format_event(&convert::event(e, args.prev_kv)));
             seen += 1;
             if args.count > 0 && seen >= args.count {
                 emit(&out);
@@ -175,15 +171,6 @@ async fn execute_pbft(args: WatchArgs, mut pbft: PbftClient) -> Result<(), Failu
                 _ = tokio::signal::ctrl_c() => return Ok(()),
             }
         }
-    }
-}
-
-/// A store event as the etcd API carries it.
-fn pb_event(e: &synod_kv::Event) -> Event {
-    Event {
-        r#type: e.r#type as i32,
-        kv: Some(convert::key_value(e.kv.clone())),
-        prev_kv: e.prev_kv.clone().map(convert::key_value),
     }
 }
 

@@ -208,10 +208,8 @@ impl KvStore {
                 };
                 let max = (*max_events).clamp(1, MAX_EVENTS_PER_COMMAND);
                 let mut answer = self.events_response(key, range_end, start, max);
-                if let KvResponse::Events(e) = &mut answer {
-                    cut_at_bytes(e, MAX_EVENT_BYTES_PER_COMMAND);
-                }
-                Ok(answer)
+                cut_at_bytes(&mut answer, MAX_EVENT_BYTES_PER_COMMAND);
+                Ok(KvResponse::Events(answer))
             }
         };
         KvApplied { response, events }
@@ -226,18 +224,18 @@ impl KvStore {
         range_end: &[u8],
         start_revision: i64,
         max_events: u64,
-    ) -> KvResponse {
+    ) -> EventsResponse {
         let max = usize::try_from(max_events).unwrap_or(usize::MAX);
         let batch = match self.events_since(key, range_end, start_revision, max) {
             Ok(batch) => batch,
             Err(_) => EventBatch { events: Vec::new(), next_revision: start_revision },
         };
-        KvResponse::Events(EventsResponse {
+        EventsResponse {
             header: self.header(),
             compact_revision: self.compact_revision(),
             events: batch.events,
             next_revision: batch.next_revision,
-        })
+        }
     }
 
     /// Serves a read-only query against the current state.
@@ -249,7 +247,12 @@ impl KvStore {
             }
             KvQuery::LeaseLeases(_) => Ok(KvResponse::LeaseLeases(self.lease_leases())),
             KvQuery::Events { key, range_end, start_revision, max_events } => {
-                Ok(self.events_response(key, range_end, *start_revision, *max_events))
+                Ok(KvResponse::Events(self.events_response(
+                    key,
+                    range_end,
+                    *start_revision,
+                    *max_events,
+                )))
             }
             KvQuery::ExpiredLeases { now, max } => {
                 let max = usize::try_from(*max).unwrap_or(usize::MAX);

@@ -158,6 +158,16 @@ pub fn key_value(kv: api::KeyValue) -> mvccpb::KeyValue {
     }
 }
 
+/// A store event → `mvccpb.Event`, with its previous key-value only if
+/// `prev_kv` (a watch asks for it).
+pub fn event(e: &api::Event, prev_kv: bool) -> mvccpb::Event {
+    mvccpb::Event {
+        r#type: e.r#type as i32,
+        kv: Some(key_value(e.kv.clone())),
+        prev_kv: if prev_kv { e.prev_kv.clone().map(key_value) } else { None },
+    }
+}
+
 fn sub_header(h: &api::ResponseHeader) -> Option<pb::ResponseHeader> {
     Some(pb::ResponseHeader { revision: h.revision, ..pb::ResponseHeader::default() })
 }

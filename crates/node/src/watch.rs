@@ -249,11 +249,7 @@ impl Spec {
     }
 
     fn to_pb(&self, e: &Event) -> mvccpb::Event {
-        mvccpb::Event {
-            r#type: e.r#type as i32,
-            kv: Some(convert::key_value(e.kv.clone())),
-            prev_kv: if self.prev_kv { e.prev_kv.clone().map(convert::key_value) } else { None },
-        }
+        convert::event(e, self.prev_kv)
     }
 }
 
