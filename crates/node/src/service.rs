@@ -412,7 +412,9 @@ impl Service {
                         return Ok(Answer::Local(r, self.stamp()));
                     }
                 }
-                Route::Forward(to) => match self.forward(to, pb.clone()).await {
+                // Boxed: a forward is rare, and its future (a gRPC client
+                // call) would triple the size of every request's future.
+                Route::Forward(to) => match Box::pin(self.forward(to, pb.clone())).await {
                     Ok(r) => return Ok(Answer::Remote(r)),
                     Err(s)
                         if s.code() == tonic::Code::Unavailable
@@ -549,5 +551,46 @@ impl Kv for Service {
             }
             _ => Err(unexpected("compact")),
         }
+    }
+}
+
+#[cfg(test)]
+mod future_size {
+    use super::*;
+
+    /// Every request's future is boxed (by tonic) and moved into its task: it
+    /// stays small because the rare forward to the leader is boxed apart.
+    #[tokio::test]
+    async fn a_request_future_does_not_carry_the_forward() {
+        let (requests, _rx) = mpsc::channel(1);
+        let (_tx, status) = watch::channel(crate::driver::NodeStatus {
+            id: NodeId(1),
+            role: synod_core::Role::Follower,
+            term: 0,
+            leader: None,
+            commit_index: 0,
+            applied_index: 0,
+            last_index: 0,
+            revision: 1,
+            snapshot_index: 0,
+        });
+        let config = ServiceConfig {
+            node_id: NodeId(1),
+            cluster_id: 1,
+            members: vec![],
+            kv: KvConfig::default(),
+            request_timeout: Duration::from_secs(1),
+            serve_locally: false,
+        };
+        let service = Service::new(config, requests, status);
+        let put = || PbRequest::Put(convert::put_request(pb::PutRequest::default()));
+        let execute =
+            service.execute(false, Op::Read(KvQuery::LeaseLeases(Default::default())), put());
+        let forward = service.forward(NodeId(2), put());
+        let (execute, forward) = (std::mem::size_of_val(&execute), std::mem::size_of_val(&forward));
+        assert!(
+            execute < forward && execute <= 2048,
+            "execute's future is {execute} bytes (a forward's: {forward})"
+        );
     }
 }
