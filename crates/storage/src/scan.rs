@@ -179,3 +179,29 @@ pub(crate) fn find_record_after(
     }
     Ok(None)
 }
+
+/// Whether every byte of the file from `from` to its end is zero (the
+/// preallocated padding of a last segment, see [`crate::wal`]).
+pub(crate) fn all_zero(
+    file: &dyn VfsFile,
+    path: &Path,
+    from: u64,
+    chunk_bytes: u64,
+) -> Result<bool> {
+    let file_len = file.len().map_err(|e| Error::io("stat", path, e))?;
+    let mut window = Window::new(file, file_len, chunk_bytes);
+    let step = chunk_bytes.max(64);
+    let mut offset = from;
+    while offset < file_len {
+        let len = step.min(file_len - offset);
+        let bytes = window
+            .get(offset, len)
+            .map_err(|e| Error::io("read", path, e))?
+            .ok_or_else(|| Error::corrupt(path, offset, "file shrank while being read"))?;
+        if bytes.iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        offset += len;
+    }
+    Ok(true)
+}

@@ -53,6 +53,22 @@
 //! last record of the log cannot be told from a torn write; that record is
 //! cut off like one.)
 //!
+//! # Preallocation
+//!
+//! The last segment is kept zero-filled up to
+//! [`WalOptions::preallocate_bytes`] past its last record (the zeros are
+//! written with the records that reach the end of the filled part; the
+//! next sync makes them durable). An `fdatasync` after an append that grew
+//! the file must also commit the new size and blocks to the filesystem's
+//! journal; one after an append into bytes already written need not, which
+//! here made syncs about a quarter faster and cheaper in CPU (ext4 on a
+//! virtio disk; `fallocate` does not do it, since its unwritten extents
+//! change state on the first write). On open, zeros from the end of the last
+//! segment's records to the end of its file are this padding: the log ends
+//! there, nothing is reported torn, and the padding is kept for the next
+//! appends. A segment is cut back to its last record before a new one is
+//! started, so only the last segment is ever padded.
+//!
 //! Memory: the log keeps only a 4-byte offset per record (no payloads);
 //! reads go to the file in chunks of [`WalOptions::read_chunk_bytes`].
 
@@ -85,6 +101,10 @@ pub struct WalOptions {
     /// Bytes read per `read` call when scanning or reading records.
     /// Default 1 MiB.
     pub read_chunk_bytes: u64,
+    /// How far past its last record the last segment is kept zero-filled
+    /// (see the module docs; never past `segment_size_bytes` unless one
+    /// batch is larger). Default 1 MiB; 0 turns preallocation off.
+    pub preallocate_bytes: u64,
 }
 
 impl Default for WalOptions {
@@ -93,6 +113,7 @@ impl Default for WalOptions {
             segment_size_bytes: 64 << 20,
             max_batch_bytes: MAX_PAYLOAD_BYTES + 4096,
             read_chunk_bytes: 1 << 20,
+            preallocate_bytes: 1 << 20,
         }
     }
 }
@@ -110,6 +131,12 @@ impl WalOptions {
             return Err(Error::InvalidArgument(format!(
                 "max_batch_bytes {} is outside {RECORD_HEADER_LEN}..={MAX_SEGMENT_OR_BATCH_BYTES}",
                 self.max_batch_bytes
+            )));
+        }
+        if self.preallocate_bytes > MAX_SEGMENT_OR_BATCH_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "preallocate_bytes {} is over {MAX_SEGMENT_OR_BATCH_BYTES}",
+                self.preallocate_bytes
             )));
         }
         if self.read_chunk_bytes == 0 || self.read_chunk_bytes > MAX_SEGMENT_OR_BATCH_BYTES {
@@ -162,6 +189,10 @@ struct Segment {
     offsets: Vec<u32>,
     /// Bytes in use (the end of the last record).
     len: u64,
+    /// How far the file may extend: `len` plus the zero padding after it
+    /// (only the last segment has any; a padding write that failed may have
+    /// left less).
+    allocated: u64,
 }
 
 impl Segment {
@@ -424,6 +455,23 @@ impl Wal {
         segment.offsets.extend(starts.iter().map(|&s| (at + s) as u32));
         segment.len = at + buf.len() as u64;
         self.unsynced = true;
+        // Past the padding (or at its very end): pad again, once per
+        // `preallocate_bytes`, so the file grows in steps, not per append.
+        let target = (segment.len + self.options.preallocate_bytes)
+            .min(self.options.segment_size_bytes)
+            .min(u64::from(u32::MAX));
+        if segment.len >= segment.allocated && target > segment.len {
+            let from = segment.len;
+            let zeros = vec![0u8; (target - from) as usize];
+            // Padding is an optimisation: if it cannot be written (a full
+            // disk), the records stand, and appends past what was written
+            // extend the file as they would without it. The file may now
+            // end anywhere up to `target` (zeros written in part are
+            // padding like any other), which is what `allocated` bounds.
+            let _ = segment.file.write_all_at(&zeros, from);
+            segment.allocated = target;
+        }
+        segment.allocated = segment.allocated.max(segment.len);
         self.write_count += 1;
         Ok(first_index + starts.len() as u64 - 1)
     }
@@ -431,6 +479,8 @@ impl Wal {
     /// After a failed write at `len` in the last segment: cut the file back
     /// to `len` and make that durable, or poison the log if that fails.
     fn roll_back(&mut self, len: u64, cause: std::io::Error) -> Error {
+        let segment = self.segments.last_mut().expect("a segment was written");
+        segment.allocated = len;
         let segment = self.segments.last().expect("a segment was written");
         if let Err(e) = segment.file.set_len(len) {
             return self.poison.taint(Error::fatal(
@@ -452,6 +502,17 @@ impl Wal {
     /// whose first record will be `first_index`: temp file, header, fsync,
     /// rename, directory fsync.
     fn start_segment(&mut self, first_index: u64) -> Result<()> {
+        // Only the last segment may be padded: cut this one back to its last
+        // record, durably (with the sync below) before the next one exists.
+        if let Some(last) = self.segments.last_mut()
+            && last.allocated > last.len
+        {
+            last.file
+                .set_len(last.len)
+                .map_err(|e| self.poison.taint(Error::fatal("truncate", &last.path, e)))?;
+            last.allocated = last.len;
+            self.unsynced = true;
+        }
         self.sync_last()?;
         if self.segments.is_empty() {
             // Detached segments (see `purge`) go first; this segment's
@@ -478,6 +539,7 @@ impl Wal {
             first_index,
             offsets: Vec::new(),
             len: SEGMENT_HEADER_LEN,
+            allocated: SEGMENT_HEADER_LEN,
         });
         Ok(())
     }
@@ -589,6 +651,7 @@ impl Wal {
                 .map_err(|e| self.poison.taint(Error::fatal("truncate", &segment.path, e)))?;
             segment.offsets.truncate((from_index - segment.first_index) as usize);
             segment.len = cut;
+            segment.allocated = cut;
             self.unsynced = true;
         }
         self.sync_last()
@@ -872,6 +935,21 @@ fn recover_segment(
     }
     let scanned = scan::scan_records(&*file, path, first_index, chunk_bytes)?;
     let mut len = scanned.end;
+    let mut allocated = len;
+    if let Some(fault) = &scanned.fault
+        && is_last
+        && scan::all_zero(&*file, path, fault.offset, chunk_bytes)?
+    {
+        // The last segment's preallocated padding: the log ends here.
+        return Ok(Segment {
+            path: path.to_path_buf(),
+            file,
+            first_index,
+            offsets: scanned.offsets,
+            len,
+            allocated: scanned.file_len,
+        });
+    }
     if let Some(fault) = scanned.fault {
         if !is_last || !fault.could_be_torn {
             return Err(Error::corrupt(path, fault.offset, fault.reason));
@@ -898,8 +976,16 @@ fn recover_segment(
             reason: fault.reason,
         });
         len = fault.offset;
+        allocated = len;
     }
-    Ok(Segment { path: path.to_path_buf(), file, first_index, offsets: scanned.offsets, len })
+    Ok(Segment {
+        path: path.to_path_buf(),
+        file,
+        first_index,
+        offsets: scanned.offsets,
+        len,
+        allocated,
+    })
 }
 
 mod purge;

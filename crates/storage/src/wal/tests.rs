@@ -13,8 +13,18 @@ pub(super) fn dir() -> PathBuf {
     PathBuf::from("/node/wal")
 }
 
+/// Default options without preallocation.
+fn unpadded() -> WalOptions {
+    WalOptions { preallocate_bytes: 0, ..WalOptions::default() }
+}
+
 pub(super) fn small_segments() -> WalOptions {
-    WalOptions { segment_size_bytes: 256, max_batch_bytes: 64 << 10, read_chunk_bytes: 100 }
+    WalOptions {
+        segment_size_bytes: 256,
+        max_batch_bytes: 64 << 10,
+        read_chunk_bytes: 100,
+        preallocate_bytes: 96,
+    }
 }
 
 pub(super) fn open(fs: &FaultFs, options: &WalOptions) -> Result<(Wal, Recovered)> {
@@ -178,7 +188,8 @@ fn a_failed_fsync_is_fatal_and_poisons_the_log() {
 #[test]
 fn a_full_disk_fails_the_append_without_damaging_acknowledged_records() {
     let fs = FaultFs::new();
-    let (mut wal, _) = open(&fs, &WalOptions::default()).expect("open");
+    // Without padding: preallocated zeros would already hold the records.
+    let (mut wal, _) = open(&fs, &unpadded()).expect("open");
     append_range(&mut wal, 1, 10);
     assert_eq!(wal.sync().expect("sync"), 10);
     append_range(&mut wal, 11, 12); // written, not yet synced
@@ -227,7 +238,7 @@ fn a_full_disk_while_starting_a_segment_fails_cleanly() {
 #[test]
 fn a_torn_final_record_is_cut_off_and_reported() {
     let fs = FaultFs::new();
-    let (mut wal, _) = open(&fs, &WalOptions::default()).expect("open");
+    let (mut wal, _) = open(&fs, &unpadded()).expect("open");
     append_range(&mut wal, 1, 5);
     wal.sync().expect("sync");
     let path = dir().join(segment_file_name(1));
@@ -239,7 +250,7 @@ fn a_torn_final_record_is_cut_off_and_reported() {
     torn.extend_from_slice(&record[..record.len() / 2]);
     fs.write_durable(&path, &torn);
     drop(wal);
-    let (wal, recovered) = open(&fs, &WalOptions::default()).expect("reopen");
+    let (wal, recovered) = open(&fs, &unpadded()).expect("reopen");
     let tail = recovered.torn_tail.expect("a torn tail");
     assert_eq!((tail.path, tail.offset), (path.clone(), full.len() as u64));
     assert_eq!(tail.dropped_bytes, (record.len() / 2) as u64);
@@ -248,19 +259,102 @@ fn a_torn_final_record_is_cut_off_and_reported() {
 }
 
 #[test]
-fn zeros_after_the_last_record_are_a_torn_tail() {
+fn zeros_after_the_last_record_are_padding_kept_for_the_next_appends() {
     let fs = FaultFs::new();
     let (mut wal, _) = open(&fs, &WalOptions::default()).expect("open");
     append_range(&mut wal, 1, 5);
     wal.sync().expect("sync");
+    let path = dir().join(segment_file_name(1));
+    let records_end = wal.segments[0].len;
+    let padded = fs.read(&path).expect("segment");
+    assert_eq!(padded.len() as u64, records_end + WalOptions::default().preallocate_bytes);
+    assert!(padded[records_end as usize..].iter().all(|&b| b == 0), "the padding is zeros");
+    drop(wal);
+    let (mut wal, recovered) = open(&fs, &WalOptions::default()).expect("reopen");
+    assert_eq!(recovered.torn_tail, None, "padding is not a torn write");
+    assert_eq!(read_all(&wal), expected(1, 5));
+    assert_eq!(fs.read(&path).expect("segment"), padded, "the padding stays");
+    append_range(&mut wal, 6, 8);
+    wal.sync().expect("sync");
+    assert_eq!(fs.read(&path).expect("segment").len(), padded.len(), "written into the padding");
+    drop(wal);
+    let (wal, recovered) = open(&fs, &WalOptions::default()).expect("reopen");
+    assert_eq!(recovered.torn_tail, None);
+    assert_eq!(read_all(&wal), expected(1, 8));
+}
+
+#[test]
+fn a_torn_record_in_the_padding_is_cut_off_and_reported() {
+    let fs = FaultFs::new();
+    let (mut wal, _) = open(&fs, &WalOptions::default()).expect("open");
+    append_range(&mut wal, 1, 5);
+    wal.sync().expect("sync");
+    let records_end = wal.segments[0].len as usize;
     drop(wal);
     let path = dir().join(segment_file_name(1));
     let mut bytes = fs.read(&path).expect("segment");
-    bytes.extend_from_slice(&[0u8; 4096]);
+    let mut record = Vec::new();
+    encode_record(6, b"half written", &mut record);
+    let half = record.len() / 2;
+    bytes[records_end..records_end + half].copy_from_slice(&record[..half]);
     fs.write_durable(&path, &bytes);
     let (wal, recovered) = open(&fs, &WalOptions::default()).expect("reopen");
-    assert!(recovered.torn_tail.is_some());
+    let tail = recovered.torn_tail.expect("a torn tail");
+    assert_eq!(tail.offset, records_end as u64);
+    assert_eq!(tail.dropped_bytes, (bytes.len() - records_end) as u64);
     assert_eq!(read_all(&wal), expected(1, 5));
+    assert_eq!(fs.read(&path).expect("segment").len(), records_end, "cut back to the records");
+}
+
+#[test]
+fn only_the_last_segment_is_padded() {
+    let fs = FaultFs::new();
+    let (mut wal, _) = open(&fs, &small_segments()).expect("open");
+    while wal.segment_count() < 3 {
+        let next = wal.last_index() + 1;
+        append_range(&mut wal, next, next);
+    }
+    wal.sync().expect("sync");
+    for (k, segment) in wal.segments.iter().enumerate() {
+        let on_disk = fs.read(&segment.path).expect("segment").len() as u64;
+        if k + 1 < wal.segments.len() {
+            assert_eq!(on_disk, segment.len, "segment {k} was cut back to its records");
+        } else {
+            assert!(on_disk > segment.len, "the last segment is padded");
+        }
+    }
+    // Padding in a segment that is not the last is corruption.
+    let first = wal.segments[0].path.clone();
+    drop(wal);
+    let mut bytes = fs.read(&first).expect("segment");
+    bytes.extend_from_slice(&[0u8; 64]);
+    fs.write_durable(&first, &bytes);
+    let err = open(&fs, &small_segments()).expect_err("a padded middle segment");
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+}
+
+#[test]
+fn a_full_disk_while_padding_keeps_the_records() {
+    let fs = FaultFs::new();
+    let (mut wal, _) = open(&fs, &small_segments()).expect("open");
+    append_range(&mut wal, 1, 1);
+    wal.sync().expect("sync");
+    // Room for record 2 past the padding written so far, not for more zeros.
+    let path = dir().join(segment_file_name(1));
+    let on_disk = fs.read(&path).expect("segment").len() as u64;
+    fs.set_space_limit(Some(fs.used_bytes() + 8));
+    let mut record = Vec::new();
+    encode_record(2, &payload(2, 0), &mut record);
+    assert!(wal.segments[0].len + (record.len() as u64) <= on_disk + 8);
+    wal.append(2, &[payload(2, 0)]).expect("the record fits; its padding need not");
+    fs.set_space_limit(None);
+    assert_eq!(wal.sync().expect("sync"), 2);
+    append_range(&mut wal, 3, 4);
+    wal.sync().expect("sync");
+    drop(wal);
+    let (wal, recovered) = open(&fs, &small_segments()).expect("reopen");
+    assert_eq!(recovered.torn_tail, None);
+    assert_eq!(read_all(&wal), expected(1, 4));
 }
 
 #[test]
@@ -360,7 +454,10 @@ fn a_corrupt_record_found_by_a_read_poisons_the_log() {
 #[test]
 fn a_crash_after_creating_a_segment_leaves_no_empty_segment() {
     let fs = FaultFs::new();
-    let (mut wal, _) = open(&fs, &small_segments()).expect("open");
+    // Unpadded: the empty segment below is written by hand, without the
+    // cut of the segment before it that `start_segment` makes first.
+    let options = WalOptions { preallocate_bytes: 0, ..small_segments() };
+    let (mut wal, _) = open(&fs, &options).expect("open");
     append_range(&mut wal, 1, 8);
     wal.sync().expect("sync");
     // Fill past the segment size, then start a segment whose first write
@@ -374,7 +471,7 @@ fn a_crash_after_creating_a_segment_leaves_no_empty_segment() {
     drop(wal);
     let empty = dir().join(segment_file_name(last + 1));
     fs.write_durable(&empty, &encode_segment_header(last + 1));
-    let (wal, recovered) = open(&fs, &small_segments()).expect("reopen");
+    let (wal, recovered) = open(&fs, &options).expect("reopen");
     assert_eq!(recovered.removed_files, vec![empty]);
     assert_eq!(read_all(&wal), expected(1, last));
 }

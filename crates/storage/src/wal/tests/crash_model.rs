@@ -68,7 +68,12 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn options() -> WalOptions {
-    WalOptions { segment_size_bytes: 200, max_batch_bytes: 64 << 10, read_chunk_bytes: 64 }
+    WalOptions {
+        segment_size_bytes: 200,
+        max_batch_bytes: 64 << 10,
+        read_chunk_bytes: 64,
+        preallocate_bytes: 80,
+    }
 }
 
 /// What the caller knows.
