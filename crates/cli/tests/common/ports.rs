@@ -10,6 +10,7 @@
 //! free before it is handed out.
 
 use std::net::TcpListener;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// First port handed out (inclusive).
@@ -35,12 +36,16 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// The first port of the kernel's ephemeral range (32768 if unreadable).
+/// The first port of the kernel's ephemeral range (32768 if unreadable),
+/// read once per process.
 fn ephemeral_low() -> u32 {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(HIGH)
+    static LOW_EPHEMERAL: OnceLock<u32> = OnceLock::new();
+    *LOW_EPHEMERAL.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(HIGH)
+    })
 }
 
 #[test]
