@@ -363,6 +363,70 @@ impl PbftClient {
     }
 }
 
+/// Lease requests through PBFT. Each is ordered and executed at its
+/// batch's agreed time (the `now` sent here is ignored by the replicas), so
+/// f+1 replicas answer alike, and none of them alone picks a deadline.
+impl PbftClient {
+    /// `Lease.LeaseGrant`: the lease id and its TTL in seconds.
+    pub async fn lease_grant(&mut self, ttl: i64, id: i64) -> Result<(i64, i64), Failure> {
+        let request = synod_kv::LeaseGrantRequest { ttl, id };
+        match self.execute(&KvCommand::LeaseGrant { request, now: stamp() }).await? {
+            KvResponse::LeaseGrant(g) => Ok((g.id, g.ttl)),
+            _ => Err(unexpected("lease grant")),
+        }
+    }
+
+    /// `Lease.LeaseRevoke`.
+    pub async fn lease_revoke(&mut self, id: i64) -> Result<(), Failure> {
+        let request = synod_kv::LeaseRevokeRequest { id };
+        match self.execute(&KvCommand::LeaseRevoke(request)).await? {
+            KvResponse::LeaseRevoke(_) => Ok(()),
+            _ => Err(unexpected("lease revoke")),
+        }
+    }
+
+    /// One `Lease.LeaseKeepAlive`: the renewed TTL, 0 when the lease is
+    /// gone (as etcd answers).
+    pub async fn lease_keep_alive(&mut self, id: i64) -> Result<i64, Failure> {
+        let request = synod_kv::LeaseKeepAliveRequest { id };
+        match self.execute(&KvCommand::LeaseKeepAlive { request, now: stamp() }).await {
+            Ok(KvResponse::LeaseKeepAlive(k)) => Ok(k.ttl),
+            Ok(_) => Err(unexpected("lease keep-alive")),
+            Err(Failure::Cluster(why)) if why == LEASE_NOT_FOUND => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `Lease.LeaseTimeToLive`, ordered: remaining TTL (-1 when the lease
+    /// is gone, as etcd answers), granted TTL, and the attached keys.
+    pub async fn lease_time_to_live(
+        &mut self,
+        id: i64,
+        keys: bool,
+    ) -> Result<(i64, i64, Vec<Vec<u8>>), Failure> {
+        let request = synod_kv::LeaseTimeToLiveRequest { id, keys };
+        match self.execute(&KvCommand::LeaseTimeToLive { request, now: stamp() }).await {
+            Ok(KvResponse::LeaseTimeToLive(t)) => {
+                Ok((t.ttl, t.granted_ttl, t.keys.iter().map(|k| k.to_vec()).collect()))
+            }
+            Ok(_) => Err(unexpected("lease time-to-live")),
+            Err(Failure::Cluster(why)) if why == LEASE_NOT_FOUND => Ok((-1, 0, Vec::new())),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The `now` a client writes into a lease command: its own clock, which
+/// PBFT replicas replace with the batch's agreed time.
+fn stamp() -> synod_core::Time {
+    synod_core::Time(now_micros())
+}
+
+/// How [`PbftClient::execute`] reports an unknown lease that f+1 replicas
+/// agree on (`KvError::LeaseNotFound`); compared whole, so that a replica's
+/// own error text (which may be a lie) never passes for it.
+const LEASE_NOT_FOUND: &str = "error: etcdserver: requested lease not found";
+
 /// How a replica refuses a request older than its client's session
 /// (`synod_pbft`'s `ProposeError::Rejected`, as `synodpb.Pbft` words it).
 const STALE: &str = "synod: stale request";

@@ -533,6 +533,78 @@ async fn synod_kv_takes_f_plus_1_matching_replies_outvoting_a_liar_with_a_replic
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("required revision has been compacted"), "{err}");
 
+    // Leases through f+1 (the liar forges every lease answer: ids and TTLs
+    // shifted, validly signed). Each lease command executes at its batch's
+    // agreed time, so the correct replicas' answers match exactly.
+    let lease = |args: &[&str]| {
+        let out = Command::new(synod())
+            .current_dir(&dir)
+            .args(["lease", "--endpoints", &all, "--timeout-ms", "15000"])
+            .arg("--pbft-client-key")
+            .arg(dir.join("c1.keys"))
+            .args(args)
+            .output()
+            .expect("synod lease");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = lease(&["grant", "30"]);
+    assert!(ok && out.ends_with(" granted with TTL(30s)\n"), "{out}{err}\n{}", cluster.logs());
+    let id = out.trim_start_matches("lease ").split(' ').next().expect("an id").to_string();
+    let (ok, out, err) = lease(&["keep-alive", &id, "--once"]);
+    assert_eq!(
+        (ok, out.as_str()),
+        (true, format!("lease {id} keepalived with TTL(30)\n").as_str()),
+        "{err}"
+    );
+    assert_eq!(cluster.kv(&all, &["put", "k5", "v5", "--lease", &id]), "OK\n");
+    let (ok, out, err) = lease(&["timetolive", &id, "--keys"]);
+    let prefix = format!("lease {id} granted with TTL(30s), remaining(");
+    assert!(
+        ok && out.starts_with(&prefix) && out.ends_with("s), attached keys([k5])\n"),
+        "{out}{err}"
+    );
+    let remaining: i64 =
+        out[prefix.len()..].split('s').next().and_then(|r| r.parse().ok()).expect("remaining");
+    assert!((20..=30).contains(&remaining), "{out}");
+    // The liar, asked alone, does forge a lease answer.
+    let lease_id = i64::from_str_radix(&id, 16).expect("hex id");
+    let ttl = synod_kv::KvCommand::LeaseTimeToLive {
+        request: synod_kv::LeaseTimeToLiveRequest { id: lease_id, keys: false },
+        now: synod_core::Time(0),
+    };
+    let seq = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_micros() as u64;
+    let op = synod_pbft::request::seal(&keys.signing, keys.client, seq, &ttl.encode());
+    let reply = PbftClient::new(rpc_channel(&cluster.endpoint(liar)))
+        .submit(SubmitRequest { client: keys.client.0, seq, op: op.to_vec() })
+        .await
+        .expect("the liar answers")
+        .into_inner();
+    match synod_kv::decode_result(&reply.result) {
+        Ok(Ok(synod_kv::KvResponse::LeaseTimeToLive(t))) => {
+            assert!(t.ttl >= synod_node::pbft_service::FORGED_TTL_SECS, "{t:?}")
+        }
+        other => panic!("not a forged time-to-live: {other:?}"),
+    }
+    // Revoked through f+1: the attached key goes, the lease is gone.
+    let (ok, out, err) = lease(&["revoke", &id]);
+    assert_eq!((ok, out.as_str()), (true, format!("lease {id} revoked\n").as_str()), "{err}");
+    assert_eq!(cluster.kv(&all, &["get", "k5"]), "");
+    let (ok, out, err) = lease(&["timetolive", &id]);
+    assert_eq!(
+        (ok, out.as_str()),
+        (true, format!("lease {id} already expired\n").as_str()),
+        "{err}"
+    );
+    let (ok, out, _) = lease(&["keep-alive", &id, "--once"]);
+    assert!(!ok && out.contains("expired or revoked"), "{out}");
+
     // `synod up`'s default key location is found without the flag...
     let cwd = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir(cwd.path().join("synod-data")).expect("mkdir");
@@ -557,6 +629,15 @@ async fn synod_kv_takes_f_plus_1_matching_replies_outvoting_a_liar_with_a_replic
     let empty = tempfile::tempdir().expect("tempdir");
     let (ok, _, err) = synod_kv(empty.path(), &all, false, &["get", "k2"]);
     assert!(!ok && err.contains("--pbft-client-key"), "{err}");
+    // `synod lease` takes the same f+1 path (so it needs a key too; the
+    // answers above were outvoted, not one replica's).
+    let out = Command::new(synod())
+        .current_dir(empty.path())
+        .args(["lease", "--endpoints", &all, "timetolive", &id])
+        .output()
+        .expect("synod lease");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--pbft-client-key"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
