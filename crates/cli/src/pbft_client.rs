@@ -173,6 +173,11 @@ impl PbftClient {
         Ok(PbftClient { keys, replicas, next_seq: now_micros(), timeout, dropped: 0 })
     }
 
+    /// How many replicas the key file names (n).
+    pub fn replica_count(&self) -> usize {
+        self.keys.replicas.len()
+    }
+
     /// Orders `command` and returns its result once f+1 replicas agree.
     pub async fn execute(&mut self, command: &KvCommand) -> Result<KvResponse, Failure> {
         let seq = self.next_seq;

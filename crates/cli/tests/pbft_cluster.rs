@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use synod_etcdpb::etcdserverpb as pb;
+use synod_etcdpb::etcdserverpb::cluster_client::ClusterClient;
 use synod_etcdpb::etcdserverpb::kv_client::KvClient;
 use synod_etcdpb::etcdserverpb::lease_client::LeaseClient;
 
@@ -604,6 +605,36 @@ async fn synod_kv_takes_f_plus_1_matching_replies_outvoting_a_liar_with_a_replic
     );
     let (ok, out, _) = lease(&["keep-alive", &id, "--once"]);
     assert!(!ok && out.contains("expired or revoked"), "{out}");
+
+    // `synod member list`: the list f+1 replicas return alike. The liar
+    // lists a member that does not exist; asked alone (a plain etcd
+    // client) it shows it, through f+1 it is outvoted. (One correct
+    // replica is down: the liar's list and the two correct ones' are the
+    // only answers, and the correct ones make f+1.)
+    let member_list = |endpoints: &str| {
+        Command::new(synod())
+            .current_dir(&dir)
+            .args(["member", "--endpoints", endpoints, "--timeout-ms", "5000"])
+            .arg("--pbft-client-key")
+            .arg(dir.join("c1.keys"))
+            .arg("list")
+            .output()
+            .expect("synod member list")
+    };
+    let out = member_list(&all);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(text.lines().count(), N, "{text}");
+    assert!(!text.contains("forged"), "{text}");
+    let liar_list = ClusterClient::new(rpc_channel(&cluster.endpoint(liar)))
+        .member_list(pb::MemberListRequest::default())
+        .await
+        .expect("the liar answers")
+        .into_inner();
+    assert!(liar_list.members.iter().any(|m| m.name.starts_with("forged")), "{liar_list:?}");
+    // One endpoint is not enough to outvote anyone.
+    let out = member_list(&cluster.endpoint(liar));
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 
     // `synod up`'s default key location is found without the flag...
     let cwd = tempfile::tempdir().expect("tempdir");

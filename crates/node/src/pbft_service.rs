@@ -27,7 +27,8 @@
 //! path: it answers every request with a result it made up (a read's or an
 //! events batch's values replaced, a lease answer's id and TTLs changed,
 //! any other answer turned into an error), validly signed
-//! — what a Byzantine replica could do. It is logged loudly at start; tests
+//! — what a Byzantine replica could do. It also lists a member that does
+//! not exist in its etcd `MemberList` answers. It is logged loudly at start; tests
 //! use it to show that the client outvotes one lying replica.
 
 use crate::driver::{ClientError, ClientRequest, NodeStatus};
