@@ -606,6 +606,46 @@ async fn synod_kv_takes_f_plus_1_matching_replies_outvoting_a_liar_with_a_replic
     let (ok, out, _) = lease(&["keep-alive", &id, "--once"]);
     assert!(!ok && out.contains("expired or revoked"), "{out}");
 
+    // `synod lock` on PBFT: etcd's recipe through f+1 (lease, put, polls).
+    // A holder (key c2) runs a command for a while; a second locker (key
+    // c1) waits for it, then runs with a larger fencing token; both
+    // release their keys.
+    let lock = |key: &str, script: &str| {
+        let mut c = Command::new(synod());
+        c.current_dir(&dir)
+            .args(["lock", "--endpoints", &all, "--timeout-ms", "15000", "--ttl", "10"])
+            .arg("--pbft-client-key")
+            .arg(dir.join(key))
+            .args(["L", "--", "sh", "-c", script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    };
+    let mut first = KillOnDrop(Some(
+        lock("c2.keys", "echo \"$ETCD_LOCK_REV\"; sleep 2; touch first-done")
+            .spawn()
+            .expect("lock"),
+    ));
+    let deadline = Instant::now() + WAIT;
+    while cluster.kv(&all, &["get", "L/", "--prefix", "--keys-only"]).is_empty() {
+        assert!(Instant::now() < deadline, "the first locker never held L\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The first holder's command ends (first-done) before it releases, so
+    // the second command finds the file only if it waited.
+    let second_script = "test -e first-done && echo \"$ETCD_LOCK_KEY $ETCD_LOCK_REV\"";
+    let out = lock("c1.keys", second_script).output().expect("lock");
+    assert!(out.status.success(), "ran too early? {}", String::from_utf8_lossy(&out.stderr));
+    let first = first.0.take().expect("ran").wait_with_output().expect("first locker");
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let first_token: i64 =
+        String::from_utf8_lossy(&first.stdout).trim().parse().expect("the first token");
+    let second = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (second_key, second_token) = second.trim().split_once(' ').expect("key and token");
+    assert!(second_key.starts_with("L/"), "{second}");
+    assert!(second_token.parse::<i64>().expect("token") > first_token, "{second}");
+    assert_eq!(cluster.kv(&all, &["get", "L/", "--prefix"]), "", "both released");
+
     // `synod member list`: the list f+1 replicas return alike. The liar
     // lists a member that does not exist; asked alone (a plain etcd
     // client) it shows it, through f+1 it is outvoted. (One correct
