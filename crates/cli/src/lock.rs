@@ -25,11 +25,11 @@
 //! be reached, 2 bad usage; with a command, the command's own exit code.
 
 use crate::client::{self, ClientOpts, Failure, emit, text, within};
-use crate::pbft_client::{self, PbftClient};
+use crate::pbft_client::{self, LeaseKeeper, PbftClient};
 use crate::session::Session;
 use clap::Args;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use synod_etcdpb::etcdserverpb as pb;
 use synod_etcdpb::etcdserverpb::RangeRequest;
 use synod_etcdpb::etcdserverpb::kv_client::KvClient;
@@ -107,13 +107,8 @@ pub const PBFT_POLL: Duration = Duration::from_millis(200);
 
 /// `synod lock` on PBFT (see the module doc).
 async fn execute_pbft(mut pbft: PbftClient, args: &LockArgs) -> Result<(), Failure> {
-    let (lease, ttl) = pbft.lease_grant(args.ttl, 0).await?;
-    let mut keeper = Keeper {
-        lease,
-        every: Duration::from_millis((ttl.max(1) as u64 * 1000 / 3).max(500)),
-        renew_at: Instant::now(),
-    };
-    keeper.renew_at += keeper.every;
+    let mut keeper = LeaseKeeper::grant(&mut pbft, args.ttl).await?;
+    let lease = keeper.lease;
     let held = pbft_lock_and_hold(&mut pbft, args, &mut keeper).await;
     // Revoking the lease deletes the key: the lock is released at once.
     let revoked = pbft.lease_revoke(lease).await;
@@ -121,70 +116,60 @@ async fn execute_pbft(mut pbft: PbftClient, args: &LockArgs) -> Result<(), Failu
     revoked
 }
 
-/// The session lease of a PBFT lock, renewed through f+1 every third of
-/// its TTL by whoever holds the client between its other requests (one
-/// client key orders its requests one at a time).
-struct Keeper {
-    lease: i64,
-    every: Duration,
-    renew_at: Instant,
-}
-
-impl Keeper {
-    /// Renews the lease if it is due; fails if it is gone.
-    async fn renew_if_due(&mut self, pbft: &mut PbftClient) -> Result<(), Failure> {
-        if Instant::now() < self.renew_at {
-            return Ok(());
-        }
-        if pbft.lease_keep_alive(self.lease).await? <= 0 {
-            return Err(Failure::Cluster(
-                "lost the session lease: the lock is not (or no longer) held".into(),
-            ));
-        }
-        self.renew_at = Instant::now() + self.every;
-        Ok(())
-    }
-}
-
-async fn pbft_lock_and_hold(
+/// etcd's recipe for locks and elections on PBFT, every step through f+1:
+/// puts `key` = `value` with the keeper's lease (a new key: its create
+/// revision, the put's revision, is returned), then polls every
+/// [`PBFT_POLL`], renewing the lease, until no key under `prefix` has a
+/// smaller create revision. Ctrl-C gives up.
+pub(crate) async fn pbft_take_turn(
     pbft: &mut PbftClient,
-    args: &LockArgs,
-    keeper: &mut Keeper,
-) -> Result<(), Failure> {
-    let mut prefix = args.name.clone().into_bytes();
-    prefix.push(b'/');
-    let mut key = prefix.clone();
-    key.extend_from_slice(format!("{:x}", keeper.lease).as_bytes());
-    let put = pb::PutRequest { key: key.clone(), lease: keeper.lease, ..Default::default() };
-    // The key is new (the lease is): its create revision is this put's.
+    keeper: &mut LeaseKeeper,
+    prefix: &[u8],
+    key: &[u8],
+    value: Vec<u8>,
+) -> Result<i64, Failure> {
+    let mut interrupted = pbft_client::armed_ctrl_c().await;
+    let put =
+        pb::PutRequest { key: key.to_vec(), value, lease: keeper.lease, ..Default::default() };
     let token = pbft
         .put(put)
         .await?
         .header
         .map(|h| h.revision)
         .ok_or_else(|| Failure::Cluster("error: a put answer without a revision".into()))?;
-    let interrupted = tokio::signal::ctrl_c();
-    tokio::pin!(interrupted);
     loop {
         let ahead = pb::RangeRequest {
-            key: prefix.clone(),
-            range_end: client::prefix_end(&prefix),
+            key: prefix.to_vec(),
+            range_end: client::prefix_end(prefix),
             max_create_revision: token - 1,
             limit: 1,
             keys_only: true,
             ..Default::default()
         };
         if pbft.range(ahead).await?.kvs.is_empty() {
-            break;
+            return Ok(token);
         }
         keeper.renew_if_due(pbft).await?;
         tokio::select! {
             _ = tokio::time::sleep(PBFT_POLL) => {}
             _ = &mut interrupted => {
-                return Err(Failure::Cluster("interrupted while waiting for the lock".into()));
+                return Err(Failure::Cluster("interrupted while waiting for our turn".into()));
             }
         }
     }
+}
+
+async fn pbft_lock_and_hold(
+    pbft: &mut PbftClient,
+    args: &LockArgs,
+    keeper: &mut LeaseKeeper,
+) -> Result<(), Failure> {
+    let mut prefix = args.name.clone().into_bytes();
+    prefix.push(b'/');
+    let mut key = prefix.clone();
+    key.extend_from_slice(format!("{:x}", keeper.lease).as_bytes());
+    let token = pbft_take_turn(pbft, keeper, &prefix, &key, Vec::new()).await?;
+    let mut interrupted = pbft_client::armed_ctrl_c().await;
     let Some((program, program_args)) = args.command.split_first() else {
         emit(&format!("{}\n", text(&key)));
         loop {

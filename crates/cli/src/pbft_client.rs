@@ -421,6 +421,56 @@ impl PbftClient {
     }
 }
 
+/// A session lease on PBFT (for `synod lock` and `synod elect`), renewed
+/// through f+1 every third of its TTL by whoever holds the client, between
+/// its other requests (one client key orders its requests one at a time).
+pub struct LeaseKeeper {
+    /// The lease id.
+    pub lease: i64,
+    every: Duration,
+    /// When the next renewal is due.
+    pub renew_at: Instant,
+}
+
+impl LeaseKeeper {
+    /// Grants a lease of `ttl_s` seconds through `pbft`.
+    pub async fn grant(pbft: &mut PbftClient, ttl_s: i64) -> Result<LeaseKeeper, Failure> {
+        let (lease, ttl) = pbft.lease_grant(ttl_s, 0).await?;
+        let every = Duration::from_millis((ttl.max(1) as u64 * 1000 / 3).max(500));
+        Ok(LeaseKeeper { lease, every, renew_at: Instant::now() + every })
+    }
+
+    /// Renews the lease if it is due; fails if it is gone.
+    pub async fn renew_if_due(&mut self, pbft: &mut PbftClient) -> Result<(), Failure> {
+        if Instant::now() < self.renew_at {
+            return Ok(());
+        }
+        if pbft.lease_keep_alive(self.lease).await? <= 0 {
+            return Err(Failure::Cluster("lost the session lease".into()));
+        }
+        self.renew_at = Instant::now() + self.every;
+        Ok(())
+    }
+}
+
+/// A Ctrl-C future with its handler installed now (tokio installs it when
+/// the future is first polled): a SIGINT that arrives after this returns is
+/// caught, never the default (fatal) action, even before the caller first
+/// waits on it.
+pub async fn armed_ctrl_c() -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> {
+    let mut f: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
+        Box::pin(tokio::signal::ctrl_c());
+    let fired = tokio::select! {
+        biased;
+        r = &mut f => Some(r),
+        _ = std::future::ready(()) => None,
+    };
+    match fired {
+        Some(r) => Box::pin(std::future::ready(r)),
+        None => f,
+    }
+}
+
 /// The `now` a client writes into a lease command: its own clock, which
 /// PBFT replicas replace with the batch's agreed time.
 fn stamp() -> synod_core::Time {

@@ -646,6 +646,48 @@ async fn synod_kv_takes_f_plus_1_matching_replies_outvoting_a_liar_with_a_replic
     assert!(second_token.parse::<i64>().expect("token") > first_token, "{second}");
     assert_eq!(cluster.kv(&all, &["get", "L/", "--prefix"]), "", "both released");
 
+    // `synod elect` on PBFT: a candidate (key c2) leads and prints its key
+    // and proposal; a listener (key c1) sees it through f+1; on Ctrl-C the
+    // candidate resigns (its key is gone).
+    let elect = |key: &str, args: &[&str]| {
+        let mut c = Command::new(synod());
+        c.current_dir(&dir)
+            .args(["elect", "--endpoints", &all, "--timeout-ms", "15000", "--ttl", "10"])
+            .arg("--pbft-client-key")
+            .arg(dir.join(key))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        KillOnDrop(Some(c.spawn().expect("synod elect")))
+    };
+    // The first two lines a child prints, within WAIT.
+    let first_lines = |child: &mut KillOnDrop| {
+        use std::io::BufRead;
+        let stdout = child.child().stdout.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            let two: Vec<String> = lines.by_ref().take(2).map_while(Result::ok).collect();
+            let _ = tx.send(two);
+        });
+        rx.recv_timeout(WAIT).unwrap_or_default()
+    };
+    let interrupt = |child: &mut KillOnDrop| {
+        let pid = child.child().id().to_string();
+        let sent = Command::new("kill").args(["-INT", &pid]).status().expect("kill");
+        assert!(sent.success());
+        let out = child.0.take().expect("running").wait_with_output().expect("exit");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let mut candidate = elect("c2.keys", &["E", "alice"]);
+    let led = first_lines(&mut candidate);
+    assert!(led.len() == 2 && led[0].starts_with("E/") && led[1] == "alice", "{led:?}");
+    let mut listener = elect("c1.keys", &["E", "--listen"]);
+    assert_eq!(first_lines(&mut listener), led, "the listener sees the leader");
+    interrupt(&mut listener);
+    interrupt(&mut candidate);
+    assert_eq!(cluster.kv(&all, &["get", "E/", "--prefix"]), "", "resigned");
+
     // `synod member list`: the list f+1 replicas return alike. The liar
     // lists a member that does not exist; asked alone (a plain etcd
     // client) it shows it, through f+1 it is outvoted. (One correct
