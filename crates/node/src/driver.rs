@@ -422,7 +422,9 @@ where
         let start = Instant::now();
         let clock = crate::clock::NodeClock::new(P::AGREED_CLOCK);
         let seed = rand::random::<u64>();
-        let core = P::recover(config.node_id, &core_config, &durable, seed, clock.now());
+        // Raft and Paxos recover at their clock's zero, as they always did.
+        let recovered_at = if P::AGREED_CLOCK { clock.now() } else { Time::ZERO };
+        let core = P::recover(config.node_id, &core_config, &durable, seed, recovered_at);
         // A fixed client id (PBFT's proxy client) outlives this process: its
         // sequence numbers continue from the clock, above any used before.
         fn first_seq(fixed_client: bool) -> u64 {

@@ -37,7 +37,7 @@ impl SimProtocol for PbftNode {
     }
 
     /// δ ([`Config::max_clock_skew`]) covers the run's worst clock skew
-    /// ([`crate::sim::max_clock_skew`]): a correct primary's timestamps are
+    /// (`sim::max_clock_skew`): a correct primary's timestamps are
     /// never refused for the simulated clocks alone.
     fn configure_clock_skew(config: &mut Config, max_skew: Duration) {
         config.max_clock_skew = max_skew;
