@@ -3,11 +3,19 @@
 //! (`lease 694d77aa9e38260f granted with TTL(10s)`, ...). Lease ids are
 //! printed and read in hexadecimal, as etcdctl does.
 //!
+//! On a PBFT cluster, grant, revoke, keep-alive and ttl go through Synod's
+//! PBFT client ([`crate::pbft_client`], as `synod kv` does): signed, sent to
+//! every replica, and taken only when f+1 replicas agree. Each is ordered
+//! and executed at its batch's agreed time (the primary's timestamp, which
+//! correct backups check against their own clocks), so every replica
+//! answers the same. `list` still reads one replica (the etcd API).
+//!
 //! Exit codes: 0 success, 1 the cluster answered with an error or could not
 //! be reached (or, for `keep-alive`, the lease expired or was revoked), 2 bad
 //! usage.
 
 use crate::client::{self, ClientOpts, Failure, emit, parse_lease, text, within};
+use crate::pbft_client::{self, PbftClient};
 use clap::{Args, Subcommand};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -74,6 +82,11 @@ pub fn run(args: LeaseArgs) -> ExitCode {
 
 async fn execute(args: LeaseArgs) -> Result<(), Failure> {
     let timeout = args.client.timeout();
+    if !matches!(args.op, LeaseOp::List)
+        && let Some(pbft) = pbft_client::choose(&args.client).await?
+    {
+        return execute_pbft(pbft, args.op).await;
+    }
     let channel = client::connect(&args.client.endpoints, timeout).await?;
     let mut lease = LeaseClient::new(channel.clone());
     match args.op {
@@ -99,6 +112,46 @@ async fn execute(args: LeaseArgs) -> Result<(), Failure> {
             }
             emit(&out);
         }
+    }
+    Ok(())
+}
+
+/// `synod lease` on PBFT, every answer vouched for by f+1 replicas.
+async fn execute_pbft(mut pbft: PbftClient, op: LeaseOp) -> Result<(), Failure> {
+    match op {
+        LeaseOp::Grant { ttl } => {
+            let (id, ttl) = pbft.lease_grant(ttl, 0).await?;
+            emit(&format!("lease {id:016x} granted with TTL({ttl}s)\n"));
+        }
+        LeaseOp::Revoke { id } => {
+            pbft.lease_revoke(id).await?;
+            emit(&format!("lease {id:016x} revoked\n"));
+        }
+        LeaseOp::KeepAlive { id, once } => {
+            let interrupted = tokio::signal::ctrl_c();
+            tokio::pin!(interrupted);
+            loop {
+                let ttl = pbft.lease_keep_alive(id).await?;
+                if ttl <= 0 {
+                    emit(&format!("lease {id:016x} expired or revoked.\n"));
+                    return Err(Failure::Cluster(format!("lease {id:016x} is gone")));
+                }
+                emit(&format!("lease {id:016x} keepalived with TTL({ttl})\n"));
+                if once {
+                    return Ok(());
+                }
+                let every = Duration::from_millis((ttl as u64 * 1000 / 3).max(500));
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = &mut interrupted => return Ok(()),
+                }
+            }
+        }
+        LeaseOp::Ttl { id, keys } => {
+            let (ttl, granted, attached) = pbft.lease_time_to_live(id, keys).await?;
+            emit(&format_ttl(id, ttl, granted, keys.then_some(&attached[..])));
+        }
+        LeaseOp::List => unreachable!("list reads one replica"),
     }
     Ok(())
 }

@@ -7,10 +7,18 @@
 //! prints `ETCD_INITIAL_CLUSTER...` there); `remove`, `promote` and
 //! `update` print etcdctl's one-line confirmations.
 //!
+//! On a PBFT cluster (a PBFT client key found, as `synod kv` finds it),
+//! `list` asks every `--endpoints` replica through the Cluster API and
+//! prints the list only when f+1 of them returned the same one (PBFT
+//! membership is static, so correct replicas agree): one lying replica
+//! cannot make it up. The answers are not signed, so the f+1 are counted
+//! by endpoint: give the replicas' own client addresses (all n of them).
+//!
 //! Exit codes: 0 success, 1 the cluster answered with an error or could not
 //! be reached, 2 bad usage.
 
 use crate::client::{self, ClientOpts, Failure, emit, within};
+use crate::pbft_client;
 use clap::{Args, Subcommand};
 use std::process::ExitCode;
 use synod_etcdpb::etcdserverpb::cluster_client::ClusterClient;
@@ -86,6 +94,13 @@ pub fn run(args: MemberArgs) -> ExitCode {
 async fn execute(args: MemberArgs) -> Result<(), Failure> {
     let timeout = args.client.timeout();
     let channel = client::connect(&args.client.endpoints, timeout).await?;
+    if matches!(args.op, MemberOp::List { .. })
+        && let Some(pbft) = pbft_client::choose(&args.client).await?
+    {
+        let members = agreed_members(&args.client.endpoints, pbft.replica_count(), timeout).await?;
+        emit(&members.iter().map(format_member).collect::<String>());
+        return Ok(());
+    }
     match args.op {
         MemberOp::List { linearizable } => {
             let r = within(
@@ -145,6 +160,64 @@ async fn execute(args: MemberArgs) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// The member list f+1 of `endpoints` return alike, on a PBFT cluster of
+/// `n` replicas (each list sorted by id before comparing; headers, which
+/// name the answering member, are left out).
+async fn agreed_members(
+    endpoints: &[String],
+    n: usize,
+    timeout: std::time::Duration,
+) -> Result<Vec<Member>, Failure> {
+    let needed = synod_core::quorum::byzantine_reply_quorum(n);
+    let mut distinct: Vec<&String> = Vec::new();
+    for e in endpoints {
+        if !distinct.contains(&e) {
+            distinct.push(e);
+        }
+    }
+    if distinct.len() < needed {
+        return Err(Failure::Usage(format!(
+            "member list on PBFT takes the list f+1 = {needed} replicas agree on: give at least \
+             {needed} replica endpoints (all {n} is best), not {}",
+            distinct.len()
+        )));
+    }
+    let mut calls = tokio::task::JoinSet::new();
+    for e in distinct {
+        let endpoint = vec![e.clone()];
+        calls.spawn(async move {
+            let channel = client::connect(&endpoint, timeout).await.map_err(Failure::Cluster)?;
+            let request = MemberListRequest { linearizable: false };
+            let r = within(timeout, ClusterClient::new(channel).member_list(request)).await?;
+            let mut members = r.members;
+            members.sort_by_key(|m| m.id);
+            Ok::<_, Failure>(members)
+        });
+    }
+    let mut answers: Vec<(Vec<Member>, usize)> = Vec::new();
+    let mut failed = Vec::new();
+    while let Some(done) = calls.join_next().await {
+        match done {
+            Ok(Ok(members)) => match answers.iter_mut().find(|(m, _)| *m == members) {
+                Some((_, votes)) => *votes += 1,
+                None => answers.push((members, 1)),
+            },
+            Ok(Err(Failure::Usage(e) | Failure::Cluster(e))) => failed.push(e),
+            Ok(Err(Failure::Exit(code))) => failed.push(format!("exit {code}")),
+            Err(e) => failed.push(e.to_string()),
+        }
+        if let Some((members, _)) = answers.iter().find(|(_, votes)| *votes >= needed) {
+            return Ok(members.clone());
+        }
+    }
+    Err(Failure::Cluster(format!(
+        "error: no member list that f+1 = {needed} replicas agree on ({} different lists{}{})",
+        answers.len(),
+        if failed.is_empty() { "" } else { "; " },
+        failed.join("; ")
+    )))
 }
 
 /// The `synod serve` config of a member that joins: its id, `join = true`,

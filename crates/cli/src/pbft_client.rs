@@ -173,6 +173,11 @@ impl PbftClient {
         Ok(PbftClient { keys, replicas, next_seq: now_micros(), timeout, dropped: 0 })
     }
 
+    /// How many replicas the key file names (n).
+    pub fn replica_count(&self) -> usize {
+        self.keys.replicas.len()
+    }
+
     /// Orders `command` and returns its result once f+1 replicas agree.
     pub async fn execute(&mut self, command: &KvCommand) -> Result<KvResponse, Failure> {
         let seq = self.next_seq;
@@ -362,6 +367,120 @@ impl PbftClient {
         }
     }
 }
+
+/// Lease requests through PBFT. Each is ordered and executed at its
+/// batch's agreed time (the `now` sent here is ignored by the replicas), so
+/// f+1 replicas answer alike, and none of them alone picks a deadline.
+impl PbftClient {
+    /// `Lease.LeaseGrant`: the lease id and its TTL in seconds.
+    pub async fn lease_grant(&mut self, ttl: i64, id: i64) -> Result<(i64, i64), Failure> {
+        let request = synod_kv::LeaseGrantRequest { ttl, id };
+        match self.execute(&KvCommand::LeaseGrant { request, now: stamp() }).await? {
+            KvResponse::LeaseGrant(g) => Ok((g.id, g.ttl)),
+            _ => Err(unexpected("lease grant")),
+        }
+    }
+
+    /// `Lease.LeaseRevoke`.
+    pub async fn lease_revoke(&mut self, id: i64) -> Result<(), Failure> {
+        let request = synod_kv::LeaseRevokeRequest { id };
+        match self.execute(&KvCommand::LeaseRevoke(request)).await? {
+            KvResponse::LeaseRevoke(_) => Ok(()),
+            _ => Err(unexpected("lease revoke")),
+        }
+    }
+
+    /// One `Lease.LeaseKeepAlive`: the renewed TTL, 0 when the lease is
+    /// gone (as etcd answers).
+    pub async fn lease_keep_alive(&mut self, id: i64) -> Result<i64, Failure> {
+        let request = synod_kv::LeaseKeepAliveRequest { id };
+        match self.execute(&KvCommand::LeaseKeepAlive { request, now: stamp() }).await {
+            Ok(KvResponse::LeaseKeepAlive(k)) => Ok(k.ttl),
+            Ok(_) => Err(unexpected("lease keep-alive")),
+            Err(Failure::Cluster(why)) if why == LEASE_NOT_FOUND => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `Lease.LeaseTimeToLive`, ordered: remaining TTL (-1 when the lease
+    /// is gone, as etcd answers), granted TTL, and the attached keys.
+    pub async fn lease_time_to_live(
+        &mut self,
+        id: i64,
+        keys: bool,
+    ) -> Result<(i64, i64, Vec<Vec<u8>>), Failure> {
+        let request = synod_kv::LeaseTimeToLiveRequest { id, keys };
+        match self.execute(&KvCommand::LeaseTimeToLive { request, now: stamp() }).await {
+            Ok(KvResponse::LeaseTimeToLive(t)) => {
+                Ok((t.ttl, t.granted_ttl, t.keys.iter().map(|k| k.to_vec()).collect()))
+            }
+            Ok(_) => Err(unexpected("lease time-to-live")),
+            Err(Failure::Cluster(why)) if why == LEASE_NOT_FOUND => Ok((-1, 0, Vec::new())),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A session lease on PBFT (for `synod lock` and `synod elect`), renewed
+/// through f+1 every third of its TTL by whoever holds the client, between
+/// its other requests (one client key orders its requests one at a time).
+pub struct LeaseKeeper {
+    /// The lease id.
+    pub lease: i64,
+    every: Duration,
+    /// When the next renewal is due.
+    pub renew_at: Instant,
+}
+
+impl LeaseKeeper {
+    /// Grants a lease of `ttl_s` seconds through `pbft`.
+    pub async fn grant(pbft: &mut PbftClient, ttl_s: i64) -> Result<LeaseKeeper, Failure> {
+        let (lease, ttl) = pbft.lease_grant(ttl_s, 0).await?;
+        let every = Duration::from_millis((ttl.max(1) as u64 * 1000 / 3).max(500));
+        Ok(LeaseKeeper { lease, every, renew_at: Instant::now() + every })
+    }
+
+    /// Renews the lease if it is due; fails if it is gone.
+    pub async fn renew_if_due(&mut self, pbft: &mut PbftClient) -> Result<(), Failure> {
+        if Instant::now() < self.renew_at {
+            return Ok(());
+        }
+        if pbft.lease_keep_alive(self.lease).await? <= 0 {
+            return Err(Failure::Cluster("lost the session lease".into()));
+        }
+        self.renew_at = Instant::now() + self.every;
+        Ok(())
+    }
+}
+
+/// A Ctrl-C future with its handler installed now (tokio installs it when
+/// the future is first polled): a SIGINT that arrives after this returns is
+/// caught, never the default (fatal) action, even before the caller first
+/// waits on it.
+pub async fn armed_ctrl_c() -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> {
+    let mut f: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
+        Box::pin(tokio::signal::ctrl_c());
+    let fired = tokio::select! {
+        biased;
+        r = &mut f => Some(r),
+        _ = std::future::ready(()) => None,
+    };
+    match fired {
+        Some(r) => Box::pin(std::future::ready(r)),
+        None => f,
+    }
+}
+
+/// The `now` a client writes into a lease command: its own clock, which
+/// PBFT replicas replace with the batch's agreed time.
+fn stamp() -> synod_core::Time {
+    synod_core::Time(now_micros())
+}
+
+/// How [`PbftClient::execute`] reports an unknown lease that f+1 replicas
+/// agree on (`KvError::LeaseNotFound`); compared whole, so that a replica's
+/// own error text (which may be a lie) never passes for it.
+const LEASE_NOT_FOUND: &str = "error: etcdserver: requested lease not found";
 
 /// How a replica refuses a request older than its client's session
 /// (`synod_pbft`'s `ProposeError::Rejected`, as `synodpb.Pbft` words it).

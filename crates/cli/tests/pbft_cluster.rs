@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use synod_etcdpb::etcdserverpb as pb;
+use synod_etcdpb::etcdserverpb::cluster_client::ClusterClient;
 use synod_etcdpb::etcdserverpb::kv_client::KvClient;
 use synod_etcdpb::etcdserverpb::lease_client::LeaseClient;
 
@@ -533,6 +534,190 @@ async fn synod_kv_takes_f_plus_1_matching_replies_outvoting_a_liar_with_a_replic
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("required revision has been compacted"), "{err}");
 
+    // Leases through f+1 (the liar forges every lease answer: ids and TTLs
+    // shifted, validly signed). Each lease command executes at its batch's
+    // agreed time, so the correct replicas' answers match exactly.
+    let lease = |args: &[&str]| {
+        let out = Command::new(synod())
+            .current_dir(&dir)
+            .args(["lease", "--endpoints", &all, "--timeout-ms", "15000"])
+            .arg("--pbft-client-key")
+            .arg(dir.join("c1.keys"))
+            .args(args)
+            .output()
+            .expect("synod lease");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = lease(&["grant", "30"]);
+    assert!(ok && out.ends_with(" granted with TTL(30s)\n"), "{out}{err}\n{}", cluster.logs());
+    let id = out.trim_start_matches("lease ").split(' ').next().expect("an id").to_string();
+    let (ok, out, err) = lease(&["keep-alive", &id, "--once"]);
+    assert_eq!(
+        (ok, out.as_str()),
+        (true, format!("lease {id} keepalived with TTL(30)\n").as_str()),
+        "{err}"
+    );
+    assert_eq!(cluster.kv(&all, &["put", "k5", "v5", "--lease", &id]), "OK\n");
+    let (ok, out, err) = lease(&["timetolive", &id, "--keys"]);
+    let prefix = format!("lease {id} granted with TTL(30s), remaining(");
+    assert!(
+        ok && out.starts_with(&prefix) && out.ends_with("s), attached keys([k5])\n"),
+        "{out}{err}"
+    );
+    let remaining: i64 =
+        out[prefix.len()..].split('s').next().and_then(|r| r.parse().ok()).expect("remaining");
+    assert!((20..=30).contains(&remaining), "{out}");
+    // The liar, asked alone, does forge a lease answer.
+    let lease_id = i64::from_str_radix(&id, 16).expect("hex id");
+    let ttl = synod_kv::KvCommand::LeaseTimeToLive {
+        request: synod_kv::LeaseTimeToLiveRequest { id: lease_id, keys: false },
+        now: synod_core::Time(0),
+    };
+    let seq = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_micros() as u64;
+    let op = synod_pbft::request::seal(&keys.signing, keys.client, seq, &ttl.encode());
+    let reply = PbftClient::new(rpc_channel(&cluster.endpoint(liar)))
+        .submit(SubmitRequest { client: keys.client.0, seq, op: op.to_vec() })
+        .await
+        .expect("the liar answers")
+        .into_inner();
+    match synod_kv::decode_result(&reply.result) {
+        Ok(Ok(synod_kv::KvResponse::LeaseTimeToLive(t))) => {
+            assert!(t.ttl >= synod_node::pbft_service::FORGED_TTL_SECS, "{t:?}")
+        }
+        other => panic!("not a forged time-to-live: {other:?}"),
+    }
+    // Revoked through f+1: the attached key goes, the lease is gone.
+    let (ok, out, err) = lease(&["revoke", &id]);
+    assert_eq!((ok, out.as_str()), (true, format!("lease {id} revoked\n").as_str()), "{err}");
+    assert_eq!(cluster.kv(&all, &["get", "k5"]), "");
+    let (ok, out, err) = lease(&["timetolive", &id]);
+    assert_eq!(
+        (ok, out.as_str()),
+        (true, format!("lease {id} already expired\n").as_str()),
+        "{err}"
+    );
+    let (ok, out, _) = lease(&["keep-alive", &id, "--once"]);
+    assert!(!ok && out.contains("expired or revoked"), "{out}");
+
+    // `synod lock` on PBFT: etcd's recipe through f+1 (lease, put, polls).
+    // A holder (key c2) runs a command for a while; a second locker (key
+    // c1) waits for it, then runs with a larger fencing token; both
+    // release their keys.
+    let lock = |key: &str, script: &str| {
+        let mut c = Command::new(synod());
+        c.current_dir(&dir)
+            .args(["lock", "--endpoints", &all, "--timeout-ms", "15000", "--ttl", "10"])
+            .arg("--pbft-client-key")
+            .arg(dir.join(key))
+            .args(["L", "--", "sh", "-c", script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    };
+    let mut first = KillOnDrop(Some(
+        lock("c2.keys", "echo \"$ETCD_LOCK_REV\"; sleep 2; touch first-done")
+            .spawn()
+            .expect("lock"),
+    ));
+    let deadline = Instant::now() + WAIT;
+    while cluster.kv(&all, &["get", "L/", "--prefix", "--keys-only"]).is_empty() {
+        assert!(Instant::now() < deadline, "the first locker never held L\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The first holder's command ends (first-done) before it releases, so
+    // the second command finds the file only if it waited.
+    let second_script = "test -e first-done && echo \"$ETCD_LOCK_KEY $ETCD_LOCK_REV\"";
+    let out = lock("c1.keys", second_script).output().expect("lock");
+    assert!(out.status.success(), "ran too early? {}", String::from_utf8_lossy(&out.stderr));
+    let first = first.0.take().expect("ran").wait_with_output().expect("first locker");
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let first_token: i64 =
+        String::from_utf8_lossy(&first.stdout).trim().parse().expect("the first token");
+    let second = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (second_key, second_token) = second.trim().split_once(' ').expect("key and token");
+    assert!(second_key.starts_with("L/"), "{second}");
+    assert!(second_token.parse::<i64>().expect("token") > first_token, "{second}");
+    assert_eq!(cluster.kv(&all, &["get", "L/", "--prefix"]), "", "both released");
+
+    // `synod elect` on PBFT: a candidate (key c2) leads and prints its key
+    // and proposal; a listener (key c1) sees it through f+1; on Ctrl-C the
+    // candidate resigns (its key is gone).
+    let elect = |key: &str, args: &[&str]| {
+        let mut c = Command::new(synod());
+        c.current_dir(&dir)
+            .args(["elect", "--endpoints", &all, "--timeout-ms", "15000", "--ttl", "10"])
+            .arg("--pbft-client-key")
+            .arg(dir.join(key))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        KillOnDrop(Some(c.spawn().expect("synod elect")))
+    };
+    // The first two lines a child prints, within WAIT.
+    let first_lines = |child: &mut KillOnDrop| {
+        use std::io::BufRead;
+        let stdout = child.child().stdout.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            let two: Vec<String> = lines.by_ref().take(2).map_while(Result::ok).collect();
+            let _ = tx.send(two);
+        });
+        rx.recv_timeout(WAIT).unwrap_or_default()
+    };
+    let interrupt = |child: &mut KillOnDrop| {
+        let pid = child.child().id().to_string();
+        let sent = Command::new("kill").args(["-INT", &pid]).status().expect("kill");
+        assert!(sent.success());
+        let out = child.0.take().expect("running").wait_with_output().expect("exit");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let mut candidate = elect("c2.keys", &["E", "alice"]);
+    let led = first_lines(&mut candidate);
+    assert!(led.len() == 2 && led[0].starts_with("E/") && led[1] == "alice", "{led:?}");
+    let mut listener = elect("c1.keys", &["E", "--listen"]);
+    assert_eq!(first_lines(&mut listener), led, "the listener sees the leader");
+    interrupt(&mut listener);
+    interrupt(&mut candidate);
+    assert_eq!(cluster.kv(&all, &["get", "E/", "--prefix"]), "", "resigned");
+
+    // `synod member list`: the list f+1 replicas return alike. The liar
+    // lists a member that does not exist; asked alone (a plain etcd
+    // client) it shows it, through f+1 it is outvoted. (One correct
+    // replica is down: the liar's list and the two correct ones' are the
+    // only answers, and the correct ones make f+1.)
+    let member_list = |endpoints: &str| {
+        Command::new(synod())
+            .current_dir(&dir)
+            .args(["member", "--endpoints", endpoints, "--timeout-ms", "5000"])
+            .arg("--pbft-client-key")
+            .arg(dir.join("c1.keys"))
+            .arg("list")
+            .output()
+            .expect("synod member list")
+    };
+    let out = member_list(&all);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(text.lines().count(), N, "{text}");
+    assert!(!text.contains("forged"), "{text}");
+    let liar_list = ClusterClient::new(rpc_channel(&cluster.endpoint(liar)))
+        .member_list(pb::MemberListRequest::default())
+        .await
+        .expect("the liar answers")
+        .into_inner();
+    assert!(liar_list.members.iter().any(|m| m.name.starts_with("forged")), "{liar_list:?}");
+    // One endpoint is not enough to outvote anyone.
+    let out = member_list(&cluster.endpoint(liar));
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+
     // `synod up`'s default key location is found without the flag...
     let cwd = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir(cwd.path().join("synod-data")).expect("mkdir");
@@ -557,6 +742,15 @@ async fn synod_kv_takes_f_plus_1_matching_replies_outvoting_a_liar_with_a_replic
     let empty = tempfile::tempdir().expect("tempdir");
     let (ok, _, err) = synod_kv(empty.path(), &all, false, &["get", "k2"]);
     assert!(!ok && err.contains("--pbft-client-key"), "{err}");
+    // `synod lease` takes the same f+1 path (so it needs a key too; the
+    // answers above were outvoted, not one replica's).
+    let out = Command::new(synod())
+        .current_dir(empty.path())
+        .args(["lease", "--endpoints", &all, "timetolive", &id])
+        .output()
+        .expect("synod lease");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--pbft-client-key"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -360,6 +360,12 @@ pub struct Committed {
     /// The command, or `None` for a no-op (a new leader's entry, a Paxos hole
     /// filler, a PBFT null request).
     pub command: Option<Command>,
+    /// The agreed time the command executes at, when the protocol agrees
+    /// on one: PBFT's batch timestamp, chosen by the primary, checked by
+    /// backups and clamped to never go back (every correct replica emits
+    /// the same time at each position). `None` for Raft and Multi-Paxos,
+    /// whose commands carry their proposer's clock themselves.
+    pub time: Option<Time>,
 }
 
 /// Something that happened, for the driver, metrics and checkers.
@@ -498,7 +504,7 @@ mod tests {
         assert!(out.is_empty());
         out.writes.push(1);
         out.send(NodeId(2), 3);
-        out.committed.push(Committed { index: 1, command: None });
+        out.committed.push(Committed { index: 1, command: None, time: None });
         out.reads.push(ReadState { id: ReadId(1), index: 1 });
         out.events.push(Event::ReadFailed { id: ReadId(1) });
         out.snapshots.push(SnapshotAction::Take { index: 1 });

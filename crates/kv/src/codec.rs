@@ -395,6 +395,10 @@ impl Wire for KvCommand {
                 start_revision.put(out);
                 max_events.put(out);
             }
+            KvCommand::LeaseTimeToLive { request, now } => {
+                (11u8, request).put_tagged(out);
+                now.put(out);
+            }
         }
     }
     fn get(d: &mut Decoder<'_>) -> Result<Self, KvError> {
@@ -415,6 +419,7 @@ impl Wire for KvCommand {
                 start_revision: Wire::get(d)?,
                 max_events: Wire::get(d)?,
             },
+            11 => KvCommand::LeaseTimeToLive { request: Wire::get(d)?, now: Wire::get(d)? },
             _ => return Err(malformed("bad command")),
         })
     }
@@ -675,6 +680,10 @@ mod tests {
             KvCommand::LeaseKeepAlive { request: LeaseKeepAliveRequest { id: 3 }, now },
             KvCommand::LeaseExpire { ids: vec![1, 2], now },
             KvCommand::LeasePromote { now },
+            KvCommand::LeaseTimeToLive {
+                request: LeaseTimeToLiveRequest { id: 3, keys: true },
+                now,
+            },
             KvCommand::Events {
                 key: b("a"),
                 range_end: b("b"),

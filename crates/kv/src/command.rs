@@ -3,8 +3,11 @@
 //! on a request before proposing it.
 //!
 //! Time enters only as a `now` the leader stamps into a command (lease grant,
-//! keep-alive, expiry, promote) or a reader passes into a query: applying a
-//! command never reads a clock, so every replica computes the same state.
+//! keep-alive, expiry, promote, ordered time-to-live) or a reader passes
+//! into a query: applying a command never reads a clock, so every replica
+//! computes the same state. A protocol that agrees on time (PBFT) applies
+//! lease commands at the agreed time instead ([`KvCommand::at_agreed_time`],
+//! [`crate::KvStore::apply_at`]).
 
 use crate::api::*;
 use crate::error::KvError;
@@ -99,6 +102,16 @@ pub enum KvCommand {
         /// About this many events at most (capped at
         /// [`MAX_EVENTS_PER_COMMAND`]).
         max_events: u64,
+    },
+    /// `Lease.LeaseTimeToLive` ordered through the log like `Range`
+    /// (changes nothing), remaining time measured at `now`: a PBFT
+    /// client's TimeToLive, answered identically by every replica because
+    /// `now` is the batch's agreed time there.
+    LeaseTimeToLive {
+        /// The request.
+        request: LeaseTimeToLiveRequest,
+        /// The proposer's clock (replaced by the agreed time on PBFT).
+        now: Time,
     },
 }
 
@@ -328,6 +341,28 @@ fn check_writes(ops: &[RequestOp]) -> Result<Writes, KvError> {
 }
 
 impl KvCommand {
+    /// This command with every `now` it carries replaced by `agreed`: how a
+    /// protocol that agrees on time (PBFT's batch timestamps) executes
+    /// lease commands, so that no proposer's clock enters the state.
+    /// Commands without a `now` are unchanged.
+    pub fn at_agreed_time(mut self, agreed: Time) -> KvCommand {
+        match &mut self {
+            KvCommand::LeaseGrant { now, .. }
+            | KvCommand::LeaseKeepAlive { now, .. }
+            | KvCommand::LeaseExpire { now, .. }
+            | KvCommand::LeasePromote { now }
+            | KvCommand::LeaseTimeToLive { now, .. } => *now = agreed,
+            KvCommand::Range(_)
+            | KvCommand::Put(_)
+            | KvCommand::DeleteRange(_)
+            | KvCommand::Txn(_)
+            | KvCommand::Compact(_)
+            | KvCommand::LeaseRevoke(_)
+            | KvCommand::Events { .. } => {}
+        }
+        self
+    }
+
     /// The checks etcd's gRPC layer runs before proposing (empty keys,
     /// `ignore_*` conflicts, txn op counts and duplicate keys). The store
     /// runs them again when applying, so a command that skipped them is
@@ -343,7 +378,8 @@ impl KvCommand {
             | KvCommand::LeaseRevoke(_)
             | KvCommand::LeaseKeepAlive { .. }
             | KvCommand::LeaseExpire { .. }
-            | KvCommand::LeasePromote { .. } => Ok(()),
+            | KvCommand::LeasePromote { .. }
+            | KvCommand::LeaseTimeToLive { .. } => Ok(()),
             KvCommand::Events { key, start_revision, .. } => {
                 if key.is_empty() {
                     Err(KvError::EmptyKey)

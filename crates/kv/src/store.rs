@@ -211,6 +211,9 @@ impl KvStore {
                 cut_at_bytes(&mut answer, MAX_EVENT_BYTES_PER_COMMAND);
                 Ok(KvResponse::Events(answer))
             }
+            KvCommand::LeaseTimeToLive { request, now } => {
+                self.lease_time_to_live(request, *now).map(KvResponse::LeaseTimeToLive)
+            }
         };
         KvApplied { response, events }
     }
@@ -676,6 +679,23 @@ impl KvStore {
             header: self.header(),
             leases: self.leases.by_id.keys().map(|&id| LeaseStatus { id }).collect(),
         }
+    }
+}
+
+impl KvStore {
+    /// [`StateMachine::apply`], at the agreed time `agreed` when the
+    /// protocol emitted one ([`synod_core::Committed::time`]): every `now`
+    /// in the command is replaced by it ([`KvCommand::at_agreed_time`]).
+    /// With `None` it is exactly `apply`.
+    pub fn apply_at(&mut self, index: u64, op: &[u8], agreed: Option<Time>) -> Bytes {
+        let Some(agreed) = agreed else { return StateMachine::apply(self, index, op) };
+        let result = if op.len() > self.config.max_request_bytes {
+            Err(KvError::RequestTooLarge)
+        } else {
+            KvCommand::decode(op)
+                .and_then(|c| self.apply_command(index, &c.at_agreed_time(agreed)).response)
+        };
+        crate::codec::encode_result(&result)
     }
 }
 

@@ -242,7 +242,21 @@ impl Cluster for Service {
         &self,
         _request: Request<pb::MemberListRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
-        let members = self.pb_members();
+        let mut members = self.pb_members();
+        if self.inner().config.serve_locally
+            && std::env::var(crate::pbft_service::FAULT_WRONG_REPLIES).is_ok_and(|v| v == "1")
+        {
+            // Fault injection (a lying PBFT replica, see `pbft_service`): a
+            // member that does not exist (no client URL, so that a client
+            // discovering replicas from this list does not call it).
+            members.push(pb::Member {
+                id: 0xbad,
+                name: format!("forged by replica {}", self.inner().config.node_id.0),
+                peer_ur_ls: vec!["http://127.0.0.1:1".into()],
+                client_ur_ls: Vec::new(),
+                is_learner: false,
+            });
+        }
         Ok(Response::new(pb::MemberListResponse { header: Some(self.header()), members }))
     }
 

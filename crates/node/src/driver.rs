@@ -338,6 +338,8 @@ where
     kv_config: KvConfig,
     transport: TransportHandle,
     start: Instant,
+    /// What the core is told the time is ([`crate::clock`]).
+    clock: crate::clock::NodeClock,
     client_id: ClientId,
     next_seq: u64,
     batch: Vec<Command>,
@@ -418,8 +420,11 @@ where
             P::config(config.voters.clone(), &config.settings).map_err(NodeError::Config)?;
         let (hard, durable) = P::recover_durable(&mut disk, saved_hard_state.as_deref())?;
         let start = Instant::now();
+        let clock = crate::clock::NodeClock::new(P::AGREED_CLOCK);
         let seed = rand::random::<u64>();
-        let core = P::recover(config.node_id, &core_config, &durable, seed, Time::ZERO);
+        // Raft and Paxos recover at their clock's zero, as they always did.
+        let recovered_at = if P::AGREED_CLOCK { clock.now() } else { Time::ZERO };
+        let core = P::recover(config.node_id, &core_config, &durable, seed, recovered_at);
         // A fixed client id (PBFT's proxy client) outlives this process: its
         // sequence numbers continue from the clock, above any used before.
         fn first_seq(fixed_client: bool) -> u64 {
@@ -483,6 +488,7 @@ where
             kv_config: config.kv.clone(),
             transport,
             start,
+            clock,
             client_id: proxy.unwrap_or(ClientId(rand::random::<u64>() | 1)),
             next_seq: first_seq(proxy.is_some()),
             batch: Vec::new(),
@@ -547,7 +553,7 @@ where
     }
 
     fn now(&self) -> Time {
-        Time(self.start.elapsed().as_micros() as u64)
+        self.clock.now()
     }
 
     /// Runs until `shutdown` turns true (or its sender is dropped), the
@@ -593,8 +599,7 @@ where
             let wake = if deadline == Time::MAX {
                 self.start + self.start.elapsed() + Duration::from_millis(100)
             } else {
-                (self.start + Duration::from_micros(deadline.0))
-                    .min(Instant::now() + Duration::from_millis(100))
+                self.clock.instant_of(deadline).min(Instant::now() + Duration::from_millis(100))
             };
             tokio::select! {
                 biased;
@@ -1024,7 +1029,7 @@ where
             && let Some(directory) = Directory::from_registration(&cmd.op)
         {
             // A member registration: the store sees a no-op.
-            self.machine.apply(&Committed { index: c.index, command: None });
+            self.machine.apply(&Committed { index: c.index, command: None, time: c.time });
             if directory != self.directory {
                 directory.save(self.disk.dir())?;
                 self.directory = directory;

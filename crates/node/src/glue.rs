@@ -54,6 +54,11 @@ where
     /// The protocol's name in configs and on the command line (`"raft"`).
     const NAME: &'static str;
 
+    /// Whether the core agrees on time ([`synod_core::Committed::time`]:
+    /// PBFT): its replicas then read a wall-anchored clock
+    /// ([`crate::clock::NodeClock`]) so that their readings compare.
+    const AGREED_CLOCK: bool = false;
+
     /// What this protocol keeps in the hard-state file, as last saved.
     type HardState: Debug + Send;
 

@@ -45,6 +45,14 @@
 //! through the log, ordered against the `LeaseExpire` (if it is applied
 //! first, the store's own deadline check keeps the lease).
 //!
+//! PBFT. There the stamped `now` is not used: the state machine applies
+//! every lease command at its batch's agreed time ([`synod_core::Committed::time`],
+//! the primary's timestamp that correct backups checked against their own
+//! clocks, never going back), and `Service::now` reads the same
+//! wall-anchored scale ([`crate::clock`]), so the primary's expiry check
+//! compares like with like. Clients may also send grant, keep-alive, revoke
+//! and time-to-live signed through `synodpb.Pbft` ([`crate::pbft_service`]).
+//!
 //! etcd's answers kept: a keep-alive for an unknown lease answers TTL 0, a
 //! TimeToLive for one answers TTL -1; a revoke of one is `NotFound:
 //! etcdserver: requested lease not found`.

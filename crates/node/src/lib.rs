@@ -32,6 +32,7 @@
 //! the protocol crates and to `synod-kv`.
 #![deny(missing_docs)]
 
+pub mod clock;
 pub mod cluster;
 pub mod compactor;
 pub mod config;

@@ -90,7 +90,8 @@ impl Machine {
                 return None;
             }
         }
-        let response = self.kv.apply(c.index, &cmd.op);
+        // At the agreed time when the protocol emitted one (PBFT).
+        let response = self.kv.apply_at(c.index, &cmd.op, c.time);
         let session = Session { seq: cmd.seq, index: c.index, response: response.clone() };
         if let Some(old) = self.sessions.insert(cmd.client, session) {
             self.by_index.remove(&old.index);
@@ -223,7 +224,7 @@ mod tests {
             ..PutRequest::default()
         })
         .encode();
-        Committed { index, command: Some(Command::new(ClientId(client), seq, op)) }
+        Committed { index, command: Some(Command::new(ClientId(client), seq, op)), time: None }
     }
 
     fn revision(answer: &Bytes) -> i64 {
@@ -237,7 +238,7 @@ mod tests {
     fn a_retried_request_is_applied_once() {
         let mut m = Machine::new(KvConfig::default());
         let first = m.apply(&put(1, 1, 1, "a")).expect("answer");
-        assert_eq!(m.apply(&Committed { index: 2, command: None }), None);
+        assert_eq!(m.apply(&Committed { index: 2, command: None, time: None }), None);
         let retry = m.apply(&put(1, 1, 3, "a")).expect("answer");
         assert_eq!(revision(&first), revision(&retry));
         assert_eq!(m.kv().current_revision(), 2, "one put applied");

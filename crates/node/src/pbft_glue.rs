@@ -37,22 +37,28 @@ use crate::wire::{Reader, WireError, Writer};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
-use synod_core::{ClientId, Command, NodeId};
+use synod_core::{ClientId, Command, NodeId, Time};
 use synod_pbft::auth::{Auth, MAC_BYTES, Mac};
 use synod_pbft::message::{
-    Batch, Checkpoint, NewView, PrePrepare, PrePreparedEntry, PreparedEntry, Signature,
+    Batch, Checkpoint, NewView, PrePrepare, PrePreparedEntry, PreparedEntry, Requests, Signature,
     StableCheckpoint, ViewChange, Vote,
 };
 use synod_pbft::request::sign_command;
 use synod_pbft::{Config, Digest, Durable, Message, PbftNode, Write};
 
-/// The first byte of every message and record.
-pub const WIRE_VERSION: u8 = 1;
+/// The first byte of every message and record. Version 2: every batch
+/// carries the primary's timestamp (the agreed clock) and its digest covers
+/// it; a version-1 message or record is refused, not read with a made-up
+/// timestamp (its digests would not recompute).
+pub const WIRE_VERSION: u8 = 2;
 
 /// The hard-state file starts with this, so that a data directory another
 /// protocol wrote is refused, not misread.
 const HARD_STATE_MAGIC: &[u8; 4] = b"pbft";
-const HARD_STATE_VERSION: u8 = 1;
+/// Version 2: the journal's batches carry timestamps ([`WIRE_VERSION`] 2).
+/// A version-1 directory (written before agreed timestamps) is refused with
+/// a message that says so.
+const HARD_STATE_VERSION: u8 = 2;
 
 /// Most replicas (authenticator entries, checkpoint proofs, view changes in
 /// a NEW-VIEW); the core's own limit.
@@ -90,6 +96,13 @@ impl PbftHardState {
         };
         let mut r = Reader::new("pbft hard state", rest);
         let version = r.u8()?;
+        if version == 1 {
+            return Err(r.invalid(
+                "version 1: written by a Synod whose PBFT batches had no agreed timestamp; \
+                 this version cannot replay it (start the replica from an empty data \
+                 directory: it fetches the state from its peers)",
+            ));
+        }
         if version != HARD_STATE_VERSION {
             return Err(r.invalid(format!("unsupported version {version}")));
         }
@@ -186,14 +199,25 @@ fn get_auth(r: &mut Reader<'_>) -> Result<Auth, WireError> {
     }
 }
 
-fn put_batch(w: &mut Writer, b: &[Command]) {
+/// A batch: its timestamp (µs), then its requests.
+fn put_batch(w: &mut Writer, b: &Batch) {
+    w.u64(b.timestamp.as_micros());
+    put_requests(w, b);
+}
+
+fn get_batch(r: &mut Reader<'_>) -> Result<Batch, WireError> {
+    let timestamp = Time(r.u64()?);
+    Ok(Batch::new(timestamp, get_requests(r)?))
+}
+
+fn put_requests(w: &mut Writer, b: &[Command]) {
     put_count(w, b.len());
     for c in b {
         w.u64(c.client.0).u64(c.seq).bytes(&c.op);
     }
 }
 
-fn get_batch(r: &mut Reader<'_>) -> Result<Batch, WireError> {
+fn get_requests(r: &mut Reader<'_>) -> Result<Requests, WireError> {
     let n = get_count(r, "requests in a batch", MAX_WIRE_COMMANDS, 20)?;
     let mut commands = Vec::with_capacity(n);
     for _ in 0..n {
@@ -373,7 +397,7 @@ fn encode(msg: &Message) -> Vec<u8> {
         }
         Message::Forward { requests, auth } => {
             w.u8(8);
-            put_batch(&mut w, requests);
+            put_requests(&mut w, requests);
             put_raw(&mut w, auth);
         }
         Message::Fetch { from, upto, auth } => {
@@ -424,7 +448,7 @@ fn decode(bytes: &Bytes) -> Result<Message, WireError> {
             executed: r.u64()?,
             auth: get_mac(&mut r)?,
         },
-        8 => Message::Forward { requests: get_batch(&mut r)?, auth: get_mac(&mut r)? },
+        8 => Message::Forward { requests: get_requests(&mut r)?, auth: get_mac(&mut r)? },
         9 => Message::Fetch { from: r.u64()?, upto: r.u64()?, auth: get_mac(&mut r)? },
         10 => {
             let first = r.u64()?;
@@ -505,6 +529,7 @@ impl Reconfigure for PbftNode {}
 
 impl NodeProtocol for PbftNode {
     const NAME: &'static str = "pbft";
+    const AGREED_CLOCK: bool = true;
     type HardState = PbftHardState;
 
     /// The core's configuration for `voters` (n = 3f+1, at least 4), with
@@ -610,10 +635,13 @@ mod tests {
     use synod_pbft::auth::Keyring;
 
     fn batch(seed: u64) -> Batch {
-        Arc::from(vec![
-            Command::new(ClientId(7), seed, Bytes::from(vec![seed as u8; 70])),
-            Command::new(ClientId(8), seed + 1, Bytes::new()),
-        ])
+        Batch::new(
+            Time(1_700_000_000_000_000 + seed),
+            vec![
+                Command::new(ClientId(7), seed, Bytes::from(vec![seed as u8; 70])),
+                Command::new(ClientId(8), seed + 1, Bytes::new()),
+            ],
+        )
     }
 
     fn d(x: u8) -> Digest {
@@ -678,7 +706,7 @@ mod tests {
                 view: 2,
                 seq: 10,
                 digest: Digest::ZERO,
-                batch: Arc::from(Vec::new()),
+                batch: Batch::null(),
                 auth: Auth::Signed(sig(1)),
             }),
             Message::Prepare(vote(macs())),
@@ -687,9 +715,9 @@ mod tests {
             Message::ViewChange(Arc::new(view_change())),
             Message::NewView(Arc::new(new_view())),
             Message::Status { view: 4, active: false, executed: 77, auth: [5; MAC_BYTES] },
-            Message::Forward { requests: batch(3), auth: [6; MAC_BYTES] },
+            Message::Forward { requests: batch(3).requests, auth: [6; MAC_BYTES] },
             Message::Fetch { from: 3, upto: 256, auth: [7; MAC_BYTES] },
-            Message::State { first: 3, batches: Arc::from(vec![batch(1), Arc::from(Vec::new())]) },
+            Message::State { first: 3, batches: Arc::from(vec![batch(1), Batch::null()]) },
             Message::ReadQuery { nonce: 11, auth: [8; MAC_BYTES] },
             Message::ReadIndex { nonce: 11, seq: 40, auth: [9; MAC_BYTES] },
         ]
@@ -711,9 +739,9 @@ mod tests {
         let err = decode(&Bytes::from(w.finish())).expect_err("no room");
         assert!(err.reason.contains("do not fit"), "{err}");
         let mut bytes = encode(&all_messages()[0]);
-        bytes[0] = 2;
+        bytes[0] = 1;
         let err = decode(&Bytes::from(bytes)).expect_err("version");
-        assert!(err.reason.contains("wire version 2"), "{err}");
+        assert!(err.reason.contains("wire version 1"), "{err}");
     }
 
     proptest! {
@@ -761,7 +789,7 @@ mod tests {
                 Write::PrePrepared { seq: 130, view: 3, digest: d(5), batch: batch(5) },
             ],
             vec![Write::Stable(stable())],
-            vec![Write::Executed { seq: 3, batch: Arc::from(Vec::new()) }],
+            vec![Write::Executed { seq: 3, batch: Batch::null() }],
         ]
     }
 
@@ -794,6 +822,18 @@ mod tests {
         let err = PbftNode::recover_durable(&mut disk, None).expect_err("log without hard state");
         assert!(err.to_string().contains("no PBFT hard state"), "{err}");
         assert!(PbftHardState::check(&PbftHardState::encode()).is_ok());
+    }
+
+    /// Journals written before batches carried timestamps are refused with
+    /// a message that says why, not replayed with made-up timestamps.
+    #[test]
+    fn a_data_directory_from_before_agreed_timestamps_is_refused() {
+        let err = PbftHardState::check(b"pbft\x01").expect_err("version 1");
+        assert!(err.to_string().contains("no agreed timestamp"), "{err}");
+        let mut record = encode_write(&Write::Executed { seq: 1, batch: batch(1) });
+        record[0] = 1;
+        let err = decode_write(&Bytes::from(record)).expect_err("version 1 record");
+        assert!(err.reason.contains("version 1"), "{err}");
     }
 
     #[test]

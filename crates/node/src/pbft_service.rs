@@ -11,16 +11,24 @@
 //! f+1 replicas sent the same one.
 //!
 //! Only what an etcd client may ask for is accepted on this path: ranges,
-//! puts, deletes, txns, compactions, and the ordered history reads a
-//! client's watch polls with (`KvCommand::Events`). Lease commands carry the clock of
-//! the node that proposes them and expiries are the primary's to decide,
-//! so a client never sends one itself (they stay on the etcd `Lease` API).
+//! puts, deletes, txns, compactions, the ordered history reads a client's
+//! watch polls with (`KvCommand::Events`), and the lease requests: grant,
+//! keep-alive, revoke and an ordered time-to-live. A lease command's `now`
+//! is whatever the client wrote: the state machine ignores it on PBFT and
+//! applies the command at its batch's agreed time (the primary's timestamp,
+//! which correct backups checked against their clocks, see
+//! `synod_pbft::node`), so every replica answers the same and a client
+//! cannot choose a lease's deadline. Expiries (`LeaseExpire`) and
+//! `LeasePromote` are the primary's to propose and are refused here; they
+//! too execute at the agreed time.
 //!
 //! **Fault injection.** With the environment variable
 //! [`FAULT_WRONG_REPLIES`] set to `1` at start, this replica lies on this
 //! path: it answers every request with a result it made up (a read's or an
-//! events batch's values replaced, any other answer turned into an error), validly signed
-//! — what a Byzantine replica could do. It is logged loudly at start; tests
+//! events batch's values replaced, a lease answer's id and TTLs changed,
+//! any other answer turned into an error), validly signed
+//! — what a Byzantine replica could do. It also lists a member that does
+//! not exist in its etcd `MemberList` answers. It is logged loudly at start; tests
 //! use it to show that the client outvotes one lying replica.
 
 use crate::driver::{ClientError, ClientRequest, NodeStatus};
@@ -39,6 +47,9 @@ use tonic::{Request, Response, Status};
 /// The environment variable that makes a replica lie on the client path
 /// (fault injection, see the module doc).
 pub const FAULT_WRONG_REPLIES: &str = "SYNOD_FAULT_PBFT_WRONG_REPLIES";
+
+/// Seconds a lying replica adds to the TTLs it reports (fault injection).
+pub const FORGED_TTL_SECS: i64 = 1000;
 
 /// The `synodpb.Pbft` service of one replica.
 #[derive(Clone)]
@@ -91,6 +102,20 @@ impl PbftService {
                 }
                 encode_result(&Ok(KvResponse::Events(e)))
             }
+            Ok(Ok(KvResponse::LeaseGrant(mut g))) => {
+                g.id += 1;
+                g.ttl += FORGED_TTL_SECS;
+                encode_result(&Ok(KvResponse::LeaseGrant(g)))
+            }
+            Ok(Ok(KvResponse::LeaseKeepAlive(mut k))) => {
+                k.ttl += FORGED_TTL_SECS;
+                encode_result(&Ok(KvResponse::LeaseKeepAlive(k)))
+            }
+            Ok(Ok(KvResponse::LeaseTimeToLive(mut t))) => {
+                t.ttl += FORGED_TTL_SECS;
+                t.granted_ttl += FORGED_TTL_SECS;
+                encode_result(&Ok(KvResponse::LeaseTimeToLive(t)))
+            }
             _ => encode_result(&Err(KvError::Malformed(format!(
                 "forged by replica {}",
                 self.node_id.0
@@ -125,12 +150,15 @@ impl Pbft for PbftService {
                 | KvCommand::DeleteRange(_)
                 | KvCommand::Txn(_)
                 | KvCommand::Compact(_)
-                | KvCommand::Events { .. },
+                | KvCommand::Events { .. }
+                | KvCommand::LeaseGrant { .. }
+                | KvCommand::LeaseKeepAlive { .. }
+                | KvCommand::LeaseRevoke(_)
+                | KvCommand::LeaseTimeToLive { .. },
             ) => {}
-            Ok(_) => {
+            Ok(KvCommand::LeaseExpire { .. } | KvCommand::LeasePromote { .. }) => {
                 return Err(Status::invalid_argument(
-                    "synod: only ranges, puts, deletes, txns, compactions and event reads are \
-                     submitted by clients",
+                    "synod: lease expiry and promotion are the primary's, not a client's",
                 ));
             }
             Err(e) => return Err(Status::invalid_argument(format!("synod: {}", e.message()))),
@@ -243,13 +271,39 @@ mod tests {
         assert!(text.contains("result of 7"), "{text}");
     }
 
+    /// A client's lease grant, keep-alive, revoke and time-to-live are
+    /// accepted (they execute at the agreed time); expiry and promotion
+    /// stay the primary's.
     #[tokio::test]
-    async fn lease_commands_and_unsigned_or_malformed_requests_are_refused() {
+    async fn expiry_and_promotion_and_unsigned_or_malformed_requests_are_refused() {
+        use synod_kv::api::{
+            LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest,
+        };
         let f = fixture(false);
-        let expire = KvCommand::LeaseExpire { ids: vec![1], now: synod_core::Time(u64::MAX) };
-        let err = f.service.submit(request(&f, 1, &expire)).await.expect_err("refused");
-        assert_eq!(err.code(), tonic::Code::InvalidArgument);
-        assert!(err.message().contains("only ranges, puts"), "{}", err.message());
+        let now = synod_core::Time(u64::MAX);
+        for (seq, c) in
+            [KvCommand::LeaseExpire { ids: vec![1], now }, KvCommand::LeasePromote { now }]
+                .iter()
+                .enumerate()
+        {
+            let err = f.service.submit(request(&f, seq as u64 + 1, c)).await.expect_err("refused");
+            assert_eq!(err.code(), tonic::Code::InvalidArgument);
+            assert!(err.message().contains("the primary's"), "{}", err.message());
+        }
+        for (seq, c) in [
+            KvCommand::LeaseGrant { request: LeaseGrantRequest { ttl: 5, id: 9 }, now },
+            KvCommand::LeaseKeepAlive { request: LeaseKeepAliveRequest { id: 9 }, now },
+            KvCommand::LeaseTimeToLive {
+                request: LeaseTimeToLiveRequest { id: 9, keys: true },
+                now,
+            },
+            KvCommand::LeaseRevoke(LeaseRevokeRequest { id: 9 }),
+        ]
+        .iter()
+        .enumerate()
+        {
+            f.service.submit(request(&f, seq as u64 + 10, c)).await.expect("accepted");
+        }
         let err =
             f.service.submit(Request::new(SubmitRequest::default())).await.expect_err("empty");
         assert!(err.message().contains("not a signed request"), "{}", err.message());

@@ -166,6 +166,7 @@ where
             kv,
             request_timeout: Duration::from_millis(config.timeouts.request_ms),
             serve_locally,
+            agreed_clock: serve_locally,
         },
         requests_tx,
         status.clone(),

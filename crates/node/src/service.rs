@@ -24,7 +24,7 @@ use crate::driver::{ClientError, ClientRequest, NodeStatus};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use synod_core::{NodeId, Role, Time};
 use synod_etcdpb::etcdserverpb as pb;
 use synod_etcdpb::etcdserverpb::kv_client::KvClient;
@@ -75,6 +75,11 @@ pub struct ServiceConfig {
     /// Every replica orders the requests it receives itself, leader or not
     /// (PBFT: the core hands them to the primary); nothing is forwarded.
     pub serve_locally: bool,
+    /// The protocol agrees on time (PBFT): lease commands execute at the
+    /// agreed time, not at the `now` stamped into them, so this node's
+    /// lease clock reads the same wall-anchored scale as the core's
+    /// ([`crate::clock`]).
+    pub agreed_clock: bool,
 }
 
 /// The gRPC services of a node. Cheap to clone.
@@ -90,8 +95,8 @@ pub(crate) struct Inner {
     channels: Mutex<HashMap<NodeId, Channel>>,
     /// The leader's in-memory lease keep-alives ([`crate::lease`]).
     pub(crate) lessor: crate::lease::Lessor,
-    /// The origin of the clock this node stamps lease commands with.
-    clock: Instant,
+    /// The clock this node stamps lease commands with.
+    clock: crate::clock::NodeClock,
     /// The node's watch hub.
     pub(crate) hub: Arc<crate::watch::WatchHub>,
     /// The live membership, when the driver publishes it
@@ -169,6 +174,7 @@ impl Service {
         status: watch::Receiver<NodeStatus>,
     ) -> Service {
         let hub = Arc::new(crate::watch::WatchHub::new(status.borrow().revision + 1));
+        let clock = crate::clock::NodeClock::new(config.agreed_clock);
         let service = Service {
             inner: Arc::new(Inner {
                 config,
@@ -176,7 +182,7 @@ impl Service {
                 status,
                 channels: Mutex::new(HashMap::new()),
                 lessor: crate::lease::Lessor::default(),
-                clock: Instant::now(),
+                clock,
                 hub,
                 members: std::sync::OnceLock::new(),
             }),
@@ -195,7 +201,7 @@ impl Service {
     /// This node's clock for lease commands (meaningful on the leader; a new
     /// leader restarts every lease from its own clock with `LeasePromote`).
     pub(crate) fn now(&self) -> Time {
-        Time(self.inner.clock.elapsed().as_micros() as u64)
+        self.inner.clock.now()
     }
 
     /// The largest gRPC message the KV service decodes (etcd's request limit

@@ -516,7 +516,11 @@ mod tests {
                 ..PutRequest::default()
             })
             .encode();
-            m.apply(&Committed { index, command: Some(Command::new(ClientId(1), index, op)) });
+            m.apply(&Committed {
+                index,
+                command: Some(Command::new(ClientId(1), index, op)),
+                time: None,
+            });
         }
         m
     }
@@ -603,7 +607,11 @@ mod tests {
                 ..PutRequest::default()
             })
             .encode();
-            m.apply(&Committed { index, command: Some(Command::new(ClientId(1), index, op)) });
+            m.apply(&Committed {
+                index,
+                command: Some(Command::new(ClientId(1), index, op)),
+                time: None,
+            });
         }
         let mut s = Snapshotter::new(store.clone());
         s.take(m.clone()).expect("take");

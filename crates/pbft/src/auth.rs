@@ -82,12 +82,22 @@ pub struct AuthStats {
     /// Well authenticated but malformed (outside the window, a certificate
     /// that does not add up, a NEW-VIEW whose O does not recompute…).
     pub invalid: u64,
+    /// A PRE-PREPARE whose timestamp was further than δ
+    /// ([`crate::Config::max_clock_skew`]) from this replica's clock: not
+    /// prepared by this replica (kept, and prepared only if a quorum's
+    /// PREPAREs vouch for it).
+    pub bad_timestamp: u64,
 }
 
 impl AuthStats {
     /// Every message dropped.
     pub fn total(&self) -> u64 {
-        self.bad_mac + self.bad_signature + self.bad_digest + self.bad_sender + self.invalid
+        self.bad_mac
+            + self.bad_signature
+            + self.bad_digest
+            + self.bad_sender
+            + self.invalid
+            + self.bad_timestamp
     }
 }
 

@@ -125,6 +125,13 @@ pub struct Config {
     pub read_timeout: Duration,
     /// Batches one state-transfer reply carries at most.
     pub max_state_transfer_batches: usize,
+    /// δ: how far a PRE-PREPARE's timestamp may be from this backup's own
+    /// clock, either way, for the backup to PREPARE it (the agreed clock,
+    /// see [`crate::message::Batch`]). It must cover the clock skew between
+    /// correct replicas plus the delay of a pre-prepare on the network;
+    /// a faulty primary can move the agreed clock by at most this much
+    /// from a correct replica's.
+    pub max_clock_skew: Duration,
     /// A memo of successful signature verifications shared by every
     /// replica holding a clone of this configuration (replicas in one
     /// process: the simulator). `None` (the default): each replica verifies
@@ -153,6 +160,7 @@ impl Config {
             max_pending_reads: 10_000,
             read_timeout: Duration::from_secs(2),
             max_state_transfer_batches: 1 << 16,
+            max_clock_skew: Duration::from_secs(1),
             shared_checks: None,
         }
     }
@@ -184,6 +192,9 @@ impl Config {
         }
         if self.view_change_timeout.is_zero() || self.status_interval.is_zero() {
             return Err("timeouts must be positive".into());
+        }
+        if self.max_clock_skew.is_zero() {
+            return Err("max_clock_skew must be positive".into());
         }
         if self.max_pending_requests == 0 || self.max_pending_reads == 0 {
             return Err("pending limits must be positive".into());

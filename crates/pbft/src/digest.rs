@@ -6,8 +6,10 @@
 //! `state(n) = SHA-256(state(n−1) ‖ n ‖ D(batch n))`, `state(0) = 0`. Two
 //! replicas with equal chains applied the same requests in the same order,
 //! so their state machines (and session/reply caches, which are part of
-//! them) are equal. State transfer checks fetched batches by recomputing it.
+//! them) are equal; the batch digest covers the batch's timestamp, so they
+//! also executed every request at the same agreed time. State transfer checks fetched batches by recomputing it.
 
+use crate::message::Batch;
 use sha2::{Digest as _, Sha256};
 use std::fmt;
 use synod_core::Command;
@@ -37,13 +39,30 @@ impl fmt::Debug for Digest {
     }
 }
 
-/// The digest of a batch of requests, `D(m)`. The empty batch is the null
-/// request; its digest is [`Digest::ZERO`] so that it is recognisable.
-pub fn batch_digest(batch: &[Command]) -> Digest {
+/// The digest of a batch, `D(m)`: its timestamp and its requests. The
+/// empty batch is the null request; its digest is [`Digest::ZERO`] whatever
+/// its timestamp, so that it is recognisable (a null request's timestamp is
+/// never used).
+pub fn batch_digest(batch: &Batch) -> Digest {
     if batch.is_empty() {
         return Digest::ZERO;
     }
     let mut h = Sha256::new();
+    h.update(b"batch-v2");
+    h.update(batch.timestamp.as_micros().to_le_bytes());
+    hash_requests(&mut h, &batch.requests);
+    Digest(h.finalize().into())
+}
+
+/// The digest of requests a backup forwards to the primary (no timestamp:
+/// they are not ordered yet).
+pub fn requests_digest(requests: &[Command]) -> Digest {
+    let mut h = Sha256::new();
+    hash_requests(&mut h, requests);
+    Digest(h.finalize().into())
+}
+
+fn hash_requests(h: &mut Sha256, batch: &[Command]) {
     h.update((batch.len() as u64).to_le_bytes());
     for c in batch {
         h.update(c.client.0.to_le_bytes());
@@ -51,7 +70,6 @@ pub fn batch_digest(batch: &[Command]) -> Digest {
         h.update((c.op.len() as u64).to_le_bytes());
         h.update(&c.op);
     }
-    Digest(h.finalize().into())
 }
 
 /// One link of the state hash chain: the state after executing the batch
@@ -103,14 +121,20 @@ mod tests {
     use synod_core::ClientId;
 
     #[test]
-    fn batch_digests_tell_batches_apart() {
-        let a = vec![Command::new(ClientId(1), 1, &b"x"[..])];
-        let b = vec![Command::new(ClientId(1), 2, &b"x"[..])];
-        let c = vec![Command::new(ClientId(1), 1, &b"y"[..])];
+    fn batch_digests_tell_batches_and_timestamps_apart() {
+        use synod_core::Time;
+        let at = |t: u64, c: Command| Batch::new(Time(t), vec![c]);
+        let a = at(5, Command::new(ClientId(1), 1, &b"x"[..]));
+        let b = at(5, Command::new(ClientId(1), 2, &b"x"[..]));
+        let c = at(5, Command::new(ClientId(1), 1, &b"y"[..]));
+        let later = at(6, Command::new(ClientId(1), 1, &b"x"[..]));
         assert_ne!(batch_digest(&a), batch_digest(&b));
         assert_ne!(batch_digest(&a), batch_digest(&c));
+        assert_ne!(batch_digest(&a), batch_digest(&later), "the timestamp is digested");
         assert_eq!(batch_digest(&a), batch_digest(&a.clone()));
-        assert_eq!(batch_digest(&[]), Digest::ZERO);
+        assert_eq!(batch_digest(&Batch::null()), Digest::ZERO);
+        assert_eq!(batch_digest(&Batch::new(Time(9), Vec::new())), Digest::ZERO);
+        assert_ne!(requests_digest(&a), batch_digest(&a));
     }
 
     #[test]

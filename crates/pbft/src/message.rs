@@ -11,10 +11,46 @@ use crate::auth::{Auth, Header, Mac};
 use crate::digest::{BodyHasher, Digest};
 pub use ed25519_dalek::Signature;
 use std::sync::Arc;
-use synod_core::{Command, NodeId};
+use synod_core::{Command, NodeId, Time};
 
-/// The requests ordered at one sequence number; empty is the null request.
-pub type Batch = Arc<[Command]>;
+/// Client requests, shared (a multicast clones the pointer).
+pub type Requests = Arc<[Command]>;
+
+/// What is ordered at one sequence number: the requests, and the timestamp
+/// the primary chose for them (the agreed clock, Castro & Liskov OSDI'99
+/// §4.6 / TOCS §5.4 on non-determinism). The timestamp is part of the batch
+/// digest, so the PRE-PREPARE's authenticator, the PREPARE/COMMIT votes,
+/// prepared certificates, VIEW-CHANGE proofs, NEW-VIEW re-proposals and
+/// state transfer all carry it unchanged. Empty requests are the null
+/// request; it carries [`Time::ZERO`] and does not move the agreed clock.
+/// Dereferences to its requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    /// The primary's clock when it cut the batch (ZERO for the null
+    /// request).
+    pub timestamp: Time,
+    /// The requests.
+    pub requests: Requests,
+}
+
+impl Batch {
+    /// `requests` ordered at `timestamp`.
+    pub fn new(timestamp: Time, requests: impl Into<Requests>) -> Batch {
+        Batch { timestamp, requests: requests.into() }
+    }
+
+    /// The null request.
+    pub fn null() -> Batch {
+        Batch { timestamp: Time::ZERO, requests: Arc::from(Vec::new()) }
+    }
+}
+
+impl std::ops::Deref for Batch {
+    type Target = [Command];
+    fn deref(&self) -> &[Command] {
+        &self.requests
+    }
+}
 
 /// MAC header tags (domain separation between message kinds).
 pub(crate) mod tag {
@@ -237,7 +273,7 @@ pub enum Message {
     /// Backup → primary: client requests it has not seen ordered.
     Forward {
         /// The requests.
-        requests: Batch,
+        requests: Requests,
         /// MAC over their digest.
         auth: Mac,
     },
@@ -320,7 +356,7 @@ impl synod_core::Message for Message {
     fn size_bytes(&self) -> usize {
         const SIG: usize = 64;
         match self {
-            Message::PrePrepare(p) => 48 + p.auth.size_bytes() + batch_bytes(&p.batch),
+            Message::PrePrepare(p) => 56 + p.auth.size_bytes() + batch_bytes(&p.batch),
             Message::Prepare(v) | Message::Commit(v) => 56 + v.auth.size_bytes(),
             Message::Checkpoint(_) => 56 + SIG,
             Message::ViewChange(vc) => view_change_bytes(vc),
@@ -333,7 +369,7 @@ impl synod_core::Message for Message {
             Message::Forward { requests, .. } => 16 + batch_bytes(requests),
             Message::Fetch { .. } => 32,
             Message::State { batches, .. } => {
-                16 + batches.iter().map(|b| 8 + batch_bytes(b)).sum::<usize>()
+                16 + batches.iter().map(|b| 16 + batch_bytes(b)).sum::<usize>()
             }
             Message::ReadQuery { .. } => 24,
             Message::ReadIndex { .. } => 32,
@@ -345,6 +381,6 @@ fn view_change_bytes(vc: &ViewChange) -> usize {
     const SIG: usize = 64;
     48 + SIG
         + vc.stable.proof.len() * (56 + SIG)
-        + vc.prepared.iter().map(|p| 48 + batch_bytes(&p.batch)).sum::<usize>()
+        + vc.prepared.iter().map(|p| 56 + batch_bytes(&p.batch)).sum::<usize>()
         + vc.pre_prepared.len() * 48
 }

@@ -30,6 +30,27 @@
 //! the primary's authenticator, its own votes, the NEW-VIEW, its
 //! VIEW-CHANGE, its stable checkpoint proof).
 //!
+//! Agreed clock (non-determinism, OSDI'99 §4.6 / TOCS §5.4): the primary
+//! stamps each batch with its clock (the latest `now` it was called with);
+//! the timestamp is part of the batch and of its digest, so every
+//! certificate, VIEW-CHANGE, NEW-VIEW re-proposal and state transfer
+//! carries it unchanged (the null request carries ZERO). A backup PREPAREs
+//! a fresh PRE-PREPARE only if its timestamp is within δ
+//! ([`Config::max_clock_skew`]) of its own clock, either way; one it
+//! refuses is counted (`AuthStats::bad_timestamp`), kept out of its Q and
+//! its journal, and prepared there only if `q − 1` backups PREPARE it
+//! anyway (then at least one correct replica found it in bounds: this
+//! replica's clock is off, or the message was late). A primary whose
+//! timestamps no quorum accepts leaves its requests unexecuted, and the
+//! view-change timer replaces it. Re-proposals in a NEW-VIEW are not
+//! checked against the clock: O is recomputed from V, and a batch in it
+//! was pre-prepared by a correct replica. Monotonicity is enforced at
+//! execution, where it is simple and deterministic: [`Committed::time`] is
+//! the largest timestamp of any non-null batch up to this sequence number,
+//! so it never goes back, and it is the same on every correct replica.
+//! Hence an agreed time is never more than δ ahead of the clock of a
+//! correct replica when it accepted the batch that set it.
+//!
 //! Positions: [`Committed::index`] counts commands, not sequence numbers: a
 //! batch of k requests at sequence number n occupies k consecutive positions
 //! (a null request one), so positions are consecutive from 1 as the
@@ -49,7 +70,7 @@
 
 use crate::auth::{AuthStats, Keyring};
 use crate::config::Config;
-use crate::digest::{Digest, batch_digest, chain};
+use crate::digest::{Digest, batch_digest, chain, requests_digest};
 use crate::message::{
     Batch, Checkpoint, Message, NewView, PrePrepare, PreparedEntry, StableCheckpoint, ViewChange,
     Vote,
@@ -85,6 +106,10 @@ struct Slot {
     sent_prepare: bool,
     sent_commit: bool,
     committed: bool,
+    /// The pre-prepare's timestamp was further than δ from this replica's
+    /// clock: it is kept (so that a quorum's PREPAREs can still prepare it
+    /// here) but this replica neither PREPAREs it nor counts it in Q.
+    timestamp_refused: bool,
     /// The latest prepared certificate (any view): P.
     prepared: Option<PreparedEntry>,
     /// Q.
@@ -101,6 +126,7 @@ impl Slot {
             self.sent_prepare = false;
             self.sent_commit = false;
             self.committed = false;
+            self.timestamp_refused = false;
         }
     }
 }
@@ -217,6 +243,13 @@ pub struct PbftNode {
     history_digests: Vec<Digest>,
     /// History entries already emitted in this incarnation.
     emitted: u64,
+    /// The agreed clock after the last emitted batch: the largest timestamp
+    /// of a non-null batch emitted so far (execution clamps, so it never
+    /// goes back; see [`PbftNode::emit`]).
+    agreed_time: Time,
+    /// The latest `now` a call passed in (the primary stamps batches with
+    /// it; a backup checks PRE-PREPARE timestamps against it).
+    clock: Time,
     applied_positions: u64,
     last_executed: HashMap<ClientId, u64>,
 
@@ -429,18 +462,51 @@ impl PbftNode {
         }
     }
 
+    /// Emits the batch executed at `seq` with the agreed time: the largest
+    /// timestamp of any non-null batch up to `seq`. Emission runs over the
+    /// whole history from 1 in every incarnation, and every correct replica
+    /// executes the same batches (with the same timestamps: the digest
+    /// covers them) in the same order, so every one emits the same time for
+    /// each position, and it never goes back even if a primary's clock did.
     fn emit(&mut self, seq: u64, batch: &Batch, out: &mut PbftOutput) {
         assert_eq!(seq, self.emitted + 1, "sequence numbers are applied in order, once");
         self.emitted = seq;
+        if seq == 1 {
+            self.agreed_time = Time::ZERO;
+        }
+        let before = self.agreed_time;
+        if !batch.is_empty() {
+            self.agreed_time = self.agreed_time.max(batch.timestamp);
+        }
+        assert!(self.agreed_time >= before, "the agreed clock never goes back");
+        let time = Some(self.agreed_time);
         if batch.is_empty() {
             self.applied_positions += 1;
-            out.committed.push(Committed { index: self.applied_positions, command: None });
+            out.committed.push(Committed { index: self.applied_positions, command: None, time });
         }
         for c in batch.iter() {
             self.applied_positions += 1;
             let command = Command { client: c.client, seq: c.seq, op: inner_op(&c.op) };
-            out.committed.push(Committed { index: self.applied_positions, command: Some(command) });
+            out.committed.push(Committed {
+                index: self.applied_positions,
+                command: Some(command),
+                time,
+            });
         }
+    }
+
+    /// The agreed clock after the last batch emitted (ZERO before any).
+    pub fn agreed_time(&self) -> Time {
+        self.agreed_time
+    }
+
+    /// Whether a backup may PREPARE a batch stamped `timestamp`: within δ
+    /// of its own clock either way. The null request is never checked (its
+    /// timestamp is not used).
+    fn timestamp_in_bounds(&self, batch: &Batch) -> bool {
+        batch.is_empty()
+            || batch.timestamp.as_micros().abs_diff(self.clock.as_micros())
+                <= self.config.max_clock_skew.as_micros().min(u64::MAX as u128) as u64
     }
 
     // ----- requests ----------------------------------------------------------
@@ -481,8 +547,8 @@ impl PbftNode {
             return Err(ProposeError::Busy("too many pending requests"));
         }
         if forward && self.active {
-            let requests: Batch = Arc::from(vec![c.clone()]);
-            let d = batch_digest(&requests);
+            let requests: crate::message::Requests = Arc::from(vec![c.clone()]);
+            let d = requests_digest(&requests);
             let p = self.primary_position(self.view);
             let auth = self.keys.mac(p, Message::forward_header(&d).as_bytes());
             self.send_to(p, Message::Forward { requests, auth }, out);
@@ -520,7 +586,7 @@ impl PbftNode {
             }
             let seq = self.next_seq;
             self.next_seq += 1;
-            let batch: Batch = Arc::from(batch);
+            let batch = Batch::new(self.clock, batch);
             let digest = batch_digest(&batch);
             let auth = self.keys.auth(PrePrepare::header(self.view, seq, &digest).as_bytes());
             let view = self.view;
@@ -569,6 +635,7 @@ impl PbftNode {
             self.stats.bad_signature += 1;
             return;
         }
+        let in_bounds = self.timestamp_in_bounds(&pp.batch);
         let view = self.view;
         let slot = self.slots.entry(pp.seq).or_default();
         slot.enter_view(view);
@@ -582,6 +649,19 @@ impl PbftNode {
             None => {}
         }
         slot.pre_prepare = Some((pp.digest, pp.batch.clone(), Some(pp.auth)));
+        if !in_bounds {
+            // Not prepared by this replica (TOCS §5.4: a backup checks the
+            // primary's non-deterministic choice before it prepares). Kept
+            // without a durable record or a place in Q: if `q − 1` backups
+            // PREPARE it anyway (at least one correct, whose clock was close
+            // enough: this replica's is off, or the pre-prepare was late),
+            // it prepares here then; otherwise the request stalls and the
+            // view-change timer moves on from this primary.
+            slot.timestamp_refused = true;
+            self.stats.bad_timestamp += 1;
+            self.check_prepared(pp.seq, out);
+            return;
+        }
         note_q(&mut slot.pre_prepared, pp.seq, view, pp.digest);
         out.writes.push(Write::PrePrepared {
             seq: pp.seq,
@@ -597,7 +677,7 @@ impl PbftNode {
         let (view, me, id) = (self.view, self.me, self.id);
         let Some(slot) = self.slots.get_mut(&seq) else { return };
         let Some((digest, _, _)) = slot.pre_prepare else { return };
-        if slot.sent_prepare || slot.view != view {
+        if slot.sent_prepare || slot.view != view || slot.timestamp_refused {
             return;
         }
         slot.sent_prepare = true;
@@ -658,8 +738,15 @@ impl PbftNode {
         if (count_votes(&slot.prepares, digest) as usize) < q - 1 {
             return;
         }
-        let digest = *digest;
-        slot.prepared = Some(PreparedEntry { seq, view, digest, batch: batch.clone() });
+        let (digest, batch) = (*digest, batch.clone());
+        if slot.timestamp_refused {
+            // A quorum vouches for the timestamp this replica refused: record
+            // the pre-prepare now, before the certificate (storage order).
+            slot.timestamp_refused = false;
+            note_q(&mut slot.pre_prepared, seq, view, digest);
+            out.writes.push(Write::PrePrepared { seq, view, digest, batch: batch.clone() });
+        }
+        slot.prepared = Some(PreparedEntry { seq, view, digest, batch });
         slot.sent_commit = true;
         add_vote(&mut slot.commits, digest, me);
         out.writes.push(Write::Prepared { seq, view, digest });
@@ -890,7 +977,7 @@ impl PbftNode {
         }
         let mut state = self.state;
         let count = (target - first + 1) as usize;
-        let digests: Vec<Digest> = batches[..count].iter().map(|b| batch_digest(b)).collect();
+        let digests: Vec<Digest> = batches[..count].iter().map(batch_digest).collect();
         for (i, d) in digests.iter().enumerate() {
             state = chain(&state, first + i as u64, d);
         }
@@ -1289,8 +1376,8 @@ impl PbftNode {
         pending.sort_by_key(|c| (c.client, c.seq));
         let p = self.primary_position(self.view);
         for chunk in pending.chunks(self.config.max_batch) {
-            let requests: Batch = Arc::from(chunk.to_vec());
-            let d = batch_digest(&requests);
+            let requests: crate::message::Requests = Arc::from(chunk.to_vec());
+            let d = requests_digest(&requests);
             let auth = self.keys.mac(p, Message::forward_header(&d).as_bytes());
             self.send_to(p, Message::Forward { requests, auth }, out);
         }
@@ -1643,6 +1730,8 @@ impl Protocol for PbftNode {
             history: Vec::with_capacity(durable.executed.len()),
             history_digests: Vec::with_capacity(durable.executed.len()),
             emitted: 0,
+            agreed_time: Time::ZERO,
+            clock: now,
             applied_positions: 0,
             last_executed: HashMap::new(),
             next_seq: 1,
@@ -1742,6 +1831,7 @@ impl Protocol for PbftNode {
     }
 
     fn tick(&mut self, now: Time, out: &mut PbftOutput) {
+        self.clock = self.clock.max(now);
         self.flush(out);
         self.fire_timers(now, out);
         self.rearm(now);
@@ -1758,6 +1848,7 @@ impl Protocol for PbftNode {
     }
 
     fn step(&mut self, now: Time, from: NodeId, msg: Message, out: &mut PbftOutput) {
+        self.clock = self.clock.max(now);
         self.flush(out);
         if from == self.id {
             return;
@@ -1780,7 +1871,7 @@ impl Protocol for PbftNode {
             }
             Message::Forward { requests, auth } => {
                 let Some(pos) = self.mac_sender(from) else { return };
-                let d = batch_digest(&requests);
+                let d = requests_digest(&requests);
                 if !self.keys.check_mac(pos, Message::forward_header(&d).as_bytes(), &auth) {
                     self.stats.bad_mac += 1;
                 } else if !self.requests.check_all(&requests) {
@@ -1838,6 +1929,7 @@ impl Protocol for PbftNode {
         commands: Vec<Command>,
         out: &mut PbftOutput,
     ) -> Result<(), ProposeError> {
+        self.clock = self.clock.max(now);
         self.flush(out);
         if commands.is_empty() {
             return Err(ProposeError::Rejected("empty batch"));
@@ -1860,6 +1952,7 @@ impl Protocol for PbftNode {
     }
 
     fn read(&mut self, now: Time, id: ReadId, out: &mut PbftOutput) -> Result<(), ProposeError> {
+        self.clock = self.clock.max(now);
         self.flush(out);
         if self.reads.len() >= self.config.max_pending_reads {
             return Err(ProposeError::Busy("too many pending reads"));
@@ -2034,7 +2127,7 @@ mod tests {
             &config.client_key(1),
             Command::new(ClientId(1), 1, &b"put"[..]),
         );
-        let batch: Batch = Arc::from(vec![request]);
+        let batch = Batch::new(Time::ZERO, vec![request]);
         let digest = batch_digest(&batch);
         let auth = config.keyring(0).auth(PrePrepare::header(0, 2, &digest).as_bytes());
         let pp = PrePrepare { view: 0, seq: 2, digest, batch, auth };
@@ -2123,6 +2216,191 @@ mod tests {
             "not live after the primary failed: {:?}",
             nodes[1..].iter().map(PbftNode::summary).collect::<Vec<_>>()
         );
+    }
+
+    /// The primary (position 0) orders one request at its clock `at`;
+    /// returns its PRE-PREPARE.
+    fn pre_prepare_at(config: &Config, nodes: &mut [PbftNode], at: Time) -> PrePrepare {
+        let c = crate::request::sign_command(
+            &config.client_key(1),
+            Command::new(ClientId(1), 1, &b"put"[..]),
+        );
+        let mut out = PbftOutput::new();
+        nodes[0].propose(at, vec![c], &mut out).expect("well signed");
+        out.messages
+            .iter()
+            .find_map(|(_, m)| match m {
+                Message::PrePrepare(pp) => Some(pp.clone()),
+                _ => None,
+            })
+            .expect("the primary pre-prepares at once")
+    }
+
+    fn prepares(out: &PbftOutput) -> Vec<Vote> {
+        out.messages
+            .iter()
+            .filter_map(|(_, m)| match m {
+                Message::Prepare(v) => Some(v.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// TOCS §5.4: a backup PREPAREs a batch whose timestamp is within δ of
+    /// its own clock, either way, and the timestamp is bound by the digest.
+    #[test]
+    fn a_backup_prepares_a_timestamp_within_the_clock_bound() {
+        let (config, mut nodes) = cluster();
+        let delta = config.max_clock_skew;
+        let backup_clock = Time::from_millis(10_000);
+        for primary_clock in [backup_clock + delta, backup_clock - delta, backup_clock] {
+            let (_, mut nodes) = cluster();
+            let pp = pre_prepare_at(&config, &mut nodes, primary_clock);
+            assert_eq!(pp.batch.timestamp, primary_clock);
+            assert_eq!(pp.digest, batch_digest(&pp.batch));
+            let mut out = PbftOutput::new();
+            nodes[1].step(backup_clock, NodeId(1), Message::PrePrepare(pp), &mut out);
+            assert_eq!(prepares(&out).len(), 3, "prepared at {primary_clock}");
+            assert_eq!(nodes[1].auth_stats().bad_timestamp, 0);
+        }
+        // A primary that changes the timestamp after signing is caught by
+        // the digest.
+        let mut pp = pre_prepare_at(&config, &mut nodes, backup_clock);
+        pp.batch.timestamp = backup_clock + std::time::Duration::from_millis(1);
+        let mut out = PbftOutput::new();
+        nodes[1].step(backup_clock, NodeId(1), Message::PrePrepare(pp), &mut out);
+        assert!(prepares(&out).is_empty());
+        assert_eq!(nodes[1].auth_stats().bad_digest, 1);
+    }
+
+    /// A primary whose timestamp is further than δ from a backup's clock
+    /// (in the future or in the past) gets no PREPARE from it, and the
+    /// batch does not enter the backup's Q or its durable records.
+    #[test]
+    fn a_backup_refuses_a_timestamp_beyond_the_clock_bound() {
+        let (config, _) = cluster();
+        let delta = config.max_clock_skew;
+        let backup_clock = Time::from_millis(10_000);
+        let one = std::time::Duration::from_micros(1);
+        for primary_clock in [backup_clock + delta + one, backup_clock - delta - one] {
+            let (_, mut nodes) = cluster();
+            let pp = pre_prepare_at(&config, &mut nodes, primary_clock);
+            let mut out = PbftOutput::new();
+            nodes[1].step(backup_clock, NodeId(1), Message::PrePrepare(pp), &mut out);
+            assert!(prepares(&out).is_empty(), "prepared a timestamp {primary_clock} off");
+            assert!(out.writes.is_empty(), "{:?}", out.writes);
+            assert_eq!(nodes[1].auth_stats().bad_timestamp, 1);
+            assert!(nodes[1].build_view_change(1).pre_prepared.is_empty(), "not in Q");
+        }
+    }
+
+    /// A backup whose clock is off (or that got the PRE-PREPARE late)
+    /// refuses to PREPARE it, but a quorum's PREPAREs (so at least one
+    /// correct replica vouched for the timestamp) prepare it there: it
+    /// records the pre-prepare before the certificate and COMMITs.
+    #[test]
+    fn a_refused_timestamp_prepares_on_a_quorums_prepares() {
+        let (config, mut nodes) = cluster();
+        let at = Time::from_millis(10_000);
+        let pp = pre_prepare_at(&config, &mut nodes, at);
+        let mut votes = Vec::new();
+        for i in [1, 2] {
+            let mut out = PbftOutput::new();
+            nodes[i].step(at, NodeId(1), Message::PrePrepare(pp.clone()), &mut out);
+            votes.extend(prepares(&out).into_iter().take(1));
+        }
+        let late = at + config.max_clock_skew * 3;
+        let mut out = PbftOutput::new();
+        nodes[3].step(late, NodeId(1), Message::PrePrepare(pp), &mut out);
+        assert!(prepares(&out).is_empty());
+        for v in votes {
+            let from = v.replica;
+            nodes[3].step(late, from, Message::Prepare(v), &mut out);
+        }
+        assert!(prepares(&out).is_empty(), "it still does not vouch for it itself");
+        assert!(out.messages.iter().any(|(_, m)| matches!(m, Message::Commit(_))));
+        let kinds: Vec<&str> = out
+            .writes
+            .iter()
+            .map(|w| match w {
+                Write::PrePrepared { .. } => "pre-prepared",
+                Write::Prepared { .. } => "prepared",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds, ["pre-prepared", "prepared"]);
+    }
+
+    /// A batch prepared in view 0 with timestamp t0 and re-proposed in
+    /// view 1's NEW-VIEW keeps t0 (its digest binds it), and a backup whose
+    /// clock is now far past t0 + δ accepts it from the NEW-VIEW (it checks
+    /// O against V, not the timestamp against its clock: prepared
+    /// certificates vouch for it) and executes it at agreed time t0.
+    #[test]
+    fn a_re_proposed_batch_keeps_its_timestamp_through_a_view_change() {
+        let (config, mut nodes) = cluster();
+        let t0 = Time::from_millis(10_000);
+        let pp = pre_prepare_at(&config, &mut nodes, t0);
+        // Replicas 0, 1, 2 prepare it; COMMITs are lost; 3 never sees it.
+        let mut votes = Vec::new();
+        for i in [1, 2] {
+            let mut out = PbftOutput::new();
+            nodes[i].step(t0, NodeId(1), Message::PrePrepare(pp.clone()), &mut out);
+            votes.extend(prepares(&out).into_iter().take(1));
+        }
+        for i in [0, 1, 2] {
+            for v in &votes {
+                if v.replica != nodes[i].id {
+                    nodes[i].step(
+                        t0,
+                        v.replica,
+                        Message::Prepare(v.clone()),
+                        &mut PbftOutput::new(),
+                    );
+                }
+            }
+            assert_eq!(nodes[i].build_view_change(1).prepared.len(), 1, "replica {i} prepared");
+        }
+        // The primary fails; long after, the others change view.
+        let later = t0 + config.max_clock_skew * 10;
+        for i in [1, 2, 3] {
+            give_request(&config, &mut nodes[i], 1, later);
+            nodes[i].start_view_change(later, 1, &mut PbftOutput::new());
+        }
+        let limit = later + std::time::Duration::from_secs(10);
+        let end = run_until(&mut nodes, &[1, 2, 3], later, limit, |n| {
+            n[1..].iter().all(|r| r.executed >= 1)
+        });
+        assert!(end < limit, "{:?}", nodes[1..].iter().map(PbftNode::summary).collect::<Vec<_>>());
+        for r in &nodes[1..] {
+            assert!(r.view >= 1);
+            let batch = r.executed_batch(1).expect("executed");
+            assert_eq!(batch.timestamp, t0, "{}", r.summary());
+            assert_eq!(r.agreed_time(), t0);
+            assert_eq!(r.auth_stats().bad_timestamp, 0);
+        }
+    }
+
+    /// Execution clamps: a batch stamped earlier than one executed before
+    /// it runs at the earlier batch's time, and a null request does not
+    /// move the clock.
+    #[test]
+    fn the_agreed_clock_never_goes_back() {
+        let (_, mut nodes) = cluster();
+        let node = &mut nodes[1];
+        let cmd = |seq| Command::new(ClientId(1), seq, &b"x"[..]);
+        let batches = [
+            Batch::new(Time(500), vec![cmd(1)]),
+            Batch::null(),
+            Batch::new(Time(300), vec![cmd(2), cmd(3)]),
+            Batch::new(Time(900), vec![cmd(4)]),
+        ];
+        let mut out = PbftOutput::new();
+        for (i, b) in batches.iter().enumerate() {
+            node.execute(i as u64 + 1, b.clone(), batch_digest(b), false, &mut out);
+        }
+        let times: Vec<u64> = out.committed.iter().map(|c| c.time.expect("timed").0).collect();
+        assert_eq!(times, [500, 500, 500, 500, 900]);
     }
 
     /// Gives `nodes[i]` a pending client request (so its request timer runs).

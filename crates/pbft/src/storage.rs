@@ -177,12 +177,11 @@ impl Durable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     #[test]
     fn a_stable_checkpoint_discards_records_below_it() {
         let mut d = Durable::default();
-        let b: Batch = Arc::from(Vec::new());
+        let b = Batch::null();
         for seq in 1..=5 {
             d.apply(&Write::PrePrepared { seq, view: 0, digest: Digest::ZERO, batch: b.clone() });
             d.apply(&Write::Prepared { seq, view: 0, digest: Digest::ZERO });

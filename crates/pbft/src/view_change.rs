@@ -61,7 +61,7 @@ pub fn decide(set: &[Arc<ViewChange>], n: usize) -> Option<Decision> {
         .filter(|&s| s > h)
         .max()
         .unwrap_or(h);
-    let empty: Batch = Arc::from(Vec::new());
+    let empty = Batch::null();
     let mut pre_prepares = Vec::with_capacity((max_seq - h) as usize);
     for seq in h + 1..=max_seq {
         let mut candidates: Vec<(u64, Digest, &Batch)> = set
@@ -118,7 +118,10 @@ mod tests {
     use synod_core::{ClientId, Command, NodeId};
 
     fn batch(tag: u8) -> Batch {
-        Arc::from(vec![Command::new(ClientId(1), tag as u64, vec![tag])])
+        Batch::new(
+            synod_core::Time(tag as u64),
+            vec![Command::new(ClientId(1), tag as u64, vec![tag])],
+        )
     }
 
     /// A view change from `replica` with `prepared` (seq, view, batch) and

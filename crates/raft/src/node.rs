@@ -627,7 +627,7 @@ impl RaftNode {
             if let Payload::Command(c) = &entry.payload {
                 self.applied_bytes_since_snapshot += c.size_bytes() as u64;
             }
-            out.committed.push(Committed { index, command: entry.command().cloned() });
+            out.committed.push(Committed { index, command: entry.command().cloned(), time: None });
             self.applied_index = index;
         }
         self.maybe_request_snapshot(out);

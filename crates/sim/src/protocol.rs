@@ -80,6 +80,13 @@ pub trait SimProtocol: Protocol + 'static {
         Err(format!("{} has no configurable snapshot interval", Self::name()))
     }
 
+    /// Tells a protocol that agrees on a clock (PBFT's batch timestamps)
+    /// how far apart two correct nodes' clocks can be in this run, plus
+    /// message delay: its bound on a proposer's clock must cover it.
+    fn configure_clock_skew(config: &mut Self::Config, max_skew: std::time::Duration) {
+        let _ = (config, max_skew);
+    }
+
     /// Lets a leader write its log in parallel with replicating it
     /// ([`SimOptions::leader_parallel_write`](crate::SimOptions::leader_parallel_write)):
     /// its replication leaves before its appends are synced

@@ -40,6 +40,7 @@ use crate::rng::SimRng;
 use crate::trace::{Trace, TraceKind, TraceRecord};
 use bytes::Bytes;
 use std::collections::HashMap;
+use std::time::Duration;
 use synod_core::kv::{KvOp, KvResult, KvStore};
 use synod_core::protocol::{SnapshotAction, SnapshotMeta};
 use synod_core::{
@@ -60,6 +61,22 @@ pub(crate) enum Ev<M> {
     FaultTick,
     Script { step: u32 },
     Undo { action: FaultAction },
+}
+
+/// Each node's clock starts up to this far (µs) ahead of global time.
+pub const MAX_CLOCK_OFFSET_US: u64 = 1_000_000;
+
+/// Message delay a bound on clock skew allows for, besides the clocks
+/// themselves (a PRE-PREPARE held by the `slow` attack, jitter, queues).
+pub const CLOCK_SKEW_DELAY_MARGIN: Duration = Duration::from_millis(500);
+
+/// How far apart two nodes' clocks can read in a run of `opts`: the spread
+/// of their start offsets, plus both drifting apart at the fault profile's
+/// largest rate for the whole run, plus [`CLOCK_SKEW_DELAY_MARGIN`].
+pub fn max_clock_skew(opts: &SimOptions) -> Duration {
+    let drift_ppm = crate::faults::FaultConfig::default().max_drift_ppm.unsigned_abs();
+    let drift_us = 2 * drift_ppm * opts.max_time_ms * 1000 / 1_000_000;
+    Duration::from_micros(MAX_CLOCK_OFFSET_US + drift_us) + CLOCK_SKEW_DELAY_MARGIN
 }
 
 /// A deterministic simulation of a cluster of `P` cores.
@@ -136,9 +153,10 @@ impl<P: SimProtocol> Sim<P> {
         if opts.leader_parallel_write {
             P::configure_parallel_write(&mut config)?;
         }
+        P::configure_clock_skew(&mut config, max_clock_skew(opts));
         let mut rng = SimRng::new(seed);
         let ids = (1..=(opts.nodes + spares) as u64).map(NodeId);
-        let nodes = ids.map(|id| SimNode::new(id, rng.below(1_000_000) as i64)).collect();
+        let nodes = ids.map(|id| SimNode::new(id, rng.below(MAX_CLOCK_OFFSET_US) as i64)).collect();
         let keys = client::key_names(opts.keys);
         let mut sim = Sim {
             opts: opts.clone(),

@@ -290,3 +290,27 @@ fn the_sequencer_is_a_sim_protocol() {
             .is_err()
     );
 }
+
+/// PBFT backups refuse batch timestamps further than δ from their clocks,
+/// and the simulator sets δ to [`crate::sim::max_clock_skew`]: two nodes
+/// whose clocks start at the extremes of the offset range and drift apart
+/// at the largest rate for the whole run still read within δ of each other
+/// (with the delay margin to spare), so a correct primary is never refused
+/// for the simulated clocks alone.
+#[test]
+fn simulated_clocks_stay_within_the_pbft_clock_bound() {
+    use crate::node::SimNode;
+    use crate::sim::{CLOCK_SKEW_DELAY_MARGIN, MAX_CLOCK_OFFSET_US, max_clock_skew};
+    use synod_core::Time;
+    let o = SimOptions::default();
+    let ppm = crate::FaultConfig::default().max_drift_ppm;
+    let mut fast: SimNode<crate::testproto::Seq> =
+        SimNode::new(NodeId(1), MAX_CLOCK_OFFSET_US as i64);
+    let mut slow: SimNode<crate::testproto::Seq> = SimNode::new(NodeId(2), 0);
+    fast.set_drift(Time::ZERO, ppm);
+    slow.set_drift(Time::ZERO, -ppm);
+    let end = Time::from_millis(o.max_time_ms);
+    let apart = fast.local_time(end).saturating_since(slow.local_time(end));
+    assert!(apart > Duration::from_millis(1_400), "the extremes are reached: {apart:?}");
+    assert!(apart + CLOCK_SKEW_DELAY_MARGIN <= max_clock_skew(&o), "{apart:?}");
+}

@@ -101,6 +101,7 @@ impl Seq {
             out.committed.push(Committed {
                 index: self.applied,
                 command: self.log[self.applied as usize - 1].clone(),
+                time: None,
             });
         }
         let applied = self.applied;

@@ -662,3 +662,37 @@ fn the_expired_leases_query_answers_what_the_leader_proposes() {
     assert_eq!(t.s.query(&q(1_004_999)).unwrap(), KvResponse::ExpiredLeases(vec![]));
     assert_eq!(t.s.query(&q(1_005_000)).unwrap(), KvResponse::ExpiredLeases(vec![g.id]));
 }
+
+/// On PBFT a lease command executes at the batch's agreed time, whatever
+/// `now` its proposer (or a client) stamped into it: a grant stamped at 0
+/// lives `ttl` from the agreed time, an expiry stamped far in the future
+/// cannot remove a lease before its deadline in agreed time, and the
+/// ordered time-to-live measures at the agreed time.
+#[test]
+fn lease_commands_applied_at_an_agreed_time_ignore_their_stamped_now() {
+    let mut s = KvStore::default();
+    let t0 = Time::from_millis(1_000_000);
+    let secs = |n: u64| std::time::Duration::from_secs(n);
+    let grant =
+        KvCommand::LeaseGrant { request: LeaseGrantRequest { ttl: 10, id: 7 }, now: Time(0) };
+    let answer = s.apply_at(1, &grant.encode(), Some(t0));
+    assert!(matches!(crate::decode_result(&answer), Ok(Ok(KvResponse::LeaseGrant(_)))));
+    let expire = KvCommand::LeaseExpire { ids: vec![7], now: Time::MAX };
+    s.apply_at(2, &expire.encode(), Some(t0 + secs(9)));
+    assert_eq!(s.lease_count(), 1, "not expired before its deadline in agreed time");
+    let ttl = KvCommand::LeaseTimeToLive {
+        request: LeaseTimeToLiveRequest { id: 7, keys: false },
+        now: Time::MAX,
+    };
+    match crate::decode_result(&s.apply_at(3, &ttl.encode(), Some(t0 + secs(4)))) {
+        Ok(Ok(KvResponse::LeaseTimeToLive(r))) => assert_eq!((r.ttl, r.granted_ttl), (6, 10)),
+        other => panic!("{other:?}"),
+    }
+    s.apply_at(4, &expire.encode(), Some(t0 + secs(10)));
+    assert_eq!(s.lease_count(), 0, "expired at its deadline in agreed time");
+    // Without an agreed time the stamped `now` is used, as before.
+    let mut raft = KvStore::default();
+    raft.apply_at(1, &grant.encode(), None);
+    raft.apply_at(2, &expire.encode(), None);
+    assert_eq!(raft.lease_count(), 0);
+}

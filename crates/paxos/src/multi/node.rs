@@ -414,7 +414,11 @@ impl PaxosNode {
             match &entry.value {
                 Value::Noop => {
                     self.applied_position += 1;
-                    out.committed.push(Committed { index: self.applied_position, command: None });
+                    out.committed.push(Committed {
+                        index: self.applied_position,
+                        command: None,
+                        time: None,
+                    });
                 }
                 Value::Batch(commands) => {
                     for command in commands.iter() {
@@ -422,6 +426,7 @@ impl PaxosNode {
                         out.committed.push(Committed {
                             index: self.applied_position,
                             command: Some(command.clone()),
+                            time: None,
                         });
                     }
                 }

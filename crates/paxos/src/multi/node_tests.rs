@@ -48,7 +48,7 @@ fn decode(bytes: &[u8]) -> Vec<Committed> {
         .map(|(i, b)| {
             let seq = u64::from_le_bytes(b.try_into().expect("8 bytes"));
             let command = (seq != u64::MAX).then(|| cmd(seq));
-            Committed { index: i as u64 + 1, command }
+            Committed { index: i as u64 + 1, command, time: None }
         })
         .collect()
 }

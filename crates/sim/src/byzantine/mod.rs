@@ -41,6 +41,7 @@ pub const ATTACKS: &[&str] = &[
     "lying-replies",
     "twins",
     "random",
+    "bad-timestamp",
 ];
 
 /// What `--attack all` expands to.

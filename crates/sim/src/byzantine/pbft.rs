@@ -23,6 +23,7 @@
 //! | `lying-replies` | every client reply says the same wrong value; READ-INDEX answers claim a sequence number never reached, or 0 |
 //! | `twins` | node 1 runs twice with one identity and one key set: the original talks to X, a second correct core (the twin) to Y |
 //! | `random` | mutates about half of what they send: fields bumped, digests flipped, stale or fresh authenticators, duplicates, drops, old messages |
+//! | `bad-timestamp` | a Byzantine primary stamps its batches an hour in the future or in the past (the same forged batch to every replica, validly authenticated): backups must refuse to prepare them, change view, and stay safe and live |
 
 use super::{Adversary, Forged};
 use crate::client::Answer;
@@ -79,6 +80,8 @@ pub enum Attack {
     Twins,
     /// `random`.
     Random,
+    /// `bad-timestamp`.
+    BadTimestamp,
 }
 
 impl Attack {
@@ -99,6 +102,7 @@ impl Attack {
             "lying-replies" => Attack::LyingReplies,
             "twins" => Attack::Twins,
             "random" => Attack::Random,
+            "bad-timestamp" => Attack::BadTimestamp,
             _ => return None,
         })
     }
@@ -269,7 +273,11 @@ impl PbftAdversary {
 
     /// The other story for a batch: reversed, or the null request.
     fn alter(batch: &Batch) -> Batch {
-        if batch.len() >= 2 { batch.iter().rev().cloned().collect() } else { Arc::from(Vec::new()) }
+        if batch.len() >= 2 {
+            Batch::new(batch.timestamp, batch.iter().rev().cloned().collect::<Vec<_>>())
+        } else {
+            Batch::null()
+        }
     }
 
     fn note_view(&mut self, msg: &Message) {
@@ -387,7 +395,7 @@ impl PbftAdversary {
                 if commit { Message::Commit(vote) } else { Message::Prepare(vote) }
             }
             1 => {
-                let batch: Batch = Arc::from(vec![invented]);
+                let batch = Batch::new(Time::ZERO, vec![invented]);
                 let d = batch_digest(&batch);
                 self.pre_prepare(b, view, 1, d, batch)
             }
@@ -479,7 +487,7 @@ impl PbftAdversary {
                 if let Some(last) = bs.last_mut() {
                     *last = Self::alter(last);
                     if last.is_empty() {
-                        *last = Arc::from(vec![self.invented_request()]);
+                        *last = Batch::new(last.timestamp, vec![self.invented_request()]);
                     }
                 }
                 Message::State { first, batches: Arc::from(bs) }
@@ -548,7 +556,7 @@ impl PbftAdversary {
             }
             Message::ViewChange(vc) if vc.replica == from => {
                 // Claim a prepared certificate for an invented batch.
-                let batch: Batch = Arc::from(vec![self.invented_request()]);
+                let batch = Batch::new(Time::ZERO, vec![self.invented_request()]);
                 let seq = vc.stable.seq + 1;
                 let entry = PreparedEntry {
                     seq,
@@ -618,7 +626,7 @@ impl PbftAdversary {
                             self.invented_request()
                         };
                         v.push(bad);
-                        let batch: Batch = Arc::from(v);
+                        let batch = Batch::new(pp.batch.timestamp, v);
                         let x = (batch_digest(&batch), batch);
                         if self.alt.len() >= MAX_ALT {
                             self.alt.clear();
@@ -635,6 +643,49 @@ impl PbftAdversary {
                 let commit = matches!(msg, Message::Commit(_));
                 let d = self.alt[&(v.view, v.seq)].0;
                 self.vote(b, commit, v.view, v.seq, d)
+            }
+            other => other,
+        };
+        out.push(Forged::plain(from, to, m));
+    }
+
+    /// A Byzantine primary's batches re-stamped an hour away from its
+    /// clock: ahead at even sequence numbers, behind at odd ones (ahead too
+    /// while an hour back would be before time zero). Each (view, seq) gets
+    /// one forged batch, sent to every replica (no equivocation: only the
+    /// timestamp lies), authenticated with the primary's own keys.
+    fn bad_timestamp(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+        msg: Message,
+        out: &mut Vec<Forged<Message>>,
+    ) {
+        const SKEW: std::time::Duration = std::time::Duration::from_secs(3600);
+        let b = self.pos(from);
+        let m = match msg {
+            Message::PrePrepare(pp) if !pp.batch.is_empty() => {
+                let key = (pp.view, pp.seq);
+                let (d, batch) = match self.alt.get(&key) {
+                    Some(x) => x.clone(),
+                    None => {
+                        let t = pp.batch.timestamp;
+                        let stamped =
+                            if pp.seq % 2 == 1 && t.as_micros() > 2 * SKEW.as_micros() as u64 {
+                                t - SKEW
+                            } else {
+                                t + SKEW
+                            };
+                        let batch = Batch::new(stamped, pp.batch.requests.clone());
+                        let x = (batch_digest(&batch), batch);
+                        if self.alt.len() >= MAX_ALT {
+                            self.alt.clear();
+                        }
+                        self.alt.insert(key, x.clone());
+                        x
+                    }
+                };
+                self.pre_prepare(b, pp.view, pp.seq, d, batch)
             }
             other => other,
         };
@@ -830,6 +881,7 @@ impl Adversary<PbftNode> for PbftAdversary {
                 self.twin_tick(now, out);
             }
             Attack::Random => self.random(from, to, msg, out),
+            Attack::BadTimestamp => self.bad_timestamp(from, to, msg, out),
         }
     }
 

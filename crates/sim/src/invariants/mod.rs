@@ -58,6 +58,7 @@ pub mod monotonic;
 pub mod paxos_chosen;
 pub mod paxos_compaction;
 pub mod paxos_phases;
+pub mod pbft_agreed_clock;
 pub mod pbft_agreement;
 pub mod raft_view;
 pub mod state_machine_safety;
@@ -100,10 +101,11 @@ pub fn raft_invariants() -> Vec<Box<dyn Invariant<RaftNode>>> {
 }
 
 /// Every checker for a PBFT cluster: the [`generic_invariants`] followed
-/// by [`PbftAgreement`].
+/// by [`PbftAgreement`] and [`pbft_agreed_clock::PbftAgreedClock`].
 pub fn pbft_invariants() -> Vec<Box<dyn Invariant<synod_pbft::PbftNode>>> {
     let mut invariants = generic_invariants::<synod_pbft::PbftNode>();
     invariants.push(Box::new(PbftAgreement::new()));
+    invariants.push(Box::new(pbft_agreed_clock::PbftAgreedClock));
     invariants
 }
 

@@ -6,7 +6,8 @@
 //! sequence numbers, and "applied" means emitted in `Output::committed`.
 //! The checker keeps one global record per position (a digest of the first
 //! command applied there, and by whom) and compares every later application
-//! against it. The record outlives crashes, so it also checks that committed
+//! against it (with the agreed time, for a protocol that emits one: PBFT's
+//! batch timestamps must agree too). The record outlives crashes, so it also checks that committed
 //! positions never change: a node that restarts and re-applies its log must
 //! apply the same commands again.
 
@@ -58,7 +59,9 @@ impl StateMachineSafety {
                 }
                 self.applied.resize(slot + 1, None);
             }
-            let digest = command_digest(c.command.as_ref());
+            // The agreed time (PBFT) is part of what is applied.
+            let time = c.time.map_or(0, |t| (t.0 | 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let digest = command_digest(c.command.as_ref()) ^ time;
             match self.applied[slot] {
                 None => self.applied[slot] = Some(FirstApplied { node, digest }),
                 Some(first) if first.digest == digest => {}
@@ -67,8 +70,9 @@ impl StateMachineSafety {
                         PROPERTY,
                         Some(node),
                         format!(
-                            "applied {:?} at index {}, but {} applied a different command there",
-                            c.command, c.index, first.node
+                            "applied {:?} (time {:?}) at index {}, but {} applied a different \
+                             command or time there",
+                            c.command, c.time, c.index, first.node
                         ),
                     ));
                 }
@@ -95,7 +99,7 @@ mod tests {
 
     fn applied(index: u64, op: &'static str) -> Committed {
         let command = (!op.is_empty()).then(|| Command::new(ClientId(1), index, op));
-        Committed { index, command }
+        Committed { index, command, time: None }
     }
 
     #[test]

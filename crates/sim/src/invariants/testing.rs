@@ -96,5 +96,5 @@ pub(crate) fn status(epoch: u64, commit_index: u64, applied_index: u64) -> Statu
 
 /// A committed no-op at `index`.
 pub(crate) fn noop(index: u64) -> Committed {
-    Committed { index, command: None }
+    Committed { index, command: None, time: None }
 }

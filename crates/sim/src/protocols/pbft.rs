@@ -36,6 +36,13 @@ impl SimProtocol for PbftNode {
         c
     }
 
+    /// δ ([`Config::max_clock_skew`]) covers the run's worst clock skew
+    /// (`sim::max_clock_skew`): a correct primary's timestamps are
+    /// never refused for the simulated clocks alone.
+    fn configure_clock_skew(config: &mut Config, max_skew: Duration) {
+        config.max_clock_skew = max_skew;
+    }
+
     /// Seals the request with its client's key (derived from the cluster
     /// key seed, as the replicas derive the verifying key; cached in the
     /// configuration).
