@@ -587,6 +587,7 @@ mod future_size {
             kv: KvConfig::default(),
             request_timeout: Duration::from_secs(1),
             serve_locally: false,
+            agreed_clock: false,
         };
         let service = Service::new(config, requests, status);
         let put = || PbRequest::Put(convert::put_request(pb::PutRequest::default()));
