@@ -460,18 +460,23 @@ impl Wal {
         let target = (segment.len + self.options.preallocate_bytes)
             .min(self.options.segment_size_bytes)
             .min(u64::from(u32::MAX));
-        if segment.len >= segment.allocated && target > segment.len {
-            let from = segment.len;
-            let zeros = vec![0u8; (target - from) as usize];
-            // Padding is an optimisation: if it cannot be written (a full
-            // disk), the records stand, and appends past what was written
-            // extend the file as they would without it. The file may now
-            // end anywhere up to `target` (zeros written in part are
-            // padding like any other), which is what `allocated` bounds.
-            let _ = segment.file.write_all_at(&zeros, from);
-            segment.allocated = target;
+        if segment.len >= segment.allocated {
+            if target > segment.len {
+                let from = segment.len;
+                let zeros = vec![0u8; (target - from) as usize];
+                // Padding is an optimisation: if it cannot be written (a
+                // full disk), the records stand, and appends past what was
+                // written extend the file as they would without it. The file
+                // may now end anywhere up to `target` (zeros written in part
+                // are padding like any other), which is what `allocated`
+                // bounds.
+                let _ = segment.file.write_all_at(&zeros, from);
+                segment.allocated = target;
+            } else {
+                // At the segment's size cap: no padding past it.
+                segment.allocated = segment.len;
+            }
         }
-        segment.allocated = segment.allocated.max(segment.len);
         self.write_count += 1;
         Ok(first_index + starts.len() as u64 - 1)
     }
@@ -936,47 +941,40 @@ fn recover_segment(
     let scanned = scan::scan_records(&*file, path, first_index, chunk_bytes)?;
     let mut len = scanned.end;
     let mut allocated = len;
-    if let Some(fault) = &scanned.fault
-        && is_last
-        && scan::all_zero(&*file, path, fault.offset, chunk_bytes)?
-    {
-        // The last segment's preallocated padding: the log ends here.
-        return Ok(Segment {
-            path: path.to_path_buf(),
-            file,
-            first_index,
-            offsets: scanned.offsets,
-            len,
-            allocated: scanned.file_len,
-        });
-    }
-    if let Some(fault) = scanned.fault {
-        if !is_last || !fault.could_be_torn {
-            return Err(Error::corrupt(path, fault.offset, fault.reason));
+    match scanned.fault {
+        None => {}
+        Some(fault) if is_last && scan::all_zero(&*file, path, fault.offset, chunk_bytes)? => {
+            // The last segment's preallocated padding: the log ends here.
+            allocated = scanned.file_len;
         }
-        let next_index = first_index + scanned.offsets.len() as u64;
-        if let Some((at, index)) =
-            scan::find_record_after(&*file, path, fault.offset + 1, next_index, chunk_bytes)?
-        {
-            return Err(Error::corrupt(
-                path,
-                fault.offset,
-                format!(
-                    "{}, yet a valid record (index {index}) follows at byte {at}: not a torn write",
-                    fault.reason
-                ),
-            ));
+        Some(fault) => {
+            if !is_last || !fault.could_be_torn {
+                return Err(Error::corrupt(path, fault.offset, fault.reason));
+            }
+            let next_index = first_index + scanned.offsets.len() as u64;
+            if let Some((at, index)) =
+                scan::find_record_after(&*file, path, fault.offset + 1, next_index, chunk_bytes)?
+            {
+                return Err(Error::corrupt(
+                    path,
+                    fault.offset,
+                    format!(
+                        "{}, yet a valid record (index {index}) follows at byte {at}: not a torn write",
+                        fault.reason
+                    ),
+                ));
+            }
+            file.set_len(fault.offset).map_err(|e| Error::io("truncate", path, e))?;
+            file.sync_data().map_err(|e| Error::fatal("fsync", path, e))?;
+            *torn_tail = Some(TornTail {
+                path: path.to_path_buf(),
+                offset: fault.offset,
+                dropped_bytes: scanned.file_len - fault.offset,
+                reason: fault.reason,
+            });
+            len = fault.offset;
+            allocated = len;
         }
-        file.set_len(fault.offset).map_err(|e| Error::io("truncate", path, e))?;
-        file.sync_data().map_err(|e| Error::fatal("fsync", path, e))?;
-        *torn_tail = Some(TornTail {
-            path: path.to_path_buf(),
-            offset: fault.offset,
-            dropped_bytes: scanned.file_len - fault.offset,
-            reason: fault.reason,
-        });
-        len = fault.offset;
-        allocated = len;
     }
     Ok(Segment {
         path: path.to_path_buf(),
