@@ -84,6 +84,11 @@ use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// The source of the padding's zeros. Never written, so it stays on the
+/// kernel's shared zero page: a fresh zeroed buffer per padding (calloc,
+/// memset, page faults) was about 2% of a follower's CPU under load.
+static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
+
 /// The largest segment size or batch size accepted (1 GiB): offsets are
 /// stored in 32 bits, and a segment holds at most one size plus one batch.
 pub const MAX_SEGMENT_OR_BATCH_BYTES: u64 = 1 << 30;
@@ -462,15 +467,20 @@ impl Wal {
             .min(u64::from(u32::MAX));
         if segment.len >= segment.allocated {
             if target > segment.len {
-                let from = segment.len;
-                let zeros = vec![0u8; (target - from) as usize];
                 // Padding is an optimisation: if it cannot be written (a
                 // full disk), the records stand, and appends past what was
                 // written extend the file as they would without it. The file
                 // may now end anywhere up to `target` (zeros written in part
                 // are padding like any other), which is what `allocated`
                 // bounds.
-                let _ = segment.file.write_all_at(&zeros, from);
+                let mut from = segment.len;
+                while from < target {
+                    let n = (target - from).min(ZEROS.len() as u64);
+                    if segment.file.write_all_at(&ZEROS[..n as usize], from).is_err() {
+                        break;
+                    }
+                    from += n;
+                }
                 segment.allocated = target;
             } else {
                 // At the segment's size cap: no padding past it.

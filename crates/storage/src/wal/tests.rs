@@ -284,6 +284,24 @@ fn zeros_after_the_last_record_are_padding_kept_for_the_next_appends() {
 }
 
 #[test]
+fn padding_larger_than_the_zero_buffer_is_written_in_full() {
+    // Not a multiple of the zero buffer (1 MiB), so the last piece is short.
+    let options = WalOptions { preallocate_bytes: (5 << 19) + 3, ..WalOptions::default() };
+    let fs = FaultFs::new();
+    let (mut wal, _) = open(&fs, &options).expect("open");
+    append_range(&mut wal, 1, 3);
+    wal.sync().expect("sync");
+    let records_end = wal.segments[0].len;
+    let padded = fs.read(&dir().join(segment_file_name(1))).expect("segment");
+    assert_eq!(padded.len() as u64, records_end + options.preallocate_bytes);
+    assert!(padded[records_end as usize..].iter().all(|&b| b == 0), "the padding is zeros");
+    drop(wal);
+    let (wal, recovered) = open(&fs, &options).expect("reopen");
+    assert_eq!(recovered.torn_tail, None);
+    assert_eq!(read_all(&wal), expected(1, 3));
+}
+
+#[test]
 fn a_torn_record_in_the_padding_is_cut_off_and_reported() {
     let fs = FaultFs::new();
     let (mut wal, _) = open(&fs, &WalOptions::default()).expect("open");
