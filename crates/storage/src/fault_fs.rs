@@ -41,6 +41,8 @@ struct Inner {
     space_limit_bytes: Option<u64>,
     /// How many of the next syncs (file or directory) fail with EIO.
     failing_syncs: u32,
+    /// Syncs that succeed before `failing_syncs` start failing.
+    syncs_before_failing: u32,
     /// Successful `sync_data` calls, for tests of group commit.
     data_syncs: u64,
 }
@@ -175,6 +177,7 @@ impl FaultFs {
         inner.generation += 1;
         inner.space_limit_bytes = None;
         inner.failing_syncs = 0;
+        inner.syncs_before_failing = 0;
     }
 
     /// Limits the total bytes of all files: a write that would exceed it
@@ -191,7 +194,16 @@ impl FaultFs {
     /// Makes the next `count` syncs (of files or directories) fail with EIO,
     /// leaving the unsynced data unsynced.
     pub fn fail_next_syncs(&self, count: u32) {
-        self.lock().failing_syncs = count;
+        self.fail_syncs_after(0, count);
+    }
+
+    /// Lets the next `skip` syncs (of files or directories) succeed, then
+    /// makes `count` fail with EIO: a failure in the middle of an operation
+    /// that syncs more than once (starting a segment, a truncate).
+    pub fn fail_syncs_after(&self, skip: u32, count: u32) {
+        let mut inner = self.lock();
+        inner.syncs_before_failing = skip;
+        inner.failing_syncs = count;
     }
 
     /// Successful `sync_data` calls so far.
@@ -273,7 +285,9 @@ impl Inner {
     }
 
     fn take_sync_failure(&mut self) -> io::Result<()> {
-        if self.failing_syncs > 0 {
+        if self.failing_syncs > 0 && self.syncs_before_failing > 0 {
+            self.syncs_before_failing -= 1;
+        } else if self.failing_syncs > 0 {
             self.failing_syncs -= 1;
             return Err(io::Error::from_raw_os_error(5)); // EIO
         }
@@ -542,6 +556,7 @@ mod tests {
             generation: inner.generation,
             space_limit_bytes: inner.space_limit_bytes,
             failing_syncs: inner.failing_syncs,
+            syncs_before_failing: inner.syncs_before_failing,
             data_syncs: inner.data_syncs,
         }
     }

@@ -4,6 +4,7 @@
 
 mod crash_model;
 mod kill9;
+mod padding;
 mod random_bytes;
 
 use super::*;
@@ -44,19 +45,19 @@ pub(super) fn read_all(wal: &Wal) -> Vec<(u64, Vec<u8>)> {
         .expect("read")
 }
 
-fn append_range(wal: &mut Wal, from: u64, to: u64) {
+pub(super) fn append_range(wal: &mut Wal, from: u64, to: u64) {
     let payloads: Vec<Vec<u8>> = (from..=to).map(|i| payload(i, 0)).collect();
     assert_eq!(wal.append(from, &payloads).expect("append"), to);
 }
 
 /// One append per record, so small segments rotate.
-fn append_each(wal: &mut Wal, from: u64, to: u64) {
+pub(super) fn append_each(wal: &mut Wal, from: u64, to: u64) {
     for i in from..=to {
         append_range(wal, i, i);
     }
 }
 
-fn expected(from: u64, to: u64) -> Vec<(u64, Vec<u8>)> {
+pub(super) fn expected(from: u64, to: u64) -> Vec<(u64, Vec<u8>)> {
     (from..=to).map(|i| (i, payload(i, 0))).collect()
 }
 
