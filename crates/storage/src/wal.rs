@@ -637,6 +637,9 @@ impl Wal {
         if self.last_index() == 0 || from_index > self.last_index() {
             return Ok(());
         }
+        // Before anything is deleted: if a step below fails, the durable
+        // index must not name records that are gone.
+        self.durable_index = self.durable_index.min(from_index - 1);
         // Newest first, so a crash part-way leaves a contiguous log.
         let mut removed = false;
         while let Some(segment) = self.segments.last()
@@ -704,8 +707,9 @@ impl Wal {
             self.unsynced = false;
         }
         if removed {
-            self.sync_dir()?;
+            // Before the fsync, which may fail.
             self.durable_index = self.durable_index.min(self.last_index());
+            self.sync_dir()?;
         }
         Ok(())
     }

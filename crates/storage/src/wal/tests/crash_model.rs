@@ -45,10 +45,24 @@ enum Op {
     },
     /// The next fsync fails (the log must poison itself).
     FailSync,
+    /// The next `skip` syncs succeed and the one after fails, inside
+    /// `what`: 0 an append of `count` records (which may start a segment,
+    /// cutting the padded one before it), 1 a truncate of the last `count`
+    /// records, 2 a purge, 3 a detach, of `count`/8 of the log.
+    FailSyncDuring {
+        skip: u32,
+        what: u8,
+        count: u64,
+    },
     Crash {
         seed: u64,
     },
-    Reopen,
+    /// Reopen, with `preallocate_bytes` set to one of 0, 80 (the usual), 300
+    /// from now on: a log written by a version without padding, or with
+    /// another amount.
+    Reopen {
+        preallocate: u8,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -62,8 +76,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::RunPurger),
         1 => (0u64..120, 1u64..6).prop_map(|(room, count)| Op::DiskFull { room, count }),
         1 => Just(Op::FailSync),
+        2 => (0u32..4, 0u8..4, 1u64..12).prop_map(|(skip, what, count)| Op::FailSyncDuring { skip, what, count }),
         2 => any::<u64>().prop_map(|seed| Op::Crash { seed }),
-        1 => Just(Op::Reopen),
+        1 => (0u8..3).prop_map(|preallocate| Op::Reopen { preallocate }),
     ]
 }
 
@@ -80,6 +95,9 @@ fn options() -> WalOptions {
 struct Model {
     fs: FaultFs,
     wal: Option<Wal>,
+    options: WalOptions,
+    /// Records a failed truncate was deleting: they may or may not be there.
+    maybe: BTreeMap<u64, Vec<u8>>,
     /// The log's content as the caller appended it.
     records: BTreeMap<u64, Vec<u8>>,
     /// Records purged (they may come back after a crash: purge is lazy).
@@ -103,7 +121,10 @@ impl Model {
         let poisoned = self.wal.as_ref().is_none_or(Wal::is_poisoned);
         match *op {
             Op::Crash { seed } => return self.crash_and_recover(seed),
-            Op::Reopen => return self.reopen(),
+            Op::Reopen { preallocate } => {
+                self.options.preallocate_bytes = [0, 80, 300][usize::from(preallocate)];
+                return self.reopen();
+            }
             _ if poisoned => return Ok(()),
             Op::Append { count, salt } => {
                 let first = self.next_index();
@@ -194,6 +215,73 @@ impl Model {
                     Err(e) => prop_assert!(false, "unexpected error {e}"),
                 }
             }
+            Op::FailSyncDuring { skip, what, count } => {
+                self.fs.fail_syncs_after(skip, 1);
+                let result = match what {
+                    0 => {
+                        let first = self.next_index();
+                        let payloads: Vec<Vec<u8>> =
+                            (first..first + count).map(|i| payload(i, 6)).collect();
+                        let result = self.wal().append(first, &payloads).map(|_| ());
+                        if result.is_ok() {
+                            for (i, p) in (first..).zip(payloads) {
+                                self.records.insert(i, p);
+                            }
+                        }
+                        result
+                    }
+                    1 => {
+                        let Some(&last) = self.records.keys().next_back() else {
+                            self.fs.fail_syncs_after(0, 0);
+                            return Ok(());
+                        };
+                        let from = last.saturating_sub(count).max(1);
+                        let result = self.wal().truncate_suffix(from);
+                        let gone = self.records.split_off(&from);
+                        if result.is_err() {
+                            self.maybe.extend(gone);
+                        }
+                        self.acked = self.acked.min(from - 1);
+                        result
+                    }
+                    _ => {
+                        let (Some(&first), Some(&last)) =
+                            (self.records.keys().next(), self.records.keys().next_back())
+                        else {
+                            self.fs.fail_syncs_after(0, 0);
+                            return Ok(());
+                        };
+                        let up_to = first + (last - first + 1) * (count % 9) / 8;
+                        let result = if what == 2 {
+                            self.wal().purge_prefix(up_to)
+                        } else {
+                            self.wal().detach_prefix(up_to).map(|_| ())
+                        };
+                        let first_left = self.wal().first_index();
+                        let keep = if first_left == 0 {
+                            BTreeMap::new()
+                        } else {
+                            self.records.split_off(&first_left)
+                        };
+                        self.purged.extend(std::mem::replace(&mut self.records, keep));
+                        result
+                    }
+                };
+                self.fs.fail_syncs_after(0, 0);
+                if let Err(e) = result {
+                    prop_assert!(e.is_fatal(), "{}", e);
+                    prop_assert!(self.wal().is_poisoned());
+                }
+                // What the log calls durable, failed or not, must survive.
+                let durable = self.wal().durable_index();
+                prop_assert!(
+                    durable <= self.records.keys().next_back().copied().unwrap_or(0)
+                        || self.records.is_empty()
+                );
+                self.acked = self
+                    .acked
+                    .max(durable.min(self.records.keys().next_back().copied().unwrap_or(0)));
+            }
             Op::FailSync => {
                 self.fs.fail_next_syncs(1);
                 let unsynced = self.wal().durable_index() != self.wal().last_index();
@@ -219,7 +307,7 @@ impl Model {
     fn crash_and_recover(&mut self, seed: u64) -> Result<(), TestCaseError> {
         self.wal = None;
         self.fs.crash(seed);
-        let (wal, recovered) = open(&self.fs, &options())
+        let (wal, recovered) = open(&self.fs, &self.options)
             .map_err(|e| TestCaseError::fail(format!("recovery failed: {e}")))?;
         let got: BTreeMap<u64, Vec<u8>> = read_all(&wal).into_iter().collect();
         prop_assert_eq!(recovered.last_index, got.keys().next_back().copied().unwrap_or(0));
@@ -234,7 +322,11 @@ impl Model {
             }
         }
         for (index, bytes) in &got {
-            let expected = self.records.get(index).or_else(|| self.purged.get(index));
+            let expected = self
+                .records
+                .get(index)
+                .or_else(|| self.maybe.get(index))
+                .or_else(|| self.purged.get(index));
             prop_assert_eq!(
                 Some(bytes),
                 expected,
@@ -243,6 +335,7 @@ impl Model {
             );
         }
         self.records = got;
+        self.maybe.clear();
         self.purged.retain(|i, _| !self.records.contains_key(i));
         self.acked = wal.durable_index();
         prop_assert_eq!(self.acked, recovered.last_index, "open makes what it recovered durable");
@@ -252,7 +345,7 @@ impl Model {
 
     fn reopen(&mut self) -> Result<(), TestCaseError> {
         self.wal = None;
-        let (wal, recovered) = open(&self.fs, &options())
+        let (wal, recovered) = open(&self.fs, &self.options)
             .map_err(|e| TestCaseError::fail(format!("reopen failed: {e}")))?;
         prop_assert_eq!(recovered.torn_tail, None);
         let got: BTreeMap<u64, Vec<u8>> = read_all(&wal).into_iter().collect();
@@ -260,7 +353,7 @@ impl Model {
         // has not deleted yet (before what is left).
         let first_left = self.records.keys().next().copied();
         for (index, bytes) in &got {
-            let expected = match self.records.get(index) {
+            let expected = match self.records.get(index).or_else(|| self.maybe.get(index)) {
                 Some(r) => Some(r),
                 None => {
                     prop_assert!(first_left.is_none_or(|f| *index < f), "{} came back", index);
@@ -273,6 +366,7 @@ impl Model {
             prop_assert!(got.contains_key(index), "record {} lost on a clean reopen", index);
         }
         self.records = got;
+        self.maybe.clear();
         self.purged.retain(|i, _| !self.records.contains_key(i));
         self.acked = wal.durable_index();
         self.wal = Some(wal);
@@ -287,7 +381,7 @@ proptest! {
     fn every_synced_record_survives_any_crash(ops in proptest::collection::vec(op(), 1..80), final_seed in any::<u64>()) {
         let fs = FaultFs::new();
         let (wal, _) = open(&fs, &options()).expect("open");
-        let mut model = Model { fs, wal: Some(wal), records: BTreeMap::new(), purged: BTreeMap::new(), acked: 0 };
+        let mut model = Model { fs, wal: Some(wal), options: options(), maybe: BTreeMap::new(), records: BTreeMap::new(), purged: BTreeMap::new(), acked: 0 };
         for op in &ops {
             model.apply(op)?;
         }

@@ -448,3 +448,30 @@ fn detaching_the_padded_last_segment_then_crashing_keeps_a_contiguous_log() {
         }
     }
 }
+
+#[test]
+fn a_failed_truncate_or_purge_never_leaves_the_durable_index_past_the_log() {
+    // skip 0 in a truncate within the last segment: the fsync of the cut;
+    // across segments: the directory fsync, then the fsync of the cut.
+    for (from, skip) in [(30, 0), (10, 0), (10, 1)] {
+        let fs = FaultFs::new();
+        let (mut wal, _) = open(&fs, &small_segments()).expect("open");
+        append_each(&mut wal, 1, 31);
+        wal.sync().expect("sync");
+        fs.fail_syncs_after(skip, 1);
+        let err = wal.truncate_suffix(from).expect_err("a sync fails");
+        assert!(err.is_fatal() && wal.is_poisoned(), "{err}");
+        assert!(
+            wal.durable_index() < from,
+            "from {from} skip {skip}: durable index {} names truncated records",
+            wal.durable_index()
+        );
+    }
+    let fs = FaultFs::new();
+    let (mut wal, _) = open(&fs, &small_segments()).expect("open");
+    append_each(&mut wal, 1, 31);
+    wal.sync().expect("sync");
+    fs.fail_next_syncs(1);
+    wal.purge_prefix(1000).expect_err("the directory fsync fails");
+    assert_eq!(wal.durable_index(), 0, "the log is empty");
+}
