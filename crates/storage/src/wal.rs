@@ -69,6 +69,18 @@
 //! appends. A segment is cut back to its last record before a new one is
 //! started, so only the last segment is ever padded.
 //!
+//! Two limits follow. Records whose bytes all read back as zeros with only
+//! zeros after them (a lost write of synced sectors) cannot be told from
+//! padding: the log ends before them and nothing is reported (without
+//! padding the same loss was reported as a torn tail). And since appends no
+//! longer change the file's size, a crash may keep a later sector of
+//! unsynced appends without an earlier one (a disk's volatile cache
+//! reorders them): a valid record after the hole is refused as corruption,
+//! never cut as a torn tail, since it could as well be acknowledged data
+//! after damage. The first needs a disk that lost synced writes, which no
+//! checksum at the end of a log can detect; the second may stop a node
+//! after a power loss until an operator cuts the log.
+//!
 //! Memory: the log keeps only a 4-byte offset per record (no payloads);
 //! reads go to the file in chunks of [`WalOptions::read_chunk_bytes`].
 
