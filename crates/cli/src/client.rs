@@ -160,6 +160,25 @@ pub fn prefix_end(key: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// The `(key, range_end)` of a read or delete of `key`, as etcd's clientv3
+/// builds them: with `prefix` every key starting with `key`, with
+/// `from_key` every key from `key` on, else `key` alone. An empty key with
+/// either means every key (`[0]`, `[0]`), since the server refuses an empty
+/// key.
+pub fn key_range(key: &[u8], prefix: bool, from_key: bool) -> (Vec<u8>, Vec<u8>) {
+    if key.is_empty() && (prefix || from_key) {
+        return (vec![0], vec![0]);
+    }
+    let range_end = if prefix {
+        prefix_end(key)
+    } else if from_key {
+        vec![0]
+    } else {
+        Vec::new()
+    };
+    (key.to_vec(), range_end)
+}
+
 /// Bytes as text (lossy), as etcdctl's simple output prints keys and values.
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -175,6 +194,17 @@ mod tests {
         assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
         assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
         assert_eq!(prefix_end(b""), vec![0]);
+    }
+
+    #[test]
+    fn an_empty_prefix_means_every_key_as_in_clientv3() {
+        // Regression: `synod kv get "" --prefix` (the README's quick start)
+        // sent an empty key, which the server refuses.
+        assert_eq!(key_range(b"", true, false), (vec![0], vec![0]));
+        assert_eq!(key_range(b"", false, true), (vec![0], vec![0]));
+        assert_eq!(key_range(b"foo", true, false), (b"foo".to_vec(), b"fop".to_vec()));
+        assert_eq!(key_range(b"foo", false, true), (b"foo".to_vec(), vec![0]));
+        assert_eq!(key_range(b"foo", false, false), (b"foo".to_vec(), Vec::new()));
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! Exit codes: 0 success, 1 the cluster answered with an error or could not
 //! be reached, 2 bad usage.
 
-use crate::client::{self, ClientOpts, Failure, parse_lease, prefix_end, text, within};
+use crate::client::{self, ClientOpts, Failure, key_range, parse_lease, text, within};
 use crate::pbft_client;
 use clap::{Args, Subcommand, ValueEnum};
 use std::process::ExitCode;
@@ -134,15 +134,9 @@ async fn execute(args: KvArgs) -> Result<(), Failure> {
             }
         }
         KvOp::Get { key, prefix, from_key, limit, rev, keys_only, consistency } => {
-            let range_end = if prefix {
-                prefix_end(key.as_bytes())
-            } else if from_key {
-                vec![0]
-            } else {
-                Vec::new()
-            };
+            let (key, range_end) = key_range(key.as_bytes(), prefix, from_key);
             let request = RangeRequest {
-                key: key.into_bytes(),
+                key,
                 range_end,
                 limit,
                 revision: rev,
@@ -165,8 +159,8 @@ async fn execute(args: KvArgs) -> Result<(), Failure> {
             }
         }
         KvOp::Del { key, prefix, prev_kv } => {
-            let range_end = if prefix { prefix_end(key.as_bytes()) } else { Vec::new() };
-            let request = DeleteRangeRequest { key: key.into_bytes(), range_end, prev_kv };
+            let (key, range_end) = key_range(key.as_bytes(), prefix, false);
+            let request = DeleteRangeRequest { key, range_end, prev_kv };
             let r = match (&mut pbft, &mut plain) {
                 (Some(p), _) => p.delete_range(request).await?,
                 (None, Some(c)) => within(timeout, c.delete_range(request)).await?,
