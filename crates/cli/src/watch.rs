@@ -20,7 +20,7 @@
 //! Exit codes: 0 success, 1 the cluster answered with an error, cancelled the
 //! watch or could not be reached, 2 bad usage.
 
-use crate::client::{self, ClientOpts, Failure, emit, prefix_end, text};
+use crate::client::{self, ClientOpts, Failure, emit, text};
 use crate::pbft_client::{self, PbftClient};
 use bytes::Bytes;
 use clap::Args;
@@ -67,12 +67,12 @@ pub fn run(args: WatchArgs) -> ExitCode {
 /// A PBFT watch's pause after a poll that found no new event.
 pub const PBFT_POLL_INTERVAL: Duration = Duration::from_millis(200);
 
-/// The `[key, range_end)` the arguments ask for (etcd's conventions).
-fn range_end(args: &WatchArgs) -> Vec<u8> {
-    match (&args.range_end, args.prefix) {
-        (Some(end), _) => end.clone().into_bytes(),
-        (None, true) => prefix_end(args.key.as_bytes()),
-        (None, false) => Vec::new(),
+/// The `[key, range_end)` the arguments ask for (etcd's conventions; an
+/// empty key with `--prefix` means every key, as in clientv3).
+fn key_range(args: &WatchArgs) -> (Vec<u8>, Vec<u8>) {
+    match &args.range_end {
+        Some(end) => (args.key.as_bytes().to_vec(), end.clone().into_bytes()),
+        None => client::key_range(args.key.as_bytes(), args.prefix, false),
     }
 }
 
@@ -82,10 +82,10 @@ async fn execute(args: WatchArgs) -> Result<(), Failure> {
     }
     let timeout = args.client.timeout();
     let channel = client::connect(&args.client.endpoints, timeout).await?;
-    let range_end = range_end(&args);
+    let (key, range_end) = key_range(&args);
     let (tx, rx) = mpsc::channel(1);
     let create = WatchCreateRequest {
-        key: args.key.clone().into_bytes(),
+        key,
         range_end,
         start_revision: args.rev,
         prev_kv: args.prev_kv,
@@ -138,8 +138,8 @@ async fn execute(args: WatchArgs) -> Result<(), Failure> {
 /// `synod watch` on PBFT: polls the history through f+1 agreement (see the
 /// module doc) until interrupted or `--count` events were printed.
 async fn execute_pbft(args: WatchArgs, mut pbft: PbftClient) -> Result<(), Failure> {
-    let key = Bytes::from(args.key.clone().into_bytes());
-    let end = Bytes::from(range_end(&args));
+    let (key, end) = key_range(&args);
+    let (key, end) = (Bytes::from(key), Bytes::from(end));
     let mut next = args.rev;
     let mut seen: u64 = 0;
     loop {

@@ -154,6 +154,10 @@ async fn lease_watch_lock_elect_and_member_commands_behave_like_etcdctl() {
         go(&["watch", "w/", "--prefix", "--rev", &first.to_string(), "--prev-kv", "--count", "3"]);
     assert!(w.status.success(), "{}", stderr(&w));
     assert_eq!(stdout(&w), "PUT\nw/a\n1\nPUT\nw/a\n1\nw/a\n2\nDELETE\nw/a\n2\nw/a\n\n");
+    // An empty prefix is every key (clientv3's convention), not a refusal.
+    let all = go(&["watch", "", "--prefix", "--rev", &first.to_string(), "--count", "1"]);
+    assert!(all.status.success(), "{}", stderr(&all));
+    assert_eq!(stdout(&all), "PUT\nw/a\n1\n");
     // A live watch on another replica sees a later write.
     let live = Running::start(&["watch", "w/live", "--endpoints", &other, "--count", "1"]);
     // (Created before the put is certain only once it answers; retry the put.)
