@@ -391,6 +391,23 @@ pub enum Event {
         /// The read.
         id: ReadId,
     },
+    /// This replica refused to vouch for a leader's proposal because the
+    /// time the leader stamped it with was further from this replica's
+    /// clock than the protocol's bound (PBFT: a PRE-PREPARE whose batch
+    /// timestamp is more than δ from the backup's clock, so no PREPARE).
+    /// Reported at most once per proposal (epoch and position), so a
+    /// faulty leader cannot make a replica report without bound; the core
+    /// logs nothing itself: the host decides how loud to be.
+    TimestampRefused {
+        /// The epoch (PBFT view) of the proposal.
+        epoch: u64,
+        /// Its position in that epoch's order (PBFT sequence number).
+        seq: u64,
+        /// The time the leader stamped it with.
+        proposed: Time,
+        /// This replica's clock when it refused.
+        local: Time,
+    },
 }
 
 /// The role a replica plays. Not every protocol uses every role.

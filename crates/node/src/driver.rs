@@ -398,6 +398,8 @@ where
     /// The epoch this node led in when the round began (before any call
     /// into the core), if it led.
     round_leader_epoch: Option<u64>,
+    /// Which refused PBFT timestamps are logged (every one is counted).
+    refusals: crate::metrics::RefusalLog,
 }
 
 impl<P: NodeProtocol + Reconfigure> Driver<P>
@@ -523,6 +525,7 @@ where
             synced_rounds: 0,
             held: std::collections::VecDeque::new(),
             round_leader_epoch: None,
+            refusals: crate::metrics::RefusalLog::default(),
         };
         Ok((driver, status_rx))
     }
@@ -1409,6 +1412,21 @@ where
                     for r in reads {
                         let _ = r.reply.send(Err(ClientError::NotLeader { leader }));
                     }
+                }
+            }
+            Event::TimestampRefused { epoch, seq, proposed, local } => {
+                if let Some(unlogged) = self.refusals.refused(&self.metrics, epoch) {
+                    tracing::warn!(
+                        node = %self.core.id(),
+                        view = epoch,
+                        seq,
+                        proposed = %proposed,
+                        local = %local,
+                        unlogged_since_last_warning = unlogged,
+                        "refused to prepare a batch: its timestamp is further than \
+                         max_clock_skew from this clock (a faulty primary, or clocks out of \
+                         sync); further refusals in this view are only counted"
+                    );
                 }
             }
         }
