@@ -880,6 +880,11 @@ mod tests {
         let settings = node_config.protocol_settings();
         let c = <PbftNode as NodeProtocol>::config(ids, &settings).expect("valid");
         assert_eq!(c.max_clock_skew, Duration::from_millis(250));
+        assert_eq!(c.bug, synod_pbft::InjectedBug::None, "a node never runs a simulator bug");
+        let with_bug =
+            text.replace("node_id = 1\n", "node_id = 1\nbug = \"pbft-skip-clock-check\"\n");
+        let err = crate::config::NodeConfig::parse(&with_bug).expect_err("no such field");
+        assert!(err.contains("bug"), "{err}");
     }
 
     #[test]

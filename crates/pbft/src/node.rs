@@ -71,7 +71,7 @@
 //! state machine receives the inner op.
 
 use crate::auth::{AuthStats, Keyring};
-use crate::config::Config;
+use crate::config::{Config, InjectedBug};
 use crate::digest::{Digest, batch_digest, chain, requests_digest};
 use crate::message::{
     Batch, Checkpoint, Message, NewView, PrePrepare, PreparedEntry, StableCheckpoint, ViewChange,
@@ -504,9 +504,10 @@ impl PbftNode {
 
     /// Whether a backup may PREPARE a batch stamped `timestamp`: within δ
     /// of its own clock either way. The null request is never checked (its
-    /// timestamp is not used).
+    /// timestamp is not used). [`InjectedBug::SkipClockCheck`] accepts any.
     fn timestamp_in_bounds(&self, batch: &Batch) -> bool {
         batch.is_empty()
+            || self.config.bug == InjectedBug::SkipClockCheck
             || batch.timestamp.as_micros().abs_diff(self.clock.as_micros())
                 <= self.config.max_clock_skew.as_micros().min(u64::MAX as u128) as u64
     }
@@ -2339,6 +2340,27 @@ mod tests {
         nodes[1].step(backup_clock, NodeId(1), Message::PrePrepare(pp), &mut out);
         assert_eq!(prepares(&out).len(), 3);
         assert!(refusals(&out).is_empty(), "{:?}", out.events);
+    }
+
+    /// `InjectedBug::SkipClockCheck` (the simulator's
+    /// `pbft-skip-clock-check`) makes a backup PREPARE a batch stamped 2δ
+    /// off, reporting no refusal: the check it breaks is the only one.
+    #[test]
+    fn the_skip_clock_check_bug_prepares_any_timestamp() {
+        let (mut config, _) = cluster();
+        config.bug = InjectedBug::SkipClockCheck;
+        let mut nodes: Vec<PbftNode> = config
+            .replicas
+            .iter()
+            .map(|&id| PbftNode::recover(id, &config, &Durable::default(), 0, Time::ZERO))
+            .collect();
+        let backup_clock = Time::from_millis(10_000);
+        let pp = pre_prepare_at(&config, &mut nodes, backup_clock + config.max_clock_skew * 2);
+        let mut out = PbftOutput::new();
+        nodes[1].step(backup_clock, NodeId(1), Message::PrePrepare(pp), &mut out);
+        assert_eq!(prepares(&out).len(), 3);
+        assert_eq!(nodes[1].auth_stats().bad_timestamp, 0);
+        assert!(!out.events.iter().any(|e| matches!(e, Event::TimestampRefused { .. })));
     }
 
     /// A backup whose clock is off (or that got the PRE-PREPARE late)
