@@ -419,6 +419,16 @@ impl PbftClient {
             Err(e) => Err(e),
         }
     }
+
+    /// `Lease.LeaseLeases`, ordered: the ids of every live lease, as f+1
+    /// replicas list them at the same position of the log.
+    pub async fn lease_leases(&mut self) -> Result<Vec<i64>, Failure> {
+        let request = synod_kv::LeaseLeasesRequest {};
+        match self.execute(&KvCommand::LeaseLeases(request)).await? {
+            KvResponse::LeaseLeases(l) => Ok(l.leases.iter().map(|s| s.id).collect()),
+            _ => Err(unexpected("lease list")),
+        }
+    }
 }
 
 /// A session lease on PBFT (for `synod lock` and `synod elect`), renewed

@@ -13,7 +13,8 @@
 //! Only what an etcd client may ask for is accepted on this path: ranges,
 //! puts, deletes, txns, compactions, the ordered history reads a client's
 //! watch polls with (`KvCommand::Events`), and the lease requests: grant,
-//! keep-alive, revoke and an ordered time-to-live. A lease command's `now`
+//! keep-alive, revoke, an ordered time-to-live and an ordered lease list.
+//! A lease command's `now`
 //! is whatever the client wrote: the state machine ignores it on PBFT and
 //! applies the command at its batch's agreed time (the primary's timestamp,
 //! which correct backups checked against their clocks, see
@@ -26,9 +27,10 @@
 //! [`FAULT_WRONG_REPLIES`] set to `1` at start, this replica lies on this
 //! path: it answers every request with a result it made up (a read's or an
 //! events batch's values replaced, a lease answer's id and TTLs changed,
-//! any other answer turned into an error), validly signed
-//! — what a Byzantine replica could do. It also lists a member that does
-//! not exist in its etcd `MemberList` answers. It is logged loudly at start; tests
+//! a lease list given a lease that does not exist, any other answer turned
+//! into an error), validly signed — what a Byzantine replica could do. It
+//! also lists a member that does not exist in its etcd `MemberList`
+//! answers, and that lease in its etcd `LeaseLeases` answers. It is logged loudly at start; tests
 //! use it to show that the client outvotes one lying replica.
 
 use crate::driver::{ClientError, ClientRequest, NodeStatus};
@@ -50,6 +52,10 @@ pub const FAULT_WRONG_REPLIES: &str = "SYNOD_FAULT_PBFT_WRONG_REPLIES";
 
 /// Seconds a lying replica adds to the TTLs it reports (fault injection).
 pub const FORGED_TTL_SECS: i64 = 1000;
+
+/// The lease a lying replica adds to every lease list it answers, on this
+/// path and on the etcd `Lease.LeaseLeases` (fault injection).
+pub const FORGED_LEASE_ID: i64 = 0xbad;
 
 /// The `synodpb.Pbft` service of one replica.
 #[derive(Clone)]
@@ -116,6 +122,10 @@ impl PbftService {
                 t.granted_ttl += FORGED_TTL_SECS;
                 encode_result(&Ok(KvResponse::LeaseTimeToLive(t)))
             }
+            Ok(Ok(KvResponse::LeaseLeases(mut l))) => {
+                l.leases.push(synod_kv::LeaseStatus { id: FORGED_LEASE_ID });
+                encode_result(&Ok(KvResponse::LeaseLeases(l)))
+            }
             _ => encode_result(&Err(KvError::Malformed(format!(
                 "forged by replica {}",
                 self.node_id.0
@@ -154,7 +164,8 @@ impl Pbft for PbftService {
                 | KvCommand::LeaseGrant { .. }
                 | KvCommand::LeaseKeepAlive { .. }
                 | KvCommand::LeaseRevoke(_)
-                | KvCommand::LeaseTimeToLive { .. },
+                | KvCommand::LeaseTimeToLive { .. }
+                | KvCommand::LeaseLeases(_),
             ) => {}
             Ok(KvCommand::LeaseExpire { .. } | KvCommand::LeasePromote { .. }) => {
                 return Err(Status::invalid_argument(
@@ -298,6 +309,7 @@ mod tests {
                 now,
             },
             KvCommand::LeaseRevoke(LeaseRevokeRequest { id: 9 }),
+            KvCommand::LeaseLeases(synod_kv::LeaseLeasesRequest {}),
         ]
         .iter()
         .enumerate()
