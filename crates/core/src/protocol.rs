@@ -329,6 +329,12 @@ pub enum ProposeError {
     /// The request can never be accepted (e.g. larger than the size limit).
     #[error("rejected: {0}")]
     Rejected(&'static str),
+    /// The request is older than its client's latest executed one (a
+    /// client session, as PBFT keeps one per client): it will never be
+    /// ordered. A client that still wants it sends it again with a newer
+    /// sequence number.
+    #[error("rejected: stale request")]
+    Stale,
     /// Leadership is moving to another node; retry there shortly.
     #[error("leadership transfer in progress")]
     Transferring,

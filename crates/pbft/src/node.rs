@@ -519,7 +519,7 @@ impl PbftNode {
     fn wants(&self, c: &Command) -> Result<bool, ProposeError> {
         let last = self.last_executed.get(&c.client).copied().unwrap_or(0);
         if c.seq < last {
-            return Err(ProposeError::Rejected("stale request"));
+            return Err(ProposeError::Stale);
         }
         Ok(!self.ordering.contains(&(c.client, c.seq)))
     }
