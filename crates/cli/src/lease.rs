@@ -3,12 +3,13 @@
 //! (`lease 694d77aa9e38260f granted with TTL(10s)`, ...). Lease ids are
 //! printed and read in hexadecimal, as etcdctl does.
 //!
-//! On a PBFT cluster, grant, revoke, keep-alive and ttl go through Synod's
-//! PBFT client ([`crate::pbft_client`], as `synod kv` does): signed, sent to
-//! every replica, and taken only when f+1 replicas agree. Each is ordered
-//! and executed at its batch's agreed time (the primary's timestamp, which
+//! On a PBFT cluster, every command goes through Synod's PBFT client
+//! ([`crate::pbft_client`], as `synod kv` does): signed, sent to every
+//! replica, and taken only when f+1 replicas agree. Each is ordered and
+//! executed at its batch's agreed time (the primary's timestamp, which
 //! correct backups check against their own clocks), so every replica
-//! answers the same. `list` still reads one replica (the etcd API).
+//! answers the same; `list` too is ordered (it changes nothing), so that
+//! the replicas list the leases of the same position.
 //!
 //! Exit codes: 0 success, 1 the cluster answered with an error or could not
 //! be reached (or, for `keep-alive`, the lease expired or was revoked), 2 bad
@@ -82,9 +83,7 @@ pub fn run(args: LeaseArgs) -> ExitCode {
 
 async fn execute(args: LeaseArgs) -> Result<(), Failure> {
     let timeout = args.client.timeout();
-    if !matches!(args.op, LeaseOp::List)
-        && let Some(pbft) = pbft_client::choose(&args.client).await?
-    {
+    if let Some(pbft) = pbft_client::choose(&args.client).await? {
         return execute_pbft(pbft, args.op).await;
     }
     let channel = client::connect(&args.client.endpoints, timeout).await?;
@@ -106,14 +105,19 @@ async fn execute(args: LeaseArgs) -> Result<(), Failure> {
         }
         LeaseOp::List => {
             let r = within(timeout, lease.lease_leases(LeaseLeasesRequest {})).await?;
-            let mut out = format!("found {} leases\n", r.leases.len());
-            for l in r.leases {
-                out.push_str(&format!("{:016x}\n", l.id));
-            }
-            emit(&out);
+            emit(&format_list(r.leases.iter().map(|l| l.id)));
         }
     }
     Ok(())
+}
+
+/// etcdctl's `lease list` output.
+fn format_list(ids: impl ExactSizeIterator<Item = i64>) -> String {
+    let mut out = format!("found {} leases\n", ids.len());
+    for id in ids {
+        out.push_str(&format!("{id:016x}\n"));
+    }
+    out
 }
 
 /// `synod lease` on PBFT, every answer vouched for by f+1 replicas.
@@ -151,7 +155,10 @@ async fn execute_pbft(mut pbft: PbftClient, op: LeaseOp) -> Result<(), Failure> 
             let (ttl, granted, attached) = pbft.lease_time_to_live(id, keys).await?;
             emit(&format_ttl(id, ttl, granted, keys.then_some(&attached[..])));
         }
-        LeaseOp::List => unreachable!("list reads one replica"),
+        LeaseOp::List => {
+            let ids = pbft.lease_leases().await?;
+            emit(&format_list(ids.into_iter()));
+        }
     }
     Ok(())
 }

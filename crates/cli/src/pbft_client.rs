@@ -12,8 +12,9 @@
 //! takes longer than [`ATTEMPT_TIMEOUT`] is sent again to that replica (a
 //! retry of an executed request is answered from the replicas' session
 //! cache, never executed twice) until `--timeout-ms` runs out, unless the
-//! replica refused the request (bad signature, stale, malformed): once
-//! every replica answered or refused, the client stops. Reads go
+//! replica refused the request for good (bad signature, stale, malformed:
+//! the refusal's kind, [`Refusal`], carried in the error's metadata, says
+//! which): once every replica answered or refused, the client stops. Reads go
 //! through the same ordered path (a store range ordered like a write), so a
 //! linearizable get is as trustworthy as a put; `--consistency=s` reads one
 //! replica's local state, through the plain etcd API.
@@ -40,6 +41,7 @@ use synod_etcdpb::synodpb::{SubmitReply, SubmitRequest};
 use synod_kv::{KvCommand, KvConfig, KvResponse, decode_result};
 use synod_node::convert::{self, HeaderStamp};
 use synod_node::pbft_keys::{ClientIdentity, load_client};
+use synod_node::pbft_refusal::Refusal;
 use synod_node::pbft_reply::Tally;
 use tokio::task::JoinSet;
 use tonic::transport::{Channel, Endpoint};
@@ -57,8 +59,34 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Calls per replica for one request, at most.
 const MAX_ATTEMPTS_PER_REPLICA: u32 = 50;
 
-/// One call's outcome: the reply, or whether to retry and why it failed.
-type Attempt = Result<SubmitReply, (bool, String)>;
+/// One call's outcome: the reply, or how the replica refused it (or the
+/// call failed: [`Refusal::Unavailable`], [`Refusal::TimedOut`]) and why.
+type Attempt = Result<SubmitReply, (Refusal, String)>;
+
+/// Why a request got no result f+1 replicas agree on.
+#[derive(Debug)]
+struct NoResult {
+    /// How the replicas that refused it refused it (the last refusal of
+    /// each).
+    refusals: Vec<Refusal>,
+    /// What to tell the user.
+    failure: Failure,
+}
+
+impl NoResult {
+    /// Some replica refused the request as older than its client's
+    /// session (stale, or superseded by a newer one): a read-only request
+    /// may be sent again with a newer sequence number.
+    fn outdated(&self) -> bool {
+        self.refusals.iter().any(|r| r.is_outdated())
+    }
+}
+
+impl From<Failure> for NoResult {
+    fn from(failure: Failure) -> NoResult {
+        NoResult { refusals: Vec::new(), failure }
+    }
+}
 
 /// A PBFT client: its keys and a channel to every replica.
 pub struct PbftClient {
@@ -180,6 +208,11 @@ impl PbftClient {
 
     /// Orders `command` and returns its result once f+1 replicas agree.
     pub async fn execute(&mut self, command: &KvCommand) -> Result<KvResponse, Failure> {
+        self.try_execute(command).await.map_err(|e| e.failure)
+    }
+
+    /// [`execute`](Self::execute), saying how replicas refused it.
+    async fn try_execute(&mut self, command: &KvCommand) -> Result<KvResponse, NoResult> {
         let seq = self.next_seq;
         self.next_seq += 1;
         let inner = command.encode_checked(&KvConfig::default()).map_err(kv_failure)?;
@@ -188,22 +221,24 @@ impl PbftClient {
         let result = self.collect(seq, request).await?;
         match decode_result(&result) {
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => Err(Failure::Cluster(format!("error: {}", e.message()))),
+            Ok(Err(e)) => Err(Failure::Cluster(format!("error: {}", e.message())).into()),
             Err(e) => Err(Failure::Cluster(format!(
                 "error: f+1 replicas agreed on a result that does not decode: {}",
                 e.message()
-            ))),
+            ))
+            .into()),
         }
     }
 
     /// Sends `request` to every replica (again to one whose call failed)
     /// until f+1 matching signed replies came, or the timeout.
-    async fn collect(&mut self, seq: u64, request: SubmitRequest) -> Result<Bytes, Failure> {
+    async fn collect(&mut self, seq: u64, request: SubmitRequest) -> Result<Bytes, NoResult> {
         let deadline = Instant::now() + self.timeout;
         let mut tally = Tally::new(&self.keys, seq);
         let mut calls: JoinSet<(usize, Attempt)> = JoinSet::new();
         let mut attempts = vec![0u32; self.replicas.len()];
         let mut errors: Vec<Option<String>> = vec![None; self.replicas.len()];
+        let mut refusals: Vec<Option<Refusal>> = vec![None; self.replicas.len()];
         let send = |calls: &mut JoinSet<_>, i: usize, pause: Duration, attempts: &mut [u32]| {
             attempts[i] += 1;
             let mut rpc = self.replicas[i].1.clone();
@@ -213,13 +248,13 @@ impl PbftClient {
                 tokio::time::sleep(pause).await;
                 let answer = match tokio::time::timeout(budget, rpc.submit(request)).await {
                     Ok(Ok(r)) => Ok(r.into_inner()),
-                    // A refusal (bad signature, stale or malformed request)
-                    // is final at that replica; anything else is retried.
-                    Ok(Err(s)) => Err((
-                        s.code() != tonic::Code::InvalidArgument,
-                        format!("{:?}: {}", s.code(), s.message()),
+                    Ok(Err(s)) => {
+                        Err((Refusal::of(&s), format!("{:?}: {}", s.code(), s.message())))
+                    }
+                    Err(_) => Err((
+                        Refusal::TimedOut,
+                        format!("no answer within {} ms", budget.as_millis()),
                     )),
-                    Err(_) => Err((true, format!("no answer within {} ms", budget.as_millis()))),
                 };
                 (i, answer)
             });
@@ -232,7 +267,7 @@ impl PbftClient {
             let next = tokio::time::timeout(left, calls.join_next()).await;
             let (i, answer) = match next {
                 Ok(Some(Ok(done))) => done,
-                Ok(Some(Err(e))) => return Err(Failure::Cluster(format!("error: {e}"))),
+                Ok(Some(Err(e))) => return Err(Failure::Cluster(format!("error: {e}")).into()),
                 Ok(None) | Err(_) => break,
             };
             match answer {
@@ -246,9 +281,14 @@ impl PbftClient {
                         errors[i] = Some(format!("reply dropped ({why:?})"));
                     }
                 },
-                Err((retry, e)) => {
+                Err((refusal, e)) => {
                     errors[i] = Some(e);
-                    if retry && Instant::now() < deadline && attempts[i] < MAX_ATTEMPTS_PER_REPLICA
+                    refusals[i] = Some(refusal);
+                    // A final refusal (malformed, stale, a bad signature...)
+                    // stands at that replica; anything else is retried.
+                    if !refusal.is_final()
+                        && Instant::now() < deadline
+                        && attempts[i] < MAX_ATTEMPTS_PER_REPLICA
                     {
                         send(&mut calls, i, RETRY_PAUSE, &mut attempts);
                     }
@@ -265,7 +305,7 @@ impl PbftClient {
             .zip(&errors)
             .filter_map(|((e, _), err)| err.as_ref().map(|err| format!("{e}: {err}")))
             .collect();
-        Err(Failure::Cluster(format!(
+        let failure = Failure::Cluster(format!(
             "error: no result that f+1 = {} replicas agree on after {} ms ({} valid answers, \
              {} dropped replies{}{})",
             tally.needed(),
@@ -274,7 +314,8 @@ impl PbftClient {
             tally.dropped(),
             if why.is_empty() { "" } else { "; " },
             why.join("; ")
-        )))
+        ));
+        Err(NoResult { refusals: refusals.into_iter().flatten().collect(), failure })
     }
 
     /// `KV.Put` through PBFT.
@@ -353,14 +394,9 @@ impl PbftClient {
             // number is harmless. (A write is never re-sent so: whether it
             // took effect earlier is not known.)
             self.next_seq = self.next_seq.max(now_micros());
-            match self.execute(&command).await {
-                Err(Failure::Cluster(why))
-                    if (why.contains(STALE) || why.contains(SUPERSEDED))
-                        && attempt < MAX_STALE_POLLS =>
-                {
-                    continue;
-                }
-                Err(e) => return Err(e),
+            match self.try_execute(&command).await {
+                Err(e) if e.outdated() && attempt < MAX_STALE_POLLS => continue,
+                Err(e) => return Err(e.failure),
                 Ok(KvResponse::Events(e)) => return Ok(e),
                 Ok(_) => return Err(unexpected("events")),
             }
@@ -417,6 +453,16 @@ impl PbftClient {
             Ok(_) => Err(unexpected("lease time-to-live")),
             Err(Failure::Cluster(why)) if why == LEASE_NOT_FOUND => Ok((-1, 0, Vec::new())),
             Err(e) => Err(e),
+        }
+    }
+
+    /// `Lease.LeaseLeases`, ordered: the ids of every live lease, as f+1
+    /// replicas list them at the same position of the log.
+    pub async fn lease_leases(&mut self) -> Result<Vec<i64>, Failure> {
+        let request = synod_kv::LeaseLeasesRequest {};
+        match self.execute(&KvCommand::LeaseLeases(request)).await? {
+            KvResponse::LeaseLeases(l) => Ok(l.leases.iter().map(|s| s.id).collect()),
+            _ => Err(unexpected("lease list")),
         }
     }
 }
@@ -482,12 +528,6 @@ fn stamp() -> synod_core::Time {
 /// own error text (which may be a lie) never passes for it.
 const LEASE_NOT_FOUND: &str = "error: etcdserver: requested lease not found";
 
-/// How a replica refuses a request older than its client's session
-/// (`synod_pbft`'s `ProposeError::Rejected`, as `synodpb.Pbft` words it).
-const STALE: &str = "synod: stale request";
-/// How a replica answers a request that was ordered after a newer one of
-/// its client and therefore skipped (the driver's session check).
-const SUPERSEDED: &str = "synod: superseded";
 /// Times a read-only poll is sent again after being refused as stale or
 /// superseded.
 const MAX_STALE_POLLS: u32 = 5;
@@ -512,4 +552,26 @@ fn kv_failure(e: synod_kv::KvError) -> Failure {
 
 fn unexpected(what: &str) -> Failure {
     Failure::Cluster(format!("error: unexpected answer to {what}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synod_node::pbft_refusal::ALL;
+
+    /// A read-only poll is sent again with a newer sequence number only
+    /// when some replica refused it as stale or superseded, whatever the
+    /// messages said.
+    #[test]
+    fn only_stale_or_superseded_refusals_make_a_poll_outdated() {
+        let no_result = |refusals: Vec<Refusal>| NoResult {
+            refusals,
+            failure: Failure::Cluster("error: synod: stale request".into()),
+        };
+        for kind in ALL {
+            let outdated = no_result(vec![Refusal::Busy, kind]).outdated();
+            assert_eq!(outdated, matches!(kind, Refusal::Stale | Refusal::Superseded), "{kind:?}");
+        }
+        assert!(!no_result(Vec::new()).outdated(), "the wording alone does not count");
+    }
 }

@@ -41,7 +41,8 @@ pub struct SimArgs {
     #[arg(long, value_name = "FILE")]
     scenario: Option<PathBuf>,
     /// Inject a deliberately broken behaviour by name (proves the checkers
-    /// catch it), e.g. `commit-previous-term-by-count`, `vote-twice-in-term`.
+    /// catch it), e.g. `commit-previous-term-by-count`, `vote-twice-in-term`,
+    /// `pbft-skip-clock-check`.
     #[arg(long, value_name = "NAME")]
     bug: Option<String>,
     /// Hard limit of virtual time per seed, in milliseconds.

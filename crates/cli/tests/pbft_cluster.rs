@@ -593,6 +593,57 @@ async fn synod_kv_takes_f_plus_1_matching_replies_outvoting_a_liar_with_a_replic
         }
         other => panic!("not a forged time-to-live: {other:?}"),
     }
+    // Listed through f+1: the one live lease. The liar adds a lease that
+    // does not exist to every list, on the PBFT path and on etcd's
+    // LeaseLeases: with it first among the endpoints, a list that trusted
+    // one replica (the first that answers) would print it.
+    let liar_first: Vec<String> = std::iter::once(liar)
+        .chain((0..N).filter(|&i| i != liar))
+        .map(|i| cluster.endpoint(i))
+        .collect();
+    let out = Command::new(synod())
+        .current_dir(&dir)
+        .args(["lease", "--endpoints", &liar_first.join(","), "--timeout-ms", "15000"])
+        .arg("--pbft-client-key")
+        .arg(dir.join("c1.keys"))
+        .arg("list")
+        .output()
+        .expect("synod lease list");
+    let (ok, text) = (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned());
+    assert_eq!(
+        (ok, text.as_str()),
+        (true, format!("found 1 leases\n{id}\n").as_str()),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let liar_leases = LeaseClient::new(rpc_channel(&cluster.endpoint(liar)))
+        .lease_leases(pb::LeaseLeasesRequest {})
+        .await
+        .expect("the liar answers")
+        .into_inner();
+    assert!(
+        liar_leases.leases.iter().any(|l| l.id == synod_node::pbft_service::FORGED_LEASE_ID),
+        "the liar lists no forged lease to etcd clients: {liar_leases:?}"
+    );
+    // A fresh sequence number: above the one `synod lease list` just took.
+    let seq = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_micros() as u64;
+    let list = synod_kv::KvCommand::LeaseLeases(synod_kv::LeaseLeasesRequest {});
+    let op = synod_pbft::request::seal(&keys.signing, keys.client, seq, &list.encode());
+    let reply = PbftClient::new(rpc_channel(&cluster.endpoint(liar)))
+        .submit(SubmitRequest { client: keys.client.0, seq, op: op.to_vec() })
+        .await
+        .expect("the liar answers")
+        .into_inner();
+    match synod_kv::decode_result(&reply.result) {
+        Ok(Ok(synod_kv::KvResponse::LeaseLeases(l))) => assert!(
+            l.leases.iter().any(|s| s.id == synod_node::pbft_service::FORGED_LEASE_ID),
+            "{l:?}"
+        ),
+        other => panic!("not a forged lease list: {other:?}"),
+    }
     // Revoked through f+1: the attached key goes, the lease is gone.
     let (ok, out, err) = lease(&["revoke", &id]);
     assert_eq!((ok, out.as_str()), (true, format!("lease {id} revoked\n").as_str()), "{err}");

@@ -329,6 +329,12 @@ pub enum ProposeError {
     /// The request can never be accepted (e.g. larger than the size limit).
     #[error("rejected: {0}")]
     Rejected(&'static str),
+    /// The request is older than its client's latest executed one (a
+    /// client session, as PBFT keeps one per client): it will never be
+    /// ordered. A client that still wants it sends it again with a newer
+    /// sequence number.
+    #[error("rejected: stale request")]
+    Stale,
     /// Leadership is moving to another node; retry there shortly.
     #[error("leadership transfer in progress")]
     Transferring,
@@ -390,6 +396,23 @@ pub enum Event {
     ReadFailed {
         /// The read.
         id: ReadId,
+    },
+    /// This replica refused to vouch for a leader's proposal because the
+    /// time the leader stamped it with was further from this replica's
+    /// clock than the protocol's bound (PBFT: a PRE-PREPARE whose batch
+    /// timestamp is more than δ from the backup's clock, so no PREPARE).
+    /// Reported at most once per proposal (epoch and position), so a
+    /// faulty leader cannot make a replica report without bound; the core
+    /// logs nothing itself: the host decides how loud to be.
+    TimestampRefused {
+        /// The epoch (PBFT view) of the proposal.
+        epoch: u64,
+        /// Its position in that epoch's order (PBFT sequence number).
+        seq: u64,
+        /// The time the leader stamped it with.
+        proposed: Time,
+        /// This replica's clock when it refused.
+        local: Time,
     },
 }
 

@@ -399,6 +399,7 @@ impl Wire for KvCommand {
                 (11u8, request).put_tagged(out);
                 now.put(out);
             }
+            KvCommand::LeaseLeases(r) => (12u8, r).put_tagged(out),
         }
     }
     fn get(d: &mut Decoder<'_>) -> Result<Self, KvError> {
@@ -420,6 +421,7 @@ impl Wire for KvCommand {
                 max_events: Wire::get(d)?,
             },
             11 => KvCommand::LeaseTimeToLive { request: Wire::get(d)?, now: Wire::get(d)? },
+            12 => KvCommand::LeaseLeases(Wire::get(d)?),
             _ => return Err(malformed("bad command")),
         })
     }
@@ -684,6 +686,7 @@ mod tests {
                 request: LeaseTimeToLiveRequest { id: 3, keys: true },
                 now,
             },
+            KvCommand::LeaseLeases(LeaseLeasesRequest {}),
             KvCommand::Events {
                 key: b("a"),
                 range_end: b("b"),

@@ -113,6 +113,10 @@ pub enum KvCommand {
         /// The proposer's clock (replaced by the agreed time on PBFT).
         now: Time,
     },
+    /// `Lease.LeaseLeases` ordered through the log like `Range` (changes
+    /// nothing): a PBFT client's lease list, which every correct replica
+    /// answers identically because it answers at the same position.
+    LeaseLeases(LeaseLeasesRequest),
 }
 
 /// Events answered to one [`KvCommand::Events`], at most (about: a revision
@@ -358,6 +362,7 @@ impl KvCommand {
             | KvCommand::Txn(_)
             | KvCommand::Compact(_)
             | KvCommand::LeaseRevoke(_)
+            | KvCommand::LeaseLeases(_)
             | KvCommand::Events { .. } => {}
         }
         self
@@ -379,7 +384,8 @@ impl KvCommand {
             | KvCommand::LeaseKeepAlive { .. }
             | KvCommand::LeaseExpire { .. }
             | KvCommand::LeasePromote { .. }
-            | KvCommand::LeaseTimeToLive { .. } => Ok(()),
+            | KvCommand::LeaseTimeToLive { .. }
+            | KvCommand::LeaseLeases(_) => Ok(()),
             KvCommand::Events { key, start_revision, .. } => {
                 if key.is_empty() {
                     Err(KvError::EmptyKey)

@@ -214,6 +214,7 @@ impl KvStore {
             KvCommand::LeaseTimeToLive { request, now } => {
                 self.lease_time_to_live(request, *now).map(KvResponse::LeaseTimeToLive)
             }
+            KvCommand::LeaseLeases(_) => Ok(KvResponse::LeaseLeases(self.lease_leases())),
         };
         KvApplied { response, events }
     }

@@ -19,6 +19,7 @@
 //! election_max_ms = 300
 //! heartbeat_ms = 50
 //! request_ms = 5000
+//! max_clock_skew_ms = 1000            # PBFT only: δ of the agreed clock (below)
 //!
 //! [[members]]                         # every member, this node included
 //! id = 1
@@ -32,6 +33,21 @@
 //! starts as a non-voting, non-campaigning node with an empty log and learns
 //! the real membership (and every member's address) from the leader's log or
 //! snapshot. Once it has data, `join` changes nothing.
+//!
+//! `timeouts.max_clock_skew_ms` (PBFT only; an error with another protocol)
+//! is δ of PBFT's agreed clock ([`synod_pbft::Config::max_clock_skew`]): a
+//! backup PREPAREs a batch only if the primary's timestamp is within δ of
+//! its own clock. It must cover the skew between the replicas' (NTP
+//! synchronised) wall clocks plus a PRE-PREPARE's delay, so it may not be
+//! below `heartbeat_ms` (a PRE-PREPARE a backup missed is retransmitted
+//! after a STATUS, one heartbeat later: with a smaller δ every
+//! retransmitted one would be refused). A Byzantine primary can move the
+//! agreed clock δ ahead of a correct replica's, expiring a lease up to δ
+//! early, so δ must be below the shortest lease TTL (2 s): every lease then
+//! lives a while. δ is not tied to the view-change timeout (twice
+//! `election_max_ms`): a backup's check compares a timestamp with its own
+//! clock and involves no timer, and a primary whose batches are refused is
+//! replaced when that timeout expires, whatever δ is.
 
 use crate::glue::ProtocolSettings;
 use serde::Deserialize;
@@ -64,11 +80,24 @@ pub struct Timeouts {
     pub heartbeat_ms: u64,
     /// How long a client request may wait for a leader and an answer.
     pub request_ms: u64,
+    /// PBFT only: δ, how far a primary's batch timestamp may be from a
+    /// backup's clock for the backup to PREPARE it (absent:
+    /// [`DEFAULT_MAX_CLOCK_SKEW_MS`]).
+    pub max_clock_skew_ms: Option<u64>,
 }
+
+/// δ when `timeouts.max_clock_skew_ms` is absent: the PBFT core's default.
+pub const DEFAULT_MAX_CLOCK_SKEW_MS: u64 = 1000;
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { election_min_ms: 150, election_max_ms: 300, heartbeat_ms: 50, request_ms: 5000 }
+        Timeouts {
+            election_min_ms: 150,
+            election_max_ms: 300,
+            heartbeat_ms: 50,
+            request_ms: 5000,
+            max_clock_skew_ms: None,
+        }
     }
 }
 
@@ -241,7 +270,42 @@ impl NodeConfig {
         if t.request_ms == 0 {
             return Err("timeouts.request_ms: must be at least 1".into());
         }
+        self.check_clock_skew()?;
         self.auto_compaction()?;
+        Ok(())
+    }
+
+    /// Checks `timeouts.max_clock_skew_ms` (see the module doc for why
+    /// these bounds).
+    fn check_clock_skew(&self) -> Result<(), String> {
+        let t = &self.timeouts;
+        if self.protocol != "pbft" {
+            if t.max_clock_skew_ms.is_some() {
+                return Err(format!(
+                    "timeouts.max_clock_skew_ms: only for protocol = \"pbft\", not `{}`",
+                    self.protocol
+                ));
+            }
+            return Ok(());
+        }
+        let skew_ms = t.max_clock_skew_ms.unwrap_or(DEFAULT_MAX_CLOCK_SKEW_MS);
+        let which = if t.max_clock_skew_ms.is_some() { "" } else { " (the default)" };
+        if skew_ms == 0 || skew_ms < t.heartbeat_ms {
+            return Err(format!(
+                "timeouts.max_clock_skew_ms: {skew_ms}{which} must be at least heartbeat_ms \
+                 ({} ms): a retransmitted PRE-PREPARE arrives a heartbeat late",
+                t.heartbeat_ms
+            ));
+        }
+        let min_lease_ms = u64::try_from(synod_kv::KvConfig::default().min_lease_ttl_secs)
+            .unwrap_or(0)
+            .saturating_mul(1000);
+        if skew_ms >= min_lease_ms {
+            return Err(format!(
+                "timeouts.max_clock_skew_ms: {skew_ms}{which} must be below the shortest \
+                 lease TTL ({min_lease_ms} ms): a faulty primary can expire a lease δ early"
+            ));
+        }
         Ok(())
     }
 
@@ -275,6 +339,9 @@ impl NodeConfig {
             election_timeout_min: Duration::from_millis(t.election_min_ms),
             election_timeout_max: Duration::from_millis(t.election_max_ms),
             heartbeat_interval: Duration::from_millis(t.heartbeat_ms),
+            max_clock_skew: Duration::from_millis(
+                t.max_clock_skew_ms.unwrap_or(DEFAULT_MAX_CLOCK_SKEW_MS),
+            ),
             snapshot_interval_entries: self.snapshot_interval_entries,
             pbft_keys: self.pbft_keys.clone().map(|p| (synod_core::NodeId(self.node_id), p)),
         }
@@ -320,6 +387,53 @@ client_addr = "127.0.0.1:2389"
         let joining = NodeConfig::parse(&GOOD.replace("node_id = 2", "node_id = 2\njoin = true"))
             .expect("valid");
         assert_eq!(joining.bootstrap_voters(), vec![1], "a joining node is not a voter");
+    }
+
+    /// A four-member PBFT config, `timeouts` appended.
+    fn pbft(timeouts: &str) -> String {
+        let mut text = "node_id = 1\nprotocol = \"pbft\"\npbft_keys = \"n1.keys\"\n\
+                        data_dir = \"n1\"\nsecret_file = \"secret\"\n"
+            .to_string();
+        for i in 1..=4 {
+            text.push_str(&format!(
+                "[[members]]\nid = {i}\npeer_addr = \"127.0.0.1:{}\"\n\
+                 client_addr = \"127.0.0.1:{}\"\n",
+                2380 + 10 * i,
+                2379 + 10 * i
+            ));
+        }
+        format!("{text}[timeouts]\n{timeouts}")
+    }
+
+    #[test]
+    fn the_pbft_clock_skew_is_read_defaulted_and_bounded() {
+        let skew =
+            |text: &str| NodeConfig::parse(text).map(|c| c.protocol_settings().max_clock_skew);
+        assert_eq!(skew(&pbft("")), Ok(Duration::from_millis(DEFAULT_MAX_CLOCK_SKEW_MS)));
+        assert_eq!(skew(&pbft("max_clock_skew_ms = 250\n")), Ok(Duration::from_millis(250)));
+        assert_eq!(skew(&pbft("max_clock_skew_ms = 50\n")), Ok(Duration::from_millis(50)));
+        assert_eq!(skew(&pbft("max_clock_skew_ms = 1999\n")), Ok(Duration::from_millis(1999)));
+        assert_eq!(
+            DEFAULT_MAX_CLOCK_SKEW_MS,
+            u64::try_from(synod_pbft::Config::new(vec![]).max_clock_skew.as_millis())
+                .expect("small"),
+            "the node's default is the core's"
+        );
+        let refused = [
+            pbft("max_clock_skew_ms = 0\n"),
+            pbft("max_clock_skew_ms = 49\n"),
+            pbft("max_clock_skew_ms = 2000\n"),
+            pbft("max_clock_skew_ms = 3600000\n"),
+            pbft("max_clock_skew_ms = -5\n"),
+            pbft("max_clock_skew_ms = \"1s\"\n"),
+            // The default δ (1 s) is below a 1.5 s heartbeat: refused too.
+            pbft("election_min_ms = 3000\nelection_max_ms = 6000\nheartbeat_ms = 1500\n"),
+            format!("{GOOD}[timeouts]\nmax_clock_skew_ms = 500\n"),
+        ];
+        for text in refused {
+            let err = NodeConfig::parse(&text).expect_err(&text);
+            assert!(err.contains("max_clock_skew_ms"), "does not name the field: {err}");
+        }
     }
 
     #[test]

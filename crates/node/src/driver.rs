@@ -104,6 +104,15 @@ pub enum ClientError {
     /// The request can never be accepted.
     #[error("rejected: {0}")]
     Rejected(String),
+    /// A client-signed request older than its client's latest executed one
+    /// ([`ProposeError::Stale`]): never ordered.
+    #[error("rejected: stale request")]
+    Stale,
+    /// A client-signed request ordered after a newer one of its client, so
+    /// skipped when applied (the state machine's session check): it had no
+    /// effect.
+    #[error("rejected: superseded")]
+    Superseded,
     /// The node is shutting down.
     #[error("etcdserver: server stopped")]
     Stopped,
@@ -398,6 +407,8 @@ where
     /// The epoch this node led in when the round began (before any call
     /// into the core), if it led.
     round_leader_epoch: Option<u64>,
+    /// Which refused PBFT timestamps are logged (every one is counted).
+    refusals: crate::metrics::RefusalLog,
 }
 
 impl<P: NodeProtocol + Reconfigure> Driver<P>
@@ -523,6 +534,7 @@ where
             synced_rounds: 0,
             held: std::collections::VecDeque::new(),
             round_leader_epoch: None,
+            refusals: crate::metrics::RefusalLog::default(),
         };
         Ok((driver, status_rx))
     }
@@ -788,6 +800,7 @@ where
             ProposeError::Transferring => ClientError::NotLeader { leader: None },
             ProposeError::Busy(_) => ClientError::Busy,
             ProposeError::Rejected(why) => ClientError::Rejected(why.to_string()),
+            ProposeError::Stale => ClientError::Stale,
         }
     }
 
@@ -1053,7 +1066,7 @@ where
             && let Some(cmd) = &c.command
             && let Some(waiters) = self.pending_submits.remove(&(cmd.client, cmd.seq))
         {
-            let reply = answer.clone().ok_or_else(|| ClientError::Rejected("superseded".into()));
+            let reply = answer.clone().ok_or(ClientError::Superseded);
             for tx in waiters {
                 let _ = tx.send(reply.clone());
             }
@@ -1062,7 +1075,7 @@ where
             && cmd.client == self.client_id
             && let Some(tx) = self.pending_writes.remove(&cmd.seq)
         {
-            let reply = answer.ok_or_else(|| ClientError::Rejected("superseded".into()));
+            let reply = answer.ok_or(ClientError::Superseded);
             let _ = tx.send(reply);
         }
         Ok(())
@@ -1411,6 +1424,21 @@ where
                     }
                 }
             }
+            Event::TimestampRefused { epoch, seq, proposed, local } => {
+                if let Some(unlogged) = self.refusals.refused(&self.metrics, epoch) {
+                    tracing::warn!(
+                        node = %self.core.id(),
+                        view = epoch,
+                        seq,
+                        proposed = %proposed,
+                        local = %local,
+                        unlogged_since_last_warning = unlogged,
+                        "refused to prepare a batch: its timestamp is further than \
+                         max_clock_skew from this clock (a faulty primary, or clocks out of \
+                         sync); further refusals in this view are only counted"
+                    );
+                }
+            }
         }
     }
 
@@ -1610,6 +1638,7 @@ fn member_refusal(e: ProposeError) -> MemberError {
         ProposeError::NotLeader { hint } => MemberError::NotLeader { leader: hint },
         ProposeError::Transferring | ProposeError::Busy(_) => MemberError::InProgress,
         ProposeError::Rejected(why) => MemberError::Invalid(why.to_string()),
+        ProposeError::Stale => MemberError::Invalid("stale request".into()),
     }
 }
 

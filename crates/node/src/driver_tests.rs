@@ -62,6 +62,7 @@ where
             election_timeout_min: Duration::from_millis(20),
             election_timeout_max: Duration::from_millis(40),
             heartbeat_interval: Duration::from_millis(5),
+            max_clock_skew: Duration::from_secs(1),
             snapshot_interval_entries: SNAPSHOT_EVERY,
             pbft_keys: None,
         },

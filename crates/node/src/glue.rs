@@ -23,6 +23,9 @@ pub struct ProtocolSettings {
     pub election_timeout_max: Duration,
     /// How often an idle leader sends heartbeats.
     pub heartbeat_interval: Duration,
+    /// PBFT: δ of the agreed clock (`synod_pbft::Config::max_clock_skew`);
+    /// the other protocols ignore it.
+    pub max_clock_skew: Duration,
     /// Take a snapshot (and compact the log) every this many applied
     /// entries; 0 never.
     pub snapshot_interval_entries: u64,
@@ -36,6 +39,7 @@ impl Default for ProtocolSettings {
             election_timeout_min: Duration::from_millis(150),
             election_timeout_max: Duration::from_millis(300),
             heartbeat_interval: Duration::from_millis(50),
+            max_clock_skew: Duration::from_secs(1),
             snapshot_interval_entries: 10_000,
             pbft_keys: None,
         }

@@ -465,9 +465,19 @@ impl Lease for Service {
         match self.execute(forwarded, Op::Read(q), PbRequest::LeaseLeases(r)).await? {
             Answer::Remote(PbResponse::LeaseLeases(r)) => Ok(Response::new(r)),
             Answer::Local(KvResponse::LeaseLeases(l), stamp) => {
+                let mut leases: Vec<pb::LeaseStatus> =
+                    l.leases.into_iter().map(|s| pb::LeaseStatus { id: s.id }).collect();
+                if self.inner().config.serve_locally
+                    && std::env::var(crate::pbft_service::FAULT_WRONG_REPLIES)
+                        .is_ok_and(|v| v == "1")
+                {
+                    // Fault injection (a lying PBFT replica, see
+                    // `pbft_service`): a lease that does not exist.
+                    leases.push(pb::LeaseStatus { id: crate::pbft_service::FORGED_LEASE_ID });
+                }
                 Ok(Response::new(pb::LeaseLeasesResponse {
                     header: Some(stamp.header(l.header.revision)),
-                    leases: l.leases.into_iter().map(|s| pb::LeaseStatus { id: s.id }).collect(),
+                    leases,
                 }))
             }
             _ => Err(unexpected("lease leases")),

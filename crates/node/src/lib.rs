@@ -53,6 +53,7 @@ pub mod metrics;
 pub mod paxos_glue;
 pub mod pbft_glue;
 pub mod pbft_keys;
+pub mod pbft_refusal;
 pub mod pbft_reply;
 pub mod pbft_service;
 pub mod raft_glue;

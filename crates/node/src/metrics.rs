@@ -1,5 +1,6 @@
 //! [`Metrics`]: the node's counters and its fsync latency histogram, and
-//! their Prometheus text rendering for `/metrics`.
+//! their Prometheus text rendering for `/metrics`; [`RefusalLog`], which
+//! counts every refused PBFT timestamp and says which ones to log.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +41,9 @@ pub struct Metrics {
     /// Microseconds the driver spent copying the state for snapshots (the
     /// only part of taking one that stalls it).
     pub snapshot_copy_us: AtomicU64,
+    /// PBFT: PRE-PREPAREs this backup did not PREPARE because their
+    /// timestamp was further than δ from its clock.
+    pub timestamps_refused: AtomicU64,
     fsync_buckets: [AtomicU64; FSYNC_BUCKETS_S.len()],
     fsync_count: AtomicU64,
     fsync_sum_us: AtomicU64,
@@ -100,6 +104,11 @@ impl Metrics {
                 "Time the driver spent copying the state for snapshots.",
                 &self.snapshot_copy_us,
             ),
+            (
+                "synod_pbft_timestamps_refused_total",
+                "PBFT pre-prepares not prepared here: timestamp further than δ from this clock.",
+                &self.timestamps_refused,
+            ),
         ];
         for (name, help, c) in counters {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -117,6 +126,32 @@ impl Metrics {
         let sum = self.fsync_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
         let _ = writeln!(s, "{name}_sum {sum}\n{name}_count {count}");
         s
+    }
+}
+
+/// Counts refused PBFT timestamps and decides which to log: the first
+/// refusal of each view (views only go up), so a faulty primary, which can
+/// make a backup refuse at most once per sequence number of its view's
+/// window, costs one warning per view it holds, not one per batch.
+#[derive(Debug, Default)]
+pub struct RefusalLog {
+    /// The view of the last refusal logged.
+    logged_view: Option<u64>,
+    /// Refusals not logged since then.
+    quiet: u64,
+}
+
+impl RefusalLog {
+    /// Counts a refusal in `view`; returns `Some(n)` if it should be
+    /// logged, `n` being the refusals counted but not logged before it.
+    pub fn refused(&mut self, metrics: &Metrics, view: u64) -> Option<u64> {
+        inc(&metrics.timestamps_refused, 1);
+        if self.logged_view.is_some_and(|logged| view <= logged) {
+            self.quiet += 1;
+            return None;
+        }
+        self.logged_view = Some(view);
+        Some(std::mem::take(&mut self.quiet))
     }
 }
 
@@ -138,5 +173,21 @@ mod tests {
         assert!(text.contains("synod_wal_fsync_duration_seconds_count 2"), "{text}");
         Metrics::add(&m.proposals, 3);
         assert!(m.render().contains("synod_proposals_total 3"));
+    }
+
+    #[test]
+    fn every_refused_timestamp_is_counted_and_one_per_view_is_logged() {
+        let m = Metrics::default();
+        let mut log = RefusalLog::default();
+        assert_eq!(log.refused(&m, 3), Some(0), "the first refusal is logged");
+        for _ in 0..99 {
+            assert_eq!(log.refused(&m, 3), None, "a faulty primary cannot flood the log");
+        }
+        assert_eq!(log.refused(&m, 2), None, "an older view logs nothing");
+        assert_eq!(log.refused(&m, 7), Some(100), "a later view logs, with the quiet count");
+        assert_eq!(log.refused(&m, 7), None);
+        let text = m.render();
+        assert!(text.contains("# TYPE synod_pbft_timestamps_refused_total counter"), "{text}");
+        assert!(text.contains("\nsynod_pbft_timestamps_refused_total 103\n"), "{text}");
     }
 }

@@ -537,7 +537,8 @@ impl NodeProtocol for PbftNode {
     /// a node never derives keys from a seed). Timers follow the node's
     /// timeouts: a backup waits twice the election timeout's upper bound
     /// for a request before it moves to the next view; STATUS goes out
-    /// every heartbeat interval.
+    /// every heartbeat interval. δ of the agreed clock is
+    /// `settings.max_clock_skew` (`timeouts.max_clock_skew_ms`).
     fn config(voters: Vec<NodeId>, settings: &ProtocolSettings) -> Result<Config, String> {
         if voters.len() < 4 || !(voters.len() - 1).is_multiple_of(3) {
             return Err(format!(
@@ -554,6 +555,7 @@ impl NodeProtocol for PbftNode {
         c.view_change_timeout = (2 * settings.election_timeout_max).max(Duration::from_millis(1));
         c.max_view_change_timeout = c.max_view_change_timeout.max(c.view_change_timeout);
         c.status_interval = settings.heartbeat_interval.max(Duration::from_millis(1));
+        c.max_clock_skew = settings.max_clock_skew;
         // The driver proposes up to this many requests at once; they queue
         // at the primary (and wait at backups) until ordered.
         c.max_pending_requests = c.max_pending_requests.max(4 * MAX_BATCH_COMMANDS);
@@ -851,6 +853,38 @@ mod tests {
         let c = <PbftNode as NodeProtocol>::config(ids, &settings).expect("valid");
         assert_eq!(c.keyring(2).position(), 2);
         assert_eq!(c.view_change_timeout, 2 * settings.election_timeout_max);
+        assert_eq!(c.max_clock_skew, Duration::from_secs(1), "the default δ");
+    }
+
+    #[test]
+    fn the_clock_skew_in_the_serve_config_reaches_the_core() {
+        let ids: Vec<NodeId> = (1..=4).map(NodeId).collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("keys.toml");
+        crate::pbft_keys::generate(&[1, 2, 3, 4])[0].write_new(&path).expect("write");
+        let members: String = (1..=4)
+            .map(|i| {
+                format!(
+                    "[[members]]\nid = {i}\npeer_addr = \"127.0.0.1:{}\"\n\
+                     client_addr = \"127.0.0.1:{}\"\n",
+                    2380 + 10 * i,
+                    2379 + 10 * i
+                )
+            })
+            .collect();
+        let text = format!(
+            "node_id = 1\nprotocol = \"pbft\"\npbft_keys = {path:?}\ndata_dir = \"n1\"\n\
+             secret_file = \"secret\"\n[timeouts]\nmax_clock_skew_ms = 250\n{members}"
+        );
+        let node_config = crate::config::NodeConfig::parse(&text).expect("valid");
+        let settings = node_config.protocol_settings();
+        let c = <PbftNode as NodeProtocol>::config(ids, &settings).expect("valid");
+        assert_eq!(c.max_clock_skew, Duration::from_millis(250));
+        assert_eq!(c.bug, synod_pbft::InjectedBug::None, "a node never runs a simulator bug");
+        let with_bug =
+            text.replace("node_id = 1\n", "node_id = 1\nbug = \"pbft-skip-clock-check\"\n");
+        let err = crate::config::NodeConfig::parse(&with_bug).expect_err("no such field");
+        assert!(err.contains("bug"), "{err}");
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //! Only what an etcd client may ask for is accepted on this path: ranges,
 //! puts, deletes, txns, compactions, the ordered history reads a client's
 //! watch polls with (`KvCommand::Events`), and the lease requests: grant,
-//! keep-alive, revoke and an ordered time-to-live. A lease command's `now`
+//! keep-alive, revoke, an ordered time-to-live and an ordered lease list.
+//! A lease command's `now`
 //! is whatever the client wrote: the state machine ignores it on PBFT and
 //! applies the command at its batch's agreed time (the primary's timestamp,
 //! which correct backups checked against their clocks, see
@@ -26,12 +27,14 @@
 //! [`FAULT_WRONG_REPLIES`] set to `1` at start, this replica lies on this
 //! path: it answers every request with a result it made up (a read's or an
 //! events batch's values replaced, a lease answer's id and TTLs changed,
-//! any other answer turned into an error), validly signed
-//! — what a Byzantine replica could do. It also lists a member that does
-//! not exist in its etcd `MemberList` answers. It is logged loudly at start; tests
+//! a lease list given a lease that does not exist, any other answer turned
+//! into an error), validly signed — what a Byzantine replica could do. It
+//! also lists a member that does not exist in its etcd `MemberList`
+//! answers, and that lease in its etcd `LeaseLeases` answers. It is logged loudly at start; tests
 //! use it to show that the client outvotes one lying replica.
 
 use crate::driver::{ClientError, ClientRequest, NodeStatus};
+use crate::pbft_refusal::{Refusal, client_error_status};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +53,10 @@ pub const FAULT_WRONG_REPLIES: &str = "SYNOD_FAULT_PBFT_WRONG_REPLIES";
 
 /// Seconds a lying replica adds to the TTLs it reports (fault injection).
 pub const FORGED_TTL_SECS: i64 = 1000;
+
+/// The lease a lying replica adds to every lease list it answers, on this
+/// path and on the etcd `Lease.LeaseLeases` (fault injection).
+pub const FORGED_LEASE_ID: i64 = 0xbad;
 
 /// The `synodpb.Pbft` service of one replica.
 #[derive(Clone)]
@@ -116,6 +123,10 @@ impl PbftService {
                 t.granted_ttl += FORGED_TTL_SECS;
                 encode_result(&Ok(KvResponse::LeaseTimeToLive(t)))
             }
+            Ok(Ok(KvResponse::LeaseLeases(mut l))) => {
+                l.leases.push(synod_kv::LeaseStatus { id: FORGED_LEASE_ID });
+                encode_result(&Ok(KvResponse::LeaseLeases(l)))
+            }
             _ => encode_result(&Err(KvError::Malformed(format!(
                 "forged by replica {}",
                 self.node_id.0
@@ -124,24 +135,15 @@ impl PbftService {
     }
 }
 
-fn status_of(e: ClientError) -> Status {
-    match e {
-        ClientError::Busy => Status::resource_exhausted(e.to_string()),
-        ClientError::Stopped => Status::unavailable(e.to_string()),
-        ClientError::NotLeader { .. } => Status::unavailable(e.to_string()),
-        ClientError::Rejected(why) => Status::invalid_argument(format!("synod: {why}")),
-    }
-}
-
 #[tonic::async_trait]
 impl Pbft for PbftService {
     async fn submit(&self, req: Request<SubmitRequest>) -> Result<Response<SubmitReply>, Status> {
         let r = req.into_inner();
         if r.op.len() < SIGNATURE_BYTES {
-            return Err(Status::invalid_argument("synod: not a signed request"));
+            return Err(Refusal::Malformed.status("synod: not a signed request"));
         }
         if r.op.len() - SIGNATURE_BYTES > self.max_request_bytes {
-            return Err(Status::invalid_argument("etcdserver: request is too large"));
+            return Err(Refusal::TooLarge.status("etcdserver: request is too large"));
         }
         match KvCommand::decode(&r.op[SIGNATURE_BYTES..]) {
             Ok(
@@ -154,26 +156,27 @@ impl Pbft for PbftService {
                 | KvCommand::LeaseGrant { .. }
                 | KvCommand::LeaseKeepAlive { .. }
                 | KvCommand::LeaseRevoke(_)
-                | KvCommand::LeaseTimeToLive { .. },
+                | KvCommand::LeaseTimeToLive { .. }
+                | KvCommand::LeaseLeases(_),
             ) => {}
             Ok(KvCommand::LeaseExpire { .. } | KvCommand::LeasePromote { .. }) => {
-                return Err(Status::invalid_argument(
+                return Err(Refusal::PrimaryOnly.status(
                     "synod: lease expiry and promotion are the primary's, not a client's",
                 ));
             }
-            Err(e) => return Err(Status::invalid_argument(format!("synod: {}", e.message()))),
+            Err(e) => return Err(Refusal::Malformed.status(format!("synod: {}", e.message()))),
         }
         let command = Command { client: ClientId(r.client), seq: r.seq, op: Bytes::from(r.op) };
         let (tx, rx) = oneshot::channel();
         self.requests
             .send(ClientRequest::Submit { command, reply: tx })
             .await
-            .map_err(|_| status_of(ClientError::Stopped))?;
+            .map_err(|_| client_error_status(ClientError::Stopped))?;
         let result = match tokio::time::timeout(self.request_timeout, rx).await {
             Ok(Ok(Ok(result))) => result,
-            Ok(Ok(Err(e))) => return Err(status_of(e)),
-            Ok(Err(_)) => return Err(status_of(ClientError::Stopped)),
-            Err(_) => return Err(Status::deadline_exceeded("etcdserver: request timed out")),
+            Ok(Ok(Err(e))) => return Err(client_error_status(e)),
+            Ok(Err(_)) => return Err(client_error_status(ClientError::Stopped)),
+            Err(_) => return Err(Refusal::TimedOut.status("etcdserver: request timed out")),
         };
         let result = if self.lie { self.forge(&result) } else { result };
         let reply = SubmitReply {
@@ -212,6 +215,15 @@ mod tests {
         tokio::spawn(async move {
             while let Some(r) = rx.recv().await {
                 if let ClientRequest::Submit { command, reply } = r {
+                    // The driver's session refusals, by sequence number.
+                    if let Some(e) = match command.seq {
+                        STALE_SEQ => Some(ClientError::Stale),
+                        SUPERSEDED_SEQ => Some(ClientError::Superseded),
+                        _ => None,
+                    } {
+                        let _ = reply.send(Err(e));
+                        continue;
+                    }
                     let response = synod_kv::RangeResponse {
                         kvs: vec![synod_kv::KeyValue {
                             key: Bytes::from_static(b"k"),
@@ -246,6 +258,29 @@ mod tests {
         );
         service.lie = lie;
         Fixture { service, client: clients[0].keys().expect("client"), _status: status_tx }
+    }
+
+    /// Sequence numbers the fixture's driver refuses as stale, superseded.
+    const STALE_SEQ: u64 = 666;
+    const SUPERSEDED_SEQ: u64 = 667;
+
+    /// Session refusals reach the client typed, with the codes and
+    /// messages they always had.
+    #[tokio::test]
+    async fn stale_and_superseded_requests_are_refused_with_their_kinds() {
+        let f = fixture(false);
+        for (seq, kind, message) in [
+            (STALE_SEQ, Refusal::Stale, "synod: stale request"),
+            (SUPERSEDED_SEQ, Refusal::Superseded, "synod: superseded"),
+        ] {
+            let err = f.service.submit(request(&f, seq, &range())).await.expect_err("refused");
+            assert_eq!(
+                (Refusal::of(&err), err.code(), err.message()),
+                (kind, kind.code(), message)
+            );
+            assert!(kind.is_outdated() && kind.is_final());
+        }
+        f.service.submit(request(&f, 1, &range())).await.expect("answered");
     }
 
     fn request(f: &Fixture, seq: u64, command: &KvCommand) -> Request<SubmitRequest> {
@@ -289,6 +324,7 @@ mod tests {
             let err = f.service.submit(request(&f, seq as u64 + 1, c)).await.expect_err("refused");
             assert_eq!(err.code(), tonic::Code::InvalidArgument);
             assert!(err.message().contains("the primary's"), "{}", err.message());
+            assert_eq!(Refusal::of(&err), Refusal::PrimaryOnly);
         }
         for (seq, c) in [
             KvCommand::LeaseGrant { request: LeaseGrantRequest { ttl: 5, id: 9 }, now },
@@ -298,6 +334,7 @@ mod tests {
                 now,
             },
             KvCommand::LeaseRevoke(LeaseRevokeRequest { id: 9 }),
+            KvCommand::LeaseLeases(synod_kv::LeaseLeasesRequest {}),
         ]
         .iter()
         .enumerate()
@@ -307,9 +344,11 @@ mod tests {
         let err =
             f.service.submit(Request::new(SubmitRequest::default())).await.expect_err("empty");
         assert!(err.message().contains("not a signed request"), "{}", err.message());
+        assert_eq!(Refusal::of(&err), Refusal::Malformed);
         let garbage = SubmitRequest { client: 1, seq: 1, op: vec![0xff; 80] };
         let err = f.service.submit(Request::new(garbage)).await.expect_err("malformed");
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert_eq!(Refusal::of(&err), Refusal::Malformed);
         let put = KvCommand::Put(PutRequest {
             key: Bytes::from_static(b"k"),
             value: Bytes::from(vec![0u8; 2 << 20]),
@@ -317,6 +356,7 @@ mod tests {
         });
         let err = f.service.submit(request(&f, 2, &put)).await.expect_err("too large");
         assert!(err.message().contains("too large"), "{}", err.message());
+        assert_eq!(Refusal::of(&err), Refusal::TooLarge);
     }
 
     #[tokio::test]

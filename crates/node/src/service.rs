@@ -359,6 +359,9 @@ impl Service {
             Ok(Ok(Err(ClientError::Rejected(why)))) => {
                 Err(Status::invalid_argument(format!("synod: {why}")))
             }
+            Ok(Ok(Err(e @ (ClientError::Stale | ClientError::Superseded)))) => {
+                Err(crate::pbft_refusal::client_error_status(e))
+            }
             Ok(Ok(Ok(bytes))) => {
                 let result = decode_result(&bytes)
                     .map_err(|e| Status::internal(format!("synod: bad answer: {e}")))?;

@@ -77,6 +77,21 @@ impl PartialEq for LoadedKeys {
 
 impl Eq for LoadedKeys {}
 
+/// A deliberately broken behaviour, for proving that the simulator's
+/// checkers catch real protocol bugs. Only `synod sim --bug` sets it: a
+/// node builds its configuration with [`Config::new`] and its config file
+/// has no field for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum InjectedBug {
+    /// Correct PBFT.
+    #[default]
+    None,
+    /// A backup PREPAREs a PRE-PREPARE whatever its timestamp (skips the δ
+    /// check of [`Config::max_clock_skew`]): a faulty primary can then move
+    /// the agreed clock anywhere.
+    SkipClockCheck,
+}
+
 /// How a PBFT replica runs. [`Config::new`] gives the published defaults
 /// (K = 128, L = 256) and timeouts for a LAN.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,6 +152,8 @@ pub struct Config {
     /// process: the simulator). `None` (the default): each replica verifies
     /// every signature itself. See [`SharedChecks`].
     pub shared_checks: Option<SharedChecks>,
+    /// A bug to inject (the simulator only).
+    pub bug: InjectedBug,
 }
 
 impl Config {
@@ -162,6 +179,7 @@ impl Config {
             max_state_transfer_batches: 1 << 16,
             max_clock_skew: Duration::from_secs(1),
             shared_checks: None,
+            bug: InjectedBug::None,
         }
     }
 

@@ -31,7 +31,7 @@ pub mod storage;
 pub mod view_change;
 
 pub use auth::{AuthStats, Authenticator, Keyring, Mac};
-pub use config::{Config, LoadedKeys};
+pub use config::{Config, InjectedBug, LoadedKeys};
 pub use digest::Digest;
 pub use message::{Batch, Message};
 pub use node::{PbftNode, PbftOutput};

@@ -37,7 +37,9 @@
 //! carries it unchanged (the null request carries ZERO). A backup PREPAREs
 //! a fresh PRE-PREPARE only if its timestamp is within δ
 //! ([`Config::max_clock_skew`]) of its own clock, either way; one it
-//! refuses is counted (`AuthStats::bad_timestamp`), kept out of its Q and
+//! refuses is counted (`AuthStats::bad_timestamp`), reported to the host
+//! ([`Event::TimestampRefused`], once per view and sequence number), kept
+//! out of its Q and
 //! its journal, and prepared there only if `q − 1` backups PREPARE it
 //! anyway (then at least one correct replica found it in bounds: this
 //! replica's clock is off, or the message was late). A primary whose
@@ -69,7 +71,7 @@
 //! state machine receives the inner op.
 
 use crate::auth::{AuthStats, Keyring};
-use crate::config::Config;
+use crate::config::{Config, InjectedBug};
 use crate::digest::{Digest, batch_digest, chain, requests_digest};
 use crate::message::{
     Batch, Checkpoint, Message, NewView, PrePrepare, PreparedEntry, StableCheckpoint, ViewChange,
@@ -502,9 +504,10 @@ impl PbftNode {
 
     /// Whether a backup may PREPARE a batch stamped `timestamp`: within δ
     /// of its own clock either way. The null request is never checked (its
-    /// timestamp is not used).
+    /// timestamp is not used). [`InjectedBug::SkipClockCheck`] accepts any.
     fn timestamp_in_bounds(&self, batch: &Batch) -> bool {
         batch.is_empty()
+            || self.config.bug == InjectedBug::SkipClockCheck
             || batch.timestamp.as_micros().abs_diff(self.clock.as_micros())
                 <= self.config.max_clock_skew.as_micros().min(u64::MAX as u128) as u64
     }
@@ -516,7 +519,7 @@ impl PbftNode {
     fn wants(&self, c: &Command) -> Result<bool, ProposeError> {
         let last = self.last_executed.get(&c.client).copied().unwrap_or(0);
         if c.seq < last {
-            return Err(ProposeError::Rejected("stale request"));
+            return Err(ProposeError::Stale);
         }
         Ok(!self.ordering.contains(&(c.client, c.seq)))
     }
@@ -659,6 +662,13 @@ impl PbftNode {
             // view-change timer moves on from this primary.
             slot.timestamp_refused = true;
             self.stats.bad_timestamp += 1;
+            // Once per (view, seq): a slot takes one pre-prepare per view.
+            out.events.push(Event::TimestampRefused {
+                epoch: view,
+                seq: pp.seq,
+                proposed: pp.batch.timestamp,
+                local: self.clock,
+            });
             self.check_prepared(pp.seq, out);
             return;
         }
@@ -2292,6 +2302,65 @@ mod tests {
             assert_eq!(nodes[1].auth_stats().bad_timestamp, 1);
             assert!(nodes[1].build_view_change(1).pre_prepared.is_empty(), "not in Q");
         }
+    }
+
+    /// A refusal is reported to the host (which logs and counts it) as
+    /// an event naming the view, sequence number and both clocks, once:
+    /// the same PRE-PREPARE again (a faulty primary repeating it, or a
+    /// retransmission) reports nothing more. One in bounds reports nothing.
+    #[test]
+    fn a_refused_timestamp_is_reported_once_as_an_event() {
+        let refusals = |out: &PbftOutput| -> Vec<Event> {
+            let refused = |e: &&Event| matches!(e, Event::TimestampRefused { .. });
+            out.events.iter().filter(refused).cloned().collect()
+        };
+        let (config, mut nodes) = cluster();
+        let backup_clock = Time::from_millis(10_000);
+        let primary_clock = backup_clock + config.max_clock_skew * 2;
+        let pp = pre_prepare_at(&config, &mut nodes, primary_clock);
+        let mut out = PbftOutput::new();
+        nodes[1].step(backup_clock, NodeId(1), Message::PrePrepare(pp.clone()), &mut out);
+        assert!(prepares(&out).is_empty());
+        let expected = Event::TimestampRefused {
+            epoch: 0,
+            seq: pp.seq,
+            proposed: primary_clock,
+            local: backup_clock,
+        };
+        assert_eq!(refusals(&out), [expected]);
+        let mut again = PbftOutput::new();
+        nodes[1].step(backup_clock, NodeId(1), Message::PrePrepare(pp), &mut again);
+        assert!(refusals(&again).is_empty(), "reported twice: {:?}", again.events);
+        assert!(prepares(&again).is_empty());
+        assert_eq!(nodes[1].auth_stats().bad_timestamp, 1);
+
+        let (_, mut nodes) = cluster();
+        let pp = pre_prepare_at(&config, &mut nodes, backup_clock + config.max_clock_skew);
+        let mut out = PbftOutput::new();
+        nodes[1].step(backup_clock, NodeId(1), Message::PrePrepare(pp), &mut out);
+        assert_eq!(prepares(&out).len(), 3);
+        assert!(refusals(&out).is_empty(), "{:?}", out.events);
+    }
+
+    /// `InjectedBug::SkipClockCheck` (the simulator's
+    /// `pbft-skip-clock-check`) makes a backup PREPARE a batch stamped 2δ
+    /// off, reporting no refusal: the check it breaks is the only one.
+    #[test]
+    fn the_skip_clock_check_bug_prepares_any_timestamp() {
+        let (mut config, _) = cluster();
+        config.bug = InjectedBug::SkipClockCheck;
+        let mut nodes: Vec<PbftNode> = config
+            .replicas
+            .iter()
+            .map(|&id| PbftNode::recover(id, &config, &Durable::default(), 0, Time::ZERO))
+            .collect();
+        let backup_clock = Time::from_millis(10_000);
+        let pp = pre_prepare_at(&config, &mut nodes, backup_clock + config.max_clock_skew * 2);
+        let mut out = PbftOutput::new();
+        nodes[1].step(backup_clock, NodeId(1), Message::PrePrepare(pp), &mut out);
+        assert_eq!(prepares(&out).len(), 3);
+        assert_eq!(nodes[1].auth_stats().bad_timestamp, 0);
+        assert!(!out.events.iter().any(|e| matches!(e, Event::TimestampRefused { .. })));
     }
 
     /// A backup whose clock is off (or that got the PRE-PREPARE late)

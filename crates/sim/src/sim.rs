@@ -725,7 +725,7 @@ impl<P: SimProtocol> Sim<P> {
                     self.record(TraceKind::Leader, i as u64 + 1, 0, "", epoch);
                 }
             }
-            Event::LeaderChanged { .. } => {}
+            Event::LeaderChanged { .. } | Event::TimestampRefused { .. } => {}
             Event::ReadFailed { id } => {
                 if let Some(pr) = self.nodes[i].pending_reads.remove(&id) {
                     self.send_reply(i, pr.client, pr.seq, Answer::NotLeader(None));

@@ -488,6 +488,13 @@ fn leases_grant_attach_revoke_expire_and_keep_alive() {
         panic!()
     };
     assert_eq!(list.leases, vec![LeaseStatus { id: 100 }, LeaseStatus { id: 101 }]);
+    // The ordered list (a PBFT client's) answers the same and changes
+    // nothing: no new revision.
+    let rev = t.rev();
+    let ordered = t.apply(KvCommand::LeaseLeases(LeaseLeasesRequest {}));
+    assert_eq!(ordered.response, Ok(KvResponse::LeaseLeases(list.clone())));
+    assert!(ordered.events.is_empty());
+    assert_eq!(t.rev(), rev);
     let revoked = t.apply(KvCommand::LeaseRevoke(LeaseRevokeRequest { id: a }));
     let Ok(KvResponse::LeaseRevoke(r)) = revoked.response else { panic!() };
     assert_eq!(r.header.revision, t.rev());

@@ -1,4 +1,5 @@
-//! PBFT in the simulator: cluster configuration and the PBFT checkers.
+//! PBFT in the simulator: cluster configuration, injectable bugs and the
+//! PBFT checkers.
 
 use crate::invariant::Invariant;
 use crate::protocol::SimProtocol;
@@ -6,7 +7,11 @@ use std::time::Duration;
 use synod_core::{Command, NodeId};
 use synod_pbft::request::sign_command;
 use synod_pbft::shared_checks::SharedChecks;
-use synod_pbft::{Config, PbftNode};
+use synod_pbft::{Config, InjectedBug, PbftNode};
+
+/// Bug names accepted by `--bug` for PBFT, and what they break.
+pub const PBFT_BUGS: &[(&str, InjectedBug)] =
+    &[("pbft-skip-clock-check", InjectedBug::SkipClockCheck)];
 
 impl SimProtocol for PbftNode {
     fn name() -> &'static str {
@@ -36,6 +41,27 @@ impl SimProtocol for PbftNode {
         c
     }
 
+    fn bugs() -> &'static [&'static str] {
+        &["pbft-skip-clock-check"]
+    }
+
+    /// `pbft-skip-clock-check`: correct backups PREPARE whatever timestamp
+    /// a primary stamps ([`InjectedBug::SkipClockCheck`]); with
+    /// `--byzantine 1 --attack bad-timestamp` the `pbft agreed clock`
+    /// checker catches it.
+    fn inject_bug(config: &mut Config, bug: &str) -> Result<(), String> {
+        match PBFT_BUGS.iter().find(|(name, _)| *name == bug) {
+            Some((_, b)) => {
+                config.bug = *b;
+                Ok(())
+            }
+            None => Err(format!(
+                "unknown pbft bug `{bug}` (expected one of: {})",
+                Self::bugs().join(", ")
+            )),
+        }
+    }
+
     /// δ ([`Config::max_clock_skew`]) covers the run's worst clock skew
     /// (`sim::max_clock_skew`): a correct primary's timestamps are
     /// never refused for the simulated clocks alone.
@@ -52,5 +78,51 @@ impl SimProtocol for PbftNode {
 
     fn invariants() -> Vec<Box<dyn Invariant<Self>>> {
         crate::invariants::pbft_invariants()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{FaultProfile, ProtocolKind, SimOptions, run_seed};
+
+    #[test]
+    fn bug_names_map_to_injected_bugs() {
+        let mut c = PbftNode::sim_config(&[NodeId(1), NodeId(2), NodeId(3), NodeId(4)]);
+        assert_eq!(c.bug, InjectedBug::None);
+        PbftNode::inject_bug(&mut c, "pbft-skip-clock-check").expect("known bug");
+        assert_eq!(c.bug, InjectedBug::SkipClockCheck);
+        let e = PbftNode::inject_bug(&mut c, "nope").unwrap_err();
+        assert!(e.contains("nope") && e.contains("pbft-skip-clock-check"), "{e}");
+        assert_eq!(PBFT_BUGS.len(), PbftNode::bugs().len());
+    }
+
+    fn opts(bug: Option<&str>) -> SimOptions {
+        SimOptions {
+            protocol: ProtocolKind::Pbft,
+            nodes: 4,
+            faults: FaultProfile::None,
+            clients: 3,
+            ops_per_client: 20,
+            byzantine: 1,
+            attack: Some("bad-timestamp".into()),
+            bug: bug.map(str::to_string),
+            ..SimOptions::default()
+        }
+    }
+
+    /// With backups that skip the δ check, a primary stamping batches an
+    /// hour off moves the agreed clock, and the `pbft agreed clock`
+    /// checker reports it; the replay names the bug. The same seed with
+    /// correct backups passes.
+    #[test]
+    fn skipping_the_clock_check_is_caught_under_the_bad_timestamp_attack() {
+        let r = run_seed(&opts(Some("pbft-skip-clock-check")), 1);
+        let v = r.violation.expect("a Byzantine primary's timestamps must be caught");
+        assert_eq!(v.property, crate::invariants::pbft_agreed_clock::PROPERTY, "{}", v.detail);
+        assert!(v.replay.contains("--bug pbft-skip-clock-check"), "{}", v.replay);
+        assert!(v.replay.contains("--attack bad-timestamp"), "{}", v.replay);
+        let r = run_seed(&opts(None), 1);
+        assert!(r.passed, "{:?}", r.violation.map(|v| v.detail));
     }
 }
