@@ -27,6 +27,8 @@ use synod_etcdpb::etcdserverpb as pb;
 use synod_etcdpb::etcdserverpb::cluster_client::ClusterClient;
 use synod_etcdpb::etcdserverpb::kv_client::KvClient;
 use synod_etcdpb::etcdserverpb::lease_client::LeaseClient;
+use synod_etcdpb::synodpb::SubmitRequest;
+use synod_etcdpb::synodpb::pbft_client::PbftClient;
 
 /// Replicas (f = 1).
 const N: usize = 4;
@@ -380,6 +382,27 @@ async fn a_pbft_cluster_serves_through_every_replica_survives_a_killed_primary_a
 
 /// `synod kv ARGS` through `endpoints` with the client key `c1.keys`, run in
 /// `cwd`: (success, stdout, stderr).
+/// `command` sealed with the client's key and submitted to one replica
+/// alone (no f+1), with a fresh sequence number (the clock's microseconds:
+/// above any the CLI took before); its answer as that replica gives it.
+async fn submit_alone(
+    keys: &synod_node::pbft_keys::ClientIdentity,
+    endpoint: &str,
+    command: &synod_kv::KvCommand,
+) -> Result<synod_kv::KvResult, synod_kv::KvError> {
+    let seq = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_micros() as u64;
+    let op = synod_pbft::request::seal(&keys.signing, keys.client, seq, &command.encode());
+    let reply = PbftClient::new(rpc_channel(endpoint))
+        .submit(SubmitRequest { client: keys.client.0, seq, op: op.to_vec() })
+        .await
+        .expect("the replica answers")
+        .into_inner();
+    synod_kv::decode_result(&reply.result)
+}
+
 fn synod_kv(
     cwd: &std::path::Path,
     endpoints: &str,
@@ -401,8 +424,6 @@ fn synod_kv(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synod_kv_takes_f_plus_1_matching_replies_outvoting_a_liar_with_a_replica_down() {
-    use synod_etcdpb::synodpb::SubmitRequest;
-    use synod_etcdpb::synodpb::pbft_client::PbftClient;
     let liar = 3;
     let mut cluster = PbftCluster::start_with_liar(Some(liar));
     let (primary, _) = cluster.primary().await;
@@ -577,17 +598,7 @@ async fn synod_kv_takes_f_plus_1_matching_replies_outvoting_a_liar_with_a_replic
         request: synod_kv::LeaseTimeToLiveRequest { id: lease_id, keys: false },
         now: synod_core::Time(0),
     };
-    let seq = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_micros() as u64;
-    let op = synod_pbft::request::seal(&keys.signing, keys.client, seq, &ttl.encode());
-    let reply = PbftClient::new(rpc_channel(&cluster.endpoint(liar)))
-        .submit(SubmitRequest { client: keys.client.0, seq, op: op.to_vec() })
-        .await
-        .expect("the liar answers")
-        .into_inner();
-    match synod_kv::decode_result(&reply.result) {
+    match submit_alone(&keys, &cluster.endpoint(liar), &ttl).await {
         Ok(Ok(synod_kv::KvResponse::LeaseTimeToLive(t))) => {
             assert!(t.ttl >= synod_node::pbft_service::FORGED_TTL_SECS, "{t:?}")
         }
@@ -625,19 +636,8 @@ async fn synod_kv_takes_f_plus_1_matching_replies_outvoting_a_liar_with_a_replic
         liar_leases.leases.iter().any(|l| l.id == synod_node::pbft_service::FORGED_LEASE_ID),
         "the liar lists no forged lease to etcd clients: {liar_leases:?}"
     );
-    // A fresh sequence number: above the one `synod lease list` just took.
-    let seq = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_micros() as u64;
     let list = synod_kv::KvCommand::LeaseLeases(synod_kv::LeaseLeasesRequest {});
-    let op = synod_pbft::request::seal(&keys.signing, keys.client, seq, &list.encode());
-    let reply = PbftClient::new(rpc_channel(&cluster.endpoint(liar)))
-        .submit(SubmitRequest { client: keys.client.0, seq, op: op.to_vec() })
-        .await
-        .expect("the liar answers")
-        .into_inner();
-    match synod_kv::decode_result(&reply.result) {
+    match submit_alone(&keys, &cluster.endpoint(liar), &list).await {
         Ok(Ok(synod_kv::KvResponse::LeaseLeases(l))) => assert!(
             l.leases.iter().any(|s| s.id == synod_node::pbft_service::FORGED_LEASE_ID),
             "{l:?}"

@@ -111,6 +111,15 @@ impl Model {
         self.wal.as_mut().expect("the log is open")
     }
 
+    /// After a purge or detach (even a failed one): the records below the
+    /// log's first index now are purged in the model.
+    fn note_purged(&mut self) {
+        let first_left = self.wal().first_index();
+        let keep =
+            if first_left == 0 { BTreeMap::new() } else { self.records.split_off(&first_left) };
+        self.purged.extend(std::mem::replace(&mut self.records, keep));
+    }
+
     fn next_index(&self) -> u64 {
         let last = self.records.keys().next_back().copied();
         let purged = self.purged.keys().next_back().copied();
@@ -190,13 +199,7 @@ impl Model {
                 } else {
                     self.wal().detach_prefix(up_to).expect("detach");
                 }
-                let first_left = self.wal().first_index();
-                let keep = if first_left == 0 {
-                    BTreeMap::new()
-                } else {
-                    self.records.split_off(&first_left)
-                };
-                self.purged.extend(std::mem::replace(&mut self.records, keep));
+                self.note_purged();
             }
             Op::DiskFull { room, count } => {
                 self.fs.set_space_limit(Some(self.fs.used_bytes() + room));
@@ -257,13 +260,7 @@ impl Model {
                         } else {
                             self.wal().detach_prefix(up_to).map(|_| ())
                         };
-                        let first_left = self.wal().first_index();
-                        let keep = if first_left == 0 {
-                            BTreeMap::new()
-                        } else {
-                            self.records.split_off(&first_left)
-                        };
-                        self.purged.extend(std::mem::replace(&mut self.records, keep));
+                        self.note_purged();
                         result
                     }
                 };
