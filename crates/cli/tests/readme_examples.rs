@@ -68,7 +68,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{free_port, on_path, status};
+use common::{free_port_block, on_path, status};
 
 /// Blocks that must be marked runnable in the README.
 const REQUIRED: [&str; 6] =
@@ -717,17 +717,6 @@ fn wait_for(group: &Group, done: impl Fn(&str) -> bool, bound: Duration) {
 
 fn words(s: &str) -> impl Iterator<Item = &str> {
     s.split(|c: char| c.is_whitespace() || c == '|' || c == ';' || c == '\'')
-}
-
-/// `span` consecutive free ports; returns the first.
-fn free_port_block(span: u16) -> u16 {
-    for _ in 0..50 {
-        let first = free_port();
-        if (1..span).all(|k| free_port() == first + k) {
-            return first;
-        }
-    }
-    panic!("no block of {span} consecutive free ports");
 }
 
 /// `127.0.0.1:P` for P in the README's range becomes the same offset from

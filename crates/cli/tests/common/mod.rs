@@ -24,6 +24,8 @@ pub fn synod() -> &'static str {
 
 mod ports;
 pub use ports::free_port;
+#[allow(unused_imports)] // Only some test binaries take a block.
+pub use ports::free_port_block;
 
 /// `tool` if it is on PATH.
 pub fn on_path(tool: &str) -> Option<PathBuf> {
