@@ -43,6 +43,15 @@ impl<'a> Window<'a> {
         let from = (offset - self.start) as usize;
         Ok(Some(&self.buf[from..from + len as usize]))
     }
+
+    /// The bytes `offset..offset + len`, which the caller knows are within
+    /// the length the window was opened with: a read error, or a file that
+    /// has become shorter since, is an error naming `path`.
+    fn get_within(&mut self, offset: u64, len: u64, path: &Path) -> Result<&[u8]> {
+        self.get(offset, len)
+            .map_err(|e| Error::io("read", path, e))?
+            .ok_or_else(|| Error::corrupt(path, offset, "file shrank while being read"))
+    }
 }
 
 /// Reads and checks a segment's header; returns its first index.
@@ -163,11 +172,7 @@ pub(crate) fn find_record_after(
     let mut window = Window::new(file, file_len, chunk_bytes);
     let mut offset = from;
     while offset + RECORD_HEADER_LEN <= file_len {
-        let bytes = window
-            .get(offset, RECORD_HEADER_LEN)
-            .map_err(|e| Error::io("read", path, e))?
-            .ok_or_else(|| Error::corrupt(path, offset, "file shrank while being read"))?;
-        let header = RecordHeader::decode(bytes);
+        let header = RecordHeader::decode(window.get_within(offset, RECORD_HEADER_LEN, path)?);
         // A record cannot claim an index further ahead than there are bytes.
         let plausible = header.index >= min_index
             && header.index - min_index <= file_len
@@ -194,11 +199,7 @@ pub(crate) fn all_zero(
     let mut offset = from;
     while offset < file_len {
         let len = step.min(file_len - offset);
-        let bytes = window
-            .get(offset, len)
-            .map_err(|e| Error::io("read", path, e))?
-            .ok_or_else(|| Error::corrupt(path, offset, "file shrank while being read"))?;
-        if bytes.iter().any(|&b| b != 0) {
+        if window.get_within(offset, len, path)?.iter().any(|&b| b != 0) {
             return Ok(false);
         }
         offset += len;
