@@ -421,12 +421,25 @@ impl Drop for Group {
     }
 }
 
-/// The binary under test.
+/// The binary under test: `$SYNOD` if set, else this crate's `synod`.
+///
+/// cargo runs a test in its package's directory (`crates/cli`), not where the
+/// user typed the command, so a relative `$SYNOD` (`target/dist/synod`, as
+/// the README names it) is taken from the repository's root, where the
+/// README's commands run.
 fn synod_binary() -> PathBuf {
-    match std::env::var_os("SYNOD") {
-        Some(p) => std::fs::canonicalize(&p).expect("$SYNOD names an existing file"),
-        None => PathBuf::from(common::synod()),
-    }
+    let Some(given) = std::env::var_os("SYNOD") else {
+        return PathBuf::from(common::synod());
+    };
+    let given = PathBuf::from(given);
+    let path = if given.is_absolute() { given.clone() } else { repo().join(&given) };
+    std::fs::canonicalize(&path).unwrap_or_else(|e| {
+        panic!(
+            "$SYNOD={} names no file ({} read from the repository's root: {e})",
+            given.display(),
+            path.display()
+        )
+    })
 }
 
 /// The repository's root.
