@@ -2,7 +2,7 @@
 //! Leases) and the leader's lease expiry.
 //!
 //! Time. Every lease command is stamped with the clock of the leader that
-//! proposes it ([`Service::now`]); applying never reads a clock, so every
+//! proposes it (`Service::now`); applying never reads a clock, so every
 //! replica agrees on each lease's deadline. Requests reaching a follower are
 //! forwarded to the leader (keep-alives one message at a time), so only the
 //! leader's clock is ever used. A node that becomes leader first proposes

@@ -25,7 +25,7 @@
 //! responses, and the stream's control responses (created, canceled,
 //! progress), share one bounded channel ([`STREAM_BUFFER`]). Once a watcher
 //! has caught up with the hub, its task hands the hub subscription over to
-//! the stream's response body ([`OutStream`]) and ends: from then on the
+//! the stream's response body (`OutStream`) and ends: from then on the
 //! body itself takes the watcher's batches when the HTTP/2 stream asks for
 //! its next message, picks the events the watcher wants and builds the
 //! response there (every batch already waiting in one response). So a

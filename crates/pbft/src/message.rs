@@ -1,7 +1,7 @@
 //! PBFT messages (OSDI'99 §4, TOCS §2–§5) and the digests they are
 //! authenticated over.
 //!
-//! Normal-case messages carry a MAC [`Authenticator`]; CHECKPOINT,
+//! Normal-case messages carry a MAC [`Authenticator`](crate::auth::Authenticator); CHECKPOINT,
 //! VIEW-CHANGE and NEW-VIEW carry an Ed25519 [`Signature`] over their body
 //! digest, because they travel inside proofs checked by third parties.
 //! Large parts (batches, view-change sets) are reference-counted, so a

@@ -92,7 +92,7 @@ pub trait SimProtocol: Protocol + 'static {
     /// its replication leaves before its appends are synced
     /// ([`leaves_before_sync`](SimProtocol::leaves_before_sync)) and the
     /// simulator reports durability with
-    /// [`Protocol::persisted`](synod_core::Protocol::persisted)
+    /// [`synod_core::Protocol::persisted`]
     /// ([`persisted_index`](SimProtocol::persisted_index)). Protocols
     /// without it refuse.
     fn configure_parallel_write(config: &mut Self::Config) -> Result<(), String> {
@@ -109,7 +109,7 @@ pub trait SimProtocol: Protocol + 'static {
 
     /// With parallel leader writes: how far the node's own log is durable,
     /// given its durable state and the writes still unsynced (in order), to
-    /// report with [`Protocol::persisted`](synod_core::Protocol::persisted);
+    /// report with [`synod_core::Protocol::persisted`];
     /// `None` reports nothing.
     fn persisted_index(durable: &Self::Durable, unsynced: &[Self::Write]) -> Option<u64> {
         let _ = (durable, unsynced);

@@ -1,11 +1,11 @@
-//! Byzantine replicas (DESIGN.md §2): an [`Adversary`] takes over the
+//! Byzantine replicas (DESIGN.md §2): an `Adversary` takes over the
 //! nodes `1..=byzantine` of a run and rewrites what they send.
 //!
 //! A Byzantine node still runs the protocol's own core (so it knows what a
 //! correct replica would say, and holds its keys); the adversary sits
 //! between that core and the network. The simulator calls it for every
-//! message a Byzantine node sends ([`Adversary::outgoing`]) or receives
-//! ([`Adversary::incoming`]), for every client request it receives and for
+//! message a Byzantine node sends (`Adversary::outgoing`) or receives
+//! (`Adversary::incoming`), for every client request it receives and for
 //! every client reply it sends. Whatever it returns as [`Forged`] goes on
 //! the wire, possibly claiming another sender (spoofing) and late.
 //!

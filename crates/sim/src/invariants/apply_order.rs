@@ -4,7 +4,7 @@
 //! This is the `Committed` contract of `synod_core::protocol` ("a core emits
 //! every position exactly once, in order, from 1"), which the state machine
 //! relies on; it is also Raft's Figure 2 rule "if commitIndex > lastApplied:
-//! increment lastApplied, apply log[lastApplied]". A restarted node starts
+//! increment lastApplied, apply log\[lastApplied\]". A restarted node starts
 //! again from what its rebuilt core reports applied (0, or a snapshot), so
 //! the expectation is reset on crash and restart. An installed snapshot
 //! ([`SnapshotAction::Install`]) stands for every position up to its index:

@@ -1,4 +1,4 @@
-//! [`SimProtocol`](crate::SimProtocol) implementations for Synod's protocols.
+//! [`SimProtocol`] implementations for Synod's protocols.
 
 pub mod paxos;
 pub mod pbft;

@@ -87,7 +87,7 @@ impl Detached {
 
 /// Deletes the segment files [`Wal::detach_prefix`] took out of a log once
 /// they are released. `Send + Sync` and cheap to clone: run it on a thread
-/// of its own. See the [module doc](self).
+/// of its own. See the module doc of `wal::purge`.
 #[derive(Clone, Debug)]
 pub struct WalPurger {
     fs: Arc<dyn Vfs>,
