@@ -14,7 +14,6 @@ fn options() -> SimOptions {
         nodes: 5,
         clients: 5,
         ops_per_client: 100,
-        check_linearizability: false,
         ..SimOptions::default()
     }
 }

@@ -112,6 +112,19 @@ struct RawStep {
     ppm: Option<Spanned<i64>>,
 }
 
+/// The key assigned to the value at `offset` (`key = value`, on the same
+/// line), if there is one: `time_ms` for the `"soon"` in `time_ms = "soon"`,
+/// and the last key before it in an inline table.
+fn key_before(text: &str, offset: usize) -> Option<&str> {
+    let before = text.get(..offset)?;
+    let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
+    let key = line[..line.rfind('=')?].trim_end();
+    let start = key
+        .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        .map_or(0, |i| i + 1);
+    Some(&key[start..]).filter(|k| !k.is_empty())
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
 }
@@ -140,9 +153,12 @@ impl Scenario {
         };
         let raw: RawScenario = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start));
-            let field = e.message().split('`').nth(1).filter(|_| {
+            let named = e.message().split('`').nth(1).filter(|_| {
                 e.message().starts_with("unknown field") || e.message().starts_with("missing field")
             });
+            // A value of the wrong type: toml points at the value; its field
+            // is the key assigned on that line.
+            let field = named.or_else(|| e.span().and_then(|s| key_before(text, s.start)));
             err(line, field, e.message().trim().to_string())
         })?;
         let mut steps = Vec::with_capacity(raw.at.len());
@@ -395,7 +411,13 @@ action = "transfer_leader"
         );
         assert!(e.starts_with("scenario.toml:5: field `time_ms`: 3 is earlier"), "{e}");
         let e = parse_err("[[at]]\ntime_ms = \"soon\"\naction = \"heal\"\n");
-        assert!(e.starts_with("scenario.toml:2: "), "{e}");
+        assert!(e.starts_with("scenario.toml:2: field `time_ms`: invalid type"), "{e}");
+        let e = parse_err("[[at]]\ntime_ms = -5\naction = \"heal\"\n");
+        assert!(e.starts_with("scenario.toml:2: field `time_ms`: "), "{e}");
+        let e = parse_err("[[at]]\ntime_ms = 1\naction = \"crash\"\nnode = 1.5\n");
+        assert!(e.starts_with("scenario.toml:4: field `node`: invalid type"), "{e}");
+        let e = parse_err("at = [{ time_ms = 1, action = 7 }]\n");
+        assert!(e.starts_with("scenario.toml:1: field `action`: invalid type"), "{e}");
         let e = parse_err("[[at]]\naction = \"heal\"\n");
         assert!(e.contains("time_ms"), "{e}");
         let e = parse_err("[[at]]\ntime_ms = 1\naction = \"partition\"\ngroups = [[1, 2], [2]]\n");

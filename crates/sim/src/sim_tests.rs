@@ -282,6 +282,68 @@ fn scenario_steps_are_carried_out() {
     assert_eq!(r.metrics.crashes, 1);
 }
 
+/// The network and clock actions of a scenario file change what they say,
+/// at the time they say, and `heal` undoes them (the node actions are
+/// checked above).
+#[test]
+fn scenario_network_and_clock_steps_take_effect() {
+    let text = "[[at]]\ntime_ms = 100\naction = \"partition\"\ngroups = [[1], [2, 3]]\n\
+                [[at]]\ntime_ms = 200\naction = \"heal_links\"\n\
+                [[at]]\ntime_ms = 300\naction = \"block\"\nfrom = 2\nto = 3\n\
+                [[at]]\ntime_ms = 400\naction = \"isolate\"\nnode = 1\n\
+                [[at]]\ntime_ms = 500\naction = \"heal\"\n\
+                [[at]]\ntime_ms = 600\naction = \"loss\"\nprobability = 1.0\n\
+                [[at]]\ntime_ms = 700\naction = \"duplicate\"\nprobability = 0.5\n\
+                [[at]]\ntime_ms = 800\naction = \"reorder\"\nprobability = 0.25\n\
+                [[at]]\ntime_ms = 900\naction = \"drift\"\nnode = 2\nppm = -300\n\
+                [[at]]\ntime_ms = 1000\naction = \"heal\"\n";
+    let scenario = crate::Scenario::parse(text, "t.toml").expect("parses");
+    let o = SimOptions { scenario: Some(scenario), ..opts(3, 2, FaultProfile::None) };
+    let mut sim = Sim::<Seq>::new(&o, 3).expect("valid");
+    let blocked = |sim: &Sim<Seq>| {
+        let mut links = Vec::new();
+        for from in 1..=3 {
+            for to in 1..=3 {
+                if from != to && sim.is_blocked(NodeId(from), NodeId(to)) {
+                    links.push((from, to));
+                }
+            }
+        }
+        links
+    };
+    let at = |sim: &mut Sim<Seq>, ms| sim.run_until_time(synod_core::Time::from_millis(ms));
+    at(&mut sim, 99);
+    assert_eq!(blocked(&sim), [], "nothing happens before the first step");
+    at(&mut sim, 150);
+    assert_eq!(blocked(&sim), [(1, 2), (1, 3), (2, 1), (3, 1)], "partition [[1], [2, 3]]");
+    at(&mut sim, 250);
+    assert_eq!(blocked(&sim), [], "heal_links");
+    at(&mut sim, 350);
+    assert_eq!(blocked(&sim), [(2, 3)], "block 2 -> 3, one way");
+    at(&mut sim, 450);
+    assert_eq!(blocked(&sim), [(1, 2), (1, 3), (2, 1), (2, 3), (3, 1)], "isolate 1");
+    at(&mut sim, 550);
+    assert_eq!(blocked(&sim), [], "heal");
+    let base = sim.net.config.clone();
+    let dropped = sim.net.dropped;
+    at(&mut sim, 650);
+    assert_eq!(sim.net.config.loss, 1.0);
+    assert!(sim.net.dropped > dropped, "everything sent after `loss 1.0` is lost");
+    at(&mut sim, 750);
+    assert_eq!(sim.net.config.duplicate, 0.5);
+    at(&mut sim, 850);
+    assert_eq!(sim.net.config.reorder, 0.25);
+    assert_eq!(sim.nodes[1].drift_ppm, 0);
+    at(&mut sim, 950);
+    assert_eq!(sim.nodes[1].drift_ppm, -300, "drift node 2");
+    at(&mut sim, 1050);
+    assert_eq!(
+        (sim.net.config.loss, sim.net.config.duplicate, sim.net.config.reorder),
+        (base.loss, base.duplicate, base.reorder),
+        "heal restores the base rates"
+    );
+}
+
 #[test]
 fn the_sequencer_is_a_sim_protocol() {
     assert_eq!(Seq::name(), "seq");
