@@ -20,7 +20,7 @@ use crate::error::NodeError;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
-use synod_storage::{HardStateFile, SnapshotStore, Wal, WalOptions, WalPurger};
+use synod_storage::{HardStateFile, SnapshotStore, TornTail, Wal, WalOptions, WalPurger};
 
 /// The durable state of one node.
 #[derive(Debug)]
@@ -36,6 +36,8 @@ pub struct Disk {
     purger: WalPurger,
     /// The purger's run in flight, if any.
     purging: Option<JoinHandle<synod_storage::Result<usize>>>,
+    /// The damaged end this open cut off the log, if any.
+    torn_tail: Option<TornTail>,
     /// Holds the directory's lock while open (after the purger's thread is
     /// joined: fields drop in order, and `Drop` joins it first).
     _lock: File,
@@ -100,6 +102,7 @@ impl Disk {
             dir: dir.to_path_buf(),
             purger,
             purging: None,
+            torn_tail: recovered.torn_tail,
             _lock: lock,
         };
         Ok((disk, saved))
@@ -108,6 +111,52 @@ impl Disk {
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The damaged end of the log this open cut off (a torn write), if any.
+    pub fn torn_tail(&self) -> Option<&TornTail> {
+        self.torn_tail.as_ref()
+    }
+
+    /// Refuses a log that ends before a position this node durably recorded
+    /// having reached: `log_end` is where the recovered log ends (in the
+    /// protocol's own numbering: a Raft index, a journal record), `needed`
+    /// the position a durable fact outside the log vouches for, and `fact`
+    /// names that fact ("the hard state's synced index"). The error names
+    /// the data directory, where the log now ends (and the cut, if this
+    /// open made one), the lost range, and what an operator can do. See
+    /// the module doc.
+    pub fn check_log_reaches(
+        &self,
+        unit: &str,
+        log_end: u64,
+        needed: u64,
+        fact: &str,
+    ) -> Result<(), NodeError> {
+        if log_end >= needed {
+            return Ok(());
+        }
+        let lost = if log_end + 1 == needed {
+            format!("{unit} {needed} is")
+        } else {
+            let units = if unit.ends_with('x') { "es" } else { "s" };
+            format!("{unit}{units} {}..={needed} are", log_end + 1)
+        };
+        let cut = match &self.torn_tail {
+            Some(torn) => format!(
+                "; recovery cut {} bytes off {} at byte offset {} ({})",
+                torn.dropped_bytes,
+                torn.path.display(),
+                torn.offset,
+                torn.reason
+            ),
+            None => String::new(),
+        };
+        Err(NodeError::LostLog(format!(
+            "the write-ahead log in {wal} ends at {unit} {log_end}, but {fact} is {needed}:              {lost} lost{cut}. This node made them durable (and may have acknowledged or              voted on them), so it refuses to start rather than vote or acknowledge from a              log it cannot trust. To bring it back: remove the node from the cluster              (`synod member remove`), move its data directory {dir} aside, and add it back              as a new member so that it catches up from its peers",
+            wal = self.wal.dir().display(),
+            dir = self.dir.display(),
+        )))
     }
 
     /// Makes every log append so far durable with one fsync (group
@@ -167,6 +216,32 @@ impl Drop for Disk {
         if let Err(e) = self.join_purge() {
             tracing::warn!(error = %e, "deleting purged log segments failed");
         }
+    }
+}
+
+/// Helpers for tests that damage a data directory.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::path::{Path, PathBuf};
+
+    /// Flips the last non-zero byte of the last segment of the log in
+    /// `dir` (a byte of its last record: the zeros after it are the
+    /// segment's padding), as a torn write or a bit flip there would.
+    /// Returns the segment's path.
+    pub fn damage_last_record(dir: &Path) -> PathBuf {
+        let wal = dir.join("wal");
+        let mut segments: Vec<PathBuf> = std::fs::read_dir(&wal)
+            .expect("list the log")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+            .collect();
+        segments.sort();
+        let last = segments.pop().expect("a segment");
+        let mut bytes = std::fs::read(&last).expect("read the segment");
+        let at = bytes.iter().rposition(|&b| b != 0).expect("a record");
+        bytes[at] ^= 0xff;
+        std::fs::write(&last, bytes).expect("write the segment back");
+        last
     }
 }
 
