@@ -223,12 +223,14 @@ impl Drop for Disk {
 #[cfg(test)]
 pub(crate) mod test_support {
     use std::path::{Path, PathBuf};
+    use synod_storage::format::{RECORD_HEADER_LEN, RecordHeader, SEGMENT_HEADER_LEN};
 
-    /// Flips the last non-zero byte of the last segment of the log in
-    /// `dir` (a byte of its last record: the zeros after it are the
-    /// segment's padding), as a torn write or a bit flip there would.
-    /// Returns the segment's path.
-    pub fn damage_last_record(dir: &Path) -> PathBuf {
+    /// Damages the log in `dir` from record `index` on, as a crash (or a
+    /// disk losing writes) could: that record's checksum no longer
+    /// matches and every byte after it in its segment, the last, reads as
+    /// zeros. Returns the segment's path and the record's byte offset,
+    /// where recovery cuts the log.
+    pub fn tear_log_from(dir: &Path, index: u64) -> (PathBuf, u64) {
         let wal = dir.join("wal");
         let mut segments: Vec<PathBuf> = std::fs::read_dir(&wal)
             .expect("list the log")
@@ -238,10 +240,20 @@ pub(crate) mod test_support {
         segments.sort();
         let last = segments.pop().expect("a segment");
         let mut bytes = std::fs::read(&last).expect("read the segment");
-        let at = bytes.iter().rposition(|&b| b != 0).expect("a record");
-        bytes[at] ^= 0xff;
+        let mut at = SEGMENT_HEADER_LEN as usize;
+        loop {
+            let header = RecordHeader::decode(&bytes[at..at + RECORD_HEADER_LEN as usize]);
+            assert!(header.index != 0, "record {index} is not in the last segment");
+            if header.index == index {
+                break;
+            }
+            at += (RECORD_HEADER_LEN + header.payload_len) as usize;
+        }
+        // The checksum field: the record no longer matches it.
+        bytes[at + 12] ^= 0xff;
+        bytes[at + RECORD_HEADER_LEN as usize..].fill(0);
         std::fs::write(&last, bytes).expect("write the segment back");
-        last
+        (last, at as u64)
     }
 }
 

@@ -793,9 +793,10 @@ mod tests {
     fn a_torn_tail_below_the_synced_index_refuses_to_start() {
         let dir = tempfile::tempdir().expect("tempdir");
         written(dir.path(), 10, 10);
-        let segment = crate::disk::test_support::damage_last_record(dir.path());
+        let (segment, offset) = crate::disk::test_support::tear_log_from(dir.path(), 10);
         let (mut disk, saved) = Disk::open(dir.path()).expect("the log itself opens");
         let torn = disk.torn_tail().expect("the damaged record was cut").clone();
+        assert_eq!((&torn.path, torn.offset), (&segment, offset));
         let err = RaftNode::recover_durable(&mut disk, saved.as_deref()).expect_err("refused");
         assert!(matches!(err, NodeError::LostLog(_)), "{err:?}");
         let message = err.to_string();
@@ -822,13 +823,24 @@ mod tests {
     fn a_torn_tail_above_the_synced_index_is_cut_and_recovery_goes_on() {
         let dir = tempfile::tempdir().expect("tempdir");
         written(dir.path(), 10, 12);
-        crate::disk::test_support::damage_last_record(dir.path());
+        crate::disk::test_support::tear_log_from(dir.path(), 12);
         let (mut disk, saved) = Disk::open(dir.path()).expect("open");
         assert!(disk.torn_tail().is_some(), "the damaged record was cut");
         let (hard, durable) =
             RaftNode::recover_durable(&mut disk, saved.as_deref()).expect("recover");
         assert_eq!(hard.synced_index, 10);
         assert_eq!(durable.log, (1..=11).map(|i| e(1, i)).collect::<Vec<_>>());
+        drop(disk);
+        // Down to the synced index itself, and no further.
+        crate::disk::test_support::tear_log_from(dir.path(), 11);
+        let (mut disk, saved) = Disk::open(dir.path()).expect("open");
+        let (_, durable) = RaftNode::recover_durable(&mut disk, saved.as_deref()).expect("recover");
+        assert_eq!(durable.last_index(), 10);
+        drop(disk);
+        crate::disk::test_support::tear_log_from(dir.path(), 8);
+        let (mut disk, saved) = Disk::open(dir.path()).expect("open");
+        let err = RaftNode::recover_durable(&mut disk, saved.as_deref()).expect_err("refused");
+        assert!(err.to_string().contains("indexes 8..=10 are lost"), "{err}");
     }
 
     #[test]
