@@ -15,6 +15,42 @@
 //! crash before the files go leaves a log that starts earlier than the
 //! hard state's purge point, which recovery reads as before; an error
 //! there stops the node (at the next sync), as an inline one did.
+//!
+//! # A log that ends too early
+//!
+//! Opening the log cuts off a torn tail: a damaged last record with
+//! nothing valid after it ([`synod_storage::Wal`]'s recovery; so do zeros
+//! where synced records were, which read as padding). That is right for a
+//! record that was never synced, hence never acknowledged. It is not for
+//! one the node had made durable and acted on — acknowledged to a leader,
+//! counted toward a commit, voted on, answered to a client: a replica that
+//! goes on from such a log lies about it, and a quorum built on the lie can
+//! lose committed data (Alagappan et al., "Protocol-Aware Recovery for
+//! Consensus-Based Storage", FAST '18; etcd raft's "tocommit is out of
+//! range" panic). The log alone cannot tell the two apart: its end is what
+//! was lost. So each protocol keeps, in its hard-state file, a point its
+//! log must reach — raised to the log's durable index whenever that file is
+//! saved anyway, so no fsync is added per entry, which makes it a lower
+//! bound — and its recovery calls [`Disk::check_log_reaches`]: a log that
+//! ends before it is [`NodeError::LostLog`], naming the data directory, the
+//! cut (file and byte offset, when this open made it), the lost range and
+//! what an operator can do; the node does not start (nor on any later try:
+//! the cut is made, the hard state still says what is missing).
+//!
+//! - Raft ([`crate::raft_glue`]): `synced_index`, raised at each save of the
+//!   term, vote or snapshot, and lowered (durably, first) before a conflict
+//!   or a disagreeing snapshot cuts the log below it — only uncommitted
+//!   entries are ever cut, and those may go. The snapshot's index is
+//!   checked too (the core cannot start from a snapshot beyond its log).
+//! - Multi-Paxos ([`crate::paxos_glue`]): `synced_record`, raised at each
+//!   promise or snapshot save; the journal of acceptances is never cut, and
+//!   records below `purged_record` (obsolete) may be gone.
+//! - PBFT ([`crate::pbft_glue`]): `synced_record`, raised when the file is
+//!   saved — before the first record, at each view change and stable
+//!   checkpoint; the journal is never cut.
+//!
+//! Entries made durable after the last save are not covered: losing them
+//! is reported as a torn tail and the node starts, as before.
 
 use crate::error::NodeError;
 use std::fs::{File, OpenOptions, TryLockError};
@@ -69,9 +105,12 @@ fn lock(dir: &Path) -> Result<File, NodeError> {
 
 impl Disk {
     /// Opens (creating) the data directory `dir` and locks it, recovering
-    /// the log (a torn tail is cut off and logged; other corruption is an
-    /// error naming the file and offset). Returns the saved hard state, if
-    /// any. A directory locked by someone else is an error.
+    /// the log (a torn tail is cut off, logged and kept in
+    /// [`Disk::torn_tail`]; other corruption is an error naming the file
+    /// and offset). Returns the saved hard state, if any. A directory
+    /// locked by someone else is an error. Whether the log still reaches
+    /// what the hard state vouches for is the protocol's recovery to check
+    /// (see the module doc).
     pub fn open(dir: &Path) -> Result<(Disk, Option<Vec<u8>>), NodeError> {
         Disk::open_with(dir, WalOptions::default())
     }

@@ -23,6 +23,13 @@
 //!   records are all obsolete: every slot they hold is purged or was
 //!   accepted again in a later record. A crash in between leaves records
 //!   recovery skips or overwrites.
+//! - Each hard-state save also records `synced_record`, the journal's
+//!   durable index then, and `purged_record`, below which every record is
+//!   obsolete. Recovery refuses a journal that ends before `synced_record`
+//!   (and is not purged through it): acceptances this acceptor may have
+//!   acknowledged are gone ([`crate::disk`]'s "A log that ends too early").
+//!   Record numbers continue after `purged_record` when a snapshot emptied
+//!   the journal.
 //!
 //! Decoding a message never panics, and refuses what the core would treat
 //! as a bug of its own (a promise reporting acceptances at or above its

@@ -24,9 +24,13 @@
 //! become obsolete except the executed batches, so the journal is not
 //! compacted (the executed history is needed anyway).
 //!
-//! The hard-state file holds only a magic and a version ([`PbftHardState`]),
-//! written before the first record: a Raft or Paxos data directory is
-//! refused, and a PBFT one is refused by them.
+//! The hard-state file holds a magic, a version and `synced_record`
+//! ([`PbftHardState`]), written before the first record (a Raft or Paxos
+//! data directory is refused, and a PBFT one is refused by them) and again
+//! at each view change and stable checkpoint, each time recording the
+//! journal's durable index. Recovery refuses a journal that ends before
+//! it: writes whose messages this replica may have sent are gone
+//! ([`crate::disk`]'s "A log that ends too early").
 
 use crate::disk::Disk;
 use crate::driver::MAX_BATCH_COMMANDS;

@@ -14,6 +14,10 @@
 //!   `reset_index` first, then the WAL is emptied; if a crash interrupts,
 //!   recovery sees records at or below `reset_index` (a reset log only ever
 //!   holds records above it) and finishes the job.
+//! - Each hard-state save also records `synced_index`, the log's durable
+//!   index then; a truncation below it saves it lowered first. Recovery
+//!   refuses a log that ends before it or before the snapshot
+//!   ([`crate::disk`]'s "A log that ends too early").
 
 use crate::disk::Disk;
 use crate::error::NodeError;
