@@ -183,16 +183,20 @@ impl Disk {
         };
         let cut = match &self.torn_tail {
             Some(torn) => format!(
-                "; recovery cut {} bytes off {} at byte offset {} ({})",
-                torn.dropped_bytes,
-                torn.path.display(),
+                "; this start cut the log at byte offset {} of {} ({})",
                 torn.offset,
+                torn.path.display(),
                 torn.reason
             ),
             None => String::new(),
         };
         Err(NodeError::LostLog(format!(
-            "the write-ahead log in {wal} ends at {unit} {log_end}, but {fact} is {needed}:              {lost} lost{cut}. This node made them durable (and may have acknowledged or              voted on them), so it refuses to start rather than vote or acknowledge from a              log it cannot trust. To bring it back: remove the node from the cluster              (`synod member remove`), move its data directory {dir} aside, and add it back              as a new member so that it catches up from its peers",
+            "the write-ahead log in {wal} ends at {unit} {log_end}, but {fact} is {needed}: \
+             {lost} lost{cut}. This node made them durable and may have acknowledged or voted \
+             on them, so it refuses to start rather than vote or acknowledge from a log it \
+             cannot trust. To bring it back: remove it from the cluster (`synod member \
+             remove`), move its data directory {dir} aside, and add it back as a new member \
+             (`synod member add`) so that it catches up from its peers",
             wal = self.wal.dir().display(),
             dir = self.dir.display(),
         )))

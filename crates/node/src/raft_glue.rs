@@ -814,6 +814,7 @@ mod tests {
         ] {
             assert!(message.contains(&needle), "{needle:?} not in {message}");
         }
+        assert!(!message.contains("  "), "one line, single spaces: {message}");
         // The cut is made; a second start still refuses (the hard state
         // still vouches for entry 10).
         drop(disk);
