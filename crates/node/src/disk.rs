@@ -266,7 +266,29 @@ impl Drop for Disk {
 #[cfg(test)]
 pub(crate) mod test_support {
     use std::path::{Path, PathBuf};
+
     use synod_storage::format::{RECORD_HEADER_LEN, RecordHeader, SEGMENT_HEADER_LEN};
+
+    /// A [`Disk`] on `dir` (for its lock and snapshots) whose log and hard
+    /// state live on `fs` under `/node`, so that a test can crash it.
+    pub fn open_on_fault_fs(
+        dir: &Path,
+        fs: &synod_storage::FaultFs,
+    ) -> Result<(super::Disk, Option<Vec<u8>>), crate::error::NodeError> {
+        use std::sync::Arc;
+        let (mut disk, _) = super::Disk::open(dir)?;
+        let root = Path::new("/node");
+        let options = synod_storage::WalOptions::default();
+        let (wal, recovered) =
+            synod_storage::Wal::open_with(Arc::new(fs.clone()), root.join("wal"), options)?;
+        let (hard_state, saved) =
+            synod_storage::HardStateFile::open_with(Arc::new(fs.clone()), root)?;
+        disk.purger = wal.purger();
+        disk.wal = wal;
+        disk.hard_state = hard_state;
+        disk.torn_tail = recovered.torn_tail;
+        Ok((disk, saved))
+    }
 
     /// Damages the log in `dir` from record `index` on, as a crash (or a
     /// disk losing writes) could: that record's checksum no longer

@@ -931,6 +931,81 @@ mod tests {
         assert_eq!(RaftHardState::decode(&hard.encode()), Ok(hard));
     }
 
+    /// Random appends, conflicts, votes, syncs and crashes that lose or
+    /// tear unsynced writes (never synced ones): recovery never refuses,
+    /// since nothing the hard state vouches for was lost. A synced index
+    /// left above a conflict's cut would be refused here.
+    #[test]
+    fn crashes_that_lose_only_unsynced_writes_never_refuse_to_start() {
+        let mut next = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut random = move |below: u64| {
+            // splitmix64
+            next = next.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = next;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            (z ^ (z >> 31)) % below
+        };
+        let mut refusals_possible = 0;
+        for run in 0..25 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let fs = synod_storage::FaultFs::new();
+            let open = || crate::disk::test_support::open_on_fault_fs(dir.path(), &fs);
+            let (mut disk, saved) = open().expect("open");
+            let (mut hard, mut durable) =
+                RaftNode::recover_durable(&mut disk, saved.as_deref()).expect("recover");
+            for step in 0..200 {
+                let last = durable.last_index();
+                let writes = match random(6) {
+                    0 | 1 => vec![Write::Append {
+                        entries: (last + 1..=last + 1 + random(4))
+                            .map(|i| e(durable.term.max(1), i))
+                            .collect(),
+                    }],
+                    2 if last > 0 => {
+                        // A new leader's entries replace a suffix.
+                        let from = 1 + random(last);
+                        let term = durable.term + 1;
+                        vec![
+                            Write::HardState { term, voted_for: Some(NodeId(2)) },
+                            Write::Append {
+                                entries: (from..=from + random(3)).map(|i| e(term, i)).collect(),
+                            },
+                        ]
+                    }
+                    3 => vec![Write::HardState {
+                        term: durable.term.max(1),
+                        voted_for: Some(NodeId(3)),
+                    }],
+                    4 => {
+                        disk.sync().expect("sync");
+                        vec![]
+                    }
+                    _ => {
+                        drop(disk);
+                        fs.crash(run * 1000 + step);
+                        let (d, saved) = open().expect("the log opens");
+                        disk = d;
+                        let recovered = RaftNode::recover_durable(&mut disk, saved.as_deref());
+                        let (h, dur) = recovered.unwrap_or_else(|err| {
+                            panic!("run {run} step {step}: refused after losing unsynced writes only: {err}")
+                        });
+                        if h.synced_index > 0 {
+                            refusals_possible += 1;
+                        }
+                        (hard, durable) = (h, dur);
+                        continue;
+                    }
+                };
+                RaftNode::persist(&mut disk, &mut hard, &writes).expect("persist");
+                for w in &writes {
+                    durable.apply(w);
+                }
+            }
+        }
+        assert!(refusals_possible > 100, "the synced index was exercised: {refusals_possible}");
+    }
+
     /// Segments of about ten entries each.
     fn small_segments() -> synod_storage::WalOptions {
         synod_storage::WalOptions { segment_size_bytes: 400, ..Default::default() }
