@@ -504,6 +504,12 @@ impl NodeProtocol for PaxosNode {
             purged_slot: hard.purged_slot,
             log: Vec::new(),
         };
+        if disk.wal.last_index() > 0 && disk.wal.last_index() <= hard.purged_record {
+            // A snapshot made every record obsolete and the crash came
+            // before their files went: finish that, so that record numbers
+            // go on after `purged_record`.
+            disk.wal.purge_prefix(hard.purged_record)?;
+        }
         let wal = &disk.wal;
         if wal.last_index() > 0 {
             for item in wal.entries(wal.first_index()..=wal.last_index())? {
@@ -908,6 +914,97 @@ mod tests {
         let (_, durable) =
             PaxosNode::recover_durable(&mut disk, saved.as_deref()).expect("recover");
         assert_eq!((durable.purged_slot, durable.last_slot()), (50, 51));
+    }
+
+    /// Random accepts (anywhere above the purged prefix), promises,
+    /// snapshots (of synced slots) purging all or part of the journal,
+    /// syncs, and crashes that lose or tear unsynced writes: recovery never
+    /// refuses, since nothing the hard state vouches for was lost; and
+    /// record numbers always go on after the purged ones (they used to
+    /// start again at 1 once a snapshot had emptied the journal).
+    #[test]
+    fn crashes_that_lose_only_unsynced_writes_never_refuse_to_start() {
+        let mut next = 0x2545_f491_4f6c_dd1d_u64;
+        let mut random = move |below: u64| {
+            // splitmix64
+            next = next.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = next;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            (z ^ (z >> 31)) % below
+        };
+        let (mut checked, mut emptied) = (0, 0);
+        for run in 0..25 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let fs = synod_storage::FaultFs::new();
+            let open = || crate::disk::test_support::open_on_fault_fs(dir.path(), &fs);
+            let (mut disk, saved) = open().expect("open");
+            let (mut hard, mut durable) =
+                PaxosNode::recover_durable(&mut disk, saved.as_deref()).expect("recover");
+            for step in 0..200 {
+                let ballot = durable.promised.max(b(1, 1));
+                let writes = match random(7) {
+                    0 | 1 => {
+                        let first_slot =
+                            durable.purged_slot + 1 + random(durable.log.len() as u64 + 2);
+                        let values = (0..1 + random(3)).map(batch).collect();
+                        vec![Write::Accept { ballot, first_slot, values }]
+                    }
+                    2 => vec![Write::Promise { ballot: Ballot::new(ballot.round + 1, NodeId(2)) }],
+                    3 if durable.last_slot() > durable.snapshot.slot => {
+                        // A snapshot covers only slots this node holds durably.
+                        disk.sync().expect("sync");
+                        let slot = durable.snapshot.slot
+                            + 1
+                            + random(durable.last_slot() - durable.snapshot.slot);
+                        let purge_slot =
+                            if random(2) == 0 { slot } else { durable.purged_slot.max(slot / 2) };
+                        let index = durable.snapshot.meta.index + 1;
+                        vec![Write::Snapshot { point: point(slot, index), purge_slot }]
+                    }
+                    4 => {
+                        disk.sync().expect("sync");
+                        vec![]
+                    }
+                    5 => {
+                        disk.sync().expect("sync");
+                        disk.wait_purge().expect("purge");
+                        vec![]
+                    }
+                    _ => {
+                        if disk.wal.last_index() == 0 && hard.purged_record > 0 {
+                            emptied += 1;
+                        }
+                        drop(disk);
+                        fs.crash(run * 1000 + step);
+                        let (d, saved) = open().expect("the log opens");
+                        disk = d;
+                        let recovered = PaxosNode::recover_durable(&mut disk, saved.as_deref());
+                        let (h, dur) = recovered.unwrap_or_else(|err| {
+                            panic!("run {run} step {step}: refused after losing unsynced writes only: {err}")
+                        });
+                        if h.synced_record > 0 {
+                            checked += 1;
+                        }
+                        assert!(
+                            h.next_record > h.purged_record.max(h.synced_record),
+                            "run {run} step {step}: record {} would be numbered again",
+                            h.next_record
+                        );
+                        (hard, durable) = (h, dur);
+                        continue;
+                    }
+                };
+                PaxosNode::persist(&mut disk, &mut hard, &writes).expect("persist");
+                for w in &writes {
+                    durable.apply(w);
+                }
+            }
+        }
+        assert!(
+            checked > 100 && emptied > 5,
+            "exercised: {checked} checks, {emptied} emptied journals"
+        );
     }
 
     #[test]
