@@ -29,7 +29,8 @@
 //!   (and is not purged through it): acceptances this acceptor may have
 //!   acknowledged are gone ([`crate::disk`]'s "A log that ends too early").
 //!   Record numbers continue after `purged_record` when a snapshot emptied
-//!   the journal.
+//!   the journal (recovery finishes deleting such a journal if a crash
+//!   interrupted it).
 //!
 //! Decoding a message never panics, and refuses what the core would treat
 //! as a bug of its own (a promise reporting acceptances at or above its
