@@ -38,6 +38,39 @@ async fn start_on(
     start_protocol::<RaftNode>(disk, saved, gate, compaction).await
 }
 
+/// The driver's configuration of a one-node cluster (node 1).
+fn one_node_config() -> DriverConfig {
+    DriverConfig {
+        node_id: NodeId(1),
+        voters: vec![NodeId(1)],
+        settings: ProtocolSettings {
+            election_timeout_min: Duration::from_millis(20),
+            election_timeout_max: Duration::from_millis(40),
+            heartbeat_interval: Duration::from_millis(5),
+            max_clock_skew: Duration::from_secs(1),
+            snapshot_interval_entries: SNAPSHOT_EVERY,
+            pbft_keys: None,
+        },
+        kv: KvConfig::default(),
+        directory: crate::members::Directory::default(),
+    }
+}
+
+/// Why a one-node Raft driver refuses to open on `dir`.
+async fn refusal_to_open(dir: &Path) -> NodeError {
+    let (disk, saved) = Disk::open(dir).expect("the data directory opens");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let transport_config =
+        TransportConfig::new(NodeId(1), "test", b"secret".to_vec(), addr, vec![]);
+    let (transport, _inbound) = Transport::start_on(transport_config, listener).expect("transport");
+    let metrics = Arc::new(Metrics::default());
+    match Driver::<RaftNode>::open(&one_node_config(), disk, saved, transport, metrics) {
+        Ok(_) => panic!("the driver opened on {}", dir.display()),
+        Err(e) => e,
+    }
+}
+
 /// A one-node cluster of protocol `P` on `disk`.
 async fn start_protocol<P: NodeProtocol + Reconfigure>(
     disk: Disk,
@@ -55,20 +88,7 @@ where
     let transport_config =
         TransportConfig::new(NodeId(1), "test", b"secret".to_vec(), addr, vec![]);
     let (transport, inbound) = Transport::start_on(transport_config, listener).expect("transport");
-    let config = DriverConfig {
-        node_id: NodeId(1),
-        voters: vec![NodeId(1)],
-        settings: ProtocolSettings {
-            election_timeout_min: Duration::from_millis(20),
-            election_timeout_max: Duration::from_millis(40),
-            heartbeat_interval: Duration::from_millis(5),
-            max_clock_skew: Duration::from_secs(1),
-            snapshot_interval_entries: SNAPSHOT_EVERY,
-            pbft_keys: None,
-        },
-        kv: KvConfig::default(),
-        directory: crate::members::Directory::default(),
-    };
+    let config = one_node_config();
     let metrics = Arc::new(Metrics::default());
     let (driver, status) =
         Driver::<P>::open(&config, disk, saved, transport, metrics.clone()).expect("open");
@@ -683,6 +703,69 @@ async fn a_leader_answers_a_put_only_once_its_own_log_holds_it_durably() {
         let answer = answer.await.expect("answered").expect("applied");
         assert!(matches!(decode_result(&answer), Ok(Ok(KvResponse::Put(_)))), "{answer:?}");
         assert_eq!(node.get("b").await, Some(Bytes::from_static(b"2")));
+        node.stop().await;
+    })
+    .await;
+}
+
+/// The last index of the log in `dir`.
+fn last_log_index(dir: &Path) -> u64 {
+    let (disk, _) = Disk::open(dir).expect("open");
+    disk.wal.last_index()
+}
+
+/// A node wrote puts, acknowledged them, and restarted (its election saved
+/// the hard state, vouching for every entry recovered); then the end of
+/// its log was lost. It must not start: it acknowledged entries it no
+/// longer has. Before, recovery cut the damaged tail, logged a warning and
+/// went on.
+#[tokio::test]
+async fn a_node_that_lost_acknowledged_entries_refuses_to_start() {
+    bounded(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = start(dir.path(), open_gate()).await;
+        for i in 0..5 {
+            node.put(&format!("k{i}"), &value(i)).await;
+        }
+        node.stop().await;
+        let acknowledged = last_log_index(dir.path());
+        start(dir.path(), open_gate()).await.stop().await;
+        assert!(last_log_index(dir.path()) > acknowledged, "the new term's entry");
+        let (segment, offset) = crate::disk::test_support::tear_log_from(dir.path(), acknowledged);
+        let err = refusal_to_open(dir.path()).await;
+        assert!(matches!(err, NodeError::LostLog(_)), "{err:?}");
+        let message = err.to_string();
+        for needle in [
+            dir.path().display().to_string(),
+            segment.display().to_string(),
+            format!("byte offset {offset}"),
+            format!("index {acknowledged} is lost"),
+        ] {
+            assert!(message.contains(&needle), "{needle:?} not in {message}");
+        }
+        // And on every later start (the cut is made, the hard state stays).
+        let err = refusal_to_open(dir.path()).await;
+        assert!(err.to_string().contains(&format!("index {acknowledged} is lost")), "{err}");
+    })
+    .await;
+}
+
+/// A torn entry the node never vouched for (written after its last hard
+/// state save) is cut off as before, and the node starts with the rest.
+#[tokio::test]
+async fn a_node_with_a_torn_unvouched_tail_starts_without_it() {
+    bounded(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = start(dir.path(), open_gate()).await;
+        for i in 0..5 {
+            node.put(&format!("k{i}"), &value(i)).await;
+        }
+        node.stop().await;
+        let acknowledged = last_log_index(dir.path());
+        start(dir.path(), open_gate()).await.stop().await;
+        crate::disk::test_support::tear_log_from(dir.path(), acknowledged + 1);
+        let node = start(dir.path(), open_gate()).await;
+        assert_eq!(node.get("k4").await, Some(Bytes::from(value(4))));
         node.stop().await;
     })
     .await;

@@ -12,6 +12,11 @@ pub enum NodeError {
     /// Bytes on disk decode to something impossible.
     #[error("corrupt data directory: {0}")]
     Corrupt(String),
+    /// The log recovered from disk ends before a position the node durably
+    /// recorded having reached (records it synced, and may have
+    /// acknowledged, are gone): the node must not run on it.
+    #[error("lost log records: {0}")]
+    LostLog(String),
     /// A record on disk does not decode.
     #[error("corrupt data directory: {0}")]
     Wire(#[from] WireError),

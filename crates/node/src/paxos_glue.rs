@@ -23,6 +23,14 @@
 //!   records are all obsolete: every slot they hold is purged or was
 //!   accepted again in a later record. A crash in between leaves records
 //!   recovery skips or overwrites.
+//! - Each hard-state save also records `synced_record`, the journal's
+//!   durable index then, and `purged_record`, below which every record is
+//!   obsolete. Recovery refuses a journal that ends before `synced_record`
+//!   (and is not purged through it): acceptances this acceptor may have
+//!   acknowledged are gone ([`crate::disk`]'s "A log that ends too early").
+//!   Record numbers continue after `purged_record` when a snapshot emptied
+//!   the journal (recovery finishes deleting such a journal if a crash
+//!   interrupted it).
 //!
 //! Decoding a message never panics, and refuses what the core would treat
 //! as a bug of its own (a promise reporting acceptances at or above its
@@ -47,7 +55,10 @@ use synod_paxos::multi::{
 /// The hard-state file starts with this, so that a data directory another
 /// protocol wrote is refused, not misread.
 const HARD_STATE_MAGIC: &[u8; 5] = b"paxos";
-const HARD_STATE_VERSION: u8 = 1;
+/// Version 2 adds `synced_record` and `purged_record`; a version-1 file
+/// (written before them) still reads, with both 0 (nothing to check until
+/// the next save).
+const HARD_STATE_VERSION: u8 = 2;
 
 /// Largest acceptance record written (a single larger value gets a record
 /// of its own).
@@ -72,6 +83,15 @@ pub struct PaxosHardState {
     pub snapshot: SnapshotPoint,
     /// Every slot up to this one is purged.
     pub purged_slot: u64,
+    /// Every record up to here was durable when the hard state was last
+    /// saved (its acceptances may have been acknowledged): the journal is
+    /// never cut, so recovery must find it up to here at least (or
+    /// purged). Raised at each save (a promise, a snapshot).
+    pub synced_record: u64,
+    /// Every record up to here is obsolete (its slots purged or accepted
+    /// again later) and may be gone from the log; record numbers continue
+    /// after it even when the whole log was purged.
+    pub purged_record: u64,
     /// Highest ballot of any acceptance written (not saved: recovered from
     /// the records).
     accepted_max: Ballot,
@@ -88,7 +108,7 @@ impl PaxosHardState {
         w.u8(HARD_STATE_VERSION);
         put_ballot(&mut w, self.promised);
         put_point(&mut w, &self.snapshot);
-        w.u64(self.purged_slot);
+        w.u64(self.purged_slot).u64(self.synced_record).u64(self.purged_record);
         w.finish()
     }
 
@@ -101,15 +121,19 @@ impl PaxosHardState {
         };
         let mut r = Reader::new("paxos hard state", bytes);
         let version = r.u8()?;
-        if version != HARD_STATE_VERSION {
+        if !(1..=HARD_STATE_VERSION).contains(&version) {
             return Err(r.invalid(format!("unsupported version {version}")));
         }
-        let h = PaxosHardState {
+        let mut h = PaxosHardState {
             promised: get_ballot(&mut r)?,
             snapshot: get_point(&mut r)?,
             purged_slot: r.u64()?,
             ..PaxosHardState::default()
         };
+        if version >= 2 {
+            h.synced_record = r.u64()?;
+            h.purged_record = r.u64()?;
+        }
         r.finish()?;
         if h.purged_slot > h.snapshot.slot {
             return Err(r.invalid(format!(
@@ -120,7 +144,10 @@ impl PaxosHardState {
         Ok(h)
     }
 
-    fn save(&self, disk: &mut Disk) -> Result<(), NodeError> {
+    /// Saves the hard state, raising `synced_record` to what the log has
+    /// made durable so far.
+    fn save(&mut self, disk: &mut Disk) -> Result<(), NodeError> {
+        self.synced_record = self.synced_record.max(disk.wal.durable_index());
         Ok(disk.hard_state.save(&self.encode())?)
     }
 
@@ -478,6 +505,12 @@ impl NodeProtocol for PaxosNode {
             purged_slot: hard.purged_slot,
             log: Vec::new(),
         };
+        if disk.wal.last_index() > 0 && disk.wal.last_index() <= hard.purged_record {
+            // A snapshot made every record obsolete and the crash came
+            // before their files went: finish that, so that record numbers
+            // go on after `purged_record`.
+            disk.wal.purge_prefix(hard.purged_record)?;
+        }
         let wal = &disk.wal;
         if wal.last_index() > 0 {
             for item in wal.entries(wal.first_index()..=wal.last_index())? {
@@ -499,7 +532,17 @@ impl NodeProtocol for PaxosNode {
                 }
             }
         }
-        hard.next_record = wal.last_index() + 1;
+        // Past every record ever written, even when the whole log was
+        // purged (an empty log may start anywhere).
+        hard.next_record =
+            if wal.last_index() > 0 { wal.last_index() } else { hard.purged_record } + 1;
+        disk.check_log_reaches(
+            "record",
+            wal.last_index().max(hard.purged_record),
+            hard.synced_record,
+            "the last journal record the hard state records as synced (its acceptances \
+             possibly acknowledged)",
+        )?;
         if durable.snapshot.slot > durable.last_slot() {
             return Err(NodeError::Corrupt(format!(
                 "the hard state in {} names a snapshot of slot {} but the log in {} ends at \
@@ -544,8 +587,9 @@ impl NodeProtocol for PaxosNode {
                     // The records about to go may carry the highest ballot
                     // accepted in: the promise keeps it.
                     hard.promised = hard.promised.max(hard.accepted_max);
-                    hard.save(disk)?;
                     let obsolete_below = hard.first_needed_record();
+                    hard.purged_record = hard.purged_record.max(obsolete_below - 1);
+                    hard.save(disk)?;
                     let wal = &mut disk.wal;
                     if wal.last_index() > 0 && wal.first_index() < obsolete_below {
                         // What makes a record obsolete may be a later record
@@ -788,6 +832,200 @@ mod tests {
         assert_eq!(durable.log, vec![Some(SlotEntry { ballot: b(7, 2), value: Value::Noop })]);
     }
 
+    /// Slots 1..=`promised_after` accepted (one record each) and synced,
+    /// then a promise saved; then slots up to `last` accepted and synced.
+    fn accepted(dir: &std::path::Path, promised_after: u64, last: u64) {
+        let (mut disk, saved) = Disk::open(dir).expect("open");
+        let (mut hard, _) =
+            PaxosNode::recover_durable(&mut disk, saved.as_deref()).expect("recover");
+        let accept =
+            |slot| Write::Accept { ballot: b(7, 2), first_slot: slot, values: vec![batch(slot)] };
+        for slot in 1..=promised_after {
+            PaxosNode::persist(&mut disk, &mut hard, &[accept(slot)]).expect("accept");
+        }
+        disk.sync().expect("sync");
+        PaxosNode::persist(&mut disk, &mut hard, &[Write::Promise { ballot: b(8, 3) }])
+            .expect("promise");
+        assert_eq!(hard.synced_record, promised_after);
+        for slot in promised_after + 1..=last {
+            PaxosNode::persist(&mut disk, &mut hard, &[accept(slot)]).expect("accept");
+        }
+        disk.sync().expect("sync");
+    }
+
+    #[test]
+    fn a_torn_tail_below_the_synced_record_refuses_to_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        accepted(dir.path(), 5, 5);
+        let (segment, offset) = crate::disk::test_support::tear_log_from(dir.path(), 5);
+        let (mut disk, saved) = Disk::open(dir.path()).expect("the log itself opens");
+        assert_eq!(disk.torn_tail().expect("the damaged record was cut").offset, offset);
+        let err = PaxosNode::recover_durable(&mut disk, saved.as_deref()).expect_err("refused");
+        assert!(matches!(err, NodeError::LostLog(_)), "{err:?}");
+        let message = err.to_string();
+        for needle in [
+            dir.path().display().to_string(),
+            segment.display().to_string(),
+            format!("byte offset {offset}"),
+            "record 5 is lost".to_string(),
+            "synod member remove".to_string(),
+        ] {
+            assert!(message.contains(&needle), "{needle:?} not in {message}");
+        }
+    }
+
+    #[test]
+    fn a_torn_tail_above_the_synced_record_is_cut_and_recovery_goes_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        accepted(dir.path(), 5, 6);
+        crate::disk::test_support::tear_log_from(dir.path(), 6);
+        let (mut disk, saved) = Disk::open(dir.path()).expect("open");
+        assert!(disk.torn_tail().is_some(), "the damaged record was cut");
+        let (_, durable) =
+            PaxosNode::recover_durable(&mut disk, saved.as_deref()).expect("recover");
+        assert_eq!(durable.last_slot(), 5);
+    }
+
+    /// Record numbers used to start again at 1 after a restart on a log a
+    /// snapshot had emptied; the synced record would then be ahead of them.
+    #[test]
+    fn records_keep_their_numbers_after_a_snapshot_emptied_the_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        accepted(dir.path(), 50, 50);
+        {
+            let (mut disk, saved) = Disk::open(dir.path()).expect("open");
+            let (mut hard, _) =
+                PaxosNode::recover_durable(&mut disk, saved.as_deref()).expect("recover");
+            let snap = Write::Snapshot { point: point(50, 100), purge_slot: 50 };
+            PaxosNode::persist(&mut disk, &mut hard, &[snap]).expect("snapshot");
+            assert_eq!((hard.synced_record, hard.purged_record), (50, 50));
+            disk.sync().expect("sync");
+            disk.wait_purge().expect("purge");
+        }
+        let (mut disk, saved) = Disk::open(dir.path()).expect("reopen");
+        assert_eq!(disk.wal.last_index(), 0, "every segment was deleted");
+        let (mut hard, _) =
+            PaxosNode::recover_durable(&mut disk, saved.as_deref()).expect("nothing lost");
+        let w = Write::Accept { ballot: b(8, 3), first_slot: 51, values: vec![Value::Noop] };
+        PaxosNode::persist(&mut disk, &mut hard, &[w]).expect("accept");
+        assert_eq!(disk.wal.last_index(), 51);
+        disk.sync().expect("sync");
+        drop(disk);
+        let (mut disk, saved) = Disk::open(dir.path()).expect("reopen");
+        let (_, durable) =
+            PaxosNode::recover_durable(&mut disk, saved.as_deref()).expect("recover");
+        assert_eq!((durable.purged_slot, durable.last_slot()), (50, 51));
+    }
+
+    /// Random accepts (anywhere above the purged prefix), promises,
+    /// snapshots (of synced slots) purging all or part of the journal,
+    /// syncs, and crashes that lose or tear unsynced writes: recovery never
+    /// refuses, since nothing the hard state vouches for was lost; and
+    /// record numbers always go on after the purged ones (they used to
+    /// start again at 1 once a snapshot had emptied the journal).
+    #[test]
+    fn crashes_that_lose_only_unsynced_writes_never_refuse_to_start() {
+        let mut next = 0x2545_f491_4f6c_dd1d_u64;
+        let mut random = move |below: u64| {
+            // splitmix64
+            next = next.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = next;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            (z ^ (z >> 31)) % below
+        };
+        let (mut checked, mut emptied) = (0, 0);
+        for run in 0..25 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let fs = synod_storage::FaultFs::new();
+            let open = || crate::disk::test_support::open_on_fault_fs(dir.path(), &fs);
+            let (mut disk, saved) = open().expect("open");
+            let (mut hard, mut durable) =
+                PaxosNode::recover_durable(&mut disk, saved.as_deref()).expect("recover");
+            for step in 0..200 {
+                let ballot = durable.promised.max(b(1, 1));
+                let writes = match random(7) {
+                    0 | 1 => {
+                        let first_slot =
+                            durable.purged_slot + 1 + random(durable.log.len() as u64 + 2);
+                        let values = (0..1 + random(3)).map(batch).collect();
+                        vec![Write::Accept { ballot, first_slot, values }]
+                    }
+                    2 => vec![Write::Promise { ballot: Ballot::new(ballot.round + 1, NodeId(2)) }],
+                    3 if durable.last_slot() > durable.snapshot.slot => {
+                        // A snapshot covers only slots this node holds durably.
+                        disk.sync().expect("sync");
+                        let slot = durable.snapshot.slot
+                            + 1
+                            + random(durable.last_slot() - durable.snapshot.slot);
+                        let purge_slot =
+                            if random(2) == 0 { slot } else { durable.purged_slot.max(slot / 2) };
+                        let index = durable.snapshot.meta.index + 1;
+                        vec![Write::Snapshot { point: point(slot, index), purge_slot }]
+                    }
+                    4 => {
+                        disk.sync().expect("sync");
+                        vec![]
+                    }
+                    5 => {
+                        disk.sync().expect("sync");
+                        disk.wait_purge().expect("purge");
+                        vec![]
+                    }
+                    _ => {
+                        if disk.wal.last_index() == 0 && hard.purged_record > 0 {
+                            emptied += 1;
+                        }
+                        drop(disk);
+                        fs.crash(run * 1000 + step);
+                        let (d, saved) = open().expect("the log opens");
+                        disk = d;
+                        let recovered = PaxosNode::recover_durable(&mut disk, saved.as_deref());
+                        let (h, dur) = recovered.unwrap_or_else(|err| {
+                            panic!("run {run} step {step}: refused after losing unsynced writes only: {err}")
+                        });
+                        if h.synced_record > 0 {
+                            checked += 1;
+                        }
+                        assert!(
+                            h.next_record > h.purged_record.max(h.synced_record),
+                            "run {run} step {step}: record {} would be numbered again",
+                            h.next_record
+                        );
+                        (hard, durable) = (h, dur);
+                        continue;
+                    }
+                };
+                PaxosNode::persist(&mut disk, &mut hard, &writes).expect("persist");
+                for w in &writes {
+                    durable.apply(w);
+                }
+            }
+        }
+        assert!(
+            checked > 100 && emptied > 5,
+            "exercised: {checked} checks, {emptied} emptied journals"
+        );
+    }
+
+    #[test]
+    fn a_version_1_hard_state_still_reads_with_nothing_to_check() {
+        let hard = PaxosHardState {
+            promised: b(4, 2),
+            snapshot: point(9, 9),
+            purged_slot: 3,
+            synced_record: 12,
+            purged_record: 2,
+            ..PaxosHardState::default()
+        };
+        let mut v1 = hard.encode();
+        v1[HARD_STATE_MAGIC.len()] = 1;
+        v1.truncate(v1.len() - 16);
+        let read = PaxosHardState::decode(&v1).expect("version 1 reads");
+        assert_eq!(read, PaxosHardState { synced_record: 0, purged_record: 0, ..hard.clone() });
+        assert_eq!(PaxosHardState::decode(&hard.encode()), Ok(hard));
+    }
+
     #[test]
     fn a_crash_between_the_snapshot_and_the_purge_keeps_every_acknowledged_slot() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -848,7 +1086,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let (mut disk, _) = Disk::open(dir.path()).expect("open");
-            let hard = PaxosHardState {
+            let mut hard = PaxosHardState {
                 snapshot: point(9, 9),
                 purged_slot: 3,
                 ..PaxosHardState::default()

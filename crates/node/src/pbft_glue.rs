@@ -24,9 +24,13 @@
 //! become obsolete except the executed batches, so the journal is not
 //! compacted (the executed history is needed anyway).
 //!
-//! The hard-state file holds only a magic and a version ([`PbftHardState`]),
-//! written before the first record: a Raft or Paxos data directory is
-//! refused, and a PBFT one is refused by them.
+//! The hard-state file holds a magic, a version and `synced_record`
+//! ([`PbftHardState`]), written before the first record (a Raft or Paxos
+//! data directory is refused, and a PBFT one is refused by them) and again
+//! at each view change and stable checkpoint, each time recording the
+//! journal's durable index. Recovery refuses a journal that ends before
+//! it: writes whose messages this replica may have sent are gone
+//! ([`crate::disk`]'s "A log that ends too early").
 
 use crate::disk::Disk;
 use crate::driver::MAX_BATCH_COMMANDS;
@@ -57,8 +61,9 @@ pub const WIRE_VERSION: u8 = 2;
 const HARD_STATE_MAGIC: &[u8; 4] = b"pbft";
 /// Version 2: the journal's batches carry timestamps ([`WIRE_VERSION`] 2).
 /// A version-1 directory (written before agreed timestamps) is refused with
-/// a message that says so.
-const HARD_STATE_VERSION: u8 = 2;
+/// a message that says so. Version 3 adds `synced_record`; a version-2 file
+/// still reads, with it 0 (nothing to check until the next save).
+const HARD_STATE_VERSION: u8 = 3;
 
 /// Most replicas (authenticator entries, checkpoint proofs, view changes in
 /// a NEW-VIEW); the core's own limit.
@@ -71,23 +76,42 @@ pub const MAX_WIRE_ITEMS: u32 = 1 << 16;
 /// Most requests in one batch.
 pub const MAX_WIRE_COMMANDS: u32 = 1 << 16;
 
-/// What the hard-state file says: only that this directory is PBFT's.
+/// What the hard-state file says: that this directory is PBFT's, and how
+/// far its journal was durable at the last save.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PbftHardState {
     /// Whether the file has been written.
     saved: bool,
     /// The index the next journal record gets.
     next_record: u64,
+    /// Every journal record up to here was durable when the file was last
+    /// saved (its prepares, commits and checkpoints may have been sent):
+    /// the journal is never cut, so recovery must find it up to here.
+    /// Raised when the file is saved: before the first record, and with
+    /// each view change and stable checkpoint (one small atomic write per
+    /// checkpoint interval, none per request).
+    synced_record: u64,
 }
 
 impl PbftHardState {
-    fn encode() -> Vec<u8> {
-        let mut bytes = HARD_STATE_MAGIC.to_vec();
-        bytes.push(HARD_STATE_VERSION);
-        bytes
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with(HARD_STATE_MAGIC.to_vec());
+        w.u8(HARD_STATE_VERSION).u64(self.synced_record);
+        w.finish()
     }
 
-    fn check(bytes: &[u8]) -> Result<(), WireError> {
+    /// Saves the file, raising `synced_record` to what the journal has
+    /// made durable so far.
+    fn save(&mut self, disk: &mut Disk) -> Result<(), NodeError> {
+        self.synced_record = self.synced_record.max(disk.wal.durable_index());
+        disk.hard_state.save(&self.encode())?;
+        self.saved = true;
+        Ok(())
+    }
+
+    /// Checks the file is PBFT's and of a version this one reads; returns
+    /// its `synced_record`.
+    fn decode(bytes: &[u8]) -> Result<u64, WireError> {
         let Some(rest) = bytes.strip_prefix(HARD_STATE_MAGIC) else {
             return Err(WireError::new(
                 "pbft hard state",
@@ -103,10 +127,12 @@ impl PbftHardState {
                  directory: it fetches the state from its peers)",
             ));
         }
-        if version != HARD_STATE_VERSION {
+        if !(2..=HARD_STATE_VERSION).contains(&version) {
             return Err(r.invalid(format!("unsupported version {version}")));
         }
-        r.finish()
+        let synced_record = if version >= 3 { r.u64()? } else { 0 };
+        r.finish()?;
+        Ok(synced_record)
     }
 }
 
@@ -576,11 +602,8 @@ impl NodeProtocol for PbftNode {
         saved: Option<&[u8]>,
     ) -> Result<(PbftHardState, Durable), NodeError> {
         let wal = &disk.wal;
-        let saved = match saved {
-            Some(bytes) => {
-                PbftHardState::check(bytes)?;
-                true
-            }
+        let (saved, synced_record) = match saved {
+            Some(bytes) => (true, PbftHardState::decode(bytes)?),
             None if wal.last_index() > 0 => {
                 return Err(NodeError::Corrupt(format!(
                     "the log in {} holds records but there is no PBFT hard state (is this \
@@ -588,8 +611,15 @@ impl NodeProtocol for PbftNode {
                     wal.dir().display()
                 )));
             }
-            None => false,
+            None => (false, 0),
         };
+        disk.check_log_reaches(
+            "record",
+            wal.last_index(),
+            synced_record,
+            "the last journal record the hard state records as synced (its messages possibly \
+             sent)",
+        )?;
         let mut durable = Durable::default();
         if wal.last_index() > 0 {
             for item in wal.entries(wal.first_index()..=wal.last_index())? {
@@ -597,7 +627,8 @@ impl NodeProtocol for PbftNode {
                 durable.apply(&decode_write(&payload)?);
             }
         }
-        Ok((PbftHardState { saved, next_record: wal.last_index() + 1 }, durable))
+        let hard = PbftHardState { saved, next_record: wal.last_index() + 1, synced_record };
+        Ok((hard, durable))
     }
 
     fn persist(
@@ -608,9 +639,11 @@ impl NodeProtocol for PbftNode {
         if writes.is_empty() {
             return Ok(());
         }
-        if !hard.saved {
-            disk.hard_state.save(&PbftHardState::encode())?;
-            hard.saved = true;
+        // Before the first record (the directory is PBFT's), and at a view
+        // change or a stable checkpoint (rare: the watermark moves on).
+        if !hard.saved || writes.iter().any(|w| matches!(w, Write::View { .. } | Write::Stable(_)))
+        {
+            hard.save(disk)?;
         }
         let records: Vec<Vec<u8>> = writes.iter().map(encode_write).collect();
         disk.wal.append(hard.next_record, &records)?;
@@ -754,7 +787,7 @@ mod tests {
             let _ = decode(&Bytes::from(data.clone()));
             let _ = decode(&Bytes::from(with_version.clone()));
             let _ = decode_write(&Bytes::from(with_version));
-            let _ = PbftHardState::check(&data);
+            let _ = PbftHardState::decode(&data);
         }
 
         #[test]
@@ -823,14 +856,79 @@ mod tests {
         disk.wal.append(1, &[b"raft entry"]).expect("append");
         let err = PbftNode::recover_durable(&mut disk, None).expect_err("log without hard state");
         assert!(err.to_string().contains("no PBFT hard state"), "{err}");
-        assert!(PbftHardState::check(&PbftHardState::encode()).is_ok());
+        assert!(PbftHardState::decode(&PbftHardState::default().encode()).is_ok());
+    }
+
+    /// A journal of `rounds` (each synced), the hard state saved with the
+    /// view change of the last one.
+    fn journaled(dir: &std::path::Path, rounds: &[Vec<Write>]) -> PbftHardState {
+        let (mut disk, saved) = Disk::open(dir).expect("open");
+        let (mut hard, _) =
+            PbftNode::recover_durable(&mut disk, saved.as_deref()).expect("recover");
+        for round in rounds {
+            PbftNode::persist(&mut disk, &mut hard, round).expect("persist");
+            disk.sync().expect("sync");
+        }
+        hard
+    }
+
+    /// Records 1..=5: a view, four executed batches; then a view change
+    /// (its save vouches for records 1..=5) in record 6.
+    fn five_then_a_view_change() -> Vec<Vec<Write>> {
+        let mut rounds = vec![vec![Write::View { view: 0, changing: false }]];
+        rounds.extend((1..=4).map(|seq| vec![Write::Executed { seq, batch: batch(seq) }]));
+        rounds.push(vec![Write::View { view: 1, changing: true }]);
+        rounds
+    }
+
+    #[test]
+    fn a_journal_cut_below_the_synced_record_refuses_to_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hard = journaled(dir.path(), &five_then_a_view_change());
+        assert_eq!((hard.synced_record, hard.next_record), (5, 7));
+        // Records 5 and 6 are lost: 5 torn, 6 never written back.
+        let (segment, offset) = crate::disk::test_support::tear_log_from(dir.path(), 5);
+        let (mut disk, saved) = Disk::open(dir.path()).expect("the log itself opens");
+        assert_eq!(disk.torn_tail().expect("the damaged record was cut").offset, offset);
+        let err = PbftNode::recover_durable(&mut disk, saved.as_deref()).expect_err("refused");
+        assert!(matches!(err, NodeError::LostLog(_)), "{err:?}");
+        let message = err.to_string();
+        for needle in [
+            dir.path().display().to_string(),
+            segment.display().to_string(),
+            format!("byte offset {offset}"),
+            "ends at record 4".to_string(),
+            "record 5 is lost".to_string(),
+        ] {
+            assert!(message.contains(&needle), "{needle:?} not in {message}");
+        }
+    }
+
+    #[test]
+    fn a_journal_cut_above_the_synced_record_is_cut_and_recovery_goes_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        journaled(dir.path(), &five_then_a_view_change());
+        crate::disk::test_support::tear_log_from(dir.path(), 6);
+        let (mut disk, saved) = Disk::open(dir.path()).expect("open");
+        assert!(disk.torn_tail().is_some(), "the damaged record was cut");
+        let (hard, durable) =
+            PbftNode::recover_durable(&mut disk, saved.as_deref()).expect("recover");
+        assert_eq!((hard.synced_record, hard.next_record), (5, 6));
+        assert_eq!(durable.view, 0, "the view change was lost, as it may be");
+    }
+
+    #[test]
+    fn a_version_2_hard_state_still_reads_with_nothing_to_check() {
+        assert_eq!(PbftHardState::decode(b"pbft\x02"), Ok(0));
+        let hard = PbftHardState { synced_record: 9, ..PbftHardState::default() };
+        assert_eq!(PbftHardState::decode(&hard.encode()), Ok(9));
     }
 
     /// Journals written before batches carried timestamps are refused with
     /// a message that says why, not replayed with made-up timestamps.
     #[test]
     fn a_data_directory_from_before_agreed_timestamps_is_refused() {
-        let err = PbftHardState::check(b"pbft\x01").expect_err("version 1");
+        let err = PbftHardState::decode(b"pbft\x01").expect_err("version 1");
         assert!(err.to_string().contains("no agreed timestamp"), "{err}");
         let mut record = encode_write(&Write::Executed { seq: 1, batch: batch(1) });
         record[0] = 1;

@@ -14,6 +14,10 @@
 //!   `reset_index` first, then the WAL is emptied; if a crash interrupts,
 //!   recovery sees records at or below `reset_index` (a reset log only ever
 //!   holds records above it) and finishes the job.
+//! - Each hard-state save also records `synced_index`, the log's durable
+//!   index then; a truncation below it saves it lowered first. Recovery
+//!   refuses a log that ends before it or before the snapshot
+//!   ([`crate::disk`]'s "A log that ends too early").
 
 use crate::disk::Disk;
 use crate::error::NodeError;
@@ -26,7 +30,10 @@ use synod_core::{ClientId, Command, NodeId, ProposeError, Time};
 use synod_raft::membership::Membership;
 use synod_raft::{Config, Durable, Entry, Message, Payload, RaftNode, RaftOutput, Write};
 
-const HARD_STATE_VERSION: u8 = 1;
+/// Version 2 adds `synced_index`; a version-1 file (written before it)
+/// still reads, with `synced_index` 0 (nothing to check until the next
+/// save).
+const HARD_STATE_VERSION: u8 = 2;
 
 /// What the hard-state file holds for Raft.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -46,6 +53,14 @@ pub struct RaftHardState {
     /// The log was emptied after a snapshot at this index it disagreed
     /// with; every record the log holds since is above it.
     pub reset_index: u64,
+    /// Every entry up to here was durable in this node's log when the hard
+    /// state was last saved (so it may have been acknowledged to a leader
+    /// or counted toward a commit), and no truncation has removed it since:
+    /// a lower bound of where the log must end after recovery. Raised at
+    /// each save (a vote, a term, a snapshot: no save of its own), lowered
+    /// (durably, first) before a conflict or a disagreeing snapshot cuts
+    /// the log below it.
+    pub synced_index: u64,
 }
 
 impl RaftHardState {
@@ -59,7 +74,8 @@ impl RaftHardState {
             .u64(self.snapshot.size_bytes)
             .u64(self.purged_index)
             .u64(self.purged_term)
-            .u64(self.reset_index);
+            .u64(self.reset_index)
+            .u64(self.synced_index);
         match &self.snapshot_membership {
             None => {
                 w.u8(0);
@@ -75,7 +91,7 @@ impl RaftHardState {
     fn decode(bytes: &[u8]) -> Result<RaftHardState, WireError> {
         let mut r = Reader::new("raft hard state", bytes);
         let version = r.u8()?;
-        if version != HARD_STATE_VERSION {
+        if !(1..=HARD_STATE_VERSION).contains(&version) {
             return Err(r.invalid(format!("unsupported version {version}")));
         }
         let h = RaftHardState {
@@ -85,6 +101,7 @@ impl RaftHardState {
             purged_index: r.u64()?,
             purged_term: r.u64()?,
             reset_index: r.u64()?,
+            synced_index: if version >= 2 { r.u64()? } else { 0 },
             snapshot_membership: match r.u8()? {
                 0 => None,
                 1 => Some(get_membership(&mut r)?),
@@ -95,8 +112,16 @@ impl RaftHardState {
         Ok(h)
     }
 
-    fn save(&self, disk: &mut Disk) -> Result<(), NodeError> {
+    /// Saves the hard state, raising `synced_index` to what the log has
+    /// made durable so far (capped at `cap`: a truncation about to cut the
+    /// log there).
+    fn save_capped(&mut self, disk: &mut Disk, cap: u64) -> Result<(), NodeError> {
+        self.synced_index = self.synced_index.max(disk.wal.durable_index()).min(cap);
         Ok(disk.hard_state.save(&self.encode())?)
+    }
+
+    fn save(&mut self, disk: &mut Disk) -> Result<(), NodeError> {
+        self.save_capped(disk, u64::MAX)
     }
 }
 
@@ -359,6 +384,27 @@ fn decode(bytes: &Bytes) -> Result<Message, WireError> {
     Ok(msg)
 }
 
+/// Refuses a recovered log that ends before what the hard state vouches
+/// for: entries this node had made durable by its last save
+/// (`synced_index`), or the snapshot it recorded (the core cannot start
+/// from a snapshot beyond its log). A torn tail cut off is legitimate only
+/// for entries never synced, hence never acknowledged.
+fn check_log_end(disk: &Disk, hard: &RaftHardState, durable: &Durable) -> Result<(), NodeError> {
+    let last_index = durable.last_index();
+    disk.check_log_reaches(
+        "index",
+        last_index,
+        hard.synced_index,
+        "the last entry the hard state records as synced (and possibly acknowledged)",
+    )?;
+    disk.check_log_reaches(
+        "index",
+        last_index,
+        hard.snapshot.index,
+        "the index of the snapshot the hard state records",
+    )
+}
+
 /// The term of the entry at `index`, if the log (or its purged boundary)
 /// still knows it.
 fn term_at(disk: &Disk, hard: &RaftHardState, index: u64) -> Result<Option<u64>, NodeError> {
@@ -465,6 +511,7 @@ impl NodeProtocol for RaftNode {
                 durable.log.push(entry);
             }
         }
+        check_log_end(disk, &hard, &durable)?;
         Ok((hard, durable))
     }
 
@@ -486,10 +533,15 @@ impl NodeProtocol for RaftNode {
                 }
                 Write::Append { entries } => {
                     let Some(first) = entries.first() else { continue };
-                    let wal = &mut disk.wal;
-                    if wal.last_index() >= first.index {
-                        wal.truncate_suffix(first.index)?;
+                    if disk.wal.last_index() >= first.index {
+                        if hard.synced_index >= first.index {
+                            // A conflict below what the hard state vouches
+                            // for (never a committed entry): lower it first.
+                            hard.save_capped(disk, first.index - 1)?;
+                        }
+                        disk.wal.truncate_suffix(first.index)?;
                     }
+                    let wal = &mut disk.wal;
                     // All records in one buffer: one allocation per round,
                     // not one per entry.
                     let mut w = Writer::with_capacity(entries.iter().map(entry_len).sum());
@@ -514,6 +566,14 @@ impl NodeProtocol for RaftNode {
                     hard.snapshot_membership = Some(membership.clone());
                     assert!(*purge_index <= meta.index, "purge beyond the snapshot");
                     if term_at(disk, hard, meta.index)? == Some(meta.epoch) {
+                        if meta.index > disk.wal.durable_index() {
+                            // A leader may apply (and snapshot) entries a
+                            // quorum of followers made durable before its
+                            // own copy is: make it durable before the hard
+                            // state names the snapshot, or a crash leaves
+                            // a snapshot beyond the log.
+                            disk.wal.sync()?;
+                        }
                         if *purge_index > hard.purged_index {
                             let purged_term =
                                 term_at(disk, hard, *purge_index)?.ok_or_else(|| {
@@ -534,7 +594,9 @@ impl NodeProtocol for RaftNode {
                         hard.purged_index = meta.index;
                         hard.purged_term = meta.epoch;
                         hard.reset_index = meta.index;
-                        hard.save(disk)?;
+                        // The log goes; the snapshot stands for it up to
+                        // `meta.index`.
+                        hard.save_capped(disk, meta.index)?;
                         let wal = &mut disk.wal;
                         if wal.last_index() > 0 {
                             wal.truncate_suffix(wal.first_index())?;
@@ -708,6 +770,240 @@ mod tests {
         assert!(durable.log.is_empty(), "stale entries came back: {:?}", durable.log);
         assert_eq!((durable.purged_index, durable.last_index()), (8, 8));
         assert_eq!(disk.wal.last_index(), 0);
+    }
+
+    /// A data directory whose log holds entries 1..=`last` (term 1), all
+    /// synced, and whose hard state was saved (a vote) once entries up to
+    /// `voted_after` were synced.
+    fn written(dir: &std::path::Path, voted_after: u64, last: u64) {
+        let (mut disk, saved) = Disk::open(dir).expect("open");
+        let (mut hard, _) =
+            RaftNode::recover_durable(&mut disk, saved.as_deref()).expect("recover");
+        let append =
+            |from: u64, to: u64| Write::Append { entries: (from..=to).map(|i| e(1, i)).collect() };
+        RaftNode::persist(&mut disk, &mut hard, &[append(1, voted_after)]).expect("append");
+        disk.sync().expect("sync");
+        let vote = Write::HardState { term: 1, voted_for: Some(NodeId(2)) };
+        RaftNode::persist(&mut disk, &mut hard, &[vote]).expect("vote");
+        assert_eq!(hard.synced_index, voted_after);
+        if last > voted_after {
+            RaftNode::persist(&mut disk, &mut hard, &[append(voted_after + 1, last)])
+                .expect("append");
+            disk.sync().expect("sync");
+        }
+    }
+
+    #[test]
+    fn a_torn_tail_below_the_synced_index_refuses_to_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        written(dir.path(), 10, 10);
+        let (segment, offset) = crate::disk::test_support::tear_log_from(dir.path(), 10);
+        let (mut disk, saved) = Disk::open(dir.path()).expect("the log itself opens");
+        let torn = disk.torn_tail().expect("the damaged record was cut").clone();
+        assert_eq!((&torn.path, torn.offset), (&segment, offset));
+        let err = RaftNode::recover_durable(&mut disk, saved.as_deref()).expect_err("refused");
+        assert!(matches!(err, NodeError::LostLog(_)), "{err:?}");
+        let message = err.to_string();
+        for needle in [
+            dir.path().display().to_string(),
+            segment.display().to_string(),
+            format!("byte offset {}", torn.offset),
+            "ends at index 9".to_string(),
+            "index 10 is lost".to_string(),
+            "synod member remove".to_string(),
+        ] {
+            assert!(message.contains(&needle), "{needle:?} not in {message}");
+        }
+        assert!(!message.contains("  "), "one line, single spaces: {message}");
+        // The cut is made; a second start still refuses (the hard state
+        // still vouches for entry 10).
+        drop(disk);
+        let (mut disk, saved) = Disk::open(dir.path()).expect("reopen");
+        assert!(disk.torn_tail().is_none());
+        let err = RaftNode::recover_durable(&mut disk, saved.as_deref()).expect_err("refused");
+        assert!(err.to_string().contains("index 10 is lost"), "{err}");
+    }
+
+    #[test]
+    fn a_torn_tail_above_the_synced_index_is_cut_and_recovery_goes_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        written(dir.path(), 10, 12);
+        crate::disk::test_support::tear_log_from(dir.path(), 12);
+        let (mut disk, saved) = Disk::open(dir.path()).expect("open");
+        assert!(disk.torn_tail().is_some(), "the damaged record was cut");
+        let (hard, durable) =
+            RaftNode::recover_durable(&mut disk, saved.as_deref()).expect("recover");
+        assert_eq!(hard.synced_index, 10);
+        assert_eq!(durable.log, (1..=11).map(|i| e(1, i)).collect::<Vec<_>>());
+        drop(disk);
+        // Down to the synced index itself, and no further.
+        crate::disk::test_support::tear_log_from(dir.path(), 11);
+        let (mut disk, saved) = Disk::open(dir.path()).expect("open");
+        let (_, durable) = RaftNode::recover_durable(&mut disk, saved.as_deref()).expect("recover");
+        assert_eq!(durable.last_index(), 10);
+        drop(disk);
+        crate::disk::test_support::tear_log_from(dir.path(), 8);
+        let (mut disk, saved) = Disk::open(dir.path()).expect("open");
+        let err = RaftNode::recover_durable(&mut disk, saved.as_deref()).expect_err("refused");
+        assert!(err.to_string().contains("indexes 8..=10 are lost"), "{err}");
+    }
+
+    #[test]
+    fn a_conflict_below_the_synced_index_lowers_it_before_the_log_is_cut() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        written(dir.path(), 10, 10);
+        {
+            let (mut disk, saved) = Disk::open(dir.path()).expect("open");
+            let (mut hard, _) =
+                RaftNode::recover_durable(&mut disk, saved.as_deref()).expect("recover");
+            // A new leader's entry 8 replaces 8..=10 (never committed).
+            let conflict = Write::Append { entries: vec![e(2, 8)] };
+            RaftNode::persist(&mut disk, &mut hard, &[conflict]).expect("append");
+            assert_eq!(hard.synced_index, 7);
+            // The crash comes before the round's sync; the new entry is
+            // lost or torn.
+        }
+        let (mut disk, saved) = Disk::open(dir.path()).expect("reopen");
+        let (hard, durable) =
+            RaftNode::recover_durable(&mut disk, saved.as_deref()).expect("no loss");
+        assert_eq!(hard.synced_index, 7);
+        assert!(durable.last_index() >= 7);
+    }
+
+    #[test]
+    fn a_disagreeing_snapshot_below_the_synced_index_is_no_loss() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        written(dir.path(), 10, 10);
+        {
+            let (mut disk, saved) = Disk::open(dir.path()).expect("open");
+            let (mut hard, _) =
+                RaftNode::recover_durable(&mut disk, saved.as_deref()).expect("recover");
+            let meta = SnapshotMeta { index: 6, epoch: 3, size_bytes: 1 };
+            let snapshot = Write::Snapshot { meta, purge_index: 6, membership: members() };
+            RaftNode::persist(&mut disk, &mut hard, &[snapshot]).expect("reset");
+            assert_eq!(hard.synced_index, 6);
+        }
+        let (mut disk, saved) = Disk::open(dir.path()).expect("reopen");
+        let (_, durable) = RaftNode::recover_durable(&mut disk, saved.as_deref()).expect("no loss");
+        assert_eq!(durable.last_index(), 6);
+    }
+
+    /// The core asserts (panics) on a snapshot beyond its log; recovery
+    /// says what is wrong instead.
+    #[test]
+    fn a_snapshot_beyond_the_log_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        written(dir.path(), 4, 4);
+        {
+            let (mut disk, saved) = Disk::open(dir.path()).expect("open");
+            let (mut hard, _) =
+                RaftNode::recover_durable(&mut disk, saved.as_deref()).expect("recover");
+            hard.snapshot = SnapshotMeta { index: 9, epoch: 1, size_bytes: 1 };
+            hard.snapshot_membership = Some(members());
+            hard.save(&mut disk).expect("save");
+        }
+        let (mut disk, saved) = Disk::open(dir.path()).expect("reopen");
+        let err = RaftNode::recover_durable(&mut disk, saved.as_deref()).expect_err("refused");
+        let message = err.to_string();
+        assert!(message.contains("indexes 5..=9 are lost"), "{message}");
+        assert!(message.contains("snapshot"), "{message}");
+    }
+
+    #[test]
+    fn a_version_1_hard_state_still_reads_with_nothing_to_check() {
+        let hard = RaftHardState {
+            term: 3,
+            voted_for: Some(NodeId(2)),
+            purged_index: 4,
+            purged_term: 1,
+            snapshot: SnapshotMeta { index: 5, epoch: 1, size_bytes: 9 },
+            snapshot_membership: Some(members()),
+            reset_index: 0,
+            synced_index: 77,
+        };
+        let mut v1 = hard.encode();
+        v1[0] = 1;
+        // Version 1 had no synced index: the 8 bytes after `reset_index`.
+        let at = 1 + 8 + 9 + 8 * 6;
+        v1.drain(at..at + 8);
+        let read = RaftHardState::decode(&v1).expect("version 1 reads");
+        assert_eq!(read, RaftHardState { synced_index: 0, ..hard.clone() });
+        assert_eq!(RaftHardState::decode(&hard.encode()), Ok(hard));
+    }
+
+    /// Random appends, conflicts, votes, syncs and crashes that lose or
+    /// tear unsynced writes (never synced ones): recovery never refuses,
+    /// since nothing the hard state vouches for was lost. A synced index
+    /// left above a conflict's cut would be refused here.
+    #[test]
+    fn crashes_that_lose_only_unsynced_writes_never_refuse_to_start() {
+        let mut next = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut random = move |below: u64| {
+            // splitmix64
+            next = next.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = next;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            (z ^ (z >> 31)) % below
+        };
+        let mut refusals_possible = 0;
+        for run in 0..25 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let fs = synod_storage::FaultFs::new();
+            let open = || crate::disk::test_support::open_on_fault_fs(dir.path(), &fs);
+            let (mut disk, saved) = open().expect("open");
+            let (mut hard, mut durable) =
+                RaftNode::recover_durable(&mut disk, saved.as_deref()).expect("recover");
+            for step in 0..200 {
+                let last = durable.last_index();
+                let writes = match random(6) {
+                    0 | 1 => vec![Write::Append {
+                        entries: (last + 1..=last + 1 + random(4))
+                            .map(|i| e(durable.term.max(1), i))
+                            .collect(),
+                    }],
+                    2 if last > 0 => {
+                        // A new leader's entries replace a suffix.
+                        let from = 1 + random(last);
+                        let term = durable.term + 1;
+                        vec![
+                            Write::HardState { term, voted_for: Some(NodeId(2)) },
+                            Write::Append {
+                                entries: (from..=from + random(3)).map(|i| e(term, i)).collect(),
+                            },
+                        ]
+                    }
+                    3 => vec![Write::HardState {
+                        term: durable.term.max(1),
+                        voted_for: Some(NodeId(3)),
+                    }],
+                    4 => {
+                        disk.sync().expect("sync");
+                        vec![]
+                    }
+                    _ => {
+                        drop(disk);
+                        fs.crash(run * 1000 + step);
+                        let (d, saved) = open().expect("the log opens");
+                        disk = d;
+                        let recovered = RaftNode::recover_durable(&mut disk, saved.as_deref());
+                        let (h, dur) = recovered.unwrap_or_else(|err| {
+                            panic!("run {run} step {step}: refused after losing unsynced writes only: {err}")
+                        });
+                        if h.synced_index > 0 {
+                            refusals_possible += 1;
+                        }
+                        (hard, durable) = (h, dur);
+                        continue;
+                    }
+                };
+                RaftNode::persist(&mut disk, &mut hard, &writes).expect("persist");
+                for w in &writes {
+                    durable.apply(w);
+                }
+            }
+        }
+        assert!(refusals_possible > 100, "the synced index was exercised: {refusals_possible}");
     }
 
     /// Segments of about ten entries each.

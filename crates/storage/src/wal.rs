@@ -51,7 +51,10 @@
 //! whose name and header disagree — is an [`Error::Corrupt`] naming the
 //! file and byte offset; nothing is ever skipped. (A bit flip inside the
 //! last record of the log cannot be told from a torn write; that record is
-//! cut off like one.)
+//! cut off like one.) Whether the records cut were ever synced — and so
+//! may have been acknowledged — the log cannot know; the caller must check
+//! [`Recovered::last_index`] against a durable point of its own (the node
+//! does: `synod-node`'s `disk` module).
 //!
 //! # Preallocation
 //!
