@@ -66,7 +66,12 @@
 //!   message (0, scheme `none`): in a deployment their TCP transport
 //!   authenticates a peer once, when it connects (an HMAC challenge over
 //!   the cluster secret, `crates/transport/src/handshake.rs`), and the
-//!   messages after that carry no MAC.
+//!   messages after that carry no MAC. *Not counted*: replies to clients.
+//!   The simulated clients accept f+1 matching replies without
+//!   authenticating them (the core has no reply path); `synod serve` signs
+//!   each reply with Ed25519 and its clients verify them
+//!   (`crates/node/src/pbft_reply.rs`), one more signature per replica and
+//!   at least f+1 verifications at the client per command.
 
 use crate::metrics::{Histogram, Metrics};
 use crate::net::NetConfig;
@@ -316,6 +321,11 @@ impl ProtocolRow {
             "client_signatures_made": a.client_signatures_made,
             "client_signatures_verified": a.client_signatures_verified,
             "shared_memo_hits": a.shared_memo_hits,
+            "not_counted": if self.protocol == ProtocolKind::Pbft {
+                "reply signatures (made by replicas, checked by clients in synod serve)"
+            } else {
+                ""
+            },
             "mac_cpu_us": us(a.mac_ns),
             "replica_signature_cpu_us": us(a.signature_ns),
             "client_verify_cpu_us": us(a.client_verify_ns),
@@ -808,7 +818,9 @@ impl Comparison {
              auth: counts per command answered; CPU time measured in this run (thread CPU clock \
              around each MAC and signature call, the clock's own cost subtracted); every replica \
              verifies every signature (no shared memo). Raft and Multi-Paxos authenticate no \
-             message: deployed, their TCP transport authenticates a peer at connect only.\n"
+             message: deployed, their TCP transport authenticates a peer at connect only.\n\
+             not counted: reply signatures (simulated clients count f+1 matching replies without \
+             them; `synod serve` adds one Ed25519 signature per reply and f+1 checks per client).\n"
         ));
         for r in &self.rows {
             for v in &r.summary.violations {
