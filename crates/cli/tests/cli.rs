@@ -107,22 +107,99 @@ fn the_shipped_scenario_passes() {
 
 #[test]
 fn compare_prints_one_table_and_json_for_every_protocol() {
-    let o =
-        synod("sim --compare raft,paxos --nodes 3 --seeds 1..2 --faults net --clients 2 --ops 10");
+    let o = synod(
+        "sim --compare raft,paxos --compare-by f --nodes 3 --seeds 1..2 --faults net --clients 2 \
+         --ops 10",
+    );
     assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
     let out = stdout(&o);
     for needle in ["raft", "paxos", "messages / command", "message delays to commit", "2/2"] {
         assert!(out.contains(needle), "table lacks `{needle}`:\n{out}");
     }
-    let j = synod("sim --compare raft,paxos --nodes 3 --seeds 1..1 --clients 2 --ops 10 --json");
+    assert!(!out.contains("same n"), "--compare-by f prints one table:\n{out}");
+    let j = synod(
+        "sim --compare raft,paxos --compare-by f --nodes 3 --seeds 1..1 --clients 2 --ops 10 --json",
+    );
     assert_eq!(j.status.code(), Some(0), "stderr: {}", stderr(&j));
     let v: serde_json::Value = serde_json::from_slice(&j.stdout).expect("one JSON object");
-    assert_eq!(v["protocols"][0]["protocol"], "raft");
-    assert_eq!(v["protocols"][1]["protocol"], "paxos");
-    assert_eq!(v["protocols"][1]["tolerates_f"], 1);
+    let c = &v["comparisons"][0];
+    assert_eq!(c["compare_by"], "f");
+    assert_eq!(c["protocols"][0]["protocol"], "raft");
+    assert_eq!(c["protocols"][1]["protocol"], "paxos");
+    assert_eq!(c["protocols"][1]["tolerates_f"], 1);
+    assert_eq!(v["comparisons"].as_array().map(Vec::len), Some(1));
     let both = synod("sim --compare raft,paxos --protocol paxos");
     assert_eq!(both.status.code(), Some(2), "--compare conflicts with --protocol");
-    let bad = synod("sim --compare raft,zab");
-    assert_eq!(bad.status.code(), Some(2));
-    assert!(stderr(&bad).contains("zab"), "{}", stderr(&bad));
+}
+
+fn protocol_json<'a>(c: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    let all = c["protocols"].as_array().expect("protocols");
+    all.iter().find(|p| p["protocol"] == name).unwrap_or_else(|| panic!("no {name} in {c}"))
+}
+
+/// The default `--compare-by both` for f = 1: Raft and Multi-Paxos at 3
+/// beside PBFT at 4, then everyone at 4; PBFT's authentication costs CPU,
+/// Raft's is zero; at the same n PBFT sends more messages per command.
+#[test]
+fn compare_with_pbft_matches_f_then_n_and_reports_authentication() {
+    let o = synod("sim --compare raft,paxos,pbft --seeds 1..2 --clients 2 --ops 10 --json");
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    assert_eq!(v["all_passed"], true);
+    let [same_f, same_n] = [&v["comparisons"][0], &v["comparisons"][1]];
+    assert_eq!((&same_f["compare_by"], &same_n["compare_by"]), (&"f".into(), &"n".into()));
+    for (c, sizes) in [(same_f, [3, 3, 4]), (same_n, [4, 4, 4])] {
+        for (name, n) in ["raft", "paxos", "pbft"].into_iter().zip(sizes) {
+            let p = protocol_json(c, name);
+            assert_eq!(p["nodes"], n, "{name} in {}", c["compare_by"]);
+            assert_eq!(p["passed"], 2, "{name}");
+        }
+        let pbft = &protocol_json(c, "pbft")["authentication"];
+        assert!(pbft["per_command"]["replica_cpu_us"].as_f64().is_some_and(|us| us > 0.0));
+        assert!(pbft["macs_verified"].as_u64().is_some_and(|m| m > 0), "{pbft}");
+        assert_eq!(pbft["shared_memo_hits"], 0, "every replica verifies: {pbft}");
+        for crash in ["raft", "paxos"] {
+            let a = &protocol_json(c, crash)["authentication"];
+            assert_eq!(a["scheme"], "none");
+            assert_eq!(a["replica_cpu_us"], 0.0);
+            assert_eq!(a["macs_computed"], 0);
+        }
+    }
+    let per_command = |name| protocol_json(same_n, name)["messages_per_command"].as_f64();
+    let (raft, pbft) = (per_command("raft").expect("raft"), per_command("pbft").expect("pbft"));
+    assert!(pbft > raft, "at n = 4 PBFT ({pbft}) sends more than Raft ({raft})");
+
+    let text = synod("sim --compare raft,paxos,pbft --compare-by n --nodes 4 --clients 2 --ops 10");
+    assert_eq!(text.status.code(), Some(0), "stderr: {}", stderr(&text));
+    let out = stdout(&text);
+    for needle in ["same n (4 servers each)", "pbft", "4 (f=1 byzantine)", "4 (f=1 crash)"] {
+        assert!(out.contains(needle), "table lacks `{needle}`:\n{out}");
+    }
+    for needle in ["auth CPU us per cmd, replicas", "MAC+Ed25519", "none", "connect only"] {
+        assert!(out.contains(needle), "table lacks `{needle}`:\n{out}");
+    }
+    let f2 = synod("sim --compare raft,pbft --compare-by f --nodes 5 --clients 2 --ops 10 --json");
+    assert_eq!(f2.status.code(), Some(0), "stderr: {}", stderr(&f2));
+    let v: serde_json::Value = serde_json::from_slice(&f2.stdout).expect("one JSON object");
+    assert_eq!(protocol_json(&v["comparisons"][0], "pbft")["nodes"], 7);
+    assert_eq!(protocol_json(&v["comparisons"][0], "raft")["nodes"], 5);
+}
+
+#[test]
+fn bad_compare_input_exits_2_with_a_clear_message() {
+    for (args, needle) in [
+        (&["sim", "--compare", "raft,nosuch"][..], "unknown protocol `nosuch`"),
+        (&["sim", "--compare", ""], "empty list"),
+        (&["sim", "--compare", "pbft"], "at least two"),
+        (&["sim", "--compare", "raft,raft"], "listed twice"),
+        (&["sim", "--compare", "raft,pbft", "--compare-by", "g"], "expected f, n or both"),
+        (&["sim", "--compare-by", "n"], "--compare"),
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_synod")).args(args).output().expect("runs");
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "{args:?} should say `{needle}`: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{args:?} panicked");
+    }
+    let help = stdout(&synod("sim --help"));
+    assert!(help.contains("--compare-by") && help.contains("same-n"), "{help}");
 }

@@ -23,6 +23,7 @@
 //! A message failing a check is dropped and counted in [`AuthStats`]; the
 //! core never acts on it.
 
+use crate::auth_meter::{AuthMeter, AuthOp, metered};
 use crate::digest::Digest;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use hmac::{Hmac, Mac as _};
@@ -140,6 +141,8 @@ pub struct Keyring {
     /// (cloned per MAC: the key schedule is paid once).
     macs: Vec<Hmac<Sha256>>,
     normal_case: NormalCaseAuth,
+    /// Counts and times every MAC and signature, when set.
+    meter: Option<AuthMeter>,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -164,7 +167,20 @@ impl Keyring {
             .iter()
             .map(|k| Hmac::<Sha256>::new_from_slice(k).expect("HMAC takes any key length"))
             .collect();
-        Keyring { position, signing, verifying, macs, normal_case: NormalCaseAuth::Macs }
+        Keyring {
+            position,
+            signing,
+            verifying,
+            macs,
+            normal_case: NormalCaseAuth::Macs,
+            meter: None,
+        }
+    }
+
+    /// This keyring counting and timing its MACs and signatures in `meter`.
+    pub fn with_meter(mut self, meter: AuthMeter) -> Keyring {
+        self.meter = Some(meter);
+        self
     }
 
     /// This keyring authenticating normal-case messages with `mode`.
@@ -178,7 +194,7 @@ impl Keyring {
     pub fn auth(&self, header: &[u8]) -> Auth {
         match self.normal_case {
             NormalCaseAuth::Macs => Auth::Macs(self.authenticator(header)),
-            NormalCaseAuth::Signatures => Auth::Signed(self.signing.sign(header)),
+            NormalCaseAuth::Signatures => Auth::Signed(self.sign_bytes(header)),
         }
     }
 
@@ -187,7 +203,7 @@ impl Keyring {
     pub fn auth_for(&self, to: usize, header: &[u8]) -> Auth {
         match self.normal_case {
             NormalCaseAuth::Macs => Auth::Macs(self.authenticator_for(to, header)),
-            NormalCaseAuth::Signatures => Auth::Signed(self.signing.sign(header)),
+            NormalCaseAuth::Signatures => Auth::Signed(self.sign_bytes(header)),
         }
     }
 
@@ -196,9 +212,7 @@ impl Keyring {
     pub fn check_auth(&self, from: usize, header: &[u8], auth: &Auth) -> bool {
         match (self.normal_case, auth) {
             (NormalCaseAuth::Macs, Auth::Macs(a)) => self.check_authenticator(from, header, a),
-            (NormalCaseAuth::Signatures, Auth::Signed(sig)) => {
-                self.verifying.get(from).is_some_and(|k| k.verify_strict(header, sig).is_ok())
-            }
+            (NormalCaseAuth::Signatures, Auth::Signed(sig)) => self.verify_bytes(from, header, sig),
             _ => false,
         }
     }
@@ -223,6 +237,10 @@ impl Keyring {
 
     /// The MAC of `header` from this replica to replica `to`.
     pub fn mac(&self, to: usize, header: &[u8]) -> Mac {
+        metered(self.meter.as_ref(), AuthOp::MacCompute, 1, || self.mac_unmetered(to, header))
+    }
+
+    fn mac_unmetered(&self, to: usize, header: &[u8]) -> Mac {
         let mut m = self.macs[to].clone();
         m.update(header);
         let full = m.finalize().into_bytes();
@@ -236,17 +254,24 @@ impl Keyring {
         if from >= self.macs.len() {
             return false;
         }
-        let mut m = self.macs[from].clone();
-        m.update(header);
-        m.verify_truncated_left(mac).is_ok()
+        metered(self.meter.as_ref(), AuthOp::MacVerify, 1, || {
+            let mut m = self.macs[from].clone();
+            m.update(header);
+            m.verify_truncated_left(mac).is_ok()
+        })
     }
 
     /// An authenticator of `header` for every replica (this replica's own
     /// entry is zero).
     pub fn authenticator(&self, header: &[u8]) -> Authenticator {
-        (0..self.macs.len())
-            .map(|j| if j == self.position { [0; MAC_BYTES] } else { self.mac(j, header) })
-            .collect()
+        let others = self.macs.len().saturating_sub(1) as u64;
+        metered(self.meter.as_ref(), AuthOp::MacCompute, others, || {
+            (0..self.macs.len())
+                .map(|j| {
+                    if j == self.position { [0; MAC_BYTES] } else { self.mac_unmetered(j, header) }
+                })
+                .collect()
+        })
     }
 
     /// An authenticator with only replica `to`'s entry filled in (for a
@@ -265,13 +290,22 @@ impl Keyring {
 
     /// Signs `digest`.
     pub fn sign(&self, digest: &Digest) -> Signature {
-        self.signing.sign(&digest.0)
+        self.sign_bytes(&digest.0)
+    }
+
+    fn sign_bytes(&self, bytes: &[u8]) -> Signature {
+        metered(self.meter.as_ref(), AuthOp::Sign, 1, || self.signing.sign(bytes))
+    }
+
+    fn verify_bytes(&self, signer: usize, bytes: &[u8], sig: &Signature) -> bool {
+        let Some(k) = self.verifying.get(signer) else { return false };
+        metered(self.meter.as_ref(), AuthOp::Verify, 1, || k.verify_strict(bytes, sig).is_ok())
     }
 
     /// Checks replica `signer`'s signature over `digest` (strict: rejects
     /// small-order keys and non-canonical signatures).
     pub fn check_signature(&self, signer: usize, digest: &Digest, sig: &Signature) -> bool {
-        self.verifying.get(signer).is_some_and(|k| k.verify_strict(&digest.0, sig).is_ok())
+        self.verify_bytes(signer, &digest.0, sig)
     }
 }
 

@@ -1,6 +1,7 @@
 //! [`Config`]: the cluster and the knobs of one PBFT replica.
 
 use crate::auth::{Keyring, NormalCaseAuth, client_signing_key};
+use crate::auth_meter::AuthMeter;
 use crate::request::ClientKeys;
 use crate::shared_checks::SharedChecks;
 use ed25519_dalek::SigningKey;
@@ -152,6 +153,11 @@ pub struct Config {
     /// process: the simulator). `None` (the default): each replica verifies
     /// every signature itself. See [`SharedChecks`].
     pub shared_checks: Option<SharedChecks>,
+    /// Counts and times every MAC and signature this replica (and every
+    /// replica holding a clone of this configuration) makes or checks.
+    /// `None` (the default): nothing is counted and no clock is read. See
+    /// [`AuthMeter`].
+    pub auth_meter: Option<AuthMeter>,
     /// A bug to inject (the simulator only).
     pub bug: InjectedBug,
 }
@@ -179,6 +185,7 @@ impl Config {
             max_state_transfer_batches: 1 << 16,
             max_clock_skew: Duration::from_secs(1),
             shared_checks: None,
+            auth_meter: None,
             bug: InjectedBug::None,
         }
     }

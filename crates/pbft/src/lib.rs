@@ -6,6 +6,8 @@
 //! Module map:
 //! - [`auth`]: keys (Ed25519 per replica and client, pairwise HMAC-SHA256),
 //!   MAC authenticators, signatures, and the counters of rejected messages;
+//! - [`auth_meter`]: counts and CPU time of authentication work (off
+//!   unless configured; for the simulator's comparison);
 //! - [`digest`]: SHA-256 batch digests and the state hash chain;
 //! - [`message`]: the messages and what each is authenticated over;
 //! - [`request`]: signed client requests (envelopes) and their checker;
@@ -21,6 +23,7 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod auth_meter;
 pub mod config;
 pub mod digest;
 pub mod message;
@@ -31,6 +34,7 @@ pub mod storage;
 pub mod view_change;
 
 pub use auth::{AuthStats, Authenticator, Keyring, Mac};
+pub use auth_meter::{AuthMeter, AuthWork};
 pub use config::{Config, InjectedBug, LoadedKeys};
 pub use digest::Digest;
 pub use message::{Batch, Message};

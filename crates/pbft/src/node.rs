@@ -1022,6 +1022,9 @@ impl PbftNode {
             .shared_checks
             .as_ref()
             .is_some_and(|s| s.signature_verified(seed, pos, digest, &sig_bytes));
+        if shared_hit && let Some(m) = &self.config.auth_meter {
+            m.memo_hit();
+        }
         if !shared_hit {
             if !self.keys.check_signature(pos, digest, sig) {
                 self.stats.bad_signature += 1;
@@ -1728,7 +1731,12 @@ impl Protocol for PbftNode {
             me,
             n,
             q: quorum::byzantine_quorum(n),
-            keys: config.keyring(me),
+            keys: match &config.auth_meter {
+                None => config.keyring(me),
+                Some(m) => {
+                    std::sync::Arc::new(Keyring::clone(&config.keyring(me)).with_meter(m.clone()))
+                }
+            },
             view: durable.view,
             active: !durable.changing,
             slots: BTreeMap::new(),
@@ -1771,7 +1779,8 @@ impl Protocol for PbftNode {
             suspicions_deferred: 0,
             deferred_behind: None,
             requests: RequestCheck::new(config.client_keys())
-                .with_shared(config.shared_checks.clone()),
+                .with_shared(config.shared_checks.clone())
+                .with_meter(config.auth_meter.clone()),
             announced: None,
             config: config.clone(),
         };

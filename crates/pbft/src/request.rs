@@ -16,6 +16,7 @@
 //! is rejected whole.
 
 use crate::auth::client_signing_key;
+use crate::auth_meter::{AuthMeter, AuthOp, metered};
 use crate::digest::{BodyHasher, Digest};
 use crate::shared_checks::SharedChecks;
 use bytes::Bytes;
@@ -98,12 +99,26 @@ pub struct RequestCheck {
     /// Successes shared with the other replicas of this process, with the
     /// key seed they hold for (derived keys only).
     shared: Option<(SharedChecks, u64)>,
+    /// Counts and times verifications, when set.
+    meter: Option<AuthMeter>,
 }
 
 impl RequestCheck {
     /// A checker finding keys in `keys`.
     pub fn new(keys: ClientKeys) -> Self {
-        RequestCheck { keys, client_keys: HashMap::new(), verified: HashMap::new(), shared: None }
+        RequestCheck {
+            keys,
+            client_keys: HashMap::new(),
+            verified: HashMap::new(),
+            shared: None,
+            meter: None,
+        }
+    }
+
+    /// This checker counting and timing its verifications in `meter`.
+    pub fn with_meter(mut self, meter: Option<AuthMeter>) -> Self {
+        self.meter = meter;
+        self
     }
 
     /// This checker, also consulting and filling `shared` (see
@@ -129,13 +144,19 @@ impl RequestCheck {
             .shared
             .as_ref()
             .is_some_and(|(s, seed)| s.request_verified(*seed, c.client, c.seq, &c.op));
+        if shared_hit && let Some(m) = &self.meter {
+            m.memo_hit();
+        }
         if !shared_hit {
             let Some(key) = self.client_key(c.client) else { return false };
             let sig_bytes: &[u8; SIGNATURE_BYTES] =
                 c.op[..SIGNATURE_BYTES].try_into().expect("length checked");
             let sig = Signature::from_bytes(sig_bytes);
-            let body = body_digest(c.client, c.seq, &c.op[SIGNATURE_BYTES..]);
-            if key.verify_strict(&body.0, &sig).is_err() {
+            let good = metered(self.meter.as_ref(), AuthOp::ClientVerify, 1, || {
+                let body = body_digest(c.client, c.seq, &c.op[SIGNATURE_BYTES..]);
+                key.verify_strict(&body.0, &sig).is_ok()
+            });
+            if !good {
                 return false;
             }
             if let Some((s, seed)) = &self.shared {

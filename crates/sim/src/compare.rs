@@ -4,10 +4,20 @@
 //!
 //! Every protocol runs the options given (clients, operations, faults,
 //! fault window, network) with the same seeds. Only the cluster size may
-//! differ: crash-tolerant protocols (Raft, Multi-Paxos) run `--nodes n`
-//! servers and tolerate `f = (n - 1) / 2` crashes; PBFT runs `3f + 1`
-//! servers for the *same* `f` (Byzantine faults), so every column survives
-//! the same number of faulty servers ([`nodes_for`]).
+//! differ, as the comparison's [`CompareBy`] says ([`nodes_for`]):
+//!
+//! - **same f**: crash-tolerant protocols (Raft, Multi-Paxos) run `--nodes
+//!   n` servers and tolerate `f = (n - 1) / 2` crashes; PBFT runs `3f + 1`
+//!   servers for the *same* `f` (Byzantine faults), so every column
+//!   survives the same number of faulty servers (n = 3 beside n = 4 for
+//!   f = 1);
+//! - **same n**: every protocol runs the same number of servers (each then
+//!   tolerates what its quorums allow).
+//!
+//! [`CompareMode::Both`] (the CLI's default) runs the same-f comparison and
+//! then a same-n one at PBFT's size from it (`3f + 1`: 4, 4, 4 for f = 1),
+//! so both tables describe clusters that survive at least f faults
+//! ([`plan`]).
 //!
 //! What each row means:
 //!
@@ -38,7 +48,30 @@
 //!   PBFT's view-change timeout is 300 ms). A seed that never recovers
 //!   during the window is reported as such: that protocol deadlocked or
 //!   livelocked in the schedule (the run still heals at the end and checks
-//!   liveness then).
+//!   liveness then);
+//! - **authentication** (PBFT): MACs computed and verified, Ed25519
+//!   signatures made and verified by replicas, client request signatures
+//!   made (by clients) and verified (by replicas), per command answered,
+//!   and the CPU time those calls took, *measured* in the compared run
+//!   itself: the simulating thread's CPU-time clock read around each call,
+//!   less the clock's own cost measured when the run starts
+//!   ([`synod_pbft::auth_meter`], [`crate::protocols::pbft::thread_cpu_ns`]);
+//!   CPU time, so other processes on a shared machine do not inflate it.
+//!   Replicas' figures cover MACs, replica signatures and the verification
+//!   of client requests; clients' signing is its own row. Every replica
+//!   verifies every signature
+//!   it relies on, as a deployment does: the simulator's shared memo of
+//!   verifications ([`synod_pbft::shared_checks`]) is off in comparisons
+//!   ([`SimOptions::measure_auth`]). Raft and Multi-Paxos authenticate no
+//!   message (0, scheme `none`): in a deployment their TCP transport
+//!   authenticates a peer once, when it connects (an HMAC challenge over
+//!   the cluster secret, `crates/transport/src/handshake.rs`), and the
+//!   messages after that carry no MAC. *Not counted*: replies to clients.
+//!   The simulated clients accept f+1 matching replies without
+//!   authenticating them (the core has no reply path); `synod serve` signs
+//!   each reply with Ed25519 and its clients verify them
+//!   (`crates/node/src/pbft_reply.rs`), one more signature per replica and
+//!   at least f+1 verifications at the client per command.
 
 use crate::metrics::{Histogram, Metrics};
 use crate::net::NetConfig;
@@ -50,6 +83,7 @@ use crate::sim::Sim;
 use std::ops::Range;
 use std::time::Instant;
 use synod_core::{NodeId, Time};
+use synod_pbft::AuthWork;
 
 /// The unit of recovery times: the lower bound of the election timeout of
 /// Raft and Multi-Paxos in the simulator.
@@ -64,6 +98,9 @@ const CALIBRATION_LATENCY_US: u64 = 1_000;
 
 /// Parses `raft,paxos[,pbft]`: known names, no repeats, at least two.
 pub fn parse_list(s: &str) -> Result<Vec<ProtocolKind>, String> {
+    if s.trim().is_empty() {
+        return Err("empty list: name at least two protocols, e.g. raft,paxos,pbft".into());
+    }
     let mut kinds = Vec::new();
     for name in s.split(',').map(str::trim) {
         let kind = ProtocolKind::parse(name)?;
@@ -78,13 +115,80 @@ pub fn parse_list(s: &str) -> Result<Vec<ProtocolKind>, String> {
     Ok(kinds)
 }
 
-/// Servers that `kind` runs with when the crash-tolerant protocols run
-/// `nodes`: the same number for Raft and Multi-Paxos, `3f + 1` for PBFT
-/// with the same `f = (nodes - 1) / 2`.
-pub fn nodes_for(kind: ProtocolKind, nodes: usize) -> usize {
-    match kind {
-        ProtocolKind::Pbft => 3 * (nodes.saturating_sub(1) / 2) + 1,
-        ProtocolKind::Raft | ProtocolKind::Paxos => nodes,
+/// How the protocols' cluster sizes are matched in one comparison.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompareBy {
+    /// The same number of faults tolerated: `n` servers for Raft and
+    /// Multi-Paxos (`f = (n - 1) / 2` crashes), `3f + 1` for PBFT (`f`
+    /// Byzantine).
+    SameF,
+    /// The same number of servers for every protocol.
+    SameN,
+}
+
+impl CompareBy {
+    /// `"f"` or `"n"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CompareBy::SameF => "f",
+            CompareBy::SameN => "n",
+        }
+    }
+}
+
+/// Which comparisons `synod sim --compare` runs (`--compare-by`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CompareMode {
+    /// Same f only.
+    F,
+    /// Same n only.
+    N,
+    /// Same f, then same n at PBFT's size (the default).
+    #[default]
+    Both,
+}
+
+impl CompareMode {
+    /// Parses `f`, `n` or `both`.
+    pub fn parse(s: &str) -> Result<CompareMode, String> {
+        match s {
+            "f" => Ok(CompareMode::F),
+            "n" => Ok(CompareMode::N),
+            "both" => Ok(CompareMode::Both),
+            _ => Err(format!("unknown comparison `{s}` (expected f, n or both)")),
+        }
+    }
+}
+
+/// The comparisons `mode` runs for `--nodes nodes`, in order: `(how,
+/// nodes)` to hand to [`compare`]. `Both` runs the same-n comparison at
+/// the largest cluster of the same-f one (PBFT's `3f + 1`), so that every
+/// protocol in it also tolerates at least `f` faults.
+///
+/// ```
+/// use synod_sim::compare::{CompareBy, CompareMode, plan};
+/// assert_eq!(plan(CompareMode::Both, 3), [(CompareBy::SameF, 3), (CompareBy::SameN, 4)]);
+/// assert_eq!(plan(CompareMode::N, 5), [(CompareBy::SameN, 5)]);
+/// ```
+pub fn plan(mode: CompareMode, nodes: usize) -> Vec<(CompareBy, usize)> {
+    match mode {
+        CompareMode::F => vec![(CompareBy::SameF, nodes)],
+        CompareMode::N => vec![(CompareBy::SameN, nodes)],
+        CompareMode::Both => vec![
+            (CompareBy::SameF, nodes),
+            (CompareBy::SameN, nodes_for(ProtocolKind::Pbft, nodes, CompareBy::SameF)),
+        ],
+    }
+}
+
+/// Servers that `kind` runs with in a comparison `by` with `--nodes
+/// nodes`: `nodes` for everyone with [`CompareBy::SameN`]; with
+/// [`CompareBy::SameF`], `nodes` for Raft and Multi-Paxos and `3f + 1` for
+/// PBFT with the same `f = (nodes - 1) / 2`.
+pub fn nodes_for(kind: ProtocolKind, nodes: usize, by: CompareBy) -> usize {
+    match (kind, by) {
+        (ProtocolKind::Pbft, CompareBy::SameF) => 3 * (nodes.saturating_sub(1) / 2) + 1,
+        _ => nodes,
     }
 }
 
@@ -170,13 +274,85 @@ impl ProtocolRow {
     fn elections_per_seed(&self) -> f64 {
         self.summary.metrics.elections as f64 / self.summary.seeds.max(1) as f64
     }
+
+    /// The authentication scheme: PBFT's MAC authenticators and Ed25519
+    /// signatures, or none.
+    pub fn auth_scheme(&self) -> &'static str {
+        match self.protocol {
+            ProtocolKind::Pbft => "MAC+Ed25519",
+            ProtocolKind::Raft | ProtocolKind::Paxos => "none",
+        }
+    }
+
+    /// The authentication work measured (zero for protocols without).
+    pub fn auth(&self) -> AuthWork {
+        self.summary.metrics.auth.unwrap_or_default()
+    }
+
+    /// `count` per client command answered.
+    fn per_command(&self, count: u64) -> f64 {
+        count as f64 / self.summary.metrics.committed_ops.max(1) as f64
+    }
+
+    /// Microseconds of replica authentication CPU per command answered.
+    pub fn auth_replica_us_per_command(&self) -> f64 {
+        self.per_command(self.auth().replica_ns()) / 1000.0
+    }
+
+    /// Microseconds of client signing per command answered.
+    pub fn auth_client_us_per_command(&self) -> f64 {
+        self.per_command(self.auth().client_sign_ns) / 1000.0
+    }
+
+    fn auth_json(&self) -> serde_json::Value {
+        let a = self.auth();
+        let us = |ns: u64| ns as f64 / 1000.0;
+        serde_json::json!({
+            "scheme": self.auth_scheme(),
+            "verification": if self.protocol == ProtocolKind::Pbft {
+                "every-replica"
+            } else {
+                "none (TCP transport: peer authenticated at connect only)"
+            },
+            "macs_computed": a.macs_computed,
+            "macs_verified": a.macs_verified,
+            "replica_signatures_made": a.signatures_made,
+            "replica_signatures_verified": a.signatures_verified,
+            "client_signatures_made": a.client_signatures_made,
+            "client_signatures_verified": a.client_signatures_verified,
+            "shared_memo_hits": a.shared_memo_hits,
+            "not_counted": if self.protocol == ProtocolKind::Pbft {
+                "reply signatures (made by replicas, checked by clients in synod serve)"
+            } else {
+                ""
+            },
+            "mac_cpu_us": us(a.mac_ns),
+            "replica_signature_cpu_us": us(a.signature_ns),
+            "client_verify_cpu_us": us(a.client_verify_ns),
+            "client_sign_cpu_us": us(a.client_sign_ns),
+            "replica_cpu_us": us(a.replica_ns()),
+            "sim_wall_us": self.summary.metrics.wall_secs * 1e6,
+            "per_command": {
+                "macs_computed": self.per_command(a.macs_computed),
+                "macs_verified": self.per_command(a.macs_verified),
+                "replica_signatures_made": self.per_command(a.signatures_made),
+                "replica_signatures_verified": self.per_command(a.signatures_verified),
+                "client_signatures_made": self.per_command(a.client_signatures_made),
+                "client_signatures_verified": self.per_command(a.client_signatures_verified),
+                "replica_cpu_us": self.auth_replica_us_per_command(),
+                "client_cpu_us": self.auth_client_us_per_command(),
+            },
+        })
+    }
 }
 
 /// The outcome of a comparison.
 #[derive(Clone, Debug)]
 pub struct Comparison {
-    /// The options every protocol ran with (`protocol` and, for PBFT,
-    /// `nodes` replaced).
+    /// How cluster sizes were matched.
+    pub by: CompareBy,
+    /// The options every protocol ran with (`protocol` and, for PBFT with
+    /// [`CompareBy::SameF`], `nodes` replaced).
     pub options: SimOptions,
     /// The seeds.
     pub seeds: Range<u64>,
@@ -185,18 +361,25 @@ pub struct Comparison {
 }
 
 /// Runs `seeds` of `opts` on every protocol of `protocols` (on `threads` OS
-/// threads), plus one calibration run each for the message delays.
+/// threads), with cluster sizes matched as `by` says, plus one calibration
+/// run each for the message delays. Authentication work is measured
+/// ([`SimOptions::measure_auth`]).
 pub fn compare(
     opts: &SimOptions,
     protocols: &[ProtocolKind],
     seeds: Range<u64>,
     threads: usize,
+    by: CompareBy,
 ) -> Comparison {
     let rows = protocols
         .iter()
         .map(|&kind| {
-            let o =
-                SimOptions { protocol: kind, nodes: nodes_for(kind, opts.nodes), ..opts.clone() };
+            let o = SimOptions {
+                protocol: kind,
+                nodes: nodes_for(kind, opts.nodes, by),
+                measure_auth: true,
+                ..opts.clone()
+            };
             let (summary, recovery) = match kind {
                 ProtocolKind::Raft => run_all::<synod_raft::RaftNode>(&o, seeds.clone(), threads),
                 ProtocolKind::Paxos => {
@@ -221,7 +404,7 @@ pub fn compare(
             }
         })
         .collect();
-    Comparison { options: opts.clone(), seeds, rows }
+    Comparison { by, options: opts.clone(), seeds, rows }
 }
 
 /// Options as a protocol runs them (PBFT answers gets through the log, as
@@ -404,21 +587,44 @@ fn calibrate<P: SimProtocol>(opts: &SimOptions) -> Option<f64> {
     Some(median as f64 / CALIBRATION_LATENCY_US as f64 - 2.0)
 }
 
+/// Several comparisons (`--compare-by both`) as one JSON object:
+/// `all_passed` and `comparisons`, one [`Comparison::to_json`] each.
+pub fn to_json_all(comparisons: &[Comparison]) -> serde_json::Value {
+    serde_json::json!({
+        "all_passed": comparisons.iter().all(Comparison::all_passed),
+        "comparisons": comparisons.iter().map(Comparison::to_json).collect::<Vec<_>>(),
+    })
+}
+
+/// Several comparisons as text: each table in turn.
+pub fn render_all(comparisons: &[Comparison]) -> String {
+    comparisons.iter().map(Comparison::render).collect::<Vec<_>>().join("\n")
+}
+
 impl Comparison {
     /// True when every seed of every protocol passed.
     pub fn all_passed(&self) -> bool {
         self.rows.iter().all(|r| r.summary.all_passed())
     }
 
-    /// The comparison as JSON: `faults`, `seeds` (`first`, `last`),
-    /// `clients`, `ops_per_client`, `all_passed`, and `protocols`, one
-    /// object per protocol with `protocol`, `nodes`, `tolerates_f`,
-    /// `fault_model`, `seeds`, `passed`, `messages_per_command`,
+    /// The comparison as JSON: `compare_by` (`"f"` or `"n"`), `nodes`
+    /// (`--nodes`), `faults`, `seeds` (`first`, `last`), `clients`,
+    /// `ops_per_client`, `all_passed`, and `protocols`, one object per
+    /// protocol with `protocol`, `nodes`, `tolerates_f`, `fault_model`,
+    /// `seeds`, `passed`, `messages_per_command`,
     /// `message_delays_to_commit`, `throughput_ops_per_sec`, `latency_us`,
     /// `elections`, `elections_per_seed`, `leaderless_ms`,
     /// `leaderless_ms_per_seed`, `recovery` (null, or `seeds`,
     /// `recovered`, `after_strike_us`, `p50_election_timeouts`,
-    /// `max_election_timeouts`) and `summary` ([`Summary::to_json`]).
+    /// `max_election_timeouts`), `authentication` (`scheme`,
+    /// `verification`, the counts `macs_computed`, `macs_verified`,
+    /// `replica_signatures_made`, `replica_signatures_verified`,
+    /// `client_signatures_made`, `client_signatures_verified`,
+    /// `shared_memo_hits`, the measured times `mac_cpu_us`,
+    /// `replica_signature_cpu_us`, `client_verify_cpu_us`,
+    /// `client_sign_cpu_us`, `replica_cpu_us`, the simulation's
+    /// `sim_wall_us`, and `per_command` ratios) and `summary`
+    /// ([`Summary::to_json`]).
     pub fn to_json(&self) -> serde_json::Value {
         let protocols: Vec<_> = self
             .rows
@@ -441,11 +647,14 @@ impl Comparison {
                     "leaderless_ms": m.leaderless_us / 1000,
                     "leaderless_ms_per_seed": r.leaderless_ms_per_seed(),
                     "recovery": r.recovery.as_ref().map(Recovery::to_json),
+                    "authentication": r.auth_json(),
                     "summary": r.summary.to_json(),
                 })
             })
             .collect();
         serde_json::json!({
+            "compare_by": self.by.name(),
+            "nodes": self.options.nodes,
             "faults": self.options.faults.name(),
             "seeds": { "first": self.seeds.start, "last": self.seeds.end.saturating_sub(1) },
             "clients": self.options.clients,
@@ -525,6 +734,45 @@ impl Comparison {
             "leaderless ms per seed",
             self.rows.iter().map(|r| format!("{:.1}", r.leaderless_ms_per_seed())).collect(),
         ));
+        lines.push((
+            "authentication",
+            self.rows.iter().map(|r| r.auth_scheme().to_string()).collect(),
+        ));
+        let pair = |r: &ProtocolRow, a: u64, b: u64, digits: usize| {
+            format!("{:.digits$} / {:.digits$}", r.per_command(a), r.per_command(b))
+        };
+        lines.push((
+            "MACs made / checked per cmd",
+            self.rows
+                .iter()
+                .map(|r| pair(r, r.auth().macs_computed, r.auth().macs_verified, 1))
+                .collect(),
+        ));
+        lines.push((
+            "replica sigs made / checked per cmd",
+            self.rows
+                .iter()
+                .map(|r| pair(r, r.auth().signatures_made, r.auth().signatures_verified, 2))
+                .collect(),
+        ));
+        lines.push((
+            "client sigs made / checked per cmd",
+            self.rows
+                .iter()
+                .map(|r| {
+                    let a = r.auth();
+                    pair(r, a.client_signatures_made, a.client_signatures_verified, 2)
+                })
+                .collect(),
+        ));
+        lines.push((
+            "auth CPU us per cmd, replicas",
+            self.rows.iter().map(|r| format!("{:.1}", r.auth_replica_us_per_command())).collect(),
+        ));
+        lines.push((
+            "auth CPU us per cmd, client",
+            self.rows.iter().map(|r| format!("{:.1}", r.auth_client_us_per_command())).collect(),
+        ));
         if self.rows.iter().any(|r| r.recovery.is_some()) {
             lines.push((
                 "recovered in partial window",
@@ -538,8 +786,17 @@ impl Comparison {
         let width: Vec<usize> = (0..self.rows.len())
             .map(|c| lines.iter().map(|(_, cells)| cells[c].len()).max().unwrap_or(0))
             .collect();
+        let sizes = match self.by {
+            CompareBy::SameF => format!(
+                "same f (f={}: Raft and Multi-Paxos {} servers, PBFT 3f+1 = {})",
+                (self.options.nodes.saturating_sub(1)) / 2,
+                self.options.nodes,
+                nodes_for(ProtocolKind::Pbft, self.options.nodes, CompareBy::SameF)
+            ),
+            CompareBy::SameN => format!("same n ({} servers each)", self.options.nodes),
+        };
         let mut s = format!(
-            "synod sim --compare: faults {}, {} clients x {} ops, seeds {}..{} ({} per protocol)\n\n",
+            "synod sim --compare, {sizes}: faults {}, {} clients x {} ops, seeds {}..{} ({} per protocol)\n\n",
             self.options.faults.name(),
             self.options.clients,
             self.options.ops_per_client,
@@ -557,7 +814,13 @@ impl Comparison {
         s.push_str(&format!(
             "\nmessage delays: fault-free calibration, 1 client, 1 ms links, no jitter, \
              instant fsync: median latency / 1 ms - 2 (request and reply).\n\
-             ET = election timeout ({ELECTION_TIMEOUT_MS} ms). PBFT runs 3f+1 servers for the same f.\n"
+             ET = election timeout ({ELECTION_TIMEOUT_MS} ms).\n\
+             auth: counts per command answered; CPU time measured in this run (thread CPU clock \
+             around each MAC and signature call, the clock's own cost subtracted); every replica \
+             verifies every signature (no shared memo). Raft and Multi-Paxos authenticate no \
+             message: deployed, their TCP transport authenticates a peer at connect only.\n\
+             not counted: reply signatures (simulated clients count f+1 matching replies without \
+             them; `synod serve` adds one Ed25519 signature per reply and f+1 checks per client).\n"
         ));
         for r in &self.rows {
             for v in &r.summary.violations {
@@ -591,8 +854,16 @@ mod tests {
         assert!(parse_list("raft").unwrap_err().contains("at least two"));
         assert!(parse_list("raft,raft").unwrap_err().contains("twice"));
         assert!(parse_list("raft,zab").unwrap_err().contains("zab"));
-        assert_eq!(nodes_for(ProtocolKind::Pbft, 5), 7);
-        assert_eq!(nodes_for(ProtocolKind::Paxos, 5), 5);
+        assert!(parse_list("").unwrap_err().contains("empty list"));
+        assert!(parse_list("raft,").unwrap_err().contains("unknown protocol"));
+        assert_eq!(nodes_for(ProtocolKind::Pbft, 5, CompareBy::SameF), 7);
+        assert_eq!(nodes_for(ProtocolKind::Pbft, 3, CompareBy::SameF), 4);
+        assert_eq!(nodes_for(ProtocolKind::Paxos, 5, CompareBy::SameF), 5);
+        assert_eq!(nodes_for(ProtocolKind::Pbft, 5, CompareBy::SameN), 5);
+        assert_eq!(plan(CompareMode::F, 3), [(CompareBy::SameF, 3)]);
+        assert_eq!(plan(CompareMode::Both, 5), [(CompareBy::SameF, 5), (CompareBy::SameN, 7)]);
+        assert_eq!(CompareMode::parse("both"), Ok(CompareMode::Both));
+        assert!(CompareMode::parse("x").unwrap_err().contains("f, n or both"));
         assert_eq!(tolerates(ProtocolKind::Pbft, 7), (2, "byzantine"));
         assert_eq!(tolerates(ProtocolKind::Raft, 5), (2, "crash"));
     }
@@ -604,6 +875,7 @@ mod tests {
             &[ProtocolKind::Raft, ProtocolKind::Paxos],
             1..3,
             2,
+            CompareBy::SameF,
         );
         assert!(c.all_passed(), "{}", c.render());
         for r in &c.rows {
@@ -623,15 +895,92 @@ mod tests {
     #[test]
     fn the_same_seed_gives_the_same_comparison() {
         let o = small(FaultProfile::Net);
-        let a = compare(&o, &[ProtocolKind::Raft, ProtocolKind::Paxos], 3..4, 1);
-        let b = compare(&o, &[ProtocolKind::Raft, ProtocolKind::Paxos], 3..4, 1);
+        let kinds = [ProtocolKind::Raft, ProtocolKind::Paxos, ProtocolKind::Pbft];
+        let a = compare(&o, &kinds, 3..4, 1, CompareBy::SameF);
+        let b = compare(&o, &kinds, 3..4, 1, CompareBy::SameF);
         for (x, y) in a.rows.iter().zip(&b.rows) {
             assert_eq!(x.summary.metrics.committed_ops, y.summary.metrics.committed_ops);
             assert_eq!(
                 x.summary.metrics.messages_and_bytes(),
                 y.summary.metrics.messages_and_bytes()
             );
+            // Authentication counts are deterministic; only their times vary.
+            let (ax, ay) = (x.auth(), y.auth());
+            assert_eq!(
+                (ax.macs_computed, ax.signatures_verified, ax.client_signatures_verified),
+                (ay.macs_computed, ay.signatures_verified, ay.client_signatures_verified)
+            );
         }
+    }
+
+    const ALL: [ProtocolKind; 3] = [ProtocolKind::Raft, ProtocolKind::Paxos, ProtocolKind::Pbft];
+
+    /// Both comparisons of the default `--compare-by both` for f = 1: PBFT
+    /// at 4 beside 3, then everyone at 4; PBFT pays for authentication and
+    /// Raft does not; at the same n PBFT's all-to-all phases send more
+    /// messages per command than Raft's leader-to-followers round.
+    #[test]
+    fn pbft_joins_both_comparisons_with_its_authentication_cost() {
+        let o = SimOptions { nodes: 3, ..small(FaultProfile::None) };
+        let runs: Vec<Comparison> = plan(CompareMode::Both, o.nodes)
+            .into_iter()
+            .map(|(by, nodes)| compare(&SimOptions { nodes, ..o.clone() }, &ALL, 1..3, 2, by))
+            .collect();
+        let text = render_all(&runs);
+        for (c, sizes) in runs.iter().zip([[3, 3, 4], [4, 4, 4]]) {
+            assert!(c.all_passed(), "{text}");
+            assert_eq!(c.rows.iter().map(|r| r.nodes).collect::<Vec<_>>(), sizes, "{text}");
+            let [raft, paxos, pbft] = [&c.rows[0], &c.rows[1], &c.rows[2]];
+            assert_eq!(pbft.tolerates, 1, "{text}");
+            for crash in [raft, paxos] {
+                assert_eq!(crash.auth(), AuthWork::default(), "{text}");
+                assert_eq!(crash.auth_scheme(), "none");
+            }
+            let a = pbft.auth();
+            assert!(a.macs_computed > 0 && a.macs_verified > 0, "{a:?}");
+            assert!(a.client_signatures_verified > 0 && a.client_signatures_made > 0, "{a:?}");
+            assert!(pbft.auth_replica_us_per_command() > 0.0, "{text}");
+            assert_eq!(a.shared_memo_hits, 0, "every replica verifies itself");
+            // Each of n replicas verifies each request's signature once.
+            let ops = pbft.summary.metrics.committed_ops;
+            assert!(a.client_signatures_verified >= ops * pbft.nodes as u64, "{a:?} for {ops}");
+            let d = pbft.delays_to_commit.expect("calibrated");
+            assert!((2.9..3.6).contains(&d), "pbft: {d} delays\n{text}");
+        }
+        let same_n = &runs[1];
+        let (raft, pbft) = (&same_n.rows[0], &same_n.rows[2]);
+        assert!(
+            pbft.summary.metrics.messages_per_op() > 2.0 * raft.summary.metrics.messages_per_op(),
+            "PBFT is all-to-all, Raft leader-to-followers:\n{text}"
+        );
+        assert!(text.contains("same f (f=1") && text.contains("same n (4 servers each)"), "{text}");
+        assert!(text.contains("auth CPU us per cmd, replicas"), "{text}");
+        let j = to_json_all(&runs);
+        assert_eq!(j["all_passed"], true);
+        assert_eq!(j["comparisons"][0]["compare_by"], "f");
+        assert_eq!(j["comparisons"][1]["compare_by"], "n");
+        let pbft_json = &j["comparisons"][0]["protocols"][2];
+        assert_eq!(pbft_json["protocol"], "pbft");
+        assert_eq!(pbft_json["nodes"], 4);
+        assert_eq!(pbft_json["authentication"]["verification"], "every-replica");
+        let cpu = &pbft_json["authentication"]["per_command"]["replica_cpu_us"];
+        assert!(cpu.as_f64().is_some_and(|us| us > 0.0), "{pbft_json}");
+        let raft_json = &j["comparisons"][1]["protocols"][0];
+        assert_eq!(raft_json["authentication"]["scheme"], "none");
+        assert_eq!(raft_json["authentication"]["replica_cpu_us"], 0.0);
+    }
+
+    /// Metering (and turning the shared memo off with it) changes no
+    /// decision: the same seed has the same trace either way.
+    #[test]
+    fn measuring_authentication_changes_no_decision() {
+        let o = SimOptions { protocol: ProtocolKind::Pbft, nodes: 4, ..small(FaultProfile::All) };
+        let plain = crate::run_seed(&o, 5);
+        let measured = crate::run_seed(&SimOptions { measure_auth: true, ..o }, 5);
+        assert!(plain.passed && measured.passed);
+        assert_eq!(plain.trace_hash, measured.trace_hash);
+        assert!(plain.metrics.auth.is_none());
+        assert!(measured.metrics.auth.is_some_and(|a| a.macs_computed > 0));
     }
 
     #[test]
@@ -641,6 +990,7 @@ mod tests {
             &[ProtocolKind::Paxos, ProtocolKind::Raft],
             1..3,
             2,
+            CompareBy::SameF,
         );
         for r in &c.rows {
             let rec = r.recovery.as_ref().expect("a partial profile measures recovery");

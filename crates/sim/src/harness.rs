@@ -390,6 +390,7 @@ impl<P: SimProtocol> Sim<P> {
         m.by_kind = self.net.by_kind().to_vec();
         m.dropped_messages = self.net.dropped;
         m.duplicated_messages = self.net.duplicated;
+        m.auth = P::auth_work(&self.config);
         m
     }
 

@@ -146,6 +146,13 @@ pub struct Metrics {
     pub events: u64,
     /// Wall-clock seconds spent simulating.
     pub wall_secs: f64,
+    /// Authentication work counted over the cluster (replicas, restarts
+    /// included, and clients' request signatures), when
+    /// [`SimOptions::measure_auth`](crate::SimOptions::measure_auth) is on
+    /// and the protocol authenticates messages
+    /// ([`SimProtocol::auth_work`](crate::SimProtocol::auth_work)); `None`
+    /// otherwise.
+    pub auth: Option<synod_pbft::AuthWork>,
 }
 
 impl Metrics {
@@ -197,6 +204,9 @@ impl Metrics {
         self.crashes += other.crashes;
         self.events += other.events;
         self.wall_secs += other.wall_secs;
+        if let Some(a) = &other.auth {
+            self.auth.get_or_insert_with(Default::default).merge(a);
+        }
     }
 
     /// The metrics as JSON.

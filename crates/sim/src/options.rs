@@ -116,6 +116,12 @@ pub struct SimOptions {
     /// The adversary's strategy by name ([`crate::byzantine::ATTACKS`], or
     /// `all`); required when `byzantine > 0`.
     pub attack: Option<String>,
+    /// Count and time authentication work (MACs, signatures) into
+    /// [`Metrics::auth`](crate::Metrics::auth), with every replica verifying
+    /// every signature itself as a deployment does (see
+    /// [`crate::SimProtocol::configure_auth_metering`]). Changes no decision
+    /// of the run; `synod sim --compare` turns it on.
+    pub measure_auth: bool,
 }
 
 impl Default for SimOptions {
@@ -148,6 +154,7 @@ impl Default for SimOptions {
             lincheck_max_steps: 20_000_000,
             byzantine: 0,
             attack: None,
+            measure_auth: false,
         }
     }
 }

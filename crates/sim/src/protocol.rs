@@ -139,6 +139,23 @@ pub trait SimProtocol: Protocol + 'static {
         command
     }
 
+    /// Turns on counting and timing of authentication work
+    /// ([`SimOptions::measure_auth`](crate::SimOptions::measure_auth)),
+    /// with every replica verifying every signature itself (no
+    /// simulator-only sharing of verifications), so the counts and times are
+    /// what a deployment's replicas would do. Protocols that authenticate
+    /// no message do nothing.
+    fn configure_auth_metering(config: &mut Self::Config) {
+        let _ = config;
+    }
+
+    /// The authentication work counted so far over the whole cluster;
+    /// `None` when not measured or the protocol authenticates no message.
+    fn auth_work(config: &Self::Config) -> Option<synod_pbft::AuthWork> {
+        let _ = config;
+        None
+    }
+
     /// Asks this node's core to take a snapshot now (the `snapshot` fault).
     /// Returns whether one was requested. Protocols without snapshots
     /// return false.

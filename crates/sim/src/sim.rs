@@ -154,6 +154,9 @@ impl<P: SimProtocol> Sim<P> {
             P::configure_parallel_write(&mut config)?;
         }
         P::configure_clock_skew(&mut config, max_clock_skew(opts));
+        if opts.measure_auth {
+            P::configure_auth_metering(&mut config);
+        }
         let mut rng = SimRng::new(seed);
         let ids = (1..=(opts.nodes + spares) as u64).map(NodeId);
         let nodes = ids.map(|id| SimNode::new(id, rng.below(MAX_CLOCK_OFFSET_US) as i64)).collect();

@@ -5,7 +5,7 @@
 //! linearizable. Raft's result in constrained-election (it never recovers:
 //! the only quorum-connected server has a stale log) is shown for contrast.
 
-use synod_sim::compare::{ELECTION_TIMEOUT_MS, compare};
+use synod_sim::compare::{CompareBy, ELECTION_TIMEOUT_MS, compare};
 use synod_sim::{FaultProfile, ProtocolKind, SimOptions};
 
 const SEEDS: u64 = 12;
@@ -15,7 +15,7 @@ const MAX_ELECTION_TIMEOUTS: u64 = 6;
 
 fn recovers(profile: FaultProfile) {
     let o = SimOptions { faults: profile, ops_per_client: 60, ..SimOptions::default() };
-    let c = compare(&o, &[ProtocolKind::Paxos], 1..SEEDS + 1, 2);
+    let c = compare(&o, &[ProtocolKind::Paxos], 1..SEEDS + 1, 2, CompareBy::SameF);
     let row = &c.rows[0];
     assert!(row.summary.all_passed(), "{}", c.render());
     let r = row.recovery.as_ref().expect("a partial profile measures recovery");
@@ -51,7 +51,7 @@ fn raft_does_not_elect_the_stale_quorum_connected_server() {
         ops_per_client: 40,
         ..SimOptions::default()
     };
-    let c = compare(&o, &[ProtocolKind::Raft], 1..4, 2);
+    let c = compare(&o, &[ProtocolKind::Raft], 1..4, 2, CompareBy::SameF);
     let row = &c.rows[0];
     assert!(row.summary.all_passed(), "it recovers once healed: {}", c.render());
     let r = row.recovery.as_ref().expect("measured");

@@ -5,9 +5,10 @@ use crate::invariant::Invariant;
 use crate::protocol::SimProtocol;
 use std::time::Duration;
 use synod_core::{Command, NodeId};
+use synod_pbft::auth_meter::AuthOp;
 use synod_pbft::request::sign_command;
 use synod_pbft::shared_checks::SharedChecks;
-use synod_pbft::{Config, InjectedBug, PbftNode};
+use synod_pbft::{AuthMeter, AuthWork, Config, InjectedBug, PbftNode};
 
 /// Bug names accepted by `--bug` for PBFT, and what they break.
 pub const PBFT_BUGS: &[(&str, InjectedBug)] =
@@ -71,9 +72,28 @@ impl SimProtocol for PbftNode {
 
     /// Seals the request with its client's key (derived from the cluster
     /// key seed, as the replicas derive the verifying key; cached in the
-    /// configuration).
+    /// configuration). Signing is metered as client work.
     fn wrap_request(config: &Config, command: Command) -> Command {
-        sign_command(&config.client_key(command.client.0), command)
+        let key = config.client_key(command.client.0);
+        match &config.auth_meter {
+            Some(m) => m.time(AuthOp::ClientSign, 1, || sign_command(&key, command)),
+            None => sign_command(&key, command),
+        }
+    }
+
+    /// An [`AuthMeter`] on the thread's CPU-time clock ([`thread_cpu_ns`])
+    /// shared by every replica (restarts included) and the clients, and no
+    /// shared memo of verifications
+    /// ([`Config::shared_checks`] off): each replica verifies every
+    /// signature it relies on, as `SYNOD_SIM_PBFT_VERIFY=every-replica`
+    /// does.
+    fn configure_auth_metering(config: &mut Config) {
+        config.auth_meter = Some(AuthMeter::new(thread_cpu_ns));
+        config.shared_checks = None;
+    }
+
+    fn auth_work(config: &Config) -> Option<AuthWork> {
+        config.auth_meter.as_ref().map(AuthMeter::work)
     }
 
     fn invariants() -> Vec<Box<dyn Invariant<Self>>> {
@@ -81,10 +101,44 @@ impl SimProtocol for PbftNode {
     }
 }
 
+/// CPU time of the calling thread in nanoseconds (`CLOCK_THREAD_CPUTIME_ID`):
+/// it stands still while the thread is descheduled, so authentication
+/// times measured with it hold on a shared, busy machine. Elsewhere than
+/// Unix, the monotonic wall clock.
+pub fn thread_cpu_ns() -> u64 {
+    #[cfg(unix)]
+    {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `ts` is a valid, writable timespec; the clock id is a
+        // constant every Unix the simulator runs on supports.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+        (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+    }
+    #[cfg(not(unix))]
+    {
+        synod_pbft::auth_meter::wall_clock_ns()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{FaultProfile, ProtocolKind, SimOptions, run_seed};
+
+    #[test]
+    fn the_thread_cpu_clock_advances_with_work_only() {
+        let a = thread_cpu_ns();
+        let mut x = 0u64;
+        for i in 0..2_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        let b = thread_cpu_ns();
+        assert!(b > a, "work takes CPU time");
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(thread_cpu_ns() - b < 10_000_000, "sleeping takes (almost) none");
+    }
 
     #[test]
     fn bug_names_map_to_injected_bugs() {
