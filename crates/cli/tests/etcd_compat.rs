@@ -219,8 +219,10 @@ async fn watch_streams_every_change_in_order_with_filters_cancel_progress_and_co
         .compact(CompactionRequest { revision: now, physical: true })
         .await
         .expect("compact");
-    // (On the leader, which applied the compaction before answering; a
-    // lagging member would still serve that history, as etcd's would.)
+    // (A member that has not applied the compaction yet still serves that
+    // history, as etcd's would. `lch` may no longer lead, so read through it
+    // linearizably first: that waits until it applied the compaction.)
+    get(&lch, "cfg/d").await;
     let mut w2 = WatchStream::open(&lch).await;
     w2.create(WatchCreateRequest {
         key: "cfg/".into(),

@@ -73,6 +73,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 /// How often the leader looks for expired leases.
 pub const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+/// How long a keep-alive reaching a new leader waits for the leader's
+/// `LeasePromote` to commit (one expiry check and a commit, normally)
+/// before it is logged anyway.
+pub const PROMOTION_WAIT: Duration = Duration::from_secs(2);
 /// Leases expired in one `LeaseExpire` at most.
 pub const MAX_EXPIRED_PER_ROUND: u64 = 256;
 /// Keep-alive answers queued per stream.
@@ -305,6 +309,31 @@ impl Service {
         })
     }
 
+    /// While this node leads a term whose leases it has not yet promoted,
+    /// waits (at most [`PROMOTION_WAIT`]) for [`run_expiry`] to commit the
+    /// promote; true if it waited and the promote came. False at once when
+    /// this node does not lead, or leads with its leases already promoted
+    /// (nothing to wait for: the local path has answered already).
+    async fn await_lease_promotion(&self) -> bool {
+        let me = self.inner().config.node_id;
+        let deadline = tokio::time::Instant::now() + PROMOTION_WAIT;
+        let mut waited = false;
+        loop {
+            let st = *self.inner().status.borrow();
+            if st.role != Role::Leader || st.leader != Some(me) {
+                return false;
+            }
+            if self.inner().lessor.term() == Some(st.term) {
+                return waited;
+            }
+            waited = true;
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// One keep-alive, routed to the leader.
     pub(crate) async fn keep_alive_once(
         &self,
@@ -313,6 +342,17 @@ impl Service {
     ) -> Result<pb::LeaseKeepAliveResponse, Status> {
         let id = r.id;
         if let Some(answer) = self.keep_alive_local(id).await {
+            return Ok(answer);
+        }
+        // A new leader that has not yet committed its `LeasePromote` must
+        // not log the keep-alive: applied before the promote, it would be
+        // stamped with this node's clock and compared with a deadline the
+        // old leader's clock set, and answer "expired" for a lease that is
+        // not (and that the promote is about to give a full TTL). Wait for
+        // the promote, as etcd's new primary renews only once promoted.
+        if self.await_lease_promotion().await
+            && let Some(answer) = self.keep_alive_local(id).await
+        {
             return Ok(answer);
         }
         let op = move |now| {
