@@ -42,7 +42,11 @@
 //! out of its Q and
 //! its journal, and prepared there only if `q − 1` backups PREPARE it
 //! anyway (then at least one correct replica found it in bounds: this
-//! replica's clock is off, or the message was late). A primary whose
+//! replica's clock is off, or the message was late), or once f+1 peers
+//! report its sequence number executed: it is committed then, and the
+//! replica PREPAREs it after all, so that a replica that lags, whose
+//! retransmitted PRE-PREPAREs are all late, does not need every other
+//! backup's vote to catch up (`prepare_refused_upto`). A primary whose
 //! timestamps no quorum accepts leaves its requests unexecuted, and the
 //! view-change timer replaces it. Re-proposals in a NEW-VIEW are not
 //! checked against the clock: O is recomputed from V, and a batch in it
@@ -638,7 +642,11 @@ impl PbftNode {
             self.stats.bad_signature += 1;
             return;
         }
-        let in_bounds = self.timestamp_in_bounds(&pp.batch);
+        // A sequence number f+1 peers report executed is committed (one of
+        // them is correct): its timestamp is no longer this replica's to
+        // check ([`PbftNode::prepare_refused_upto`]).
+        let in_bounds =
+            self.timestamp_in_bounds(&pp.batch) || pp.seq <= self.executed_by_a_correct_peer();
         let view = self.view;
         let slot = self.slots.entry(pp.seq).or_default();
         slot.enter_view(view);
@@ -763,6 +771,84 @@ impl PbftNode {
         let auth = self.keys.auth(Vote::header(true, view, seq, &digest, id).as_bytes());
         self.broadcast(Message::Commit(Vote { view, seq, digest, replica: id, auth }), out);
         self.check_committed(seq, out);
+    }
+
+    /// The highest sequence number that at least f+1 peers claim, in their
+    /// latest STATUS, to have executed (0 with fewer than f+1 STATUS): one
+    /// of them is correct, so every sequence number up to it is committed.
+    /// A correct replica's claim stays true (it reports only what it
+    /// executed and made durable, and executed sequence numbers never
+    /// change), so a claim counts however old it is; f faulty peers
+    /// claiming more cannot raise it.
+    fn executed_by_a_correct_peer(&self) -> u64 {
+        let f = self.f();
+        let mut claims: Vec<u64> = self.peer_status.iter().flatten().map(|s| s.executed).collect();
+        if claims.len() <= f {
+            return 0;
+        }
+        claims.sort_unstable_by(|a, b| b.cmp(a));
+        claims[f]
+    }
+
+    /// PREPAREs the pre-prepares of this view whose timestamps this replica
+    /// refused, up to the sequence number f+1 peers executed
+    /// ([`executed_by_a_correct_peer`](Self::executed_by_a_correct_peer)).
+    ///
+    /// A replica that lags gets the PRE-PREPAREs it missed by
+    /// retransmission, seconds after the primary stamped them, and refuses
+    /// their timestamps: further than δ from its clock only because they
+    /// are late. Without its own PREPARE, preparing one takes every other
+    /// backup's (`q − 1` of the `n − 2` others), so one peer it cannot
+    /// hear stalls it; its request timer then makes it suspect a correct
+    /// primary and ask, alone, for a view nobody joins (seen on real
+    /// processes: a primary of view 0 started late under load, and one
+    /// peer's connection to it still in reconnect backoff).
+    ///
+    /// The δ check (OSDI'99 §4.6, TOCS §5.4) is a backup's check of the
+    /// primary's *proposal*: it makes a prepared batch's timestamp one a
+    /// correct backup found within δ of its clock. Once a correct replica
+    /// executed the sequence number, the batch there is decided and its
+    /// certificates carry such a check already, without this replica:
+    ///
+    /// - if the pre-prepare held here is that batch, this PREPARE adds a
+    ///   vote to a decided outcome (the agreed clock is unchanged by it);
+    /// - if it is not (a faulty primary equivocated), it cannot become
+    ///   prepared in this view: the committed batch was prepared with
+    ///   `q − 1` backups' PREPAREs, which meet any other `q − 1` in a
+    ///   correct backup, and a correct backup votes once per view and
+    ///   sequence number, as this replica still does (one pre-prepare per
+    ///   slot and view, one PREPARE). Nor can it be in a later NEW-VIEW's
+    ///   O, which re-proposes the committed batch.
+    ///
+    /// So agreement and the agreed-clock bound hold as before; only a
+    /// correct primary's batches, committed without this replica, are
+    /// prepared here sooner. f faulty peers claiming executions that never
+    /// happened do not reach f+1 claims.
+    fn prepare_refused_upto(&mut self, out: &mut PbftOutput) {
+        if !self.active {
+            return;
+        }
+        let upto = self.executed_by_a_correct_peer().min(self.high_watermark());
+        if upto <= self.executed {
+            return;
+        }
+        let view = self.view;
+        let refused: Vec<u64> = self
+            .slots
+            .range(self.executed + 1..=upto)
+            .filter(|(_, s)| s.view == view && s.timestamp_refused && s.pre_prepare.is_some())
+            .map(|(&seq, _)| seq)
+            .collect();
+        for seq in refused {
+            let Some(slot) = self.slots.get_mut(&seq) else { continue };
+            let Some((digest, batch, _)) = &slot.pre_prepare else { continue };
+            let (digest, batch) = (*digest, batch.clone());
+            slot.timestamp_refused = false;
+            note_q(&mut slot.pre_prepared, seq, view, digest);
+            out.writes.push(Write::PrePrepared { seq, view, digest, batch });
+            self.send_prepare(seq, out);
+            self.check_prepared(seq, out);
+        }
     }
 
     /// Prepared plus `q` matching COMMITs: committed-local.
@@ -1427,6 +1513,7 @@ impl PbftNode {
         let stalled = self.peer_executed[pos] == executed;
         self.peer_executed[pos] = executed;
         self.peer_status[pos] = Some(PeerStatus { view, active, executed, at: now });
+        self.prepare_refused_upto(out);
         if view < self.view || (view == self.view && !active) {
             if self.active {
                 if let Some(nv) = self.last_new_view.clone() {
@@ -2407,6 +2494,52 @@ mod tests {
             })
             .collect();
         assert_eq!(kinds, ["pre-prepared", "prepared"]);
+    }
+
+    /// Regression (a view-0 primary started late refused the timestamps of
+    /// PRE-PREPAREs retransmitted to it, could not prepare them without
+    /// every other backup's PREPARE, and ran ahead to a view alone): a
+    /// backup PREPAREs a batch whose timestamp it refused once f+1 peers
+    /// report that sequence number executed (one of them is correct: it is
+    /// committed), not on f such claims (they may all be lies). A
+    /// PRE-PREPARE arriving after f+1 such claims is not refused at all.
+    #[test]
+    fn a_refused_timestamp_is_prepared_once_f_plus_1_peers_executed_it() {
+        let (config, mut nodes) = cluster();
+        let at = Time::from_millis(10_000);
+        let pp = pre_prepare_at(&config, &mut nodes, at);
+        let late = at + config.max_clock_skew * 3;
+        let mut out = PbftOutput::new();
+        nodes[3].step(late, NodeId(1), Message::PrePrepare(pp.clone()), &mut out);
+        assert!(prepares(&out).is_empty());
+        assert_eq!(nodes[3].auth_stats().bad_timestamp, 1);
+        let mut out = PbftOutput::new();
+        let m = status(&config, 1, 3, 0, true, pp.seq);
+        nodes[3].step(late, NodeId(2), m, &mut out);
+        assert!(prepares(&out).is_empty(), "one claim (f) is not enough");
+        let m = status(&config, 2, 3, 0, true, pp.seq);
+        nodes[3].step(late, NodeId(3), m, &mut out);
+        let votes = prepares(&out);
+        assert_eq!(votes.len(), 3, "a PREPARE to each peer: {:?}", out.messages);
+        assert!(votes.iter().all(|v| v.seq == pp.seq && v.digest == pp.digest));
+        assert!(
+            matches!(out.writes.first(), Some(Write::PrePrepared { seq, .. }) if *seq == pp.seq),
+            "recorded before it is sent: {:?}",
+            out.writes
+        );
+        assert_eq!(nodes[3].build_view_change(1).pre_prepared.len(), 1, "in Q");
+
+        // The claims first, then the late PRE-PREPARE: prepared at once.
+        let (_, mut nodes) = cluster();
+        let pp = pre_prepare_at(&config, &mut nodes, at);
+        let mut out = PbftOutput::new();
+        for from in [1, 2] {
+            let m = status(&config, from, 3, 0, true, pp.seq);
+            nodes[3].step(late, config.replicas[from], m, &mut out);
+        }
+        nodes[3].step(late, NodeId(1), Message::PrePrepare(pp), &mut out);
+        assert_eq!(prepares(&out).len(), 3);
+        assert_eq!(nodes[3].auth_stats().bad_timestamp, 0);
     }
 
     /// A batch prepared in view 0 with timestamp t0 and re-proposed in
