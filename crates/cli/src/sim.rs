@@ -51,6 +51,11 @@ pub struct SimArgs {
     /// How long random faults strike, in virtual milliseconds from the start.
     #[arg(long)]
     fault_window_ms: Option<u64>,
+    /// Simulated events per seed before the run is stopped and reported as
+    /// an `event budget` failure (default: 5,000,000 plus 2,000 per client
+    /// operation).
+    #[arg(long)]
+    max_events: Option<u64>,
     /// Serve reads through the log instead of through ReadIndex barriers.
     #[arg(long)]
     reads_through_log: bool,
@@ -168,6 +173,9 @@ fn options(args: &SimArgs) -> Result<(SimOptions, Range<u64>), String> {
     }
     if let Some(ms) = args.fault_window_ms {
         opts.fault_window_ms = ms;
+    }
+    if let Some(n) = args.max_events {
+        opts.max_events = n;
     }
     if let Some(path) = &args.scenario {
         opts.scenario = Some(Scenario::load(path).map_err(|e| e.to_string())?);
@@ -301,6 +309,7 @@ mod tests {
             max_time_ms: 90_000,
             fault_window_ms: 5_000,
             keep_applied_log: false,
+            max_events: 123_456,
             ..SimOptions::default()
         };
         let cmd = original.replay_command(42);
