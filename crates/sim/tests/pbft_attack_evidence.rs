@@ -177,12 +177,20 @@ fn every_attack_happens_and_its_defence_fires() {
         assert!(core.low_watermark() > 0, "n{n}: no checkpoint became stable: {}", core.summary());
     }
     // A NEW-VIEW whose O or checkpoint is not what V decides, one backed by
-    // its own VIEW-CHANGE alone, and STATUS lies: refused as `invalid`.
+    // its own VIEW-CHANGE alone, and STATUS lies: refused as `invalid`;
+    // VIEW-CHANGEs with a certificate for an invented request: refused by
+    // the client signature check. The lying replica leads view 1, so it
+    // takes a view change (faults) to tell the NEW-VIEW lies.
+    let o = SimOptions {
+        faults: FaultProfile::All,
+        fault_window_ms: 5_000,
+        ..opts(1, "lying-new-view")
+    };
     check(
         "lying-new-view",
-        opts(1, "lying-new-view"),
-        &["lying statuses", "unsupported new-views"],
-        &["invalid"],
+        o,
+        &["lying statuses", "unsupported new-views", "lying new-views", "lying view-changes"],
+        &["invalid", "bad_signature", "candidacies"],
     );
     covered.sort_unstable();
     let mut all = ATTACKS.to_vec();

@@ -618,9 +618,12 @@ impl PbftAdversary {
                 Message::NewView(Arc::new(lie))
             }
             Message::ViewChange(vc) if vc.replica == from => {
-                // Claim a prepared certificate for an invented batch.
+                // Claim a prepared certificate for an invented batch, at
+                // the first sequence number after those it really prepared
+                // (it used to take only `stable + 1`, which a replica that
+                // keeps up has always prepared: the lie was never told).
                 let batch = Batch::new(Time::ZERO, vec![self.invented_request()]);
-                let seq = vc.stable.seq + 1;
+                let seq = vc.prepared.last().map_or(vc.stable.seq, |p| p.seq) + 1;
                 let entry = PreparedEntry {
                     seq,
                     view: vc.view.saturating_sub(1),
@@ -628,8 +631,8 @@ impl PbftAdversary {
                     batch,
                 };
                 let mut lie: ViewChange = (*vc).clone();
-                if vc.view > 0 && lie.prepared.first().is_none_or(|p| p.seq > seq) {
-                    lie.prepared.insert(0, entry);
+                if vc.view > 0 && seq <= vc.stable.seq + self.config.log_window {
+                    lie.prepared.push(entry);
                     self.note("lying view-changes");
                 }
                 lie.sig = self.keys(b).sign(&lie.digest());
