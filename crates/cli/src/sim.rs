@@ -140,7 +140,8 @@ pub fn run(args: SimArgs) -> ExitCode {
     let text = if args.json {
         format!("{}\n", summary.to_json())
     } else {
-        format!("{}{per_attack}{}", header(&opts, &summary), summary.render())
+        let seed_count = seeds.end.saturating_sub(seeds.start);
+        format!("{}{per_attack}{}", header(&opts, seed_count), summary.render())
     };
     // A closed stdout (`| head`) is not an error worth a panic; the exit
     // code still carries the verdict.
@@ -259,7 +260,9 @@ fn run_every_attack(
 }
 
 /// One line saying what was run.
-fn header(opts: &SimOptions, summary: &Summary) -> String {
+/// `seed_count` is the seeds asked for (each attack of `--attack all`
+/// runs all of them).
+fn header(opts: &SimOptions, seed_count: u64) -> String {
     let mut s = format!(
         "synod sim: {} with {} nodes, faults {}, {} clients x {} ops, {} seed(s)",
         opts.protocol.name(),
@@ -267,7 +270,7 @@ fn header(opts: &SimOptions, summary: &Summary) -> String {
         opts.faults.name(),
         opts.clients,
         opts.ops_per_client,
-        summary.seeds
+        seed_count
     );
     if let Some(sc) = &opts.scenario {
         s.push_str(&format!(", scenario {}", sc.source));
@@ -277,6 +280,9 @@ fn header(opts: &SimOptions, summary: &Summary) -> String {
     }
     if let Some(a) = &opts.attack {
         s.push_str(&format!(", {} byzantine, attack {a}", opts.byzantine));
+        if a == synod_sim::byzantine::ALL {
+            s.push_str(&format!(" ({} attacks per seed)", synod_sim::byzantine::ATTACKS.len()));
+        }
     }
     s.push_str(&format!("\nchecks: {}\n", synod_sim::protocols::checks(opts.protocol).join(", ")));
     s
