@@ -1227,7 +1227,6 @@ impl<P: SimProtocol> Sim<P> {
                 *self.metrics.defence.entry(k).or_insert(0) += v;
             }
         }
-        let n = &mut self.nodes[i];
         n.lose_volatile_state();
         let id = n.id;
         for inv in self.invariants.iter_mut() {
