@@ -52,6 +52,11 @@ pub struct SimArgs {
     /// How long random faults strike, in virtual milliseconds from the start.
     #[arg(long)]
     fault_window_ms: Option<u64>,
+    /// Simulated events per seed before the run is stopped and reported as
+    /// an `event budget` failure (default: 5,000,000 plus 2,000 per client
+    /// operation).
+    #[arg(long)]
+    max_events: Option<u64>,
     /// Serve reads through the log instead of through ReadIndex barriers.
     #[arg(long)]
     reads_through_log: bool,
@@ -165,7 +170,8 @@ pub fn run(args: SimArgs) -> ExitCode {
     let text = if args.json {
         format!("{}\n", summary.to_json())
     } else {
-        format!("{}{per_attack}{}", header(&opts, &summary), summary.render())
+        let seed_count = seeds.end.saturating_sub(seeds.start);
+        format!("{}{per_attack}{}", header(&opts, seed_count), summary.render())
     };
     // A closed stdout (`| head`) is not an error worth a panic; the exit
     // code still carries the verdict.
@@ -198,6 +204,9 @@ fn options(args: &SimArgs) -> Result<(SimOptions, Range<u64>), String> {
     }
     if let Some(ms) = args.fault_window_ms {
         opts.fault_window_ms = ms;
+    }
+    if let Some(n) = args.max_events {
+        opts.max_events = n;
     }
     if let Some(path) = &args.scenario {
         opts.scenario = Some(Scenario::load(path).map_err(|e| e.to_string())?);
@@ -281,7 +290,9 @@ fn run_every_attack(
 }
 
 /// One line saying what was run.
-fn header(opts: &SimOptions, summary: &Summary) -> String {
+/// `seed_count` is the seeds asked for (each attack of `--attack all`
+/// runs all of them).
+fn header(opts: &SimOptions, seed_count: u64) -> String {
     let mut s = format!(
         "synod sim: {} with {} nodes, faults {}, {} clients x {} ops, {} seed(s)",
         opts.protocol.name(),
@@ -289,7 +300,7 @@ fn header(opts: &SimOptions, summary: &Summary) -> String {
         opts.faults.name(),
         opts.clients,
         opts.ops_per_client,
-        summary.seeds
+        seed_count
     );
     if let Some(sc) = &opts.scenario {
         s.push_str(&format!(", scenario {}", sc.source));
@@ -299,6 +310,9 @@ fn header(opts: &SimOptions, summary: &Summary) -> String {
     }
     if let Some(a) = &opts.attack {
         s.push_str(&format!(", {} byzantine, attack {a}", opts.byzantine));
+        if a == synod_sim::byzantine::ALL {
+            s.push_str(&format!(" ({} attacks per seed)", synod_sim::byzantine::ATTACKS.len()));
+        }
     }
     s.push_str(&format!("\nchecks: {}\n", synod_sim::protocols::checks(opts.protocol).join(", ")));
     s
@@ -331,6 +345,7 @@ mod tests {
             max_time_ms: 90_000,
             fault_window_ms: 5_000,
             keep_applied_log: false,
+            max_events: 123_456,
             ..SimOptions::default()
         };
         let cmd = original.replay_command(42);

@@ -391,6 +391,18 @@ impl<P: SimProtocol> Sim<P> {
         m.dropped_messages = self.net.dropped;
         m.duplicated_messages = self.net.duplicated;
         m.auth = P::auth_work(&self.config);
+        for (i, n) in self.nodes.iter().enumerate() {
+            if let Some(core) = n.core.as_ref().filter(|_| !self.byzantine[i]) {
+                for (k, v) in core.defence_counters() {
+                    *m.defence.entry(k).or_insert(0) += v;
+                }
+            }
+        }
+        if let Some(adv) = &self.adversary {
+            for (k, v) in adv.counters() {
+                *m.attack.entry(k).or_insert(0) += v;
+            }
+        }
         m
     }
 

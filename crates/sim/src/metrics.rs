@@ -8,6 +8,7 @@
 
 use crate::net::KindCount;
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 const SUB_BUCKETS: usize = 16;
 const BUCKETS: usize = 64 * SUB_BUCKETS;
@@ -153,6 +154,16 @@ pub struct Metrics {
     /// ([`SimProtocol::auth_work`](crate::SimProtocol::auth_work)); `None`
     /// otherwise.
     pub auth: Option<synod_pbft::AuthWork>,
+    /// What the adversary did, by kind (Byzantine runs; see
+    /// `byzantine::Adversary::counters`).
+    pub attack: BTreeMap<&'static str, u64>,
+    /// What the correct replicas refused or noticed, by kind: the cores'
+    /// [`defence_counters`](crate::SimProtocol::defence_counters) (kept
+    /// across crashes), `candidacies` (a correct replica became a
+    /// candidate: PBFT's view changes, Raft's elections) and `replies
+    /// outvoted` (client answers that disagreed with the f+1 matching ones
+    /// a client accepted).
+    pub defence: BTreeMap<&'static str, u64>,
 }
 
 impl Metrics {
@@ -207,6 +218,12 @@ impl Metrics {
         if let Some(a) = &other.auth {
             self.auth.get_or_insert_with(Default::default).merge(a);
         }
+        for (map, from) in [(&mut self.attack, &other.attack), (&mut self.defence, &other.defence)]
+        {
+            for (k, v) in from {
+                *map.entry(k).or_insert(0) += v;
+            }
+        }
     }
 
     /// The metrics as JSON.
@@ -232,6 +249,8 @@ impl Metrics {
             "events": self.events,
             "wall_secs": self.wall_secs,
             "events_per_sec": self.events_per_sec(),
+            "attack": self.attack,
+            "defence": self.defence,
         })
     }
 
@@ -269,6 +288,13 @@ impl Metrics {
                 "  {:<24} {:>10} msgs {:>12} bytes\n",
                 k.kind, k.messages, k.bytes
             ));
+        }
+        for (title, map) in [("attack", &self.attack), ("defence", &self.defence)] {
+            let nonzero: Vec<String> =
+                map.iter().filter(|(_, v)| **v > 0).map(|(k, v)| format!("{k} {v}")).collect();
+            if !nonzero.is_empty() {
+                s.push_str(&format!("{title}: {}\n", nonzero.join(", ")));
+            }
         }
         s
     }

@@ -122,7 +122,23 @@ pub struct SimOptions {
     /// [`crate::SimProtocol::configure_auth_metering`]). Changes no decision
     /// of the run; `synod sim --compare` turns it on.
     pub measure_auth: bool,
+    /// Simulated events (everything the event queue hands out) a run may
+    /// take before it is stopped and reported as an `event budget`
+    /// failure; 0 (the default) sizes it from the workload
+    /// ([`SimOptions::event_budget`]). A backstop: virtual time bounds a
+    /// run, but not the events inside it, so a storm of messages that
+    /// barely moves the clock still ends, with a report.
+    pub max_events: u64,
 }
+
+/// The automatic event budget: this many events plus
+/// [`EVENT_BUDGET_PER_OP`] per client operation. Typical runs take well
+/// under 200 events per operation (a 4-replica PBFT run of 500 operations
+/// under faults: ~80,000).
+pub const EVENT_BUDGET_BASE: u64 = 5_000_000;
+
+/// See [`EVENT_BUDGET_BASE`].
+pub const EVENT_BUDGET_PER_OP: u64 = 2_000;
 
 impl Default for SimOptions {
     fn default() -> Self {
@@ -152,6 +168,7 @@ impl Default for SimOptions {
             check_linearizability: true,
             keep_applied_log: true,
             lincheck_max_steps: 20_000_000,
+            max_events: 0,
             byzantine: 0,
             attack: None,
             measure_auth: false,
@@ -210,6 +227,16 @@ impl SimOptions {
         Ok(())
     }
 
+    /// The events a run may take ([`max_events`](Self::max_events), or
+    /// [`EVENT_BUDGET_BASE`] plus [`EVENT_BUDGET_PER_OP`] per operation).
+    pub fn event_budget(&self) -> u64 {
+        if self.max_events > 0 {
+            return self.max_events;
+        }
+        let ops = (self.clients as u64).saturating_mul(self.ops_per_client as u64);
+        EVENT_BUDGET_BASE.saturating_add(EVENT_BUDGET_PER_OP.saturating_mul(ops))
+    }
+
     /// When faults stop and everything is healed: the end of the fault
     /// window (if random faults are on) or just after the last scenario step.
     pub fn quiet_from_ms(&self) -> u64 {
@@ -259,6 +286,9 @@ impl SimOptions {
         }
         if let Some(a) = &self.attack {
             s.push_str(&format!(" --attack {a}"));
+        }
+        if self.max_events != d.max_events {
+            s.push_str(&format!(" --max-events {}", self.max_events));
         }
         s
     }

@@ -156,6 +156,14 @@ pub trait SimProtocol: Protocol + 'static {
         None
     }
 
+    /// Counters of what this core refused or noticed (messages dropped
+    /// because a check failed, by reason), summed over the correct
+    /// replicas into [`Metrics::defence`](crate::Metrics::defence). Under
+    /// an attack they show that the defence fired. None by default.
+    fn defence_counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+
     /// Asks this node's core to take a snapshot now (the `snapshot` fault).
     /// Returns whether one was requested. Protocols without snapshots
     /// return false.

@@ -22,11 +22,21 @@ use synod_core::Time;
 use synod_core::kv::KvOp;
 use synod_lincheck::CheckResult;
 
+/// The property a run that used up its event budget
+/// ([`SimOptions::event_budget`]) fails with: it was stopped before its
+/// verdict, and says so instead of running on.
+pub const EVENT_BUDGET_PROPERTY: &str = "event budget";
+
+/// The property a run fails with when a node's core panicked (an
+/// assertion inside a protocol core stopped it).
+pub const PANIC_PROPERTY: &str = "panic";
+
 /// Why a run failed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Failure {
     /// The broken property: an invariant's name, `"linearizability"`,
-    /// `"linearizability (unknown)"`, `"liveness"` or `"options"`.
+    /// `"linearizability (unknown)"`, `"liveness"`, `"options"`,
+    /// [`EVENT_BUDGET_PROPERTY`] or [`PANIC_PROPERTY`].
     pub property: String,
     /// The node it was seen at, if one.
     pub node: Option<u64>,
@@ -91,7 +101,18 @@ pub fn run_seed_for<P: SimProtocol>(opts: &SimOptions, seed: u64) -> SeedReport 
         Ok(s) => s,
         Err(e) => return fail("options", e),
     };
-    let violation = sim.run_to_verdict();
+    // A core that stops on a broken assertion (with more Byzantine
+    // replicas than it tolerates, a NEW-VIEW may contradict what it
+    // executed) fails this seed with the message; the other seeds run on.
+    let verdict = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.run_to_verdict()));
+    let violation = verdict.unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("(no message)");
+        Some(sim.failure(PANIC_PROPERTY, None, format!("a node panicked: {message}"), sim.now))
+    });
     let mut metrics = sim.metrics();
     metrics.wall_secs = started.elapsed().as_secs_f64();
     SeedReport {
@@ -121,10 +142,27 @@ impl<P: SimProtocol> Sim<P> {
             .map(|(t, v)| self.failure(v.property, v.node.map(|n| n.0), v.detail.clone(), *t))
     }
 
-    /// Runs until `end` or the first violation.
+    /// Events taken from the queue so far in this run.
+    pub fn events_handled(&self) -> u64 {
+        self.events_handled
+    }
+
+    /// Runs until `end`, the first violation, or the end of the event
+    /// budget (recorded as a violation of [`EVENT_BUDGET_PROPERTY`]).
     fn run_phase(&mut self, end: Time, mut done: impl FnMut(&Sim<P>) -> bool) -> bool {
+        let budget = self.opts.event_budget();
         loop {
             if !self.violations.is_empty() {
+                return false;
+            }
+            if self.events_handled >= budget {
+                let detail = format!(
+                    "stopped after {} simulated events at virtual time {} (bound {} ms): the \
+                     event budget (--max-events) ran out before the run reached a verdict",
+                    self.events_handled, self.now, self.opts.max_time_ms
+                );
+                let v = crate::invariant::Violation::new(EVENT_BUDGET_PROPERTY, None, detail);
+                self.violations.push((self.now, v));
                 return false;
             }
             if done(self) {

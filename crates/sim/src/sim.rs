@@ -111,6 +111,9 @@ pub struct Sim<P: SimProtocol> {
     pub(crate) byzantine: Vec<bool>,
     /// The strategy of the Byzantine nodes, if any ([`crate::byzantine`]).
     pub(crate) adversary: Option<Box<dyn crate::byzantine::Adversary<P>>>,
+    /// Events taken from the queue so far (the run's event budget,
+    /// [`SimOptions::event_budget`], counts these).
+    pub(crate) events_handled: u64,
 }
 
 /// The snapshot property's name in violations.
@@ -186,6 +189,7 @@ impl<P: SimProtocol> Sim<P> {
             next_snapshot_uid: 1,
             byzantine: vec![false; opts.nodes + spares],
             adversary: None,
+            events_handled: 0,
             fault_window_end: Time::from_millis(if opts.faults == FaultProfile::None {
                 0
             } else {
@@ -222,6 +226,7 @@ impl<P: SimProtocol> Sim<P> {
     /// Handles the next event. Returns false when nothing is scheduled.
     pub fn step(&mut self) -> bool {
         let Some((t, ev)) = self.queue.pop() else { return false };
+        self.events_handled += 1;
         self.advance_to(t);
         self.dispatch(ev);
         true
@@ -727,6 +732,9 @@ impl<P: SimProtocol> Sim<P> {
                     self.metrics.elections += 1;
                     self.record(TraceKind::Leader, i as u64 + 1, 0, "", epoch);
                 }
+                if role == Role::Candidate && !self.byzantine[i] {
+                    *self.metrics.defence.entry("candidacies").or_insert(0) += 1;
+                }
             }
             Event::LeaderChanged { .. } | Event::TimestampRefused { .. } => {}
             Event::ReadFailed { id } => {
@@ -1100,6 +1108,12 @@ impl<P: SimProtocol> Sim<P> {
                     }
                     let matching = cl.replies.iter().filter(|(_, b)| *b == bytes).count();
                     if matching >= replies {
+                        // Answers that disagreed with the f+1 that decided.
+                        let outvoted = (cl.replies.len() - matching) as u64;
+                        if outvoted > 0 {
+                            *self.metrics.defence.entry("replies outvoted").or_insert(0) +=
+                                outvoted;
+                        }
                         self.complete(c, from, bytes);
                     }
                 }
@@ -1209,6 +1223,12 @@ impl<P: SimProtocol> Sim<P> {
         }
         if n.is_leader {
             self.leaders -= 1;
+        }
+        if let Some(core) = n.core.as_ref().filter(|_| !self.byzantine[i]) {
+            // The counters die with the core's volatile state; keep them.
+            for (k, v) in core.defence_counters() {
+                *self.metrics.defence.entry(k).or_insert(0) += v;
+            }
         }
         n.lose_volatile_state();
         let id = n.id;

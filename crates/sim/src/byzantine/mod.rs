@@ -102,6 +102,13 @@ pub(crate) trait Adversary<P: SimProtocol> {
         let _ = (now, at, cmd, out);
     }
 
+    /// What the attack did so far, by kind (summed into
+    /// [`Metrics::attack`](crate::Metrics::attack)): evidence that it
+    /// happened, so that a run passing under it means something.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+
     /// Byzantine node `node` answers a client; `None` drops the answer.
     fn reply(&mut self, node: NodeId, answer: Answer) -> Option<Answer> {
         let _ = node;

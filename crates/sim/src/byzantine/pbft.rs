@@ -16,7 +16,7 @@
 //! | `wrong-digest` | PRE-PREPAREs, votes and state-transfer replies whose digest does not match the batch |
 //! | `silent` | send nothing, answer no client |
 //! | `slow` | hold every PRE-PREPARE for 90% of the view-change timeout |
-//! | `vc-flood` | signed VIEW-CHANGEs for ever higher views, one with most messages |
+//! | `vc-flood` | signed VIEW-CHANGEs for ever higher views (a fresh one at most every [`FLOOD_VIEW_PERIOD`] of virtual time), one with half of their messages |
 //! | `lying-checkpoint` | signed CHECKPOINTs with wrong state digests, also for sequence numbers not reached |
 //! | `lying-new-view` | NEW-VIEWs whose O or checkpoint is not what V decides (re-signed), NEW-VIEWs with too few VIEW-CHANGEs, VIEW-CHANGEs claiming a prepared certificate for an invented batch, STATUS claiming to be active in a higher view far ahead |
 //! | `bad-client-auth` | a Byzantine primary adds requests no client made to its batches: invented clients' requests sealed with the wrong key, or a real client's signature over another operation and sequence number |
@@ -30,7 +30,7 @@ use crate::client::Answer;
 use crate::rng::SimRng;
 use crate::sim::Sim;
 use bytes::Bytes;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use synod_core::kv::{KvOp, KvResult};
 use synod_core::{ClientId, Command, NodeId, Output, Protocol, Time};
@@ -41,6 +41,17 @@ use synod_pbft::message::{
 };
 use synod_pbft::request::{SIGNATURE_BYTES, seal};
 use synod_pbft::{Batch, Config, Digest, Keyring, Message, PbftNode, PbftOutput};
+
+/// `vc-flood` asks for a fresh view at most this often (virtual time). A
+/// real attacker is bounded by bandwidth and by the signatures it makes;
+/// here, asking for a fresh view with half of all messages made every
+/// message cost a signature, and with f+1 Byzantine replicas (whose
+/// VIEW-CHANGEs correct ones must join) the cluster changed view ~100
+/// times a virtual second, each VIEW-CHANGE carrying the whole log window:
+/// one seed of `--byzantine 2 --attack vc-flood` took minutes. Between
+/// fresh views the flood re-sends the same signed VIEW-CHANGE, so the
+/// number of flood messages is unchanged.
+pub const FLOOD_VIEW_PERIOD: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Old messages kept for replays.
 const MAX_RECORDED: usize = 512;
@@ -157,11 +168,20 @@ pub struct PbftAdversary {
     recorded: VecDeque<(NodeId, Message)>,
     /// The highest view seen in a Byzantine node's messages.
     view_hint: u64,
+    /// The view the `vc-flood` VIEW-CHANGEs ask for now.
     flood_view: u64,
+    /// When `vc-flood` may ask for a fresh view again.
+    flood_next: Time,
+    /// By position: the Byzantine node's signed VIEW-CHANGE for
+    /// `flood_view` (re-sent until the view moves on).
+    flood_sent: Vec<Option<Message>>,
     /// The key invented requests write.
     key: Bytes,
     forged_seq: u64,
     twin: Option<Twin>,
+    /// What the attack did, by kind ([`Adversary::counters`]): proof that
+    /// it happened, for tests that check the defence fired too.
+    did: BTreeMap<&'static str, u64>,
 }
 
 impl PbftAdversary {
@@ -198,10 +218,18 @@ impl PbftAdversary {
             recorded: VecDeque::new(),
             view_hint: 0,
             flood_view: 0,
+            flood_next: Time::ZERO,
+            flood_sent: vec![None; n],
             key,
             forged_seq: 0,
             twin,
+            did: BTreeMap::new(),
         }
+    }
+
+    /// Counts one thing the attack did.
+    fn note(&mut self, what: &'static str) {
+        *self.did.entry(what).or_insert(0) += 1;
     }
 
     fn pos(&self, id: NodeId) -> usize {
@@ -339,6 +367,9 @@ impl PbftAdversary {
                     })
                     .clone();
                 let (d, batch) = if y { (d, batch) } else { (pp.digest, pp.batch.clone()) };
+                if d != pp.digest {
+                    self.note("equivocating pre-prepares");
+                }
                 out.push(Forged::plain(from, to, self.pre_prepare(b, pp.view, pp.seq, d, batch)));
                 // Every Byzantine node backs the story this receiver heard.
                 if self.fabricated.len() >= MAX_ALT {
@@ -361,6 +392,7 @@ impl PbftAdversary {
             {
                 let commit = matches!(msg, Message::Commit(_));
                 let d = self.alt[&(v.view, v.seq)].0;
+                self.note("equivocating votes");
                 out.push(Forged::plain(from, to, self.vote(b, commit, v.view, v.seq, d)));
             }
             other => out.push(Forged::plain(from, to, other)),
@@ -427,6 +459,7 @@ impl PbftAdversary {
             _ => victim,
         };
         if claimed != to {
+            self.note("forged messages");
             out.push(Forged { via: from, from: claimed, to, msg: forged, delay_us: 0 });
         }
     }
@@ -457,6 +490,7 @@ impl PbftAdversary {
         };
         out.push(Forged::plain(from, to, msg));
         if let Some(m) = extra {
+            self.note("out-of-window messages");
             out.push(Forged::plain(from, to, m));
         }
     }
@@ -476,13 +510,16 @@ impl PbftAdversary {
         };
         let m = match msg {
             Message::PrePrepare(pp) => {
+                self.note("wrong-digest pre-prepares");
                 self.pre_prepare(b, pp.view, pp.seq, wrong(&pp.digest), pp.batch)
             }
             Message::Prepare(ref v) | Message::Commit(ref v) => {
+                self.note("wrong-digest votes");
                 let commit = matches!(msg, Message::Commit(_));
                 self.vote(b, commit, v.view, v.seq, wrong(&v.digest))
             }
             Message::State { first, batches } => {
+                self.note("wrong state transfers");
                 let mut bs: Vec<Batch> = batches.to_vec();
                 if let Some(last) = bs.last_mut() {
                     *last = Self::alter(last);
@@ -497,14 +534,38 @@ impl PbftAdversary {
         out.push(Forged::plain(from, to, m));
     }
 
-    fn vc_flood(&mut self, from: NodeId, to: NodeId, msg: Message, out: &mut Vec<Forged<Message>>) {
+    /// Half of a Byzantine node's messages come with its signed
+    /// VIEW-CHANGE for a view above every view it saw, a fresh view at
+    /// most every [`FLOOD_VIEW_PERIOD`].
+    fn vc_flood(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        to: NodeId,
+        msg: Message,
+        out: &mut Vec<Forged<Message>>,
+    ) {
         let b = self.pos(from);
         out.push(Forged::plain(from, to, msg));
-        if self.rng.chance(0.5) {
-            self.flood_view = self.flood_view.max(self.view_hint) + 1;
-            let vc = self.view_change(b, self.flood_view, Vec::new());
-            out.push(Forged::plain(from, to, vc));
+        if !self.rng.chance(0.5) {
+            return;
         }
+        if now >= self.flood_next {
+            self.flood_view = self.flood_view.max(self.view_hint) + 1;
+            self.flood_next = now + FLOOD_VIEW_PERIOD;
+            self.note("flood views");
+        }
+        self.note("flood view-changes");
+        let view = self.flood_view;
+        let vc = match &self.flood_sent[b] {
+            Some(Message::ViewChange(vc)) if vc.view == view => Message::ViewChange(vc.clone()),
+            _ => {
+                let vc = self.view_change(b, view, Vec::new());
+                self.flood_sent[b] = Some(vc.clone());
+                vc
+            }
+        };
+        out.push(Forged::plain(from, to, vc));
     }
 
     fn lying_checkpoint(
@@ -519,6 +580,7 @@ impl PbftAdversary {
             Message::Checkpoint(cp) if cp.replica == from => {
                 let lie = Digest::of(&cp.seq.to_le_bytes());
                 let ahead = cp.seq + self.config.checkpoint_interval;
+                self.note("lying checkpoints");
                 out.push(Forged::plain(from, to, self.checkpoint(b, ahead, lie)));
                 self.checkpoint(b, cp.seq, lie)
             }
@@ -552,12 +614,16 @@ impl PbftAdversary {
                     }
                 }
                 lie.sig = self.keys(b).sign(&lie.digest());
+                self.note("lying new-views");
                 Message::NewView(Arc::new(lie))
             }
             Message::ViewChange(vc) if vc.replica == from => {
-                // Claim a prepared certificate for an invented batch.
+                // Claim a prepared certificate for an invented batch, at
+                // the first sequence number after those it really prepared
+                // (it used to take only `stable + 1`, which a replica that
+                // keeps up has always prepared: the lie was never told).
                 let batch = Batch::new(Time::ZERO, vec![self.invented_request()]);
-                let seq = vc.stable.seq + 1;
+                let seq = vc.prepared.last().map_or(vc.stable.seq, |p| p.seq) + 1;
                 let entry = PreparedEntry {
                     seq,
                     view: vc.view.saturating_sub(1),
@@ -565,13 +631,15 @@ impl PbftAdversary {
                     batch,
                 };
                 let mut lie: ViewChange = (*vc).clone();
-                if vc.view > 0 && lie.prepared.first().is_none_or(|p| p.seq > seq) {
-                    lie.prepared.insert(0, entry);
+                if vc.view > 0 && seq <= vc.stable.seq + self.config.log_window {
+                    lie.prepared.push(entry);
+                    self.note("lying view-changes");
                 }
                 lie.sig = self.keys(b).sign(&lie.digest());
                 Message::ViewChange(Arc::new(lie))
             }
             Message::Status { executed, .. } => {
+                self.note("lying statuses");
                 // Its STATUS claims it is active in a view it leads, far
                 // ahead (a correct replica must neither follow one such
                 // claim nor hold back its suspicion of a primary for it).
@@ -596,6 +664,7 @@ impl PbftAdversary {
                         sig: ed25519_dalek_signature(),
                     };
                     nv.sig = self.keys(b).sign(&nv.digest());
+                    self.note("unsupported new-views");
                     out.push(Forged::plain(from, to, Message::NewView(Arc::new(nv))));
                 }
                 lie
@@ -621,8 +690,10 @@ impl PbftAdversary {
                     None => {
                         let mut v = pp.batch.to_vec();
                         let bad = if pp.seq % 2 == 0 {
+                            self.note("tampered requests");
                             self.tampered_request(&pp.batch[0])
                         } else {
+                            self.note("invented requests");
                             self.invented_request()
                         };
                         v.push(bad);
@@ -676,6 +747,7 @@ impl PbftAdversary {
                             } else {
                                 t + SKEW
                             };
+                        self.note("bad timestamps");
                         let batch = Batch::new(stamped, pp.batch.requests.clone());
                         let x = (batch_digest(&batch), batch);
                         if self.alt.len() >= MAX_ALT {
@@ -698,6 +770,7 @@ impl PbftAdversary {
             out.push(Forged::plain(from, to, msg));
             return;
         }
+        self.note("mutated messages");
         let fresh = self.rng.chance(0.5);
         let bump = 1 + self.rng.below(3);
         let m = match msg {
@@ -800,12 +873,15 @@ impl PbftAdversary {
         let me = tw.core.id();
         let msgs: Vec<_> = tw.out.messages.drain(..).collect();
         tw.out.clear();
+        let mut sent = 0;
         for (to, m) in msgs {
             let t = self.pos(to);
             if self.group_y[t] {
+                sent += 1;
                 out.push(Forged::plain(me, to, m));
             }
         }
+        *self.did.entry("twin messages").or_insert(0) += sent;
     }
 
     fn twin_tick(&mut self, now: Time, out: &mut Vec<Forged<Message>>) {
@@ -840,22 +916,24 @@ impl Adversary<PbftNode> for PbftAdversary {
                 if self.rng.chance(0.3)
                     && let Some(f) = self.replayed(from, to)
                 {
+                    self.note("replayed messages");
                     out.push(f);
                 }
                 out.push(Forged::plain(from, to, msg));
             }
             Attack::OutOfWindow => self.out_of_window(from, to, msg, out),
             Attack::WrongDigest => self.wrong_digest(from, to, msg, out),
-            Attack::Silent => {}
+            Attack::Silent => self.note("messages withheld"),
             Attack::Slow => {
                 let delay_us = if matches!(msg, Message::PrePrepare(_)) {
+                    self.note("pre-prepares delayed");
                     self.config.view_change_timeout.as_micros() as u64 * 9 / 10
                 } else {
                     0
                 };
                 out.push(Forged { delay_us, ..Forged::plain(from, to, msg) });
             }
-            Attack::VcFlood => self.vc_flood(from, to, msg, out),
+            Attack::VcFlood => self.vc_flood(now, from, to, msg, out),
             Attack::LyingCheckpoint => self.lying_checkpoint(from, to, msg, out),
             Attack::LyingNewView => self.lying_new_view(from, to, msg, out),
             Attack::BadClientAuth => self.bad_client_auth(from, to, msg, out),
@@ -865,6 +943,7 @@ impl Adversary<PbftNode> for PbftAdversary {
                 let m = match msg {
                     Message::ReadIndex { nonce, seq, .. } => {
                         let lie = if self.rng.chance(0.5) { seq + 1_000_000 } else { 0 };
+                        self.note("lying read-indexes");
                         let header = Message::read_header(true, nonce, lie);
                         let auth = self.keys(self.pos(from)).mac(self.pos(to), header.as_bytes());
                         Message::ReadIndex { nonce, seq: lie, auth }
@@ -920,10 +999,18 @@ impl Adversary<PbftNode> for PbftAdversary {
         }
     }
 
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        self.did.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
     fn reply(&mut self, _node: NodeId, answer: Answer) -> Option<Answer> {
         match (self.attack, answer) {
-            (Attack::Silent, _) => None,
+            (Attack::Silent, _) => {
+                self.note("replies withheld");
+                None
+            }
             (Attack::LyingReplies, Answer::Value(_)) => {
+                self.note("lying replies");
                 Some(Answer::Value(KvResult::Value(Some(Bytes::from_static(b"lie;"))).encode()))
             }
             (_, a) => Some(a),

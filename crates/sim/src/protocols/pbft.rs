@@ -96,6 +96,21 @@ impl SimProtocol for PbftNode {
         config.auth_meter.as_ref().map(AuthMeter::work)
     }
 
+    /// [`AuthStats`](synod_pbft::AuthStats) by field, and the request
+    /// timeouts on which the replica did not suspect its primary.
+    fn defence_counters(&self) -> Vec<(&'static str, u64)> {
+        let s = self.auth_stats();
+        vec![
+            ("bad_mac", s.bad_mac),
+            ("bad_signature", s.bad_signature),
+            ("bad_digest", s.bad_digest),
+            ("bad_sender", s.bad_sender),
+            ("invalid", s.invalid),
+            ("bad_timestamp", s.bad_timestamp),
+            ("suspicions_deferred", self.suspicions_deferred()),
+        ]
+    }
+
     fn invariants() -> Vec<Box<dyn Invariant<Self>>> {
         crate::invariants::pbft_invariants()
     }
