@@ -290,6 +290,31 @@ pub(crate) mod test_support {
         Ok((disk, saved))
     }
 
+    /// Asserts that `err` is a [`NodeError::LostLog`] naming the data
+    /// directory `dir`, the segment and byte offset of the cut (`cut`), and
+    /// every one of `also`; returns its message.
+    ///
+    /// [`NodeError::LostLog`]: crate::error::NodeError::LostLog
+    pub fn assert_lost_log(
+        err: &crate::error::NodeError,
+        dir: &Path,
+        cut: &(PathBuf, u64),
+        also: &[&str],
+    ) -> String {
+        assert!(matches!(err, crate::error::NodeError::LostLog(_)), "{err:?}");
+        let message = err.to_string();
+        let (segment, offset) = cut;
+        let named = [
+            dir.display().to_string(),
+            segment.display().to_string(),
+            format!("byte offset {offset}"),
+        ];
+        for needle in named.iter().map(String::as_str).chain(also.iter().copied()) {
+            assert!(message.contains(needle), "{needle:?} not in {message}");
+        }
+        message
+    }
+
     /// Damages the log in `dir` from record `index` on, as a crash (or a
     /// disk losing writes) could: that record's checksum no longer
     /// matches and every byte after it in its segment, the last, reads as

@@ -731,18 +731,10 @@ async fn a_node_that_lost_acknowledged_entries_refuses_to_start() {
         let acknowledged = last_log_index(dir.path());
         start(dir.path(), open_gate()).await.stop().await;
         assert!(last_log_index(dir.path()) > acknowledged, "the new term's entry");
-        let (segment, offset) = crate::disk::test_support::tear_log_from(dir.path(), acknowledged);
+        let cut = crate::disk::test_support::tear_log_from(dir.path(), acknowledged);
         let err = refusal_to_open(dir.path()).await;
-        assert!(matches!(err, NodeError::LostLog(_)), "{err:?}");
-        let message = err.to_string();
-        for needle in [
-            dir.path().display().to_string(),
-            segment.display().to_string(),
-            format!("byte offset {offset}"),
-            format!("index {acknowledged} is lost"),
-        ] {
-            assert!(message.contains(&needle), "{needle:?} not in {message}");
-        }
+        let lost = format!("index {acknowledged} is lost");
+        crate::disk::test_support::assert_lost_log(&err, dir.path(), &cut, &[&lost]);
         // And on every later start (the cut is made, the hard state stays).
         let err = refusal_to_open(dir.path()).await;
         assert!(err.to_string().contains(&format!("index {acknowledged} is lost")), "{err}");
