@@ -714,6 +714,22 @@ fn last_log_index(dir: &Path) -> u64 {
     disk.wal.last_index()
 }
 
+/// Puts `k0..k4` on a node in `dir` (each acknowledged), stops it, and
+/// starts and stops it once more: its election saves the hard state, which
+/// then vouches for every entry. Returns the index of the last acknowledged
+/// put (the restart's term adds an entry after it).
+async fn put_five_and_restart(dir: &std::path::Path) -> u64 {
+    let node = start(dir, open_gate()).await;
+    for i in 0..5 {
+        node.put(&format!("k{i}"), &value(i)).await;
+    }
+    node.stop().await;
+    let acknowledged = last_log_index(dir);
+    start(dir, open_gate()).await.stop().await;
+    assert!(last_log_index(dir) > acknowledged, "the new term's entry");
+    acknowledged
+}
+
 /// A node wrote puts, acknowledged them, and restarted (its election saved
 /// the hard state, vouching for every entry recovered); then the end of
 /// its log was lost. It must not start: it acknowledged entries it no
@@ -723,14 +739,7 @@ fn last_log_index(dir: &Path) -> u64 {
 async fn a_node_that_lost_acknowledged_entries_refuses_to_start() {
     bounded(async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let node = start(dir.path(), open_gate()).await;
-        for i in 0..5 {
-            node.put(&format!("k{i}"), &value(i)).await;
-        }
-        node.stop().await;
-        let acknowledged = last_log_index(dir.path());
-        start(dir.path(), open_gate()).await.stop().await;
-        assert!(last_log_index(dir.path()) > acknowledged, "the new term's entry");
+        let acknowledged = put_five_and_restart(dir.path()).await;
         let cut = crate::disk::test_support::tear_log_from(dir.path(), acknowledged);
         let err = refusal_to_open(dir.path()).await;
         let lost = format!("index {acknowledged} is lost");
@@ -748,13 +757,7 @@ async fn a_node_that_lost_acknowledged_entries_refuses_to_start() {
 async fn a_node_with_a_torn_unvouched_tail_starts_without_it() {
     bounded(async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let node = start(dir.path(), open_gate()).await;
-        for i in 0..5 {
-            node.put(&format!("k{i}"), &value(i)).await;
-        }
-        node.stop().await;
-        let acknowledged = last_log_index(dir.path());
-        start(dir.path(), open_gate()).await.stop().await;
+        let acknowledged = put_five_and_restart(dir.path()).await;
         crate::disk::test_support::tear_log_from(dir.path(), acknowledged + 1);
         let node = start(dir.path(), open_gate()).await;
         assert_eq!(node.get("k4").await, Some(Bytes::from(value(4))));
