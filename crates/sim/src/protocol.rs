@@ -139,6 +139,15 @@ pub trait SimProtocol: Protocol + 'static {
         command
     }
 
+    /// Whether every correct replica must end in one view after the faults
+    /// heal (checked once the clients finished, within the liveness bound):
+    /// a correct replica left alone in another view does not break
+    /// liveness, but the cluster has lost its margin (PBFT: one of 3f+1 out
+    /// of every quorum until the others change view). Off by default.
+    fn views_converge() -> bool {
+        false
+    }
+
     /// Turns on counting and timing of authentication work
     /// ([`SimOptions::measure_auth`](crate::SimOptions::measure_auth)),
     /// with every replica verifying every signature itself (no

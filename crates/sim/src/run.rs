@@ -5,8 +5,13 @@
 //! just after the last scenario step): clients work while faults strike.
 //! Then everything heals (network, crashed and paused nodes) and the
 //! *liveness probe* starts: a fresh command must commit within
-//! `liveness_bound_ms`. Finally every client must finish its operations
-//! before `max_time_ms`. Safety checkers run throughout; the first violation
+//! `liveness_bound_ms`. Then every client must finish its operations
+//! before `max_time_ms`. For a protocol whose views must converge
+//! ([`SimProtocol::views_converge`], PBFT), every correct replica must
+//! then be in one view under one leader within `liveness_bound_ms` (a
+//! correct replica left alone in another view is reported as a liveness
+//! failure: the cluster lost a replica's worth of margin). Safety checkers
+//! run throughout; the first violation
 //! ends the run. At the end the client history is checked for
 //! linearizability (an undecided check counts as a failure).
 
@@ -18,8 +23,8 @@ use crate::sim::Sim;
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::time::{Duration, Instant};
-use synod_core::Time;
 use synod_core::kv::KvOp;
+use synod_core::{NodeId, Time};
 use synod_lincheck::CheckResult;
 
 /// The property a run that used up its event budget
@@ -182,8 +187,36 @@ impl<P: SimProtocol> Sim<P> {
         }
     }
 
-    /// Runs the three phases (faults, liveness probe, completion) and the
-    /// final linearizability check; returns the first failure.
+    /// `None` when every running correct (not Byzantine) node reports the
+    /// same epoch and the same leader; otherwise each one's `(epoch,
+    /// leader)`, for the report.
+    fn view_split(&self) -> Option<String> {
+        let views: Vec<(NodeId, u64, Option<NodeId>)> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.byzantine.get(*i).copied().unwrap_or(false))
+            .filter_map(|(_, n)| n.core.as_ref())
+            .map(|c| c.status())
+            .map(|s| (s.id, s.epoch, s.leader))
+            .collect();
+        let first = views.first()?;
+        let one = first.2.is_some() && views.iter().all(|v| (v.1, v.2) == (first.1, first.2));
+        (!one).then(|| {
+            views
+                .iter()
+                .map(|(id, epoch, leader)| match leader {
+                    Some(l) => format!("{id} in {epoch} under {l}"),
+                    None => format!("{id} changing to {epoch}"),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+    }
+
+    /// Runs the four phases (faults, liveness probe, completion, and for
+    /// protocols whose views must converge, convergence) and the final
+    /// linearizability check; returns the first failure.
     pub fn run_to_verdict(&mut self) -> Option<Failure> {
         let quiet = Time::from_millis(self.opts.quiet_from_ms());
         let max = Time::from_millis(self.opts.max_time_ms);
@@ -239,6 +272,21 @@ impl<P: SimProtocol> Sim<P> {
                 self.opts.max_time_ms
             );
             return Some(self.failure("liveness", None, detail, self.now));
+        }
+        // One view: every correct replica active under the same leader.
+        if P::views_converge() {
+            let bound = self.now + Duration::from_millis(self.opts.liveness_bound_ms);
+            let converged = self.run_phase(bound, |s| s.view_split().is_none());
+            if let Some(f) = self.first_violation() {
+                return Some(f);
+            }
+            if let Some(split) = self.view_split().filter(|_| !converged) {
+                let detail = format!(
+                    "correct replicas not in one view {} ms after the clients finished: {split}",
+                    self.opts.liveness_bound_ms
+                );
+                return Some(self.failure("liveness", None, detail, self.now));
+            }
         }
         if self.opts.check_linearizability {
             match self.check_linearizable() {

@@ -81,6 +81,13 @@ impl SimProtocol for PbftNode {
         }
     }
 
+    /// Yes: once the faults heal, a correct replica behind in view learns
+    /// the current one (STATUS, NEW-VIEW), and none may have run ahead to
+    /// a view nobody joins.
+    fn views_converge() -> bool {
+        true
+    }
+
     /// An [`AuthMeter`] on the thread's CPU-time clock ([`thread_cpu_ns`])
     /// shared by every replica (restarts included) and the clients, and no
     /// shared memo of verifications
