@@ -45,7 +45,7 @@ use synod_core::{ClientId, Command, NodeId, Time};
 use synod_pbft::auth::{Auth, MAC_BYTES, Mac};
 use synod_pbft::message::{
     Batch, Checkpoint, NewView, PrePrepare, PrePreparedEntry, PreparedEntry, Requests, Signature,
-    StableCheckpoint, ViewChange, Vote,
+    StableCheckpoint, Suspect, ViewChange, Vote,
 };
 use synod_pbft::request::sign_command;
 use synod_pbft::{Config, Digest, Durable, Message, PbftNode, Write};
@@ -445,6 +445,10 @@ fn encode(msg: &Message) -> Vec<u8> {
             w.u8(12).u64(*nonce).u64(*seq);
             put_raw(&mut w, auth);
         }
+        Message::Suspect(s) => {
+            w.u8(13).u64(s.view).u64(s.replica.0);
+            put_sig(&mut w, &s.sig);
+        }
     }
     w.finish()
 }
@@ -484,6 +488,11 @@ fn decode(bytes: &Bytes) -> Result<Message, WireError> {
         }
         11 => Message::ReadQuery { nonce: r.u64()?, auth: get_mac(&mut r)? },
         12 => Message::ReadIndex { nonce: r.u64()?, seq: r.u64()?, auth: get_mac(&mut r)? },
+        13 => Message::Suspect(Suspect {
+            view: r.u64()?,
+            replica: NodeId(r.u64()?),
+            sig: get_sig(&mut r)?,
+        }),
         t => return Err(r.invalid(format!("unknown message tag {t}"))),
     };
     r.finish()?;
@@ -755,6 +764,7 @@ mod tests {
             Message::State { first: 3, batches: Arc::from(vec![batch(1), Batch::null()]) },
             Message::ReadQuery { nonce: 11, auth: [8; MAC_BYTES] },
             Message::ReadIndex { nonce: 11, seq: 40, auth: [9; MAC_BYTES] },
+            Message::Suspect(Suspect { view: 4, replica: NodeId(2), sig: sig(3) }),
         ]
     }
 

@@ -133,6 +133,32 @@ impl Checkpoint {
     }
 }
 
+/// ⟨SUSPECT, v, i⟩σi: replica i's request timer expired in view v and it
+/// suspects v's primary, but it stays in v (it sends no VIEW-CHANGE on
+/// its own). A replica leaves v once f+1 replicas suspect v or asked for
+/// higher views, so at least one correct replica does (see
+/// [`crate::node`]). Signed, like VIEW-CHANGE, because a replica that
+/// leaves v relays the f+1 it relied on: every correct replica then sees
+/// the same f+1 and leaves with it, however the suspicions reached it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Suspect {
+    /// The view whose primary is suspected.
+    pub view: u64,
+    /// The signer.
+    pub replica: NodeId,
+    /// Signature over [`Suspect::digest`].
+    pub sig: Signature,
+}
+
+impl Suspect {
+    /// The digest signed.
+    pub fn digest(view: u64, replica: NodeId) -> Digest {
+        let mut h = BodyHasher::new(b"suspect");
+        h.u64(view).u64(replica.0);
+        h.finish()
+    }
+}
+
 /// A stable checkpoint with its proof: quorum-many matching signed
 /// CHECKPOINTs (empty for the genesis checkpoint at 0).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -277,6 +303,8 @@ pub enum Message {
         /// MAC over their digest.
         auth: Mac,
     },
+    /// A suspicion of a view's primary ([`Suspect`]).
+    Suspect(Suspect),
     /// Asks for the batches `from..=upto` (state transfer).
     Fetch {
         /// First sequence number wanted.
@@ -345,6 +373,7 @@ impl synod_core::Message for Message {
             Message::ViewChange(_) => "view-change",
             Message::NewView(_) => "new-view",
             Message::Status { .. } => "status",
+            Message::Suspect(_) => "suspect",
             Message::Forward { .. } => "forward",
             Message::Fetch { .. } => "fetch",
             Message::State { .. } => "state",
@@ -366,6 +395,7 @@ impl synod_core::Message for Message {
                     + nv.pre_prepares.len() * 40
             }
             Message::Status { .. } => 40,
+            Message::Suspect(_) => 16 + SIG,
             Message::Forward { requests, .. } => 16 + batch_bytes(requests),
             Message::Fetch { .. } => 32,
             Message::State { batches, .. } => {

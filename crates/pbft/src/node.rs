@@ -15,15 +15,29 @@
 //! checks them against the checkpoint's digest (state transfer).
 //!
 //! View change (see [`crate::view_change`]): a backup whose pending request
-//! is not executed in time multicasts a signed VIEW-CHANGE for `v+1`
-//! (timeouts double on consecutive view changes); a replica joins once f+1
-//! replicas asked for higher views; the new primary sends NEW-VIEW with the
-//! VIEW-CHANGEs and O, and each backup recomputes O before accepting it.
-//! A backup suspects its primary only when its peers' recent STATUS
-//! messages show its view is current (`Standing`): one that lags (f+1
-//! peers ahead) or cannot hear 2f peers (just restarted, cut off) waits
-//! and obtains the current NEW-VIEW or the missing requests instead of
-//! asking alone for a view nobody joins.
+//! is not executed in time *suspects* the primary: it multicasts a signed
+//! SUSPECT for its view `v`, sends its requests to the primary again, and
+//! stays in `v`. A replica leaves `v` with a signed VIEW-CHANGE for `v+1`
+//! once f+1 replicas want out of `v` (each sent a SUSPECT for `v` or a
+//! VIEW-CHANGE for a higher view, its own suspicion included: at least one
+//! is correct), relaying the SUSPECTs it counted so that every correct
+//! replica leaves with it; a replica changing view joins once f+1 replicas
+//! asked for higher views (timeouts double on consecutive view changes);
+//! the new primary sends NEW-VIEW with the VIEW-CHANGEs and O, and each
+//! backup recomputes O before accepting it. A correct backup whose timer
+//! expired alone (its request reached nobody else, its forward was lost)
+//! thus stays in the view the others work in, instead of waiting alone in
+//! `v+1` for a NEW-VIEW nobody sends. Leaving `v` later than the paper's
+//! backup would is safe: a replica that has not sent VIEW-CHANGE for
+//! `v+1` may keep working in `v` (the paper's backups do, until their own
+//! timers expire), and a SUSPECT commits its sender to nothing; the
+//! liveness argument keeps its shape, with SUSPECT in the place of the
+//! paper's first VIEW-CHANGE: a faulty primary leaves the requests of the
+//! 2f+1 correct replicas unexecuted, their timers expire, and f+1 of them
+//! suspect. A backup suspects its primary only when its peers' recent
+//! STATUS messages show its view is current (`Standing`): one that lags
+//! (f+1 peers ahead) or cannot hear 2f peers (just restarted, cut off)
+//! waits and obtains the current NEW-VIEW or the missing requests.
 //!
 //! Retransmission: every replica multicasts a STATUS periodically; a peer
 //! that sees the sender stuck retransmits what it misses (pre-prepares with
@@ -78,8 +92,8 @@ use crate::auth::{AuthStats, Keyring};
 use crate::config::{Config, InjectedBug};
 use crate::digest::{Digest, batch_digest, chain, requests_digest};
 use crate::message::{
-    Batch, Checkpoint, Message, NewView, PrePrepare, PreparedEntry, StableCheckpoint, ViewChange,
-    Vote,
+    Batch, Checkpoint, Message, NewView, PrePrepare, PreparedEntry, StableCheckpoint, Suspect,
+    ViewChange, Vote,
 };
 use crate::request::{RequestCheck, inner_op};
 use crate::storage::{Durable, Write, note_q};
@@ -274,6 +288,9 @@ pub struct PbftNode {
     /// Each replica's latest (highest-view) VIEW-CHANGE.
     view_changes: BTreeMap<usize, Arc<ViewChange>>,
     my_view_change: Option<Arc<ViewChange>>,
+    /// Each replica's latest (highest-view) verified SUSPECT, this one's
+    /// included; those below the view before this replica's are dropped.
+    suspicions: BTreeMap<usize, Suspect>,
     last_new_view: Option<Arc<NewView>>,
     announce_view_change: bool,
 
@@ -906,6 +923,17 @@ impl PbftNode {
             self.pending.remove(&(c.client, c.seq));
             self.ordering.remove(&(c.client, c.seq));
         }
+        // A request older than its client's latest executed one is never
+        // ordered (the client moved on: OSDI'99 §4.1, one outstanding
+        // request per client), so a backup no longer waits for it. Such a
+        // request becomes pending when a copy arrives late, after it
+        // executed (a retry or a duplicate), and its client then moves on:
+        // left pending, it would run the request timer for ever and have
+        // this replica suspect a primary with nothing left to order.
+        if !batch.is_empty() {
+            let last = &self.last_executed;
+            self.pending.retain(|(client, seq), _| last.get(client).is_none_or(|l| seq >= l));
+        }
         self.emit(seq, &batch, out);
         if seq.is_multiple_of(self.config.checkpoint_interval) {
             self.own_checkpoints.insert(seq, self.state);
@@ -1219,6 +1247,9 @@ impl PbftNode {
         self.requeue_for_view_change();
         self.view = view;
         self.active = false;
+        // Those for the view just left are kept: they are relayed to peers
+        // still in it (`on_status`).
+        self.suspicions.retain(|_, s| s.view + 1 >= view);
         out.writes.push(Write::View { view, changing: true });
         for slot in self.slots.values_mut() {
             slot.enter_view(view);
@@ -1318,8 +1349,87 @@ impl PbftNode {
                 return;
             }
         }
+        if self.maybe_leave_view(now, out) {
+            return;
+        }
         self.maybe_start_vc_timer(now);
         self.try_new_view(now, out);
+    }
+
+    // ----- suspicion ---------------------------------------------------------
+
+    /// The request timer expired and this replica suspects the primary of
+    /// its view: it multicasts a signed SUSPECT (again on each later expiry
+    /// of the same stall, for peers that lost it) and stays in its view;
+    /// it leaves only with f+1 ([`maybe_leave_view`](Self::maybe_leave_view)).
+    fn suspect(&mut self, now: Time, out: &mut PbftOutput) {
+        debug_assert!(self.active && !self.is_primary());
+        let view = self.view;
+        let own = match self.suspicions.get(&self.me) {
+            Some(s) if s.view == view => *s,
+            _ => {
+                let sig = self.keys.sign(&Suspect::digest(view, self.id));
+                let s = Suspect { view, replica: self.id, sig };
+                self.suspicions.insert(self.me, s);
+                s
+            }
+        };
+        self.broadcast(Message::Suspect(own), out);
+        self.maybe_leave_view(now, out);
+    }
+
+    fn on_suspect(&mut self, now: Time, s: Suspect, out: &mut PbftOutput) {
+        let Some(pos) = self.config.position(s.replica) else {
+            self.stats.bad_sender += 1;
+            return;
+        };
+        if pos == self.me
+            || s.view < self.view
+            || self.suspicions.get(&pos).is_some_and(|old| old.view >= s.view)
+        {
+            return;
+        }
+        if !self.check_signed(pos, &Suspect::digest(s.view, s.replica), &s.sig) {
+            return;
+        }
+        self.suspicions.insert(pos, s);
+        self.maybe_leave_view(now, out);
+    }
+
+    /// Leaves the active view `v` for `v+1` once f+1 replicas want out of
+    /// it: each either suspects `v` (SUSPECT) or asked for a higher view
+    /// (VIEW-CHANGE). At least one of them is correct, so f faulty replicas
+    /// cannot move a correct one (the paper's join rule, OSDI'99 §4.5.2,
+    /// with a suspicion counting as a request to leave); and a correct
+    /// replica whose timer expired alone, while the primary serves the
+    /// others, stays in `v` with them instead of waiting alone in `v+1`
+    /// for a NEW-VIEW nobody sends. It relays the signed SUSPECTs it
+    /// counted, so every correct replica that gets them counts f+1 too
+    /// and leaves with it. Returns whether it left.
+    ///
+    /// Safety is the view change's own: a replica that has not sent a
+    /// VIEW-CHANGE for `v+1` may keep working in `v` (nothing it does in
+    /// `v` is ever contradicted by a NEW-VIEW it did not take part in
+    /// beyond what the view-change rule already allows), and a SUSPECT
+    /// commits its sender to nothing.
+    fn maybe_leave_view(&mut self, now: Time, out: &mut PbftOutput) -> bool {
+        if !self.active {
+            return false;
+        }
+        let view = self.view;
+        let suspecting = self.suspicions.iter().filter(|(_, s)| s.view == view).map(|(p, _)| *p);
+        let asking = self.view_changes.iter().filter(|(_, vc)| vc.view > view).map(|(p, _)| *p);
+        let wanting: HashSet<usize> = suspecting.chain(asking).collect();
+        if wanting.len() <= self.f() {
+            return false;
+        }
+        let relay: Vec<Suspect> =
+            self.suspicions.values().filter(|s| s.view == view).copied().collect();
+        for s in relay {
+            self.broadcast(Message::Suspect(s), out);
+        }
+        self.start_view_change(now, view + 1, out);
+        true
     }
 
     /// The new primary, once S decides, sends NEW-VIEW and installs it.
@@ -1405,6 +1515,7 @@ impl PbftNode {
         self.last_new_view = Some(nv);
         self.my_view_change = None;
         self.view_changes.retain(|_, vc| vc.view > view);
+        self.suspicions.retain(|_, s| s.view >= view);
         self.vc_deadline = Time::MAX;
         for slot in self.slots.values_mut() {
             slot.enter_view(view);
@@ -1521,6 +1632,15 @@ impl PbftNode {
                 }
             } else if let Some(vc) = self.my_view_change.clone() {
                 self.send_to(pos, Message::ViewChange(vc), out);
+                // A peer active in the view this replica left may lack the
+                // suspicions it left on.
+                if active && view + 1 == self.view {
+                    let relay: Vec<Suspect> =
+                        self.suspicions.values().filter(|s| s.view == view).copied().collect();
+                    for s in relay {
+                        self.send_to(pos, Message::Suspect(s), out);
+                    }
+                }
             }
         }
         // A stalled peer below the stable checkpoint gets its proof in any
@@ -1677,8 +1797,13 @@ impl PbftNode {
             if !self.waiting_for_work() || self.is_primary() {
                 self.request_deadline = Time::MAX;
             } else if self.may_suspect(now) {
-                let next = self.view + 1;
-                self.start_view_change(now, next, out);
+                // It suspects the primary and waits in its view for f+1
+                // (its own included), sending its requests to the
+                // primary again meanwhile (the one it forwarded may have
+                // been lost: then the primary was never at fault).
+                self.request_deadline = now + self.vc_timeout;
+                self.forward_pending(out);
+                self.suspect(now, out);
             } else {
                 // Not the primary's fault as far as this replica can tell:
                 // it lags (its peers push the NEW-VIEW or the missing
@@ -1848,6 +1973,7 @@ impl Protocol for PbftNode {
             vc_deadline: Time::MAX,
             view_changes: BTreeMap::new(),
             my_view_change: None,
+            suspicions: BTreeMap::new(),
             last_new_view: durable.new_view.clone().filter(|nv| nv.view == durable.view),
             announce_view_change: false,
             status_deadline: now,
@@ -1966,6 +2092,7 @@ impl Protocol for PbftNode {
             Message::Checkpoint(cp) => self.on_checkpoint(cp, out),
             Message::ViewChange(vc) => self.on_view_change(now, vc, out),
             Message::NewView(nv) => self.on_new_view(now, nv, out),
+            Message::Suspect(sus) => self.on_suspect(now, sus, out),
             Message::Status { view, active, executed, auth } => {
                 let Some(pos) = self.mac_sender(from) else { return };
                 let h = Message::status_header(view, active, executed);
@@ -2226,8 +2353,9 @@ mod tests {
     /// Regression (attack `random`, seed 78): a faulty primary that
     /// pre-prepares sequence number 2 and never 1, while clients only read,
     /// left backups with no pending request and so no timer: stuck for good.
+    /// Now the timer runs and the backup suspects the primary.
     #[test]
-    fn a_backup_leaves_a_primary_that_skips_a_sequence_number() {
+    fn a_backup_suspects_a_primary_that_skips_a_sequence_number() {
         let (config, mut nodes) = cluster();
         let request = crate::request::sign_command(
             &config.client_key(1),
@@ -2244,11 +2372,7 @@ mod tests {
         hear_peers(&config, &mut nodes, 1, later, 0);
         out.clear();
         nodes[1].tick(later, &mut out);
-        assert!(
-            out.messages.iter().any(|(_, m)| matches!(m, Message::ViewChange(vc) if vc.view == 1)),
-            "no VIEW-CHANGE after the timeout: {:?}",
-            out.messages
-        );
+        assert!(suspects(&out, 0), "no SUSPECT after the timeout: {:?}", out.messages);
     }
 
     /// Delivers every message among the replicas in `up` (others' are
@@ -2627,6 +2751,17 @@ mod tests {
         out.messages.iter().any(|(_, m)| matches!(m, Message::ViewChange(vc) if vc.view == view))
     }
 
+    fn suspects(out: &PbftOutput, view: u64) -> bool {
+        out.messages.iter().any(|(_, m)| matches!(m, Message::Suspect(s) if s.view == view))
+    }
+
+    /// `nodes[from]`'s SUSPECT of `view`, as it would sign it.
+    fn suspicion(config: &Config, from: usize, view: u64) -> Message {
+        let replica = config.replicas[from];
+        let sig = config.keyring(from).sign(&Suspect::digest(view, replica));
+        Message::Suspect(Suspect { view, replica, sig })
+    }
+
     /// A Byzantine replica (position 3, the primary of view 7) claims in
     /// its STATUS to be active in view 7 far ahead, and sends a NEW-VIEW for
     /// view 7 whose other VIEW-CHANGEs it forged: the correct backup neither
@@ -2672,8 +2807,12 @@ mod tests {
         nodes[1].step(later, NodeId(4), lie, &mut PbftOutput::new());
         let mut out = PbftOutput::new();
         nodes[1].tick(later, &mut out);
-        assert!(asks_for_view(&out, 1), "no VIEW-CHANGE for view 1: {}", nodes[1].summary());
+        assert!(suspects(&out, 0), "no SUSPECT of view 0: {}", nodes[1].summary());
         assert_eq!(nodes[1].suspicions_deferred(), 0);
+        // Its suspicion and the Byzantine replica's make f+1: it leaves.
+        let mut out = PbftOutput::new();
+        nodes[1].step(later, NodeId(4), suspicion(&config, 3, 0), &mut out);
+        assert!(asks_for_view(&out, 1), "no VIEW-CHANGE for view 1: {}", nodes[1].summary());
         assert_eq!(nodes[1].view, 1);
     }
 
@@ -2691,7 +2830,7 @@ mod tests {
             now = now + config.view_change_timeout;
             let mut out = PbftOutput::new();
             nodes[2].tick(now, &mut out);
-            assert!(!asks_for_view(&out, 1), "alone into view 1: {}", nodes[2].summary());
+            assert!(!suspects(&out, 0), "suspected blind: {}", nodes[2].summary());
         }
         assert_eq!(nodes[2].suspicions_deferred(), 5);
         // Two peers active in view 0 with more executed: it lags.
@@ -2702,7 +2841,7 @@ mod tests {
         }
         let mut out = PbftOutput::new();
         nodes[2].tick(now, &mut out);
-        assert!(!asks_for_view(&out, 1), "suspected while behind: {}", nodes[2].summary());
+        assert!(!suspects(&out, 0), "suspected while behind: {}", nodes[2].summary());
         assert!(
             out.messages.iter().any(|(_, m)| matches!(m, Message::Forward { .. })),
             "its request was not sent to the primary again"
@@ -2718,7 +2857,7 @@ mod tests {
         }
         let mut out = PbftOutput::new();
         nodes[2].tick(now, &mut out);
-        assert!(asks_for_view(&out, 1), "no VIEW-CHANGE: {}", nodes[2].summary());
+        assert!(suspects(&out, 0), "no SUSPECT: {}", nodes[2].summary());
     }
 
     /// With its peers level with it (2f of them heard), a backup whose
@@ -2731,8 +2870,72 @@ mod tests {
         hear_peers(&config, &mut nodes, 2, now, 0);
         let mut out = PbftOutput::new();
         nodes[2].tick(now, &mut out);
-        assert!(asks_for_view(&out, 1), "no VIEW-CHANGE: {}", nodes[2].summary());
+        assert!(suspects(&out, 0), "no SUSPECT: {}", nodes[2].summary());
         assert_eq!(nodes[2].suspicions_deferred(), 0);
+        // Alone, it stays in its view (and active there).
+        assert_eq!((nodes[2].view, nodes[2].active), (0, true), "{}", nodes[2].summary());
+        assert!(!asks_for_view(&out, 1));
+    }
+
+    /// Regression (views-converge check, `--faults all` seeds 1, 18, 59,
+    /// 154, ...): a backup held a request nobody else had (the client's
+    /// multicast reached it alone, its forward to the primary was lost).
+    /// Its timer expired and it sent VIEW-CHANGE for view 1 alone: nobody
+    /// joined, and it stayed changing to view 1 while the others worked
+    /// in view 0. Now it suspects, stays in view 0, sends the request to
+    /// the primary again, and it is executed there in view 0.
+    #[test]
+    fn a_lone_suspicion_leaves_no_replica_alone_in_a_higher_view() {
+        let (config, mut nodes) = cluster();
+        // The forward to the primary is dropped with the output.
+        give_request(&config, &mut nodes[2], 1, Time::ZERO);
+        let limit = Time::ZERO + config.view_change_timeout * 4;
+        let end = run_until(&mut nodes, &[0, 1, 2, 3], Time::ZERO, limit, |n| {
+            n.iter().all(|r| r.executed >= 1)
+        });
+        let views: Vec<String> = nodes.iter().map(PbftNode::summary).collect();
+        assert!(end < limit, "the request was not executed: {views:?}");
+        assert!(nodes.iter().all(|r| r.view == 0 && r.active), "{views:?}");
+        assert!(nodes[2].suspicions.get(&2).is_some_and(|s| s.view == 0), "{views:?}");
+    }
+
+    /// f+1 suspicions move a replica (its own and one peer's), and it
+    /// relays them: a replica that suspects nothing itself and got only
+    /// one of them directly leaves with it. f suspicions, or one forged
+    /// in a correct replica's name, move nobody.
+    #[test]
+    fn f_plus_1_suspicions_change_view_and_are_relayed() {
+        let (config, mut nodes) = cluster();
+        let now = Time::ZERO;
+        // The Byzantine replica (position 3) alone suspects: f, not f+1.
+        let mut out = PbftOutput::new();
+        nodes[1].step(now, NodeId(4), suspicion(&config, 3, 0), &mut out);
+        assert_eq!((nodes[1].view, nodes[1].active), (0, true));
+        // It forges replica 3's (position 2) suspicion with its own key.
+        let Message::Suspect(mut forged) = suspicion(&config, 3, 0) else { unreachable!() };
+        forged.replica = NodeId(3);
+        let before = nodes[1].stats.bad_signature;
+        nodes[1].step(now, NodeId(4), Message::Suspect(forged), &mut out);
+        assert_eq!(nodes[1].stats.bad_signature, before + 1, "the forgery was not caught");
+        assert_eq!((nodes[1].view, nodes[1].active), (0, true));
+        // A correct replica's suspicion makes f+1: it leaves, relaying both.
+        let mut out = PbftOutput::new();
+        nodes[1].step(now, NodeId(3), suspicion(&config, 2, 0), &mut out);
+        assert!(asks_for_view(&out, 1), "{}", nodes[1].summary());
+        let relayed: Vec<Message> = out
+            .messages
+            .iter()
+            .filter(|(to, m)| *to == NodeId(1) && matches!(m, Message::Suspect(_)))
+            .map(|(_, m)| m.clone())
+            .collect();
+        assert_eq!(relayed.len(), 2, "{:?}", out.messages);
+        // The primary of view 0 got neither directly; relayed, they move it.
+        let mut out = PbftOutput::new();
+        for m in relayed {
+            nodes[0].step(now, NodeId(2), m, &mut out);
+        }
+        assert_eq!((nodes[0].view, nodes[0].active), (1, false), "{}", nodes[0].summary());
+        assert!(asks_for_view(&out, 1));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use synod_core::state_machine::{Applied, Sessions, StateMachine};
 use synod_core::{ClientId, Command, NodeId, ProposeError, Protocol, Time};
-use synod_pbft::message::{Checkpoint, PrePrepare, StableCheckpoint, ViewChange, Vote};
+use synod_pbft::message::{Checkpoint, PrePrepare, StableCheckpoint, Suspect, ViewChange, Vote};
 use synod_pbft::request::sign_command;
 use synod_pbft::{Batch, Config, Digest, Durable, Message, PbftNode, PbftOutput, Write};
 
@@ -47,6 +47,13 @@ fn view_change(config: &Config, from: usize, view: u64) -> Message {
     };
     vc.sig = config.keyring(from).sign(&vc.digest());
     Message::ViewChange(Arc::new(vc))
+}
+
+/// A SUSPECT of `view` from the replica at `from`, signed by it.
+fn suspect(config: &Config, from: usize, view: u64) -> Message {
+    let replica = config.replicas[from];
+    let sig = config.keyring(from).sign(&Suspect::digest(view, replica));
+    Message::Suspect(Suspect { view, replica, sig })
 }
 
 /// A STATUS from `from` to `to`, MAC'd by `from`.
@@ -159,7 +166,8 @@ fn keep(_: NodeId, _: NodeId, m: Message) -> Option<Message> {
 /// up to `max_view_change_timeout`; the timer for view v starts once q
 /// replicas asked for v. With 100 ms and a cap of 800 ms, and the replica
 /// never the primary of the views it asks for (7 replicas, it is position
-/// 6), it waits 200, 400, 800, then 800 ms.
+/// 6), it waits 200, 400, 800, then 800 ms. It leaves view 0 once its
+/// request timer expired (it suspects) and f = 2 others suspect too.
 #[test]
 fn view_change_timeouts_double_on_successive_view_changes_up_to_the_cap() {
     let mut config = Config::new((1..=7).map(NodeId).collect());
@@ -178,6 +186,10 @@ fn view_change_timeouts_double_on_successive_view_changes_up_to_the_cap() {
     now = now + ms(100);
     let mut out = PbftOutput::new();
     node.tick(now, &mut out);
+    assert!(view_changes_sent(&out).is_empty(), "left view 0 on its own suspicion");
+    for from in [1, 2] {
+        node.step(now, config.replicas[from], suspect(&config, from, 0), &mut out);
+    }
     assert_eq!(view_changes_sent(&out), [1]);
     let mut waits = Vec::new();
     for view in 1..=4u64 {

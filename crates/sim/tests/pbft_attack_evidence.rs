@@ -123,8 +123,14 @@ fn every_attack_happens_and_its_defence_fires() {
         &["messages withheld", "replies withheld"],
         &["candidacies"],
     );
-    // f VIEW-CHANGEs for ever higher views move no correct replica.
-    let r = check("vc-flood", opts(1, "vc-flood"), &["flood views", "flood view-changes"], &[]);
+    // f VIEW-CHANGEs for ever higher views, and f SUSPECTs of the current
+    // one, move no correct replica.
+    let r = check(
+        "vc-flood",
+        opts(1, "vc-flood"),
+        &["flood views", "flood view-changes", "flood suspicions"],
+        &[],
+    );
     assert_eq!(defence(&r, "candidacies"), 0, "a correct replica followed f VIEW-CHANGEs");
     // Requests no client made: the client signature check refuses the
     // batch, and the primary is replaced.

@@ -16,7 +16,7 @@
 //! | `wrong-digest` | PRE-PREPAREs, votes and state-transfer replies whose digest does not match the batch |
 //! | `silent` | send nothing, answer no client |
 //! | `slow` | hold every PRE-PREPARE for 90% of the view-change timeout |
-//! | `vc-flood` | signed VIEW-CHANGEs for ever higher views (a fresh one at most every [`FLOOD_VIEW_PERIOD`] of virtual time), one with half of their messages |
+//! | `vc-flood` | signed VIEW-CHANGEs for ever higher views (a fresh one at most every [`FLOOD_VIEW_PERIOD`] of virtual time), and a signed SUSPECT of the latest view seen, with half of their messages |
 //! | `lying-checkpoint` | signed CHECKPOINTs with wrong state digests, also for sequence numbers not reached |
 //! | `lying-new-view` | NEW-VIEWs whose O or checkpoint is not what V decides (re-signed), NEW-VIEWs with too few VIEW-CHANGEs, VIEW-CHANGEs claiming a prepared certificate for an invented batch, STATUS claiming to be active in a higher view far ahead |
 //! | `bad-client-auth` | a Byzantine primary adds requests no client made to its batches: invented clients' requests sealed with the wrong key, or a real client's signature over another operation and sequence number |
@@ -37,7 +37,8 @@ use synod_core::{ClientId, Command, NodeId, Output, Protocol, Time};
 use synod_pbft::auth::client_signing_key;
 use synod_pbft::digest::batch_digest;
 use synod_pbft::message::{
-    Checkpoint, NewView, PrePrepare, PreparedEntry, Signature, StableCheckpoint, ViewChange, Vote,
+    Checkpoint, NewView, PrePrepare, PreparedEntry, Signature, StableCheckpoint, Suspect,
+    ViewChange, Vote,
 };
 use synod_pbft::request::{SIGNATURE_BYTES, seal};
 use synod_pbft::{Batch, Config, Digest, Keyring, Message, PbftNode, PbftOutput};
@@ -315,6 +316,7 @@ impl PbftAdversary {
             Message::ViewChange(vc) => vc.view,
             Message::NewView(nv) => nv.view,
             Message::Status { view, .. } => *view,
+            Message::Suspect(s) => s.view,
             _ => return,
         };
         self.view_hint = self.view_hint.max(v);
@@ -566,6 +568,13 @@ impl PbftAdversary {
             }
         };
         out.push(Forged::plain(from, to, vc));
+        // And a SUSPECT of the latest view it saw: f of them move no correct
+        // replica (a correct one must suspect too).
+        let view = self.view_hint;
+        let replica = from;
+        let sig = self.keys(b).sign(&Suspect::digest(view, replica));
+        self.note("flood suspicions");
+        out.push(Forged::plain(from, to, Message::Suspect(Suspect { view, replica, sig })));
     }
 
     fn lying_checkpoint(
