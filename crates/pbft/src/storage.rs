@@ -11,14 +11,25 @@
 //! - every certificate it prepares ([`Write::Prepared`]), before its COMMIT:
 //!   its P set survives, so a committed request survives view changes even
 //!   if replicas restart;
-//! - every batch it executes ([`Write::Executed`]): the executed history is
-//!   replayed into the state machine after a restart (until the snapshot
-//!   seam exists, it is the state), and served to replicas that fetch state;
+//! - every batch it executes ([`Write::Executed`]): the executed history
+//!   above its snapshot is replayed into the state machine after a restart
+//!   (the host loads the snapshot first), and served to replicas that
+//!   fetch state;
 //! - each stable checkpoint with its proof ([`Write::Stable`]), which moves
-//!   the low watermark and discards the per-sequence records below it.
+//!   the low watermark and discards the per-sequence records below it;
+//! - each snapshot it adopts ([`Write::Snapshot`]: one it took whose
+//!   checkpoint became stable, or one it fetched and installed), which
+//!   discards the executed history up to it. The host's snapshot store
+//!   holds the snapshot's bytes durably before this write is made.
+//!
+//! [`Durable::restate`] gives writes that rebuild the same durable state
+//! from nothing: a host's journal may replace its records with them (and
+//! drop everything older) once they are durable.
 
 use crate::digest::Digest;
-use crate::message::{Batch, PrePreparedEntry, PreparedEntry, StableCheckpoint};
+use crate::message::{
+    Batch, PrePreparedEntry, PreparedEntry, SnapshotCheckpoint, StableCheckpoint,
+};
 use std::collections::BTreeMap;
 
 /// Bound on the Q entries kept per sequence number (the latest views win).
@@ -63,6 +74,8 @@ pub enum Write {
     },
     /// A stable checkpoint with its proof.
     Stable(StableCheckpoint),
+    /// A snapshot adopted: the executed history up to it goes.
+    Snapshot(std::sync::Arc<SnapshotCheckpoint>),
     /// The NEW-VIEW the replica entered its view with: kept so that after a
     /// restart it can still hand it to replicas that missed it (else they
     /// wait in the view change while it works in the view).
@@ -114,13 +127,77 @@ pub struct Durable {
     pub stable: StableCheckpoint,
     /// Per sequence number above `stable.seq`.
     pub slots: BTreeMap<u64, DurableSlot>,
-    /// `executed[i]` is the batch executed at sequence number `i + 1`.
+    /// The snapshot the state starts from (`None`: the empty state at 0).
+    pub snapshot: Option<std::sync::Arc<SnapshotCheckpoint>>,
+    /// `executed[i]` is the batch executed at sequence number
+    /// `executed_base() + i + 1`.
     pub executed: Vec<Batch>,
     /// The latest NEW-VIEW accepted (or sent).
     pub new_view: Option<std::sync::Arc<crate::message::NewView>>,
 }
 
 impl Durable {
+    /// The sequence number the executed history starts after: the
+    /// snapshot's, or 0.
+    pub fn executed_base(&self) -> u64 {
+        self.snapshot.as_ref().map_or(0, |s| s.manifest.seq)
+    }
+
+    /// Writes that, applied in order to [`Durable::default`], give exactly
+    /// this state (a host compacts its journal to them).
+    pub fn restate(&self) -> Vec<Write> {
+        let mut w = Vec::new();
+        if let Some(s) = &self.snapshot {
+            w.push(Write::Snapshot(s.clone()));
+        }
+        if self.stable.seq > self.executed_base() {
+            w.push(Write::Stable(self.stable.clone()));
+        }
+        w.push(Write::View { view: self.view, changing: self.changing });
+        if let Some(nv) = &self.new_view {
+            w.push(Write::NewView(nv.clone()));
+        }
+        for (&seq, slot) in &self.slots {
+            // In view order (a pre-prepare replaces the latest only from a
+            // view as high): Q entries (digests only: a null stand-in
+            // batch), then the prepared certificate with its batch, then
+            // the latest pre-prepare, which is the highest view of all.
+            let mut ordered: Vec<(u64, u8, Write)> = Vec::new();
+            for e in &slot.pre_prepared {
+                let batch = Batch::null();
+                ordered.push((
+                    e.view,
+                    0,
+                    Write::PrePrepared { seq, view: e.view, digest: e.digest, batch },
+                ));
+            }
+            if let Some(p) = &slot.prepared {
+                let (view, digest) = (p.view, p.digest);
+                ordered.push((
+                    view,
+                    1,
+                    Write::PrePrepared { seq, view, digest, batch: p.batch.clone() },
+                ));
+                ordered.push((view, 2, Write::Prepared { seq, view, digest }));
+            }
+            if let Some((view, digest, batch)) = &slot.latest {
+                let (view, digest) = (*view, *digest);
+                ordered.push((
+                    view,
+                    3,
+                    Write::PrePrepared { seq, view, digest, batch: batch.clone() },
+                ));
+            }
+            ordered.sort_by_key(|(view, rank, _)| (*view, *rank));
+            w.extend(ordered.into_iter().map(|(_, _, write)| write));
+        }
+        let base = self.executed_base();
+        for (i, batch) in self.executed.iter().enumerate() {
+            w.push(Write::Executed { seq: base + i as u64 + 1, batch: batch.clone() });
+        }
+        w
+    }
+
     /// Applies one synced write.
     pub fn apply(&mut self, write: &Write) {
         match write {
@@ -155,8 +232,25 @@ impl Durable {
                 }
             }
             Write::Executed { seq, batch } => {
-                if *seq == self.executed.len() as u64 + 1 {
+                if *seq == self.executed_base() + self.executed.len() as u64 + 1 {
                     self.executed.push(batch.clone());
+                }
+            }
+            Write::Snapshot(s) => {
+                let (base, seq) = (self.executed_base(), s.manifest.seq);
+                if seq <= base {
+                    return;
+                }
+                let drop = ((seq - base) as usize).min(self.executed.len());
+                if drop < (seq - base) as usize {
+                    self.executed.clear(); // installed from a peer: beyond what ran here
+                } else {
+                    self.executed.drain(..drop);
+                }
+                self.snapshot = Some(s.clone());
+                if s.proof.seq > self.stable.seq {
+                    self.stable = s.proof.clone();
+                    self.slots = self.slots.split_off(&(s.proof.seq + 1));
                 }
             }
             Write::NewView(nv) => {
