@@ -348,6 +348,10 @@ pub enum Message {
         first: u64,
         /// The batches.
         batches: Arc<[Batch]>,
+        /// When the checkpoint asked for is a snapshot checkpoint (its
+        /// digest covers the chain inside a manifest): the sender's manifest
+        /// there, so the chain can be checked.
+        manifest: Option<Arc<SnapshotManifest>>,
     },
     /// The answer to a FETCH the sender cannot serve with batches (it
     /// discarded them): its snapshot and the proof of its manifest. Checked
@@ -460,8 +464,9 @@ impl synod_core::Message for Message {
             Message::Status { .. } => 40,
             Message::Forward { requests, .. } => 16 + batch_bytes(requests),
             Message::Fetch { .. } => 32,
-            Message::State { batches, .. } => {
+            Message::State { batches, manifest, .. } => {
                 16 + batches.iter().map(|b| 16 + batch_bytes(b)).sum::<usize>()
+                    + manifest.as_ref().map_or(0, |m| 96 + m.last_executed.len() * 16)
             }
             Message::SnapshotOffer(o) => {
                 96 + o.manifest.last_executed.len() * 16 + o.proof.proof.len() * (56 + SIG)
@@ -480,4 +485,39 @@ fn view_change_bytes(vc: &ViewChange) -> usize {
         + vc.stable.proof.len() * (56 + SIG)
         + vc.prepared.iter().map(|p| 56 + batch_bytes(&p.batch)).sum::<usize>()
         + vc.pre_prepared.len() * 48
+}
+
+#[cfg(test)]
+mod manifest_tests {
+    use super::*;
+
+    #[test]
+    fn a_manifests_state_digest_covers_every_field() {
+        let m = SnapshotManifest {
+            seq: 256,
+            chain: Digest::of(b"chain"),
+            position: 900,
+            agreed_time: Time::from_millis(5),
+            last_executed: Arc::from(vec![(ClientId(1), 7), (ClientId(2), 3)]),
+            size_bytes: 4096,
+            sha256: Digest::of(b"bytes"),
+        };
+        let changed: Vec<SnapshotManifest> = vec![
+            SnapshotManifest { seq: 384, ..m.clone() },
+            SnapshotManifest { chain: Digest::of(b"other"), ..m.clone() },
+            SnapshotManifest { position: 901, ..m.clone() },
+            SnapshotManifest { agreed_time: Time::from_millis(6), ..m.clone() },
+            SnapshotManifest {
+                last_executed: Arc::from(vec![(ClientId(1), 8), (ClientId(2), 3)]),
+                ..m.clone()
+            },
+            SnapshotManifest { last_executed: Arc::from(vec![(ClientId(1), 7)]), ..m.clone() },
+            SnapshotManifest { size_bytes: 4095, ..m.clone() },
+            SnapshotManifest { sha256: Digest::of(b"lie"), ..m.clone() },
+        ];
+        for other in changed {
+            assert_ne!(other.state(), m.state(), "{other:?}");
+        }
+        assert_eq!(m.clone().state(), m.state());
+    }
 }

@@ -12,7 +12,11 @@
 //! state digest; `q` matching ones make it stable: the low watermark moves
 //! there and the per-sequence state below is discarded. A replica that sees
 //! a stable checkpoint beyond what it executed fetches the batches and
-//! checks them against the checkpoint's digest (state transfer).
+//! checks them against the checkpoint's digest (state transfer). Every
+//! [`Config::snapshot_interval`] sequence numbers the checkpoint signs a
+//! snapshot of the state machine instead; once stable, the executed
+//! history below it is discarded, and a replica that needs state below a
+//! peer's snapshot fetches the snapshot (see `node/snapshots.rs`).
 //!
 //! View change (see [`crate::view_change`]): a backup whose pending request
 //! is not executed in time multicasts a signed VIEW-CHANGE for `v+1`
@@ -1109,10 +1113,18 @@ impl PbftNode {
         let count = ((upto - from + 1) as usize).min(self.config.max_state_transfer_batches);
         let first = (from - self.history_base) as usize - 1;
         let batches: Arc<[Batch]> = self.history[first..first + count].iter().cloned().collect();
-        self.send_to(pos, Message::State { first: from, batches }, out);
+        let target = from + count as u64 - 1;
+        let manifest = self.manifest_at(target);
+        self.send_to(pos, Message::State { first: from, batches, manifest }, out);
     }
 
-    fn on_state(&mut self, first: u64, batches: &[Batch], out: &mut PbftOutput) {
+    fn on_state(
+        &mut self,
+        first: u64,
+        batches: &[Batch],
+        manifest: Option<&SnapshotManifest>,
+        out: &mut PbftOutput,
+    ) {
         if first != self.executed + 1 || self.executed >= self.stable.seq {
             return;
         }
@@ -1127,7 +1139,17 @@ impl PbftNode {
         for (i, d) in digests.iter().enumerate() {
             state = chain(&state, first + i as u64, d);
         }
-        if state != self.stable.state {
+        // A snapshot checkpoint's digest covers the chain inside its
+        // manifest: the sender must supply the manifest.
+        let proved = if self.is_snapshot_seq(target) {
+            match manifest {
+                None => return, // this peer has no manifest there; ask another
+                Some(m) => m.seq == target && m.chain == state && m.state() == self.stable.state,
+            }
+        } else {
+            state == self.stable.state
+        };
+        if !proved {
             self.stats.bad_digest += 1;
             return;
         }
@@ -2071,9 +2093,9 @@ impl Protocol for PbftNode {
                 let Some(pos) = self.mac_sender(from) else { return };
                 self.on_fetch(pos, first, upto, &auth, out);
             }
-            Message::State { first, batches } => {
+            Message::State { first, batches, manifest } => {
                 if self.mac_sender(from).is_some() {
-                    self.on_state(first, &batches, out);
+                    self.on_state(first, &batches, manifest.as_deref(), out);
                 }
             }
             Message::SnapshotOffer(offer) => {
@@ -2086,7 +2108,8 @@ impl Protocol for PbftNode {
             }
             Message::SnapshotChunk { seq, offset, data, auth } => {
                 let Some(pos) = self.mac_sender(from) else { return };
-                self.on_snapshot_chunk(now, pos, seq, offset, data, &auth, out);
+                let chunk = snapshots::Chunk { seq, offset, data, auth };
+                self.on_snapshot_chunk(now, pos, chunk, out);
             }
             Message::ReadQuery { nonce, auth } => {
                 let Some(pos) = self.mac_sender(from) else { return };

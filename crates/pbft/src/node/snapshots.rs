@@ -48,6 +48,14 @@ pub(super) struct PendingTake {
     pub last_executed: Arc<[(ClientId, u64)]>,
 }
 
+/// A SNAPSHOT-CHUNK's fields.
+pub(super) struct Chunk {
+    pub seq: u64,
+    pub offset: u64,
+    pub data: bytes::Bytes,
+    pub auth: crate::Mac,
+}
+
 /// A snapshot being fetched from one peer.
 #[derive(Clone, Debug)]
 pub(super) struct Transfer {
@@ -174,6 +182,18 @@ impl PbftNode {
         self.snapshot = Some(adopted);
     }
 
+    /// This replica's manifest at snapshot sequence number `seq`, if it
+    /// took (or adopted) the snapshot there.
+    pub(super) fn manifest_at(&self, seq: u64) -> Option<Arc<SnapshotManifest>> {
+        if !self.is_snapshot_seq(seq) {
+            return None;
+        }
+        if let Some(m) = self.own_snapshots.get(&seq) {
+            return Some(m.clone());
+        }
+        self.snapshot.as_ref().map(|s| s.manifest.clone()).filter(|m| m.seq == seq)
+    }
+
     /// A FETCH this replica cannot serve from its history: offer its
     /// snapshot (if it covers what was asked).
     pub(super) fn offer_snapshot(&mut self, pos: usize, from: u64, out: &mut PbftOutput) {
@@ -274,12 +294,11 @@ impl PbftNode {
         &mut self,
         now: Time,
         pos: usize,
-        seq: u64,
-        offset: u64,
-        data: bytes::Bytes,
-        auth: &crate::Mac,
+        chunk: Chunk,
         out: &mut PbftOutput,
     ) {
+        let Chunk { seq, offset, data, auth } = chunk;
+        let auth = &auth;
         let Some(t) = self.transfer.as_ref() else { return };
         if t.peer != pos || t.offer.manifest.seq != seq || t.offset != offset {
             return; // stale or duplicate
