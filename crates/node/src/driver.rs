@@ -1546,7 +1546,11 @@ where
                         self.machine.applied_index()
                     )));
                 }
-                tracing::info!(index = meta.index, "installed a snapshot from the leader");
+                tracing::info!(
+                    index = meta.index,
+                    epoch = meta.epoch,
+                    "installed a snapshot from a peer"
+                );
                 Ok(())
             }
             SnapshotAction::Read { .. } | SnapshotAction::Write { .. } => Ok(()),
