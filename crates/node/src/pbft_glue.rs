@@ -432,7 +432,16 @@ fn get_stable(r: &mut Reader<'_>) -> Result<StableCheckpoint, WireError> {
 }
 
 fn put_snapshot_checkpoint(w: &mut Writer, s: &SnapshotCheckpoint) {
-    let m = &s.manifest;
+    put_manifest(w, &s.manifest);
+    put_stable(w, &s.proof);
+}
+
+fn get_snapshot_checkpoint(r: &mut Reader<'_>) -> Result<SnapshotCheckpoint, WireError> {
+    let manifest = Arc::new(get_manifest(r)?);
+    Ok(SnapshotCheckpoint { manifest, proof: get_stable(r)? })
+}
+
+fn put_manifest(w: &mut Writer, m: &SnapshotManifest) {
     w.u64(m.seq);
     put_digest(w, &m.chain);
     w.u64(m.position).u64(m.agreed_time.as_micros());
@@ -442,10 +451,9 @@ fn put_snapshot_checkpoint(w: &mut Writer, s: &SnapshotCheckpoint) {
     }
     w.u64(m.size_bytes);
     put_digest(w, &m.sha256);
-    put_stable(w, &s.proof);
 }
 
-fn get_snapshot_checkpoint(r: &mut Reader<'_>) -> Result<SnapshotCheckpoint, WireError> {
+fn get_manifest(r: &mut Reader<'_>) -> Result<SnapshotManifest, WireError> {
     let seq = r.u64()?;
     let chain = get_digest(r)?;
     let position = r.u64()?;
@@ -455,7 +463,7 @@ fn get_snapshot_checkpoint(r: &mut Reader<'_>) -> Result<SnapshotCheckpoint, Wir
     for _ in 0..n {
         last_executed.push((ClientId(r.u64()?), r.u64()?));
     }
-    let manifest = SnapshotManifest {
+    Ok(SnapshotManifest {
         seq,
         chain,
         position,
@@ -463,8 +471,7 @@ fn get_snapshot_checkpoint(r: &mut Reader<'_>) -> Result<SnapshotCheckpoint, Wir
         last_executed: Arc::from(last_executed),
         size_bytes: r.u64()?,
         sha256: get_digest(r)?,
-    };
-    Ok(SnapshotCheckpoint { manifest: Arc::new(manifest), proof: get_stable(r)? })
+    })
 }
 
 fn put_view_change(w: &mut Writer, vc: &ViewChange) {
@@ -595,11 +602,16 @@ fn encode(msg: &Message) -> Vec<u8> {
             w.u8(9).u64(*from).u64(*upto);
             put_raw(&mut w, auth);
         }
-        Message::State { first, batches } => {
-            w.u8(10).u64(*first);
+        Message::State { first, batches, manifest } => {
+            // Tag 16: with the sender's manifest at a snapshot checkpoint
+            // (tag 10, without, keeps its earlier format).
+            w.u8(if manifest.is_some() { 16 } else { 10 }).u64(*first);
             put_count(&mut w, batches.len());
             for b in batches.iter() {
                 put_batch(&mut w, b);
+            }
+            if let Some(m) = manifest {
+                put_manifest(&mut w, m);
             }
         }
         Message::ReadQuery { nonce, auth } => {
@@ -654,11 +666,12 @@ fn decode(bytes: &Bytes) -> Result<Message, WireError> {
         },
         8 => Message::Forward { requests: get_requests(&mut r)?, auth: get_mac(&mut r)? },
         9 => Message::Fetch { from: r.u64()?, upto: r.u64()?, auth: get_mac(&mut r)? },
-        10 => {
+        tag @ (10 | 16) => {
             let first = r.u64()?;
             let n = get_count(&mut r, "batches", MAX_WIRE_ITEMS, 4)?;
             let batches = (0..n).map(|_| get_batch(&mut r)).collect::<Result<Vec<_>, _>>()?;
-            Message::State { first, batches: Arc::from(batches) }
+            let manifest = if tag == 16 { Some(Arc::new(get_manifest(&mut r)?)) } else { None };
+            Message::State { first, batches: Arc::from(batches), manifest }
         }
         11 => Message::ReadQuery { nonce: r.u64()?, auth: get_mac(&mut r)? },
         12 => Message::ReadIndex { nonce: r.u64()?, seq: r.u64()?, auth: get_mac(&mut r)? },
@@ -1105,7 +1118,16 @@ mod tests {
             Message::Status { view: 4, active: false, executed: 77, auth: [5; MAC_BYTES] },
             Message::Forward { requests: batch(3).requests, auth: [6; MAC_BYTES] },
             Message::Fetch { from: 3, upto: 256, auth: [7; MAC_BYTES] },
-            Message::State { first: 3, batches: Arc::from(vec![batch(1), Batch::null()]) },
+            Message::State {
+                first: 3,
+                batches: Arc::from(vec![batch(1), Batch::null()]),
+                manifest: None,
+            },
+            Message::State {
+                first: 129,
+                batches: Arc::from(vec![batch(2)]),
+                manifest: Some(snapshot_checkpoint().manifest.clone()),
+            },
             Message::ReadQuery { nonce: 11, auth: [8; MAC_BYTES] },
             Message::ReadIndex { nonce: 11, seq: 40, auth: [9; MAC_BYTES] },
             Message::SnapshotOffer(snapshot_checkpoint()),

@@ -38,6 +38,9 @@ use synod_core::{ClientId, SnapshotAction, SnapshotMeta, Time};
 /// snapshot there is still being written.
 const MAX_PENDING_PROOFS: usize = 4;
 
+/// Snapshots asked of the host and not reported that a replica remembers.
+const MAX_PENDING_TAKES: usize = 4;
+
 /// What a replica knows about a snapshot it asked its host to take, until
 /// the host reports it durable with its digest.
 #[derive(Clone, Debug)]
@@ -98,6 +101,11 @@ impl PbftNode {
             last_executed: Arc::from(table),
         };
         self.taking.insert(self.applied_positions, take);
+        // A host whose takes keep failing never answers them: keep the
+        // newest few.
+        while self.taking.len() > MAX_PENDING_TAKES {
+            self.taking.pop_first();
+        }
         out.snapshots.push(SnapshotAction::Take { index: self.applied_positions });
     }
 
