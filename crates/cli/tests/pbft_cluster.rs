@@ -58,6 +58,11 @@ impl PbftCluster {
     }
 
     fn start_with_liar(liar: Option<usize>) -> PbftCluster {
+        PbftCluster::start_with(liar, "")
+    }
+
+    /// `extra` goes into every node's config (top-level settings).
+    fn start_with(liar: Option<usize>, extra: &str) -> PbftCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let keys = Command::new(synod())
             .args(["pbft-keys", "--nodes", "4", "--clients", "2", "--out"])
@@ -71,7 +76,7 @@ impl PbftCluster {
         for i in 1..=N {
             let mut s = format!(
                 "node_id = {i}\nprotocol = \"pbft\"\npbft_keys = \"n{i}.keys\"\n\
-                 data_dir = \"n{i}\"\nsecret_file = \"secret\"\n\
+                 data_dir = \"n{i}\"\nsecret_file = \"secret\"\n{extra}\
                  [timeouts]\nrequest_ms = 3000\n"
             );
             for (j, (client, peer)) in ports.iter().enumerate() {
@@ -378,6 +383,69 @@ async fn a_pbft_cluster_serves_through_every_replica_survives_a_killed_primary_a
     for i in 0..N {
         cluster.check(i, &acked, false).await;
     }
+}
+
+/// Snapshots every 128 sequence numbers (the checkpoint interval): a
+/// backup is killed, the others order more than two snapshot intervals, so
+/// they adopt snapshots and drop the batches the backup misses (and
+/// compact their journals). Restarted, it asks for batches, is offered a
+/// snapshot, fetches and checks it chunk by chunk, installs it and catches
+/// up from there; restarted again, it recovers from that snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_down_for_two_snapshot_intervals_catches_up_by_installing_a_snapshot() {
+    let mut cluster = PbftCluster::start_with(None, "pbft_snapshot_interval = 128\n");
+    let (primary, _) = cluster.primary().await;
+    let mut acked = BTreeMap::new();
+    cluster.put_many(&mut acked, 0, 10).await;
+    let down = (primary + 1) % N;
+    cluster.kill(down);
+    // Past two snapshot intervals (2 × 128 sequence numbers, one put each
+    // at least) and the checkpoint after.
+    cluster.put_many(&mut acked, 100, 300).await;
+    let others: Vec<usize> = cluster.live();
+    let dir = cluster.dir.path().to_path_buf();
+    let log =
+        |i: usize| std::fs::read_to_string(dir.join(format!("n{}.log", i + 1))).unwrap_or_default();
+    for &i in &others {
+        assert!(log(i).contains("took a snapshot"), "replica {}\n{}", i + 1, cluster.logs());
+    }
+    let target = status(&cluster.endpoint(others[0])).await.expect("status").applied_index;
+    cluster.spawn(down);
+    let deadline = Instant::now() + 2 * WAIT;
+    let mut next_key = 1000;
+    loop {
+        let back = status(&cluster.endpoint(down)).await.map(|s| s.applied_index);
+        if back.is_some_and(|b| b >= target) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica {} did not catch up: {back:?} < {target}\n{}",
+            down + 1,
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cluster.put_through(&others, &mut acked, next_key, 5).await;
+        next_key += 5;
+    }
+    assert!(
+        log(down).contains("installed a snapshot from a peer"),
+        "replica {} caught up without a snapshot\n{}",
+        down + 1,
+        cluster.logs()
+    );
+    // Every acknowledged write reads back through it (linearizably).
+    cluster.check(down, &acked, false).await;
+    // Restarted again, it starts from the snapshot it installed.
+    cluster.kill(down);
+    cluster.spawn(down);
+    let deadline = Instant::now() + WAIT;
+    while status(&cluster.endpoint(down)).await.is_none() {
+        assert!(Instant::now() < deadline, "it did not restart\n{}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(log(down).contains("loaded snapshot"), "{}", cluster.logs());
+    cluster.check(down, &acked, false).await;
 }
 
 /// `synod kv ARGS` through `endpoints` with the client key `c1.keys`, run in

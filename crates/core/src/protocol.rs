@@ -195,6 +195,29 @@ pub trait Protocol: Sized {
         let _ = (now, index, size_bytes, out);
     }
 
+    /// Whether the host must hand the SHA-256 of a snapshot's bytes to
+    /// [`Protocol::snapshot_taken_with_digest`] (a Byzantine core signs it
+    /// into its checkpoints, so that a replica fetching the snapshot from
+    /// one peer can check it against a quorum's digest). Cores that trust
+    /// their peers leave it false; hosts may then skip the hashing.
+    const SNAPSHOT_DIGESTS: bool = false;
+
+    /// [`Protocol::snapshot_taken`] with the SHA-256 of the snapshot's
+    /// bytes (exactly the bytes [`SnapshotAction::Read`] serves, in order).
+    /// Hosts call this one when [`Protocol::SNAPSHOT_DIGESTS`] is set;
+    /// the default ignores the digest.
+    fn snapshot_taken_with_digest(
+        &mut self,
+        now: Time,
+        index: u64,
+        size_bytes: u64,
+        sha256: [u8; 32],
+        out: &mut Output<Self::Message, Self::Write>,
+    ) {
+        let _ = sha256;
+        self.snapshot_taken(now, index, size_bytes, out);
+    }
+
     /// The host read the chunk a [`SnapshotAction::Read`] asked for: `data`
     /// holds the snapshot at `index` from byte `offset` (fewer bytes than
     /// asked only at its end). The core sends it to `to`.

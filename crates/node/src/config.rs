@@ -132,6 +132,11 @@ pub struct NodeConfig {
     /// PBFT: this node's key file ([`crate::pbft_keys`]).
     #[serde(default)]
     pub pbft_keys: Option<PathBuf>,
+    /// PBFT: a snapshot (and a compaction of the journal) every this many
+    /// sequence numbers, a multiple of 128 (absent: 1024). Raft and Paxos
+    /// use `snapshot_interval_entries`.
+    #[serde(default)]
+    pub pbft_snapshot_interval: Option<u64>,
     /// Address of the HTTP `/metrics` and `/health` endpoint, if any.
     #[serde(default)]
     pub metrics_addr: Option<SocketAddr>,
@@ -344,6 +349,7 @@ impl NodeConfig {
             ),
             snapshot_interval_entries: self.snapshot_interval_entries,
             pbft_keys: self.pbft_keys.clone().map(|p| (synod_core::NodeId(self.node_id), p)),
+            pbft_snapshot_interval: self.pbft_snapshot_interval,
         }
     }
 

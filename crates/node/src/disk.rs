@@ -47,7 +47,9 @@
 //!   records below `purged_record` (obsolete) may be gone.
 //! - PBFT ([`crate::pbft_glue`]): `synced_record`, raised when the file is
 //!   saved — before the first record, at each view change and stable
-//!   checkpoint; the journal is never cut.
+//!   checkpoint; the journal loses only records before a durable
+//!   restatement (compaction) and a restatement a crash tore (which
+//!   restates records before it).
 //!
 //! Entries made durable after the last save are not covered: losing them
 //! is reported as a torn tail and the node starts, as before.
@@ -275,10 +277,18 @@ pub(crate) mod test_support {
         dir: &Path,
         fs: &synod_storage::FaultFs,
     ) -> Result<(super::Disk, Option<Vec<u8>>), crate::error::NodeError> {
+        open_on_fault_fs_with(dir, fs, synod_storage::WalOptions::default())
+    }
+
+    /// [`open_on_fault_fs`] with the log's `options` (small segments).
+    pub fn open_on_fault_fs_with(
+        dir: &Path,
+        fs: &synod_storage::FaultFs,
+        options: synod_storage::WalOptions,
+    ) -> Result<(super::Disk, Option<Vec<u8>>), crate::error::NodeError> {
         use std::sync::Arc;
         let (mut disk, _) = super::Disk::open(dir)?;
         let root = Path::new("/node");
-        let options = synod_storage::WalOptions::default();
         let (wal, recovered) =
             synod_storage::Wal::open_with(Arc::new(fs.clone()), root.join("wal"), options)?;
         let (hard_state, saved) =

@@ -487,7 +487,10 @@ where
             snapshot_index: current_snapshot,
         };
         let (status_tx, status_rx) = watch::channel(status);
-        let snapshotter = Snapshotter::new(disk.snapshots.clone());
+        let mut snapshotter = Snapshotter::new(disk.snapshots.clone());
+        if P::SNAPSHOT_DIGESTS {
+            snapshotter.hash_snapshots();
+        }
         let chunks = ChunkReader::new(disk.snapshots.clone());
         let directory = Directory::load(disk.dir())?.unwrap_or_else(|| config.directory.clone());
         let driver = Driver {
@@ -1543,7 +1546,11 @@ where
                         self.machine.applied_index()
                     )));
                 }
-                tracing::info!(index = meta.index, "installed a snapshot from the leader");
+                tracing::info!(
+                    index = meta.index,
+                    epoch = meta.epoch,
+                    "installed a snapshot from a peer"
+                );
                 Ok(())
             }
             SnapshotAction::Read { .. } | SnapshotAction::Write { .. } => Ok(()),
@@ -1570,13 +1577,21 @@ where
         Ok(())
     }
 
-    /// A snapshot taken here is durable: the core may compact its log.
+    /// A snapshot taken here is durable: the core may compact its log
+    /// (PBFT: sign its checkpoint with the snapshot's SHA-256, and adopt
+    /// it once a quorum agrees).
     fn on_snapshot_written(&mut self, t: TakenSnapshot) {
         Metrics::add(&self.metrics.snapshots, 1);
         tracing::info!(index = t.index, bytes = t.size_bytes, "took a snapshot");
         self.current_snapshot = self.current_snapshot.max(t.index);
         let now = self.now();
-        self.core.snapshot_taken(now, t.index, t.size_bytes, &mut self.out);
+        if P::SNAPSHOT_DIGESTS {
+            let sha256 =
+                t.sha256.expect("the snapshotter hashes for a protocol that signs digests");
+            self.core.snapshot_taken_with_digest(now, t.index, t.size_bytes, sha256, &mut self.out);
+        } else {
+            self.core.snapshot_taken(now, t.index, t.size_bytes, &mut self.out);
+        }
     }
 
     /// Deletes the snapshot files older than the core's snapshot once the

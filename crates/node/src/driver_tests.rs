@@ -50,6 +50,7 @@ fn one_node_config() -> DriverConfig {
             max_clock_skew: Duration::from_secs(1),
             snapshot_interval_entries: SNAPSHOT_EVERY,
             pbft_keys: None,
+            pbft_snapshot_interval: None,
         },
         kv: KvConfig::default(),
         directory: crate::members::Directory::default(),

@@ -31,6 +31,10 @@ pub struct ProtocolSettings {
     pub snapshot_interval_entries: u64,
     /// This node and its PBFT key file (`pbft_keys`); PBFT only.
     pub pbft_keys: Option<(NodeId, PathBuf)>,
+    /// PBFT: a snapshot every this many sequence numbers (a multiple of
+    /// the checkpoint interval, 128); `None`: the core's default. Raft and
+    /// Paxos use `snapshot_interval_entries` instead.
+    pub pbft_snapshot_interval: Option<u64>,
 }
 
 impl Default for ProtocolSettings {
@@ -42,6 +46,7 @@ impl Default for ProtocolSettings {
             max_clock_skew: Duration::from_secs(1),
             snapshot_interval_entries: 10_000,
             pbft_keys: None,
+            pbft_snapshot_interval: None,
         }
     }
 }

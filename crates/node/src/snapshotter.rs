@@ -43,6 +43,7 @@
 use crate::error::NodeError;
 use crate::machine::Machine;
 use bytes::Bytes;
+use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::io::{Read, Write as _};
 use std::sync::{Arc, Condvar, Mutex};
@@ -59,6 +60,10 @@ pub struct TakenSnapshot {
     pub index: u64,
     /// Its size in bytes (the machine's encoding, without the file header).
     pub size_bytes: u64,
+    /// The SHA-256 of those bytes — exactly what [`ChunkReader`] serves
+    /// from the file, in order — when the snapshotter hashes
+    /// ([`Snapshotter::hash_snapshots`]).
+    pub sha256: Option<[u8; 32]>,
 }
 
 /// A snapshot that could not be made durable.
@@ -149,6 +154,8 @@ pub struct Snapshotter {
     removal: Option<Removal>,
     /// A removal asked for while one runs (the highest bound).
     removal_waiting: Option<u64>,
+    /// Whether each snapshot's SHA-256 is computed as it is written.
+    hash: bool,
 }
 
 impl std::fmt::Debug for Snapshotter {
@@ -172,7 +179,15 @@ impl Snapshotter {
             deferred: 0,
             removal: None,
             removal_waiting: None,
+            hash: false,
         }
+    }
+
+    /// Computes each snapshot's SHA-256 while writing it (a protocol that
+    /// signs snapshot digests, `Protocol::SNAPSHOT_DIGESTS`: PBFT), in
+    /// [`TakenSnapshot::sha256`].
+    pub fn hash_snapshots(&mut self) {
+        self.hash = true;
     }
 
     /// Makes every writer wait at `gate` before writing.
@@ -212,6 +227,7 @@ impl Snapshotter {
         let index = view.applied_index();
         let store = self.store.clone();
         let gate = self.gate.clone();
+        let hash = self.hash;
         let (tx, done) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name(format!("synod-snapshot-{index}"))
@@ -219,7 +235,7 @@ impl Snapshotter {
                 if let Some(gate) = gate {
                     gate.wait();
                 }
-                let _ = tx.send(write(&store, index, &view));
+                let _ = tx.send(write(&store, index, &view, hash));
             })
             .map_err(|e| NodeError::Startup(format!("cannot start a snapshot thread: {e}")))?;
         self.in_flight = Some(InFlight { index, done, thread });
@@ -484,12 +500,38 @@ fn panicked(index: u64) -> TakeFailed {
     }
 }
 
+/// An [`io::Write`](std::io::Write) that hashes what it passes on: the
+/// SHA-256 of exactly the bytes the inner writer accepted, in order (no
+/// hasher: it only passes them on).
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Option<Sha256>,
+}
+
+impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buf[..n]);
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Encodes `view` straight into the durable snapshot `index` (keeping older
 /// ones): chunks of the encoding go to the store's temporary file as they
-/// are produced, then it is fsynced and renamed into place.
-fn write(store: &SnapshotStore, index: u64, view: &Machine) -> Outcome {
+/// are produced (hashed on the way when `hash`), then it is fsynced and
+/// renamed into place. The store's file header and metadata (empty) are
+/// not part of the data: the hash covers exactly what a reader of the
+/// snapshot gets ([`SnapshotReader`]'s `Read`, which [`ChunkReader`] serves).
+fn write(store: &SnapshotStore, index: u64, view: &Machine, hash: bool) -> Outcome {
     let failed = |error| TakeFailed { index, error };
-    let mut writer = store.begin(index, &[]).map_err(|e| failed(e.into()))?;
+    let writer = store.begin(index, &[]).map_err(|e| failed(e.into()))?;
+    let mut writer = HashingWriter { inner: writer, hasher: hash.then(Sha256::new) };
     let size_bytes = view.write_snapshot(&mut writer).map_err(|e| {
         // A failed piece fsync poisoned the store: that is fatal.
         let error = store.check_poisoned().err().unwrap_or_else(|| {
@@ -497,8 +539,10 @@ fn write(store: &SnapshotStore, index: u64, view: &Machine) -> Outcome {
         });
         failed(NodeError::Storage(error))
     })?;
+    let HashingWriter { inner: writer, hasher } = writer;
     writer.finish_keeping_older().map_err(|e| failed(e.into()))?;
-    Ok(TakenSnapshot { index, size_bytes })
+    let sha256 = hasher.map(|h| h.finalize().into());
+    Ok(TakenSnapshot { index, size_bytes, sha256 })
 }
 
 #[cfg(test)]
@@ -649,6 +693,32 @@ mod tests {
         assert_eq!(chunks.read(a, 7, 0, 100).expect("read"), None, "not held");
         chunks.keep_only(201);
         assert_eq!(chunks.open_readers(), 0);
+    }
+
+    /// PBFT signs the SHA-256 of a snapshot into its checkpoint, and a
+    /// peer checks the bytes it fetches against it: the digest must cover
+    /// exactly what `ChunkReader` serves (the machine's encoding, not the
+    /// file's header).
+    #[test]
+    fn the_digest_covers_exactly_the_bytes_served_to_peers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SnapshotStore::open(dir.path()).expect("store");
+        let mut s = Snapshotter::new(store.clone());
+        s.take(machine_at(30)).expect("take");
+        let plain = s.wait_idle().expect("in flight").expect("written");
+        assert_eq!(plain.sha256, None, "no hashing unless asked");
+        s.hash_snapshots();
+        s.take(machine_at(31)).expect("take");
+        let taken = s.wait_idle().expect("in flight").expect("written");
+        let mut chunks = ChunkReader::new(store);
+        let mut served = Vec::new();
+        while (served.len() as u64) < taken.size_bytes {
+            let at = served.len() as u64;
+            let chunk = chunks.read(NodeId(2), 31, at, 100).expect("read").expect("held");
+            served.extend_from_slice(&chunk);
+        }
+        assert_eq!(served, machine_at(31).snapshot().to_vec());
+        assert_eq!(taken.sha256, Some(Sha256::digest(&served).into()));
     }
 
     #[test]

@@ -141,6 +141,14 @@ pub struct Config {
     pub read_timeout: Duration,
     /// Batches one state-transfer reply carries at most.
     pub max_state_transfer_batches: usize,
+    /// A snapshot of the state machine every this many sequence numbers
+    /// (a multiple of `checkpoint_interval`): its checkpoint signs the
+    /// snapshot's digest, and once it is stable the executed history below
+    /// it is discarded and a lagging replica fetches the snapshot instead of
+    /// the batches. Checkpoints in between sign the hash chain only.
+    pub snapshot_interval: u64,
+    /// Bytes of a snapshot one state-transfer message carries at most.
+    pub snapshot_chunk_bytes: usize,
     /// δ: how far a PRE-PREPARE's timestamp may be from this backup's own
     /// clock, either way, for the backup to PREPARE it (the agreed clock,
     /// see [`crate::message::Batch`]). It must cover the clock skew between
@@ -183,6 +191,8 @@ impl Config {
             max_pending_reads: 10_000,
             read_timeout: Duration::from_secs(2),
             max_state_transfer_batches: 1 << 16,
+            snapshot_interval: 1024,
+            snapshot_chunk_bytes: 256 * 1024,
             max_clock_skew: Duration::from_secs(1),
             shared_checks: None,
             auth_meter: None,
@@ -211,6 +221,16 @@ impl Config {
             return Err(
                 "log_window must be a multiple of checkpoint_interval, at least twice it".into()
             );
+        }
+        if self.snapshot_interval == 0
+            || !self.snapshot_interval.is_multiple_of(self.checkpoint_interval)
+        {
+            return Err(
+                "snapshot_interval must be a positive multiple of checkpoint_interval".into()
+            );
+        }
+        if self.snapshot_chunk_bytes == 0 {
+            return Err("snapshot_chunk_bytes must be positive".into());
         }
         if self.max_batch == 0 || self.max_inflight_batches == 0 {
             return Err("max_batch and max_inflight_batches must be positive".into());

@@ -8,6 +8,9 @@
 //! so their state machines (and session/reply caches, which are part of
 //! them) are equal; the batch digest covers the batch's timestamp, so they
 //! also executed every request at the same agreed time. State transfer checks fetched batches by recomputing it.
+//! At snapshot checkpoints the signed digest is a manifest's
+//! ([`crate::message::SnapshotManifest::state`]), which holds the chain and
+//! the SHA-256 of the state machine's snapshot.
 
 use crate::message::Batch;
 use sha2::{Digest as _, Sha256};

@@ -17,7 +17,8 @@
 //! - [`storage`]: what a replica persists and why;
 //! - [`view_change`]: the NEW-VIEW decision (checkpoint and O) from a set
 //!   of VIEW-CHANGEs, run by the new primary and re-run by every backup;
-//! - [`node`]: [`PbftNode`], the replica.
+//! - [`node`]: [`PbftNode`], the replica (its snapshot checkpoints,
+//!   garbage collection and snapshot transfer in `node/snapshots.rs`).
 //!
 //! Quorum sizes come from [`synod_core::quorum`] only.
 #![deny(missing_docs)]

@@ -11,7 +11,7 @@ use crate::auth::{Auth, Header, Mac};
 use crate::digest::{BodyHasher, Digest};
 pub use ed25519_dalek::Signature;
 use std::sync::Arc;
-use synod_core::{Command, NodeId, Time};
+use synod_core::{ClientId, Command, NodeId, Time};
 
 /// Client requests, shared (a multicast clones the pointer).
 pub type Requests = Arc<[Command]>;
@@ -62,6 +62,8 @@ pub(crate) mod tag {
     pub const READ_QUERY: u8 = 7;
     pub const READ_INDEX: u8 = 8;
     pub const FORWARD: u8 = 9;
+    pub const SNAPSHOT_FETCH: u8 = 10;
+    pub const SNAPSHOT_CHUNK: u8 = 11;
 }
 
 /// ⟨PRE-PREPARE, v, n, d⟩ with the batch `m` beside it.
@@ -169,6 +171,60 @@ pub struct StableCheckpoint {
     pub state: Digest,
     /// The proof.
     pub proof: Arc<[Checkpoint]>,
+}
+
+/// What a *snapshot checkpoint* (every [`Config::snapshot_interval`]
+/// sequence numbers) commits to: the core's own state after `seq` and the
+/// digest of the state machine's snapshot there. Its [`state`] is the
+/// digest the CHECKPOINT at `seq` signs, so 2f+1 matching CHECKPOINTs prove
+/// the manifest, and the manifest proves the snapshot's bytes: a replica
+/// fetching the snapshot from a single (possibly faulty) peer checks every
+/// byte against a quorum's word.
+///
+/// [`Config::snapshot_interval`]: crate::Config::snapshot_interval
+/// [`state`]: SnapshotManifest::state
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotManifest {
+    /// The sequence number executed last.
+    pub seq: u64,
+    /// The hash chain after `seq` (what the execution continues from).
+    pub chain: Digest,
+    /// The position of the last command applied (the snapshot's index).
+    pub position: u64,
+    /// The agreed clock after `seq`.
+    pub agreed_time: Time,
+    /// Each client's latest executed request (replay protection), sorted by
+    /// client.
+    pub last_executed: Arc<[(ClientId, u64)]>,
+    /// The snapshot's length in bytes.
+    pub size_bytes: u64,
+    /// SHA-256 of the snapshot's bytes.
+    pub sha256: Digest,
+}
+
+impl SnapshotManifest {
+    /// The state digest a CHECKPOINT at `seq` signs.
+    pub fn state(&self) -> Digest {
+        let mut h = BodyHasher::new(b"snapshot-checkpoint");
+        h.u64(self.seq).digest(&self.chain).u64(self.position);
+        h.u64(self.agreed_time.as_micros());
+        h.u64(self.last_executed.len() as u64);
+        for (client, seq) in self.last_executed.iter() {
+            h.u64(client.0).u64(*seq);
+        }
+        h.u64(self.size_bytes).digest(&self.sha256);
+        h.finish()
+    }
+}
+
+/// A snapshot this replica holds durably, with the stable checkpoint that
+/// proves its manifest (`proof.state == manifest.state()`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotCheckpoint {
+    /// What the snapshot is.
+    pub manifest: Arc<SnapshotManifest>,
+    /// 2f+1 matching CHECKPOINTs at `manifest.seq`.
+    pub proof: StableCheckpoint,
 }
 
 /// An element of a VIEW-CHANGE's P: a request prepared at the sender.
@@ -320,6 +376,35 @@ pub enum Message {
         first: u64,
         /// The batches.
         batches: Arc<[Batch]>,
+        /// When the checkpoint asked for is a snapshot checkpoint (its
+        /// digest covers the chain inside a manifest): the sender's manifest
+        /// there, so the chain can be checked.
+        manifest: Option<Arc<SnapshotManifest>>,
+    },
+    /// The answer to a FETCH the sender cannot serve with batches (it
+    /// discarded them): its snapshot and the proof of its manifest. Checked
+    /// by the proof alone.
+    SnapshotOffer(Arc<SnapshotCheckpoint>),
+    /// Asks for the bytes of the snapshot at `seq` from `offset`.
+    SnapshotFetch {
+        /// The snapshot (its sequence number).
+        seq: u64,
+        /// The first byte wanted.
+        offset: u64,
+        /// MAC.
+        auth: Mac,
+    },
+    /// Bytes of the snapshot at `seq` from `offset` (checked as they
+    /// arrive against the manifest's SHA-256).
+    SnapshotChunk {
+        /// The snapshot (its sequence number).
+        seq: u64,
+        /// Where `data` starts.
+        offset: u64,
+        /// The bytes.
+        data: bytes::Bytes,
+        /// MAC over the header and the data's digest.
+        auth: Mac,
     },
     /// A read barrier asks for the highest sequence number prepared.
     ReadQuery {
@@ -353,6 +438,14 @@ impl Message {
         let t = if answer { tag::READ_INDEX } else { tag::READ_QUERY };
         Header::new(t, [nonce, seq, 0, 0], &Digest::ZERO)
     }
+    /// The MAC header of a SNAPSHOT-FETCH.
+    pub fn snapshot_fetch_header(seq: u64, offset: u64) -> Header {
+        Header::new(tag::SNAPSHOT_FETCH, [seq, offset, 0, 0], &Digest::ZERO)
+    }
+    /// The MAC header of a SNAPSHOT-CHUNK.
+    pub fn snapshot_chunk_header(seq: u64, offset: u64, data: &[u8]) -> Header {
+        Header::new(tag::SNAPSHOT_CHUNK, [seq, offset, data.len() as u64, 0], &Digest::of(data))
+    }
     /// The MAC header of a FORWARD.
     pub fn forward_header(digest: &Digest) -> Header {
         Header::new(tag::FORWARD, [0; 4], digest)
@@ -377,6 +470,9 @@ impl synod_core::Message for Message {
             Message::Forward { .. } => "forward",
             Message::Fetch { .. } => "fetch",
             Message::State { .. } => "state",
+            Message::SnapshotOffer(_) => "snapshot-offer",
+            Message::SnapshotFetch { .. } => "snapshot-fetch",
+            Message::SnapshotChunk { .. } => "snapshot-chunk",
             Message::ReadQuery { .. } => "read-query",
             Message::ReadIndex { .. } => "read-index",
         }
@@ -398,9 +494,15 @@ impl synod_core::Message for Message {
             Message::Suspect(_) => 16 + SIG,
             Message::Forward { requests, .. } => 16 + batch_bytes(requests),
             Message::Fetch { .. } => 32,
-            Message::State { batches, .. } => {
+            Message::State { batches, manifest, .. } => {
                 16 + batches.iter().map(|b| 16 + batch_bytes(b)).sum::<usize>()
+                    + manifest.as_ref().map_or(0, |m| 96 + m.last_executed.len() * 16)
             }
+            Message::SnapshotOffer(o) => {
+                96 + o.manifest.last_executed.len() * 16 + o.proof.proof.len() * (56 + SIG)
+            }
+            Message::SnapshotFetch { .. } => 32,
+            Message::SnapshotChunk { data, .. } => 32 + data.len(),
             Message::ReadQuery { .. } => 24,
             Message::ReadIndex { .. } => 32,
         }
@@ -413,4 +515,39 @@ fn view_change_bytes(vc: &ViewChange) -> usize {
         + vc.stable.proof.len() * (56 + SIG)
         + vc.prepared.iter().map(|p| 56 + batch_bytes(&p.batch)).sum::<usize>()
         + vc.pre_prepared.len() * 48
+}
+
+#[cfg(test)]
+mod manifest_tests {
+    use super::*;
+
+    #[test]
+    fn a_manifests_state_digest_covers_every_field() {
+        let m = SnapshotManifest {
+            seq: 256,
+            chain: Digest::of(b"chain"),
+            position: 900,
+            agreed_time: Time::from_millis(5),
+            last_executed: Arc::from(vec![(ClientId(1), 7), (ClientId(2), 3)]),
+            size_bytes: 4096,
+            sha256: Digest::of(b"bytes"),
+        };
+        let changed: Vec<SnapshotManifest> = vec![
+            SnapshotManifest { seq: 384, ..m.clone() },
+            SnapshotManifest { chain: Digest::of(b"other"), ..m.clone() },
+            SnapshotManifest { position: 901, ..m.clone() },
+            SnapshotManifest { agreed_time: Time::from_millis(6), ..m.clone() },
+            SnapshotManifest {
+                last_executed: Arc::from(vec![(ClientId(1), 8), (ClientId(2), 3)]),
+                ..m.clone()
+            },
+            SnapshotManifest { last_executed: Arc::from(vec![(ClientId(1), 7)]), ..m.clone() },
+            SnapshotManifest { size_bytes: 4095, ..m.clone() },
+            SnapshotManifest { sha256: Digest::of(b"lie"), ..m.clone() },
+        ];
+        for other in changed {
+            assert_ne!(other.state(), m.state(), "{other:?}");
+        }
+        assert_eq!(m.clone().state(), m.state());
+    }
 }

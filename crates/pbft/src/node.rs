@@ -12,7 +12,11 @@
 //! state digest; `q` matching ones make it stable: the low watermark moves
 //! there and the per-sequence state below is discarded. A replica that sees
 //! a stable checkpoint beyond what it executed fetches the batches and
-//! checks them against the checkpoint's digest (state transfer).
+//! checks them against the checkpoint's digest (state transfer). Every
+//! [`Config::snapshot_interval`] sequence numbers the checkpoint signs a
+//! snapshot of the state machine instead; once stable, the executed
+//! history below it is discarded, and a replica that needs state below a
+//! peer's snapshot fetches the snapshot (see `node/snapshots.rs`).
 //!
 //! View change (see [`crate::view_change`]): a backup whose pending request
 //! is not executed in time *suspects* the primary: it multicasts a signed
@@ -92,12 +96,14 @@ use crate::auth::{AuthStats, Keyring};
 use crate::config::{Config, InjectedBug};
 use crate::digest::{Digest, batch_digest, chain, requests_digest};
 use crate::message::{
-    Batch, Checkpoint, Message, NewView, PrePrepare, PreparedEntry, StableCheckpoint, Suspect,
-    ViewChange, Vote,
+    Batch, Checkpoint, Message, NewView, PrePrepare, PreparedEntry, SnapshotCheckpoint,
+    SnapshotManifest, StableCheckpoint, Suspect, ViewChange, Vote,
 };
 use crate::request::{RequestCheck, inner_op};
 use crate::storage::{Durable, Write, note_q};
 use crate::view_change;
+
+mod snapshots;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use synod_core::{
@@ -258,9 +264,27 @@ pub struct PbftNode {
     // Execution.
     executed: u64,
     state: Digest,
+    /// `history[i]` is the batch executed at `history_base + i + 1`.
     history: Vec<Batch>,
     /// `history_digests[i]` is the digest of `history[i]`.
     history_digests: Vec<Digest>,
+    /// The executed history below this was discarded (the adopted
+    /// snapshot's sequence number, or 0).
+    history_base: u64,
+    /// The snapshot adopted last (durable at the host and proved).
+    snapshot: Option<Arc<SnapshotCheckpoint>>,
+    /// Snapshots asked of the host and not reported yet, by position.
+    taking: BTreeMap<u64, snapshots::PendingTake>,
+    /// Snapshots durable at the host and not adopted yet, by sequence
+    /// number.
+    own_snapshots: BTreeMap<u64, Arc<SnapshotManifest>>,
+    /// Stable checkpoints at snapshot sequence numbers above the adopted
+    /// snapshot (waiting for this replica's own snapshot there).
+    snapshot_proofs: BTreeMap<u64, StableCheckpoint>,
+    /// The snapshot being fetched.
+    transfer: Option<snapshots::Transfer>,
+    /// Snapshots fetched and installed in this incarnation.
+    installed_snapshots: u64,
     /// History entries already emitted in this incarnation.
     emitted: u64,
     /// The agreed clock after the last emitted batch: the largest timestamp
@@ -339,12 +363,19 @@ impl PbftNode {
         self.executed
     }
     /// The batch executed at `seq`, if executed.
+    /// `None` below [`PbftNode::history_base`] (discarded).
     pub fn executed_batch(&self, seq: u64) -> Option<&Batch> {
-        seq.checked_sub(1).and_then(|i| self.history.get(i as usize))
+        seq.checked_sub(self.history_base + 1).and_then(|i| self.history.get(i as usize))
     }
-    /// The digest of the batch executed at `seq`, if executed.
+    /// The digest of the batch executed at `seq`, if executed and still
+    /// held.
     pub fn executed_digest(&self, seq: u64) -> Option<Digest> {
-        seq.checked_sub(1).and_then(|i| self.history_digests.get(i as usize)).copied()
+        let i = seq.checked_sub(self.history_base + 1)?;
+        self.history_digests.get(i as usize).copied()
+    }
+    /// Snapshots fetched from peers and installed in this incarnation.
+    pub fn installed_snapshots(&self) -> u64 {
+        self.installed_snapshots
     }
     /// The low watermark h (the last stable checkpoint).
     pub fn low_watermark(&self) -> u64 {
@@ -466,7 +497,11 @@ impl PbftNode {
             }
         }
         debug_assert!(self.executed >= self.emitted || self.emitted == 0);
-        assert!(self.executed <= self.history.len() as u64, "executed beyond the recorded history");
+        assert_eq!(
+            self.executed,
+            self.history_base + self.history.len() as u64,
+            "the history holds every batch executed above its base"
+        );
     }
 
     /// Emits history recovered from disk that this incarnation has not
@@ -474,7 +509,7 @@ impl PbftNode {
     fn flush(&mut self, out: &mut PbftOutput) {
         while self.emitted < self.executed {
             let seq = self.emitted + 1;
-            let batch = self.history[seq as usize - 1].clone();
+            let batch = self.history[(seq - self.history_base) as usize - 1].clone();
             self.emit(seq, &batch, out);
         }
         if self.announce_view_change {
@@ -935,7 +970,13 @@ impl PbftNode {
             self.pending.retain(|(client, seq), _| last.get(client).is_none_or(|l| seq >= l));
         }
         self.emit(seq, &batch, out);
-        if seq.is_multiple_of(self.config.checkpoint_interval) {
+        if self.is_snapshot_seq(seq) {
+            // Its CHECKPOINT signs the snapshot's digest: it leaves when
+            // the host reports the snapshot durable.
+            if checkpoint {
+                self.take_snapshot(seq, out);
+            }
+        } else if seq.is_multiple_of(self.config.checkpoint_interval) {
             self.own_checkpoints.insert(seq, self.state);
             if checkpoint {
                 let d = Checkpoint::digest(seq, &self.state, self.id);
@@ -1040,12 +1081,18 @@ impl PbftNode {
         if self.executed < seq {
             self.fetch_deadline = Time::ZERO; // fetch on the next tick
         }
+        let stable = self.stable.clone();
+        self.note_stable(&stable, out);
         self.send_batches(out);
     }
 
     fn fetch(&mut self, now: Time, out: &mut PbftOutput) {
         if self.executed >= self.stable.seq {
             self.fetch_deadline = Time::MAX;
+            self.transfer = None;
+            return;
+        }
+        if self.continue_transfer(now, out) {
             return;
         }
         let signers: Vec<usize> = self
@@ -1081,16 +1128,31 @@ impl PbftNode {
             self.stats.bad_mac += 1;
             return;
         }
-        if from == 0 || upto < from || upto > self.executed {
+        if from == 0 || upto < from {
+            return;
+        }
+        if from <= self.history_base {
+            self.offer_snapshot(pos, from, out);
+            return;
+        }
+        if upto > self.executed {
             return;
         }
         let count = ((upto - from + 1) as usize).min(self.config.max_state_transfer_batches);
-        let batches: Arc<[Batch]> =
-            self.history[from as usize - 1..from as usize - 1 + count].iter().cloned().collect();
-        self.send_to(pos, Message::State { first: from, batches }, out);
+        let first = (from - self.history_base) as usize - 1;
+        let batches: Arc<[Batch]> = self.history[first..first + count].iter().cloned().collect();
+        let target = from + count as u64 - 1;
+        let manifest = self.manifest_at(target);
+        self.send_to(pos, Message::State { first: from, batches, manifest }, out);
     }
 
-    fn on_state(&mut self, first: u64, batches: &[Batch], out: &mut PbftOutput) {
+    fn on_state(
+        &mut self,
+        first: u64,
+        batches: &[Batch],
+        manifest: Option<&SnapshotManifest>,
+        out: &mut PbftOutput,
+    ) {
         if first != self.executed + 1 || self.executed >= self.stable.seq {
             return;
         }
@@ -1105,7 +1167,17 @@ impl PbftNode {
         for (i, d) in digests.iter().enumerate() {
             state = chain(&state, first + i as u64, d);
         }
-        if state != self.stable.state {
+        // A snapshot checkpoint's digest covers the chain inside its
+        // manifest: the sender must supply the manifest.
+        let proved = if self.is_snapshot_seq(target) {
+            match manifest {
+                None => return, // this peer has no manifest there; ask another
+                Some(m) => m.seq == target && m.chain == state && m.state() == self.stable.state,
+            }
+        } else {
+            state == self.stable.state
+        };
+        if !proved {
             self.stats.bad_digest += 1;
             return;
         }
@@ -1959,6 +2031,13 @@ impl Protocol for PbftNode {
             state: Digest::ZERO,
             history: Vec::with_capacity(durable.executed.len()),
             history_digests: Vec::with_capacity(durable.executed.len()),
+            history_base: 0,
+            snapshot: None,
+            taking: BTreeMap::new(),
+            own_snapshots: BTreeMap::new(),
+            snapshot_proofs: BTreeMap::new(),
+            transfer: None,
+            installed_snapshots: 0,
             emitted: 0,
             agreed_time: Time::ZERO,
             clock: now,
@@ -1979,7 +2058,9 @@ impl Protocol for PbftNode {
             status_deadline: now,
             peer_executed: vec![u64::MAX; n],
             peer_status: vec![None; n],
-            fetch_deadline: if durable.executed.len() as u64 >= durable.stable.seq {
+            fetch_deadline: if durable.executed_base() + durable.executed.len() as u64
+                >= durable.stable.seq
+            {
                 Time::MAX
             } else {
                 now
@@ -1997,6 +2078,19 @@ impl Protocol for PbftNode {
             announced: None,
             config: config.clone(),
         };
+        if let Some(s) = &durable.snapshot {
+            // The host loads this snapshot before anything is emitted.
+            let m = &s.manifest;
+            assert_eq!(s.proof.state, m.state(), "the durable snapshot's proof is its own");
+            node.state = m.chain;
+            node.executed = m.seq;
+            node.emitted = m.seq;
+            node.history_base = m.seq;
+            node.applied_positions = m.position;
+            node.agreed_time = m.agreed_time;
+            node.last_executed = m.last_executed.iter().copied().collect();
+            node.snapshot = Some(s.clone());
+        }
         for batch in &durable.executed {
             let seq = node.executed + 1;
             let digest = batch_digest(batch);
@@ -2008,7 +2102,13 @@ impl Protocol for PbftNode {
                 let last = node.last_executed.entry(c.client).or_insert(0);
                 *last = (*last).max(c.seq);
             }
-            if seq.is_multiple_of(config.checkpoint_interval) && seq >= node.stable.seq {
+            // (At a snapshot sequence number the checkpoint signs the
+            // snapshot's digest, which is not known again until a new one
+            // is taken there: not recorded.)
+            if seq.is_multiple_of(config.checkpoint_interval)
+                && !seq.is_multiple_of(config.snapshot_interval)
+                && seq >= node.stable.seq
+            {
                 node.own_checkpoints.insert(seq, node.state);
             }
         }
@@ -2120,10 +2220,23 @@ impl Protocol for PbftNode {
                 let Some(pos) = self.mac_sender(from) else { return };
                 self.on_fetch(pos, first, upto, &auth, out);
             }
-            Message::State { first, batches } => {
+            Message::State { first, batches, manifest } => {
                 if self.mac_sender(from).is_some() {
-                    self.on_state(first, &batches, out);
+                    self.on_state(first, &batches, manifest.as_deref(), out);
                 }
+            }
+            Message::SnapshotOffer(offer) => {
+                let Some(pos) = self.mac_sender(from) else { return };
+                self.on_snapshot_offer(now, pos, offer, out);
+            }
+            Message::SnapshotFetch { seq, offset, auth } => {
+                let Some(pos) = self.mac_sender(from) else { return };
+                self.on_snapshot_fetch(pos, seq, offset, &auth, out);
+            }
+            Message::SnapshotChunk { seq, offset, data, auth } => {
+                let Some(pos) = self.mac_sender(from) else { return };
+                let chunk = snapshots::Chunk { seq, offset, data, auth };
+                self.on_snapshot_chunk(now, pos, chunk, out);
             }
             Message::ReadQuery { nonce, auth } => {
                 let Some(pos) = self.mac_sender(from) else { return };
@@ -2213,6 +2326,55 @@ impl Protocol for PbftNode {
         self.release_reads(out);
         self.finish(out);
         Ok(())
+    }
+
+    const SNAPSHOT_DIGESTS: bool = true;
+
+    /// A host must report PBFT snapshots with their digest
+    /// ([`Protocol::snapshot_taken_with_digest`]); without one the
+    /// snapshot cannot be signed into a checkpoint and is ignored.
+    fn snapshot_taken(&mut self, now: Time, index: u64, size_bytes: u64, out: &mut PbftOutput) {
+        let _ = (now, index, size_bytes, out);
+        debug_assert!(false, "PBFT hosts report snapshots with their digest");
+    }
+
+    fn snapshot_taken_with_digest(
+        &mut self,
+        now: Time,
+        index: u64,
+        size_bytes: u64,
+        sha256: [u8; 32],
+        out: &mut PbftOutput,
+    ) {
+        self.clock = self.clock.max(now);
+        self.flush(out);
+        self.on_snapshot_taken(index, size_bytes, sha256, out);
+        self.rearm(now);
+        self.finish(out);
+    }
+
+    fn snapshot_chunk(
+        &mut self,
+        now: Time,
+        to: NodeId,
+        index: u64,
+        offset: u64,
+        data: bytes::Bytes,
+        out: &mut PbftOutput,
+    ) {
+        self.clock = self.clock.max(now);
+        self.flush(out);
+        self.send_chunk(to, index, offset, data, out);
+        self.rearm(now);
+        self.finish(out);
+    }
+
+    fn snapshot(&self) -> Option<synod_core::SnapshotMeta> {
+        self.snapshot.as_ref().map(|s| synod_core::SnapshotMeta {
+            index: s.manifest.position,
+            epoch: s.manifest.seq,
+            size_bytes: s.manifest.size_bytes,
+        })
     }
 
     fn status(&self) -> Status {

@@ -544,12 +544,12 @@ fn a_lagging_replica_catches_up_by_state_transfer_despite_a_lying_peer() {
         &all,
         net.now + ms(10_000),
         |from, to, m| match m {
-            Message::State { first, batches } if from == NodeId(1) && to == NodeId(4) => {
+            Message::State { first, batches, manifest } if from == NodeId(1) && to == NodeId(4) => {
                 lies += 1;
                 let mut bs: Vec<Batch> = batches.to_vec();
                 let last = bs.len() - 1;
                 bs[last] = Batch::new(Time::ZERO, vec![request(&config, 9, 1)]);
-                Some(Message::State { first, batches: bs.into() })
+                Some(Message::State { first, batches: bs.into(), manifest })
             }
             m => Some(m),
         },

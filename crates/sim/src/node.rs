@@ -110,6 +110,8 @@ pub(crate) struct SimNode<P: Protocol> {
     pub partial: Option<(u64, u64, Vec<u8>)>,
     /// Once `written` writes are synced, snapshots older than `index` may go.
     pub snapshot_prunes: Vec<(u64, u64)>,
+    /// The highest snapshot the core adopted for which a prune was queued.
+    pub prune_requested: u64,
 }
 
 impl<P: Protocol> SimNode<P> {
@@ -140,6 +142,7 @@ impl<P: Protocol> SimNode<P> {
             snapshots: Vec::new(),
             partial: None,
             snapshot_prunes: Vec::new(),
+            prune_requested: 0,
         }
     }
 
@@ -228,6 +231,7 @@ impl<P: Protocol> SimNode<P> {
         self.is_leader = false;
         self.partial = None;
         self.snapshot_prunes.clear();
+        self.prune_requested = 0;
     }
 }
 

@@ -106,6 +106,9 @@ pub struct Sim<P: SimProtocol> {
     /// The first snapshot registered at each index (its uid): every other
     /// one there must hold the same key-value state.
     pub(crate) snapshot_states: HashMap<u64, u64>,
+    /// SHA-256 of each registered snapshot's bytes, for cores that sign
+    /// them ([`synod_core::Protocol::SNAPSHOT_DIGESTS`]).
+    pub(crate) snapshot_digests: HashMap<u64, [u8; 32]>,
     pub(crate) next_snapshot_uid: u64,
     /// Per node: true when an adversary controls it (checkers skip it).
     pub(crate) byzantine: Vec<bool>,
@@ -186,6 +189,7 @@ impl<P: SimProtocol> Sim<P> {
             leaders: 0,
             snapshot_registry: HashMap::new(),
             snapshot_states: HashMap::new(),
+            snapshot_digests: HashMap::new(),
             next_snapshot_uid: 1,
             byzantine: vec![false; opts.nodes + spares],
             adversary: None,
@@ -399,6 +403,13 @@ impl<P: SimProtocol> Sim<P> {
             let n = &mut self.nodes[i];
             n.snapshot_prunes.push((n.written, index));
         }
+        // A core may adopt a snapshot in any call (PBFT: once its
+        // checkpoint is stable): older ones go once these writes sync.
+        let n = &mut self.nodes[i];
+        if let Some(index) = core_snapshot_index(n).filter(|&x| x > n.prune_requested) {
+            n.prune_requested = index;
+            n.snapshot_prunes.push((n.written, index));
+        }
         // 2. Messages leave once every write so far is synced.
         if !out.messages.is_empty() {
             let n = &mut self.nodes[i];
@@ -467,8 +478,8 @@ impl<P: SimProtocol> Sim<P> {
         self.out = out;
         self.schedule_tick(i);
         // Calls back into the core, after this output is carried out.
-        for (index, size_bytes) in taken {
-            self.call_snapshot_taken(i, index, size_bytes);
+        for (index, size_bytes, sha256) in taken {
+            self.call_snapshot_taken(i, index, size_bytes, sha256);
         }
         for a in actions {
             if let SnapshotAction::Read { to, index, offset, max_bytes } = a {
@@ -537,7 +548,11 @@ impl<P: SimProtocol> Sim<P> {
 
     /// Step 3: a `Take` or `Install` at its position. Returns the snapshot
     /// taken (index, size) for [`call_snapshot_taken`](Self::call_snapshot_taken).
-    fn snapshot_at_position(&mut self, i: usize, a: &SnapshotAction) -> Option<(u64, u64)> {
+    fn snapshot_at_position(
+        &mut self,
+        i: usize,
+        a: &SnapshotAction,
+    ) -> Option<(u64, u64, [u8; 32])> {
         match a {
             SnapshotAction::Take { index } => {
                 let applied = self.nodes[i].sessions.applied_index();
@@ -567,7 +582,12 @@ impl<P: SimProtocol> Sim<P> {
                 };
                 let meta = SnapshotMeta { index: *index, epoch: 0, size_bytes };
                 self.nodes[i].snapshots.push(StoredSnapshot { meta, uid });
-                Some((*index, size_bytes))
+                let sha256 = if P::SNAPSHOT_DIGESTS {
+                    self.snapshot_sha256(uid, size_bytes)
+                } else {
+                    [0; 32]
+                };
+                Some((*index, size_bytes, sha256))
             }
             SnapshotAction::Install { meta } => {
                 let Some(stored) = self.nodes[i].stored_snapshot(meta.index) else {
@@ -627,11 +647,24 @@ impl<P: SimProtocol> Sim<P> {
         }
     }
 
-    fn call_snapshot_taken(&mut self, i: usize, index: u64, size_bytes: u64) {
+    /// SHA-256 of the bytes of registered snapshot `uid` (computed once).
+    fn snapshot_sha256(&mut self, uid: u64, size_bytes: u64) -> [u8; 32] {
+        use sha2::Digest as _;
+        *self
+            .snapshot_digests
+            .entry(uid)
+            .or_insert_with(|| sha2::Sha256::digest(snapshot_bytes(uid, 0, size_bytes)).into())
+    }
+
+    fn call_snapshot_taken(&mut self, i: usize, index: u64, size_bytes: u64, sha256: [u8; 32]) {
         let n = &mut self.nodes[i];
         let local = n.local_time(self.now);
         let Some(core) = n.core.as_mut() else { return };
-        core.snapshot_taken(local, index, size_bytes, &mut self.out);
+        if P::SNAPSHOT_DIGESTS {
+            core.snapshot_taken_with_digest(local, index, size_bytes, sha256, &mut self.out);
+        } else {
+            core.snapshot_taken(local, index, size_bytes, &mut self.out);
+        }
         self.after_call(i);
         let n = &mut self.nodes[i];
         if core_snapshot_index(n) == Some(index) {

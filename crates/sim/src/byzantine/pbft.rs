@@ -520,7 +520,7 @@ impl PbftAdversary {
                 let commit = matches!(msg, Message::Commit(_));
                 self.vote(b, commit, v.view, v.seq, wrong(&v.digest))
             }
-            Message::State { first, batches } => {
+            Message::State { first, batches, manifest } => {
                 self.note("wrong state transfers");
                 let mut bs: Vec<Batch> = batches.to_vec();
                 if let Some(last) = bs.last_mut() {
@@ -529,7 +529,21 @@ impl PbftAdversary {
                         *last = Batch::new(last.timestamp, vec![self.invented_request()]);
                     }
                 }
-                Message::State { first, batches: Arc::from(bs) }
+                Message::State { first, batches: Arc::from(bs), manifest }
+            }
+            Message::SnapshotChunk { seq, offset, data, .. } => {
+                // The bytes a quorum's manifest does not hash to, under a
+                // valid MAC: only the SHA-256 over the whole snapshot
+                // catches them.
+                self.note("wrong snapshot chunks");
+                let mut bytes = data.to_vec();
+                if let Some(first) = bytes.first_mut() {
+                    *first ^= 0x5a;
+                }
+                let data = Bytes::from(bytes);
+                let header = Message::snapshot_chunk_header(seq, offset, &data);
+                let auth = self.keys(b).mac(self.pos(to), header.as_bytes());
+                Message::SnapshotChunk { seq, offset, data, auth }
             }
             other => other,
         };

@@ -72,7 +72,9 @@ impl Invariant<PbftNode> for PbftAgreement {
         let core = step.core;
         let executed = core.executed_seq();
         let from = *self.checked.entry(step.node);
-        for seq in from + 1..=executed {
+        // Below the history base the batches were discarded (a snapshot
+        // adopted or installed: proved by a quorum's checkpoint).
+        for seq in from.max(core.history_base()) + 1..=executed {
             let Some(digest) = core.executed_digest(seq) else { break };
             self.check(step.node, seq, digest)?;
         }

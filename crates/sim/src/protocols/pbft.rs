@@ -19,7 +19,8 @@ impl SimProtocol for PbftNode {
         "pbft"
     }
 
-    /// `Config::new(replicas)` (K = 128, L = 256) with timeouts for a ~1 ms
+    /// `Config::new(replicas)` (K = 128, L = 256, a snapshot at every
+    /// checkpoint, 4 KiB snapshot chunks) with timeouts for a ~1 ms
     /// network: a view change after 300 ms without progress on a pending
     /// request (doubling to at most 2 s, so that a silent primary costs at
     /// most one 2 s wait inside the 5 s liveness bound), STATUS every 50 ms.
@@ -39,6 +40,11 @@ impl SimProtocol for PbftNode {
         c.view_change_timeout = Duration::from_millis(300);
         c.max_view_change_timeout = Duration::from_secs(2);
         c.status_interval = Duration::from_millis(50);
+        // A snapshot at every checkpoint, so that runs of a few hundred
+        // operations take, adopt and transfer snapshots; chunks small
+        // enough that a transfer takes several.
+        c.snapshot_interval = c.checkpoint_interval;
+        c.snapshot_chunk_bytes = 4096;
         c
     }
 
