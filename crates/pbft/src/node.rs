@@ -326,6 +326,10 @@ pub struct PbftNode {
     peer_status: Vec<Option<PeerStatus>>,
     fetch_deadline: Time,
     fetch_peer: usize,
+    /// The peer the last FETCH went to: only its SNAPSHOT-OFFER is taken
+    /// (an unasked offer from a faulty peer could otherwise capture every
+    /// transfer and stall it).
+    fetch_asked: Option<usize>,
 
     // Reads.
     reads: VecDeque<PendingRead>,
@@ -1108,6 +1112,7 @@ impl PbftNode {
             signers[self.fetch_peer % signers.len()]
         };
         self.fetch_peer += 1;
+        self.fetch_asked = Some(peer);
         let (from, upto) = (self.executed + 1, self.stable.seq);
         let auth = self.keys.mac(peer, Message::fetch_header(from, upto).as_bytes());
         if peer != self.me {
@@ -2066,6 +2071,7 @@ impl Protocol for PbftNode {
                 now
             },
             fetch_peer: me,
+            fetch_asked: None,
             reads: VecDeque::new(),
             next_nonce: 1,
             stats: AuthStats::default(),

@@ -121,6 +121,9 @@ impl PbftNode {
         let Some(take) = self.taking.remove(&index) else { return };
         // Takes below this one were skipped or failed: none will come.
         self.taking = self.taking.split_off(&index);
+        if take.seq <= self.history_base {
+            return; // a newer snapshot was adopted or installed meanwhile
+        }
         let manifest = Arc::new(SnapshotManifest {
             seq: take.seq,
             chain: take.chain,
@@ -220,7 +223,8 @@ impl PbftNode {
         out: &mut PbftOutput,
     ) {
         let m = &offer.manifest;
-        if m.seq <= self.executed
+        if self.fetch_asked != Some(pos)
+            || m.seq <= self.executed
             || self.transfer.as_ref().is_some_and(|t| t.offer.manifest.seq >= m.seq)
         {
             return;
