@@ -60,6 +60,11 @@ pub struct SimArgs {
     /// Serve reads through the log instead of through ReadIndex barriers.
     #[arg(long)]
     reads_through_log: bool,
+    /// PBFT: also require every correct replica to end in one view once
+    /// the clients finished (a replica left alone in a higher view fails
+    /// the seed as `liveness`).
+    #[arg(long)]
+    check_views_converge: bool,
     /// Raft: serve linearizable reads from the leader's lease (requires
     /// check-quorum; assumes bounded clock drift) instead of ReadIndex.
     #[arg(long)]
@@ -190,6 +195,7 @@ fn options(args: &SimArgs) -> Result<(SimOptions, Range<u64>), String> {
         ops_per_client: args.ops,
         bug: args.bug.clone(),
         reads_through_log: args.reads_through_log,
+        check_views_converge: args.check_views_converge,
         lease_reads: args.lease_reads,
         follower_reads: args.follower_reads,
         leader_parallel_write: args.leader_parallel_write,
@@ -346,6 +352,7 @@ mod tests {
             fault_window_ms: 5_000,
             keep_applied_log: false,
             max_events: 123_456,
+            check_views_converge: true,
             ..SimOptions::default()
         };
         let cmd = original.replay_command(42);

@@ -6,7 +6,8 @@
 //! Then everything heals (network, crashed and paused nodes) and the
 //! *liveness probe* starts: a fresh command must commit within
 //! `liveness_bound_ms`. Then every client must finish its operations
-//! before `max_time_ms`. For a protocol whose views must converge
+//! before `max_time_ms`. With [`SimOptions::check_views_converge`], for a
+//! protocol whose views must converge
 //! ([`SimProtocol::views_converge`], PBFT), every correct replica must
 //! then be in one view under one leader within `liveness_bound_ms` (a
 //! correct replica left alone in another view is reported as a liveness
@@ -274,7 +275,7 @@ impl<P: SimProtocol> Sim<P> {
             return Some(self.failure("liveness", None, detail, self.now));
         }
         // One view: every correct replica active under the same leader.
-        if P::views_converge() {
+        if P::views_converge() && self.opts.check_views_converge {
             let bound = self.now + Duration::from_millis(self.opts.liveness_bound_ms);
             let converged = self.run_phase(bound, |s| s.view_split().is_none());
             if let Some(f) = self.first_violation() {
