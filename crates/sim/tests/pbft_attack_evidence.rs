@@ -186,7 +186,9 @@ fn every_attack_happens_and_its_defence_fires() {
     // its own VIEW-CHANGE alone, and STATUS lies: refused as `invalid`;
     // VIEW-CHANGEs with a certificate for an invented request: refused by
     // the client signature check. The lying replica leads view 1, so it
-    // takes a view change (faults) to tell the NEW-VIEW lies.
+    // takes a view change (faults) to tell the NEW-VIEW lies; while it
+    // changes to a view it leads, its STATUS is true, so that peers
+    // retransmit the VIEW-CHANGEs it missed (in seed 1, two of view 1's).
     let o = SimOptions {
         faults: FaultProfile::All,
         fault_window_ms: 5_000,
@@ -211,8 +213,12 @@ fn every_attack_happens_and_its_defence_fires() {
 /// (rightly) joined every such view: ~12,000 view changes and 3.9 million
 /// events in the 120 s of virtual time, each VIEW-CHANGE signed and
 /// carrying the log window (47 GB simulated). The flood now asks for a
-/// fresh view at most every `FLOOD_VIEW_PERIOD`. Bounded in simulated
-/// events and virtual time, not wall-clock.
+/// fresh view at most every `FLOOD_VIEW_PERIOD`. Since SUSPECT, the flood
+/// also accuses the latest view it saw, and f+1 accusations move every
+/// correct replica out of its view: accusing the view of the moment with
+/// every message, it had them leave each view on entering it (618,130
+/// events); it accuses a fresh view at most every `FLOOD_VIEW_PERIOD` too.
+/// Bounded in simulated events and virtual time, not wall-clock.
 #[test]
 fn a_vc_flood_by_f_plus_one_replicas_ends_within_a_bounded_number_of_events() {
     let o =

@@ -16,9 +16,9 @@
 //! | `wrong-digest` | PRE-PREPAREs, votes and state-transfer replies whose digest does not match the batch |
 //! | `silent` | send nothing, answer no client |
 //! | `slow` | hold every PRE-PREPARE for 90% of the view-change timeout |
-//! | `vc-flood` | signed VIEW-CHANGEs for ever higher views (a fresh one at most every [`FLOOD_VIEW_PERIOD`] of virtual time), and a signed SUSPECT of the latest view seen, with half of their messages |
+//! | `vc-flood` | signed VIEW-CHANGEs for ever higher views, and signed SUSPECTs of the latest view seen (a fresh view for each at most every [`FLOOD_VIEW_PERIOD`] of virtual time), with half of their messages |
 //! | `lying-checkpoint` | signed CHECKPOINTs with wrong state digests, also for sequence numbers not reached |
-//! | `lying-new-view` | NEW-VIEWs whose O or checkpoint is not what V decides (re-signed), NEW-VIEWs with too few VIEW-CHANGEs, VIEW-CHANGEs claiming a prepared certificate for an invented batch, STATUS claiming to be active in a higher view far ahead |
+//! | `lying-new-view` | NEW-VIEWs whose O or checkpoint is not what V decides (re-signed), NEW-VIEWs with too few VIEW-CHANGEs, VIEW-CHANGEs claiming a prepared certificate for an invented batch, STATUS claiming to be active in a higher view far ahead (a true one while it changes to a view it leads, so that it gets the VIEW-CHANGEs it needs to lie in that view's NEW-VIEW) |
 //! | `bad-client-auth` | a Byzantine primary adds requests no client made to its batches: invented clients' requests sealed with the wrong key, or a real client's signature over another operation and sequence number |
 //! | `lying-replies` | every client reply says the same wrong value; READ-INDEX answers claim a sequence number never reached, or 0 |
 //! | `twins` | node 1 runs twice with one identity and one key set: the original talks to X, a second correct core (the twin) to Y |
@@ -176,6 +176,10 @@ pub struct PbftAdversary {
     /// By position: the Byzantine node's signed VIEW-CHANGE for
     /// `flood_view` (re-sent until the view moves on).
     flood_sent: Vec<Option<Message>>,
+    /// The view the `vc-flood` SUSPECTs accuse now: the latest view seen
+    /// when `flood_view` last moved (so a fresh one at most every
+    /// [`FLOOD_VIEW_PERIOD`] too).
+    flood_suspected: u64,
     /// The key invented requests write.
     key: Bytes,
     forged_seq: u64,
@@ -221,6 +225,7 @@ impl PbftAdversary {
             flood_view: 0,
             flood_next: Time::ZERO,
             flood_sent: vec![None; n],
+            flood_suspected: 0,
             key,
             forged_seq: 0,
             twin,
@@ -569,6 +574,7 @@ impl PbftAdversary {
         if now >= self.flood_next {
             self.flood_view = self.flood_view.max(self.view_hint) + 1;
             self.flood_next = now + FLOOD_VIEW_PERIOD;
+            self.flood_suspected = self.view_hint;
             self.note("flood views");
         }
         self.note("flood view-changes");
@@ -582,9 +588,14 @@ impl PbftAdversary {
             }
         };
         out.push(Forged::plain(from, to, vc));
-        // And a SUSPECT of the latest view it saw: f of them move no correct
-        // replica (a correct one must suspect too).
-        let view = self.view_hint;
+        // And a SUSPECT of the latest view it saw when the flood last asked
+        // for a fresh view: f of them move no correct replica (a correct one
+        // must suspect too). f+1 of them move every correct replica out of
+        // the view it is in, rightly (as f+1 VIEW-CHANGEs do), so a fresh
+        // view is accused at most every `FLOOD_VIEW_PERIOD` like the
+        // VIEW-CHANGEs: accusing the latest view with every message had
+        // correct replicas leave each view as soon as they entered it.
+        let view = self.flood_suspected;
         let replica = from;
         let sig = self.keys(b).sign(&Suspect::digest(view, replica));
         self.note("flood suspicions");
@@ -661,6 +672,13 @@ impl PbftAdversary {
                 lie.sig = self.keys(b).sign(&lie.digest());
                 Message::ViewChange(Arc::new(lie))
             }
+            // While it changes to a view it leads, its STATUS tells the
+            // truth: peers retransmit their VIEW-CHANGEs only to a replica
+            // whose STATUS shows it still changing, and it needs 2f+1 of
+            // them to tell its NEW-VIEW lies (lying here, it never led view
+            // 1 in seed 1 of the attack-evidence test: two VIEW-CHANGEs
+            // missed it, nobody resent them, and the others moved to view 2).
+            truth @ Message::Status { view, active: false, .. } if view % n == b as u64 => truth,
             Message::Status { executed, .. } => {
                 self.note("lying statuses");
                 // Its STATUS claims it is active in a view it leads, far
