@@ -35,7 +35,7 @@
 //! every executed batch up to it is obsolete) compacts the journal. The
 //! glue keeps a mirror of the durable state (every write persisted,
 //! applied), and right after the round's records it appends a
-//! *restatement*: a [`Record::Restatement`] saying how many records follow,
+//! *restatement*: a `Record::Restatement` saying how many records follow,
 //! then [`Durable::restate`] of the mirror — writes that rebuild it from
 //! nothing. The log segments wholly before the restatement are detached at
 //! once and deleted only after the round's sync has made the restatement

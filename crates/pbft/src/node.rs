@@ -2086,16 +2086,12 @@ impl Protocol for PbftNode {
         };
         if let Some(s) = &durable.snapshot {
             // The host loads this snapshot before anything is emitted.
-            let m = &s.manifest;
-            assert_eq!(s.proof.state, m.state(), "the durable snapshot's proof is its own");
-            node.state = m.chain;
-            node.executed = m.seq;
-            node.emitted = m.seq;
-            node.history_base = m.seq;
-            node.applied_positions = m.position;
-            node.agreed_time = m.agreed_time;
-            node.last_executed = m.last_executed.iter().copied().collect();
-            node.snapshot = Some(s.clone());
+            assert_eq!(
+                s.proof.state,
+                s.manifest.state(),
+                "the durable snapshot's proof is its own"
+            );
+            node.start_from(s.clone());
         }
         for batch in &durable.executed {
             let seq = node.executed + 1;

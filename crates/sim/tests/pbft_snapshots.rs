@@ -6,30 +6,16 @@
 //!
 //! The simulator's PBFT takes a snapshot at every checkpoint (K = 128).
 
-use bytes::Bytes;
+mod pbft_common;
+
+use pbft_common::{core, put, summaries};
 use std::time::Duration;
 use synod_core::NodeId;
-use synod_core::kv::KvOp;
 use synod_pbft::PbftNode;
 use synod_sim::{ProtocolKind, Sim, SimOptions};
 
 fn options() -> SimOptions {
     SimOptions { protocol: ProtocolKind::Pbft, nodes: 4, clients: 0, ..SimOptions::default() }
-}
-
-fn put(key: &str, value: &str) -> KvOp {
-    KvOp::Put { key: Bytes::from(key.to_string()), value: Bytes::from(value.to_string()) }
-}
-
-fn core(sim: &Sim<PbftNode>, n: u64) -> &PbftNode {
-    sim.core(NodeId(n)).unwrap_or_else(|| panic!("n{n} is down"))
-}
-
-fn summaries(sim: &Sim<PbftNode>) -> String {
-    (1..=4)
-        .map(|n| sim.core(NodeId(n)).map_or(format!("n{n} down"), PbftNode::summary))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// `count` writes one after another (each its own batch: one sequence

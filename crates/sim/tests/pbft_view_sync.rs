@@ -12,9 +12,10 @@
 //! asked for view 2 alone, where it stayed (views never go back; nobody
 //! joins a lone VIEW-CHANGE), serving no write and no linearizable read.
 
-use bytes::Bytes;
+mod pbft_common;
+
+use pbft_common::{core, put, summaries};
 use std::time::Duration;
-use synod_core::kv::KvOp;
 use synod_core::{ClientId, Command, NodeId};
 use synod_pbft::PbftNode;
 use synod_sim::{ProtocolKind, Sim, SimOptions};
@@ -26,25 +27,10 @@ fn quiet(seed: u64) -> Sim<PbftNode> {
     Sim::<PbftNode>::new(&o, seed).expect("valid options")
 }
 
-fn put(key: &str, value: &str) -> KvOp {
-    KvOp::Put { key: Bytes::from(key.to_string()), value: Bytes::from(value.to_string()) }
-}
-
 /// A request of the test's own client (as a node's proxy client would
 /// send it to its own replica only).
 fn request(seq: u64) -> Command {
     Command::new(ClientId(1_000), seq, put(&format!("p{seq}"), "x").encode())
-}
-
-fn core(sim: &Sim<PbftNode>, n: u64) -> &PbftNode {
-    sim.core(NodeId(n)).unwrap_or_else(|| panic!("n{n} is down"))
-}
-
-fn summaries(sim: &Sim<PbftNode>) -> String {
-    (1..=4)
-        .map(|n| sim.core(NodeId(n)).map_or(format!("n{n} down"), PbftNode::summary))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// Kills the primary of view 0, has the others change view and order 300

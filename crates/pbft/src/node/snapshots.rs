@@ -364,15 +364,7 @@ impl PbftNode {
         out.snapshots.push(SnapshotAction::Install {
             meta: SnapshotMeta { index: m.position, epoch: m.seq, size_bytes: m.size_bytes },
         });
-        self.state = m.chain;
-        self.executed = m.seq;
-        self.emitted = m.seq;
-        self.applied_positions = m.position;
-        self.agreed_time = m.agreed_time;
-        self.last_executed = m.last_executed.iter().copied().collect();
-        self.history.clear();
-        self.history_digests.clear();
-        self.history_base = m.seq;
+        self.start_from(offer.clone());
         let last = &self.last_executed;
         self.pending.retain(|(c, s), _| last.get(c).is_none_or(|l| s > l));
         self.ordering.retain(|(c, s)| last.get(c).is_none_or(|l| s > l));
@@ -382,12 +374,28 @@ impl PbftNode {
         self.own_checkpoints = self.own_checkpoints.split_off(&(m.seq + 1));
         self.next_seq = self.next_seq.max(m.seq + 1);
         out.writes.push(Write::Snapshot(offer.clone()));
-        self.snapshot = Some(offer.clone());
         self.make_stable(offer.proof.clone(), out);
         self.fetch_deadline = if self.executed < self.stable.seq { Time::ZERO } else { Time::MAX };
         self.installed_snapshots += 1;
         self.execute_committed(out);
         self.on_progress(out);
+    }
+
+    /// The state continues from snapshot `s` (installed, or loaded by the
+    /// host at recovery): execution, positions, the agreed clock and the
+    /// clients' latest requests are the manifest's; no history below it.
+    pub(super) fn start_from(&mut self, s: Arc<SnapshotCheckpoint>) {
+        let m = &s.manifest;
+        self.state = m.chain;
+        self.executed = m.seq;
+        self.emitted = m.seq;
+        self.applied_positions = m.position;
+        self.agreed_time = m.agreed_time;
+        self.last_executed = m.last_executed.iter().copied().collect();
+        self.history.clear();
+        self.history_digests.clear();
+        self.history_base = m.seq;
+        self.snapshot = Some(s);
     }
 
     /// The fetch timer fired during a transfer: ask again for the chunk
